@@ -1,0 +1,193 @@
+"""TOML configuration of the daemons, checked key by key.
+
+A bad file gives a ConfigError naming the file, the key and the reason; the twistd
+plugin prints it as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dmuc.room.model import RoomConfig
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        super().__init__(f"{path}: {key}: {reason}")
+        self.path, self.key, self.reason = path, key, reason
+
+
+@dataclass
+class ComponentConfig:
+    jid: str
+    host: str
+    port: int
+    secret: str
+
+
+@dataclass
+class MasterConfig:
+    path: str
+    component: ComponentConfig
+    storage_url: str
+    log_level: str = "info"
+    admins: list[str] = field(default_factory=list)
+    create_rooms: str | list[str] = "anyone"
+    room_locking: bool = True
+    max_history_length: int = 50
+    enforce_reserved_nicks: bool = False
+    allow_unaffiliated_register: bool = False
+    room_defaults: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
+
+
+class _Reader:
+    """Typed access to one TOML document that reports errors as file: key: reason."""
+
+    def __init__(self, path: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason)
+
+    def table(self, name: str, required: bool = True) -> dict[str, Any]:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                raise self.error(name, "missing table")
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(name, "must be a table")
+        return value
+
+    def get(self, table: str, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        section = self.table(table, required=default is ...)
+        full = f"{table}.{key}"
+        if key not in section:
+            if default is ...:
+                raise self.error(full, "missing")
+            return default
+        value = section[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.error(full, f"must be {names}, not {type(value).__name__}")
+        return value
+
+    def check_unknown(self, table: str, known: set[str]) -> None:
+        for key in self.table(table, required=False):
+            if key not in known:
+                raise self.error(f"{table}.{key}", "unknown key")
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "-", "file not found") from exc
+    except PermissionError as exc:
+        raise ConfigError(path, "-", "permission denied") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"not valid TOML ({exc})") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(path, "-", "is a directory") from exc
+
+
+def _component(r: _Reader) -> ComponentConfig:
+    from dmuc import jids
+
+    jid = r.get("component", "jid", str)
+    parsed = jids.parse(jid)
+    if parsed is None or parsed.user is not None or parsed.resource is not None:
+        raise r.error("component.jid", f"{jid!r} is not a domain JID")
+    port = r.get("component", "port", int, 5347)
+    if not 0 < port < 65536:
+        raise r.error("component.port", f"{port} is not a TCP port")
+    secret = r.get("component", "secret", str)
+    if not secret:
+        raise r.error("component.secret", "must not be empty")
+    r.check_unknown("component", {"jid", "host", "port", "secret"})
+    return ComponentConfig(jid=parsed.host, host=r.get("component", "host", str, "127.0.0.1"),
+                           port=port, secret=secret)
+
+
+def _storage_url(r: _Reader) -> str:
+    url = r.get("storage", "url", str)
+    r.check_unknown("storage", {"url"})
+    if not url.startswith("sqlite:"):
+        raise r.error("storage.url", f"unsupported scheme in {url!r} (supported: sqlite)")
+    from dmuc.storage import StorageError
+    from dmuc.storage.sqlite import SQLiteStorage
+
+    try:
+        storage = SQLiteStorage.from_url(url)
+    except StorageError as exc:
+        raise r.error("storage.url", str(exc)) from exc
+    path = getattr(storage, "path", None)
+    if path and path != ":memory:":
+        directory = Path(path).parent
+        existing = directory
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK):
+            raise r.error("storage.url", f"directory {existing} is not writable")
+    return url
+
+
+def _log_level(r: _Reader) -> str:
+    level = r.get("log", "level", str, "info").lower()
+    r.check_unknown("log", {"level"})
+    if level not in LOG_LEVELS:
+        raise r.error("log.level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def load_master_config(path: str) -> MasterConfig:
+    r = _Reader(path, read_toml(path))
+    for table in r.data:
+        if table not in ("component", "storage", "log", "muc"):
+            raise r.error(table, "unknown table")
+    cfg = MasterConfig(path=path, component=_component(r), storage_url=_storage_url(r),
+                       log_level=_log_level(r))
+    r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
+                            "enforce_reserved_nicks", "allow_unaffiliated_register",
+                            "room_defaults", "plugins"})
+    admins = r.get("muc", "admins", list, [])
+    from dmuc import jids
+
+    for admin in admins:
+        parsed = jids.parse(admin) if isinstance(admin, str) else None
+        if parsed is None or parsed.user is None:
+            raise r.error("muc.admins", f"{admin!r} is not a bare user JID")
+    cfg.admins = [jids.parse(a).userhost() for a in admins]  # type: ignore[union-attr]
+    create = r.get("muc", "create_rooms", (str, list), "anyone")
+    if isinstance(create, str) and create not in ("anyone", "admins"):
+        raise r.error("muc.create_rooms", "must be \"anyone\", \"admins\" or a list of domains")
+    cfg.create_rooms = create
+    cfg.room_locking = r.get("muc", "room_locking", bool, True)
+    cfg.max_history_length = r.get("muc", "max_history_length", int, 50)
+    if cfg.max_history_length < 0:
+        raise r.error("muc.max_history_length", "must not be negative")
+    cfg.enforce_reserved_nicks = r.get("muc", "enforce_reserved_nicks", bool, False)
+    cfg.allow_unaffiliated_register = r.get("muc", "allow_unaffiliated_register", bool, False)
+    defaults = r.get("muc", "room_defaults", dict, {})
+    fields = RoomConfig.__dataclass_fields__
+    for key, value in defaults.items():
+        if key not in fields:
+            raise r.error(f"muc.room_defaults.{key}", "unknown room setting")
+        expected = type(getattr(RoomConfig(), key))
+        if type(value) is not expected:
+            raise r.error(f"muc.room_defaults.{key}", f"must be {expected.__name__}")
+    cfg.room_defaults = defaults
+    plugins = r.get("muc", "plugins", list, [])
+    if not all(isinstance(p, str) for p in plugins):
+        raise r.error("muc.plugins", "must be a list of module names")
+    cfg.plugins = plugins
+    return cfg

@@ -1,0 +1,83 @@
+"""Mediated invitations and declines (XEP-0045 §7.8.2, §7.8.3)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.words.xish.domish import Element
+
+from dmuc import jids, stanzas, xmlns
+from dmuc.outbox import Outbox
+from dmuc.room.model import AFFILIATION_RANK, Occupant
+
+if TYPE_CHECKING:
+    from dmuc.room.room import Room
+
+
+def handle(room: Room, stanza: Element, muc_user: Element, occupant: Occupant | None,
+           out: Outbox) -> None:
+    for invite in stanzas.children(muc_user, "invite"):
+        if not _invite(room, stanza, invite, occupant, out):
+            return
+    for decline in stanzas.children(muc_user, "decline"):
+        _decline(room, stanza, decline, out)
+
+
+def _invite(room: Room, stanza: Element, invite: Element, occupant: Occupant | None,
+            out: Outbox) -> bool:
+    sender = stanza.getAttribute("from")
+    if occupant is None:
+        out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
+                                     "You are not currently connected to this chat"))
+        return False
+    invitee = jids.parse(invite.getAttribute("to"))
+    if invitee is None:
+        out.send(stanzas.error_reply(stanza, "modify", "jid-malformed"))
+        return False
+    affiliation = room.affiliation(occupant.bare_jid)
+    if room.config.members_only:
+        may = AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK["admin"] or (
+            room.config.allow_member_invites and affiliation == "member"
+        )
+        if not may:
+            out.send(stanzas.error_reply(stanza, "auth", "forbidden",
+                                         "Only admins may invite to this members-only room"))
+            return False
+    invitee_jid = invitee.full()
+    reason = stanzas.text_of(stanzas.child(invite, "reason"))
+    msg = stanzas.new("message", {"from": room.jid, "to": invitee_jid})
+    x = msg.addElement((xmlns.MUC_USER, "x"))
+    forwarded = x.addElement("invite")
+    forwarded["from"] = sender
+    if reason:
+        forwarded.addElement("reason", content=reason)
+    if room.config.password:
+        x.addElement("password", content=room.config.password)
+    conference = msg.addElement((xmlns.CONFERENCE, "x"))
+    conference["jid"] = room.jid
+    if reason:
+        conference["reason"] = reason
+    text = f"{jids.bare(sender)} invited you to the room {room.jid}"
+    msg.addElement("body", content=text + (f" ({reason})" if reason else ""))
+    out.send(msg)
+    out.info(f"{sender} invited {invitee_jid} to {room.jid}")
+    if room.config.members_only and room.affiliation(invitee.userhost()) == "none":
+        room.set_affiliation(invitee.userhost(), "member", out, reason=f"Invited by {sender}")
+    return True
+
+
+def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None:
+    inviter = jids.parse(decline.getAttribute("to"))
+    if inviter is None:
+        out.send(stanzas.error_reply(stanza, "modify", "jid-malformed"))
+        return
+    reason = stanzas.text_of(stanzas.child(decline, "reason"))
+    msg = stanzas.new("message", {"from": room.jid, "to": inviter.full()})
+    x = msg.addElement((xmlns.MUC_USER, "x"))
+    forwarded = x.addElement("decline")
+    forwarded["from"] = stanza.getAttribute("from")
+    if reason:
+        forwarded.addElement("reason", content=reason)
+    text = f"{jids.bare(stanza.getAttribute('from'))} declined your invitation to {room.jid}"
+    msg.addElement("body", content=text + (f" ({reason})" if reason else ""))
+    out.send(msg)

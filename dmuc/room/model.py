@@ -1,0 +1,73 @@
+"""Room state: configuration, affiliations, occupants, history. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from twisted.words.xish.domish import Element
+
+ROLES = ("none", "visitor", "participant", "moderator")
+AFFILIATIONS = ("outcast", "none", "member", "admin", "owner")
+ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+AFFILIATION_RANK = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
+
+WHOIS_VALUES = ("moderators", "anyone")
+# Who may send private messages (the values of Prosody's muc#roomconfig_allowpm).
+ALLOW_PM_VALUES = ("visitor", "participant", "moderator", "affiliated", "none")
+BROADCAST_ROLES = ("moderator", "participant", "visitor")
+
+
+@dataclass
+class RoomConfig:
+    """muc#roomconfig, with Prosody mod_muc's defaults."""
+
+    name: str = ""
+    description: str = ""
+    language: str = ""
+    persistent: bool = False
+    public: bool = True
+    members_only: bool = False
+    moderated: bool = False
+    password: str = ""
+    whois: str = "moderators"
+    max_users: int = 0  # 0: no limit
+    history_length: int = 20
+    allow_pm: str = "visitor"
+    change_subject: bool = False
+    presence_broadcast: list[str] = field(default_factory=lambda: list(BROADCAST_ROLES))
+    allow_member_invites: bool = False
+    logging: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoomConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class HistoryEntry:
+    stamp: float
+    stanza: Element  # as broadcast: from room/nick, no 'to', without delay
+    chars: int  # its serialised size, for maxchars
+
+
+@dataclass
+class Occupant:
+    nick: str
+    bare_jid: str
+    role: str
+    # full JID of each of the user's sessions in the room -> that session's last presence
+    sessions: dict[str, Element] = field(default_factory=dict)
+    # the session whose presence the room shows (the most recent one)
+    primary: str = ""
+
+    @property
+    def presence(self) -> Element | None:
+        return self.sessions.get(self.primary)
+
+    def session_jids(self) -> list[str]:
+        return list(self.sessions)

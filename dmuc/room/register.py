@@ -1,0 +1,72 @@
+"""Room registration and reserved nicknames (XEP-0045 §7.10), as Prosody's register.lib."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.words.xish.domish import Element
+
+from dmuc import jids, stanzas, xmlns
+from dmuc.outbox import Outbox
+
+if TYPE_CHECKING:
+    from dmuc.room.room import Room
+
+
+def registration_form() -> Element:
+    return stanzas.form(
+        xmlns.MUC_REGISTER,
+        [{"var": "muc#register_roomnick", "type": "text-single", "label": "Nickname"}],
+        title="Room registration",
+    )
+
+
+def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
+    user = jids.bare(stanza.getAttribute("from"))
+    affiliation = room.affiliation(user)
+    if affiliation == "outcast":
+        out.send(stanzas.error_reply(stanza, "auth", "forbidden"))
+        return
+    if affiliation == "none" and not room.service.settings.allow_unaffiliated_register:
+        out.send(stanzas.error_reply(stanza, "auth", "registration-required",
+                                     "Only members may register a nickname in this room"))
+        return
+    registered = room.reserved_nicks.get(user)
+    if stanza.getAttribute("type") == "get":
+        reply = stanzas.query(xmlns.REGISTER)
+        if registered:
+            reply.addElement("registered")
+            reply.addElement("username", content=registered)
+        else:
+            reply.addChild(registration_form())
+        out.send(stanzas.iq_result(stanza, reply))
+        return
+    if stanzas.child(payload, "remove") is not None:
+        room.reserved_nicks.pop(user, None)
+        if affiliation == "member":
+            room.set_affiliation(user, "none", out)
+        room.save(out)
+        out.send(stanzas.iq_result(stanza))
+        return
+    form = stanzas.child(payload, "x", xmlns.DATA_FORMS)
+    if form is None or stanzas.form_type(form) != xmlns.MUC_REGISTER:
+        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Missing dataform"))
+        return
+    wanted = (stanzas.parse_form(form).get("muc#register_roomnick") or [""])[0]
+    nick = jids.prep_nick(wanted)
+    if nick is None:
+        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Invalid Nickname"))
+        return
+    holder = room.occupants.get(nick)
+    reserver = room.reserved_by(nick)
+    if (holder is not None and holder.bare_jid != user) or (reserver not in (None, user)):
+        out.send(stanzas.error_reply(stanza, "cancel", "conflict"))
+        return
+    if registered != nick:
+        room.reserved_nicks[user] = nick
+        if affiliation == "none":
+            room.set_affiliation(user, "member", out, reason="Registered")
+        else:
+            room.save(out)
+        out.info(f"{user} registered the nickname {nick} in {room.jid}")
+    out.send(stanzas.iq_result(stanza))

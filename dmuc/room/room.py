@@ -1,0 +1,724 @@
+"""The room core: occupants, presence, messages and IQ routing of one XEP-0045 room.
+
+Feature modules (history, subject, admin, owner, invites, registration, voice, disco)
+sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua.
+Every entry point takes a parsed stanza and an Outbox and returns nothing: what to send
+and what to store is written to the Outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from twisted.words.xish.domish import Element
+
+from dmuc import jids, stanzas, xmlns
+from dmuc.outbox import Outbox, SaveRoom
+from dmuc.room.model import (
+    AFFILIATION_RANK,
+    ROLE_RANK,
+    HistoryEntry,
+    Occupant,
+    RoomConfig,
+)
+
+if TYPE_CHECKING:
+    from dmuc.service import MUCService
+
+# Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
+MAX_PENDING_IQS = 1000
+
+
+class Refusal(Exception):
+    """A request the room refuses with an XMPP error (type, condition, text)."""
+
+    def __init__(self, err_type: str, condition: str, text: str | None = None) -> None:
+        super().__init__(condition)
+        self.err_type = err_type
+        self.condition = condition
+        self.text = text
+
+
+class Room:
+    def __init__(self, service: MUCService, jid: str, config: RoomConfig | None = None) -> None:
+        self.service = service
+        self.jid = jid
+        self.config = config or RoomConfig()
+        self.affiliations: dict[str, str] = {}  # bare JID -> owner/admin/member/outcast
+        self.reserved_nicks: dict[str, str] = {}  # bare JID -> registered nickname
+        self.subject: str = ""
+        self.subject_from: str = ""  # nick of who set it ("" = the room)
+        self.locked = False
+        self.history: list[HistoryEntry] = []
+        self.occupants: dict[str, Occupant] = {}  # nick -> occupant
+        self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
+        self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self.destroyed = False
+
+    # --- persistence --------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "affiliations": dict(self.affiliations),
+            "reserved_nicks": dict(self.reserved_nicks),
+            "subject": self.subject,
+            "subject_from": self.subject_from,
+        }
+
+    @classmethod
+    def from_state(cls, service: MUCService, jid: str, state: dict[str, Any]) -> Room:
+        room = cls(service, jid, RoomConfig.from_dict(state.get("config", {})))
+        room.affiliations = dict(state.get("affiliations", {}))
+        room.reserved_nicks = dict(state.get("reserved_nicks", {}))
+        room.subject = state.get("subject", "")
+        room.subject_from = state.get("subject_from", "")
+        return room
+
+    def save(self, out: Outbox) -> None:
+        if self.config.persistent and not self.destroyed:
+            out.store(SaveRoom(self.jid, self.to_state()))
+
+    # --- lookups --------------------------------------------------------------------
+
+    def occupant_jid(self, nick: str) -> str:
+        return f"{self.jid}/{nick}"
+
+    def affiliation(self, bare_jid: str) -> str:
+        if bare_jid in self.service.admins:
+            return "owner"
+        return self.affiliations.get(bare_jid, "none")
+
+    def occupant_by_session(self, full_jid: str) -> Occupant | None:
+        nick = self.nick_of.get(full_jid)
+        return self.occupants.get(nick) if nick is not None else None
+
+    def occupants_of(self, bare_jid: str) -> list[Occupant]:
+        return [o for o in self.occupants.values() if o.bare_jid == bare_jid]
+
+    def default_role(self, affiliation: str) -> str:
+        if affiliation in ("owner", "admin"):
+            return "moderator"
+        if affiliation == "member":
+            return "participant"
+        if affiliation == "outcast":
+            return "none"
+        if self.config.members_only:
+            return "none"
+        return "visitor" if self.config.moderated else "participant"
+
+    def all_sessions(self) -> list[str]:
+        return list(self.nick_of)
+
+    def sessions_with_role(self, role: str) -> list[str]:
+        return [s for o in self.occupants.values() if o.role == role for s in o.sessions]
+
+    def is_empty(self) -> bool:
+        return not self.occupants
+
+    def is_anonymous(self) -> bool:
+        return self.config.whois != "anyone"
+
+    def reserved_by(self, nick: str) -> str | None:
+        for bare, reserved in self.reserved_nicks.items():
+            if reserved == nick:
+                return bare
+        return None
+
+    # --- presence building --------------------------------------------------------------
+
+    def _item(self, occupant: Occupant, with_jid: bool, **extra: str | None) -> dict:
+        item: dict[str, str | None] = {
+            "affiliation": self.affiliation(occupant.bare_jid),
+            "role": occupant.role,
+        }
+        if with_jid:
+            item["jid"] = occupant.primary
+        item.update(extra)
+        return item
+
+    def publicise(
+        self,
+        occupant: Occupant,
+        out: Outbox,
+        *,
+        presence_type: str | None = None,
+        statuses: Iterable[str] = (),
+        self_statuses: Iterable[str] = (),
+        item_extra: dict[str, str | None] | None = None,
+        reason: str | None = None,
+        actor_nick: str | None = None,
+        base: Element | None = None,
+        only_to: Iterable[str] | None = None,
+        from_nick: str | None = None,
+    ) -> None:
+        """Send an occupant's presence to every session in the room, in the variants the
+        room needs: with the real JID (moderators, or everyone in a non-anonymous room),
+        without it, and the occupant's own copy with status 110."""
+        extra = item_extra or {}
+        base = base if base is not None else occupant.presence
+        from_ = self.occupant_jid(from_nick or occupant.nick)
+        statuses = list(statuses)
+
+        def build(with_jid: bool, codes: list[str]) -> Element:
+            x = stanzas.muc_user_x(
+                [self._item(occupant, with_jid, **extra)],
+                codes,
+                reason=reason,
+                actor_nick=actor_nick,
+            )
+            return stanzas.occupant_presence(base, from_, x, presence_type)
+
+        own = set(occupant.sessions)
+        targets = list(only_to) if only_to is not None else self.all_sessions()
+        broadcast_role = occupant.role if occupant.role != "none" else None
+        visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
+        with_jid_to: list[str] = []
+        without_jid_to: list[str] = []
+        for session in targets:
+            if session in own:
+                continue
+            viewer = self.occupant_by_session(session)
+            if not visible and not (presence_type == "unavailable"):
+                continue
+            if not self.is_anonymous() or (viewer is not None and viewer.role == "moderator"):
+                with_jid_to.append(session)
+            else:
+                without_jid_to.append(session)
+        if with_jid_to:
+            out.broadcast(build(True, statuses), with_jid_to)
+        if without_jid_to:
+            out.broadcast(build(False, statuses), without_jid_to)
+        own_targets = [s for s in targets if s in own]
+        if own_targets:
+            codes = statuses + ["110"] + list(self_statuses)
+            if not self.is_anonymous():
+                codes.append("100")
+            out.broadcast(build(True, codes), own_targets)
+
+    def send_occupant_list(self, session: str, out: Outbox) -> None:
+        """Presence of every other occupant to a joining session (XEP-0045 §7.2.3)."""
+        for occupant in self.occupants.values():
+            if session in occupant.sessions:
+                continue
+            if occupant.role not in self.config.presence_broadcast:
+                continue
+            self.publicise(occupant, out, only_to=[session])
+
+    # --- presence -----------------------------------------------------------------------
+
+    def handle_presence(self, stanza: Element, nick: str | None, out: Outbox) -> None:
+        sender = stanza.getAttribute("from")
+        ptype = stanza.getAttribute("type")
+        occupant = self.occupant_by_session(sender)
+        if ptype == "error":
+            if occupant is not None:
+                self.remove_session(occupant, sender, out, statuses=("307", "333"))
+            return
+        if ptype == "probe":
+            self._answer_probe(stanza, nick, occupant, out)
+            return
+        if ptype == "unavailable":
+            if occupant is not None:
+                self.leave(occupant, sender, stanza, out)
+            return
+        if ptype is not None:
+            return  # subscriptions are not for rooms
+        if nick is None:
+            out.send(stanzas.join_error(stanza, "modify", "jid-malformed"))
+            return
+        if occupant is None:
+            self.join(stanza, sender, nick, out)
+        elif occupant.nick == nick:
+            self.update_presence(occupant, sender, stanza, out)
+        else:
+            self.change_nick(occupant, sender, nick, stanza, out)
+
+    def _answer_probe(
+        self, stanza: Element, nick: str | None, prober: Occupant | None, out: Outbox
+    ) -> None:
+        sender = stanza.getAttribute("from")
+        if prober is None:
+            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable"))
+            return
+        target = self.occupants.get(nick) if nick else None
+        if target is None:
+            out.send(
+                stanzas.new(
+                    "presence",
+                    {"from": stanza.getAttribute("to"), "to": sender, "type": "unavailable"},
+                )
+            )
+            return
+        self.publicise(target, out, only_to=[sender])
+
+    def check_join(self, stanza: Element, sender: str, nick: str) -> None:
+        """Raise a Refusal if `sender` may not enter as `nick` (XEP-0045 §7.2.6-§7.2.11)."""
+        bare = jids.bare(sender)
+        affiliation = self.affiliation(bare)
+        if self.locked and affiliation != "owner":
+            raise Refusal("cancel", "item-not-found", "This room is locked")
+        if affiliation == "outcast":
+            raise Refusal("auth", "forbidden", "You have been banned from this room")
+        holder = self.occupants.get(nick)
+        if holder is not None and holder.bare_jid != bare:
+            raise Refusal("cancel", "conflict", "That nickname is already in use")
+        reserver = self.reserved_by(nick)
+        if reserver is not None and reserver != bare:
+            raise Refusal("cancel", "conflict", "That nickname is registered to another user")
+        if self.config.members_only and AFFILIATION_RANK[affiliation] < AFFILIATION_RANK["member"]:
+            raise Refusal("auth", "registration-required", "This room is members-only")
+        if self.config.password and affiliation not in ("owner",):
+            muc_x = stanzas.child(stanza, "x", xmlns.MUC)
+            given = stanzas.text_of(stanzas.child(muc_x, "password")) if muc_x else None
+            if given != self.config.password:
+                raise Refusal("auth", "not-authorized", "A password is required to enter")
+        if (
+            self.config.max_users
+            and holder is None
+            and len(self.occupants) >= self.config.max_users
+            and AFFILIATION_RANK[affiliation] < AFFILIATION_RANK["admin"]
+        ):
+            raise Refusal("wait", "service-unavailable", "This room is full")
+        refusal = self.service.hooks.fire(
+            "occupant-pre-join", room=self, stanza=stanza, nick=nick, sender=sender
+        )
+        if refusal is not None:
+            raise refusal
+
+    def join(
+        self,
+        stanza: Element,
+        sender: str,
+        requested_nick: str,
+        out: Outbox,
+        *,
+        created: bool = False,
+    ) -> None:
+        nick = jids.prep_nick(requested_nick)
+        if nick is None:
+            out.send(stanzas.join_error(stanza, "modify", "jid-malformed", "Invalid nickname"))
+            return
+        bare = jids.bare(sender)
+        self_codes: list[str] = []
+        enforced = self.service.settings.enforce_reserved_nicks and self.reserved_nicks.get(bare)
+        if enforced and enforced != nick:
+            nick = enforced
+        if nick != requested_nick:
+            self_codes.append("210")
+        try:
+            self.check_join(stanza, sender, nick)
+        except Refusal as refusal:
+            reply = stanzas.join_error(stanza, refusal.err_type, refusal.condition, refusal.text)
+            reply["from"] = self.occupant_jid(requested_nick)
+            out.send(reply)
+            return
+        if created:
+            self_codes.append("201")
+        if self.config.logging:
+            self_codes.append("170")
+
+        existing = self.occupants.get(nick)
+        presence = self._stored_presence(stanza)
+        if existing is not None:
+            # Another session of the same user joins under the same nick (multi-session).
+            existing.sessions[sender] = presence
+            existing.primary = sender
+            self.nick_of[sender] = nick
+            self.send_occupant_list(sender, out)
+            others = [s for s in self.all_sessions() if s != sender]
+            self.publicise(existing, out, only_to=others)
+            self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
+            occupant = existing
+        else:
+            occupant = Occupant(
+                nick=nick,
+                bare_jid=bare,
+                role=self.default_role(self.affiliation(bare)),
+                sessions={sender: presence},
+                primary=sender,
+            )
+            # The list goes out before the occupant exists, so it never contains itself.
+            self.send_occupant_list(sender, out)
+            self.occupants[nick] = occupant
+            self.nick_of[sender] = nick
+            self.publicise(occupant, out, self_statuses=self_codes)
+        from dmuc.room import history
+
+        history.send_on_join(self, stanza, sender, out)
+        out.send(self.subject_stanza(sender))
+        out.info(f"{sender} joined {self.jid} as {nick}")
+        self.service.hooks.fire("occupant-joined", room=self, occupant=occupant, session=sender,
+                                out=out)
+
+    def _stored_presence(self, stanza: Element) -> Element:
+        """The parts of a user's presence the room keeps and repeats (show, status, caps)."""
+        kept = stanzas.new("presence")
+        for el in stanza.elements():
+            if el.uri in (xmlns.MUC, xmlns.MUC_USER) or el.name in ("error", "delay"):
+                continue
+            kept.addChild(stanzas.copy(el))
+        return kept
+
+    def update_presence(self, occupant: Occupant, sender: str, stanza: Element, out: Outbox) -> None:
+        occupant.sessions[sender] = self._stored_presence(stanza)
+        occupant.primary = sender
+        self.publicise(occupant, out)
+
+    def change_nick(
+        self, occupant: Occupant, sender: str, requested: str, stanza: Element, out: Outbox
+    ) -> None:
+        new_nick = jids.prep_nick(requested)
+        target_jid = self.occupant_jid(requested)
+        refusal: Refusal | None = None
+        if new_nick is None:
+            refusal = Refusal("modify", "jid-malformed", "Invalid nickname")
+        elif len(occupant.sessions) > 1:
+            refusal = Refusal("cancel", "not-acceptable", "Leave with your other sessions first")
+        else:
+            holder = self.occupants.get(new_nick)
+            reserver = self.reserved_by(new_nick)
+            if holder is not None and holder is not occupant:
+                refusal = Refusal("cancel", "conflict", "That nickname is already in use")
+            elif reserver is not None and reserver != occupant.bare_jid:
+                refusal = Refusal("cancel", "conflict", "That nickname is registered to another user")
+            elif (
+                self.service.settings.enforce_reserved_nicks
+                and self.reserved_nicks.get(occupant.bare_jid) not in (None, new_nick)
+            ):
+                refusal = Refusal("cancel", "not-acceptable", "You must use your registered nickname")
+        if refusal is not None:
+            reply = stanzas.error_reply(stanza, refusal.err_type, refusal.condition, refusal.text)
+            reply["from"] = target_jid
+            out.send(reply)
+            return
+        assert new_nick is not None
+        old_nick = occupant.nick
+        self.publicise(
+            occupant,
+            out,
+            presence_type="unavailable",
+            statuses=["303"],
+            item_extra={"nick": new_nick},
+            from_nick=old_nick,
+        )
+        del self.occupants[old_nick]
+        occupant.nick = new_nick
+        self.occupants[new_nick] = occupant
+        for session in occupant.sessions:
+            self.nick_of[session] = new_nick
+        occupant.sessions[sender] = self._stored_presence(stanza)
+        self_codes = ["210"] if new_nick != requested else []
+        self.publicise(occupant, out, self_statuses=self_codes)
+        out.info(f"{sender} in {self.jid}: {old_nick} is now {new_nick}")
+        self.service.hooks.fire("occupant-nick-changed", room=self, occupant=occupant,
+                                old_nick=old_nick, out=out)
+
+    def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:
+        base = self._stored_presence(stanza) if stanza is not None else None
+        self.remove_session(occupant, sender, out, base=base)
+
+    def remove_session(
+        self,
+        occupant: Occupant,
+        session: str,
+        out: Outbox,
+        *,
+        statuses: Iterable[str] = (),
+        base: Element | None = None,
+    ) -> None:
+        """One session leaves; the occupant leaves with its last session."""
+        if len(occupant.sessions) > 1:
+            self.publicise(occupant, out, presence_type="unavailable", statuses=statuses,
+                           only_to=[session], base=base)
+            del occupant.sessions[session]
+            del self.nick_of[session]
+            if occupant.primary == session:
+                occupant.primary = next(iter(occupant.sessions))
+                self.publicise(occupant, out, only_to=[s for s in self.all_sessions()])
+            return
+        occupant.role = "none"
+        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base)
+        self._drop(occupant)
+        out.info(f"{session} left {self.jid}")
+        self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
+        self.service.room_maybe_empty(self, out)
+
+    def _drop(self, occupant: Occupant) -> None:
+        self.occupants.pop(occupant.nick, None)
+        for session in occupant.sessions:
+            self.nick_of.pop(session, None)
+
+    def evict(
+        self,
+        occupant: Occupant,
+        statuses: Iterable[str],
+        out: Outbox,
+        *,
+        reason: str | None = None,
+        actor_nick: str | None = None,
+    ) -> None:
+        """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
+        occupant.role = "none"
+        self.publicise(
+            occupant,
+            out,
+            presence_type="unavailable",
+            statuses=statuses,
+            reason=reason,
+            actor_nick=actor_nick,
+            base=stanzas.new("presence"),
+        )
+        self._drop(occupant)
+        self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
+
+    # --- roles and affiliations -----------------------------------------------------------
+
+    def set_role(
+        self,
+        occupant: Occupant,
+        role: str,
+        out: Outbox,
+        *,
+        reason: str | None = None,
+        actor_nick: str | None = None,
+    ) -> None:
+        if role == "none":
+            self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
+            out.info(f"{occupant.nick} was kicked from {self.jid}")
+            return
+        if occupant.role == role:
+            return
+        occupant.role = role
+        self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
+
+    def set_affiliation(
+        self,
+        bare_jid: str,
+        affiliation: str,
+        out: Outbox,
+        *,
+        reason: str | None = None,
+        actor_nick: str | None = None,
+    ) -> None:
+        if affiliation == "none":
+            self.affiliations.pop(bare_jid, None)
+        else:
+            self.affiliations[bare_jid] = affiliation
+        if affiliation in ("none", "outcast"):
+            self.reserved_nicks.pop(bare_jid, None)  # a registration is a membership
+        for occupant in self.occupants_of(bare_jid):
+            if affiliation == "outcast":
+                self.evict(occupant, ["301"], out, reason=reason, actor_nick=actor_nick)
+                continue
+            role = self.default_role(affiliation)
+            if role == "none":
+                self.evict(occupant, ["321"], out, reason=reason, actor_nick=actor_nick)
+                continue
+            occupant.role = role
+            self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
+        self.save(out)
+        out.info(f"{bare_jid} is now {affiliation} of {self.jid}")
+        self.service.hooks.fire("affiliation-changed", room=self, jid=bare_jid,
+                                affiliation=affiliation, out=out)
+        self.service.room_maybe_empty(self, out)
+
+    # --- messages -----------------------------------------------------------------------
+
+    def handle_message(self, stanza: Element, nick: str | None, out: Outbox) -> None:
+        sender = stanza.getAttribute("from")
+        mtype = stanza.getAttribute("type") or "normal"
+        occupant = self.occupant_by_session(sender)
+        if mtype == "error":
+            if occupant is not None and nick is None:
+                # Our broadcast bounced at the user's server: the session is gone.
+                self.remove_session(occupant, sender, out, statuses=("307", "333"))
+            return
+        if nick is not None:
+            self._private_message(stanza, nick, occupant, out)
+            return
+        muc_user = stanzas.child(stanza, "x", xmlns.MUC_USER)
+        if muc_user is not None and (
+            stanzas.child(muc_user, "invite") is not None
+            or stanzas.child(muc_user, "decline") is not None
+        ):
+            from dmuc.room import invites
+
+            invites.handle(self, stanza, muc_user, occupant, out)
+            return
+        data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
+        if data_form is not None and stanzas.form_type(data_form) == xmlns.MUC_REQUEST:
+            from dmuc.room import voice
+
+            voice.handle(self, stanza, data_form, occupant, out)
+            return
+        if mtype != "groupchat":
+            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
+                                         "Messages to the room must be of type groupchat"))
+            return
+        if occupant is None:
+            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
+                                         "You are not currently connected to this chat"))
+            return
+        if occupant.role == "visitor" or occupant.role == "none":
+            out.send(stanzas.error_reply(stanza, "auth", "forbidden",
+                                         "You do not have voice in this room"))
+            return
+        if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
+            from dmuc.room import subject
+
+            subject.change(self, stanza, occupant, out)
+            return
+        self.broadcast_message(stanza, occupant, out)
+
+    def broadcast_message(self, stanza: Element, occupant: Occupant, out: Outbox) -> Element:
+        """Relay a groupchat message to every occupant, with a stanza-id, into history."""
+        msg = stanzas.new("message", {"from": self.occupant_jid(occupant.nick),
+                                      "type": "groupchat", "id": stanza.getAttribute("id")})
+        for el in stanza.elements():
+            if el.uri == xmlns.STANZA_ID and el.getAttribute("by") == self.jid:
+                continue  # never relay a stanza-id forged in the room's name
+            if el.uri == xmlns.DELAY or el.name == "error":
+                continue
+            msg.addChild(stanzas.copy(el))
+        sid = msg.addElement((xmlns.STANZA_ID, "stanza-id"))
+        sid["id"] = str(uuid.uuid4())
+        sid["by"] = self.jid
+        self.service.hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant,
+                                out=out)
+        out.broadcast(msg, self.all_sessions())
+        if stanzas.child(msg, "body") is not None:
+            from dmuc.room import history
+
+            history.append(self, msg, out)
+        return msg
+
+    def _private_message(
+        self, stanza: Element, nick: str, sender_occupant: Occupant | None, out: Outbox
+    ) -> None:
+        mtype = stanza.getAttribute("type") or "normal"
+        if mtype == "groupchat":
+            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
+                                         "Private messages may not be of type groupchat"))
+            return
+        if sender_occupant is None:
+            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
+                                         "You are not currently connected to this chat"))
+            return
+        target = self.occupants.get(nick)
+        if target is None:
+            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
+                                         "That occupant is not in the room"))
+            return
+        if not self._pm_allowed(sender_occupant, target):
+            out.send(stanzas.error_reply(stanza, "cancel", "policy-violation",
+                                         "Private messages are restricted in this room"))
+            return
+        msg = stanzas.new("message", {"from": self.occupant_jid(sender_occupant.nick),
+                                      "type": stanza.getAttribute("type"),
+                                      "id": stanza.getAttribute("id")})
+        for el in stanza.elements():
+            msg.addChild(stanzas.copy(el))
+        if stanzas.child(msg, "x", xmlns.MUC_USER) is None:
+            msg.addElement((xmlns.MUC_USER, "x"))
+        out.broadcast(msg, target.session_jids())
+
+    def _pm_allowed(self, sender: Occupant, target: Occupant) -> bool:
+        if sender.bare_jid == target.bare_jid:
+            return True
+        allow = self.config.allow_pm
+        if allow == "none":
+            return False
+        if allow == "affiliated":
+            return self.affiliation(sender.bare_jid) not in ("none", "outcast")
+        return ROLE_RANK[sender.role] >= ROLE_RANK[allow]
+
+    def subject_stanza(self, to: str) -> Element:
+        from_ = self.occupant_jid(self.subject_from) if self.subject_from else self.jid
+        msg = stanzas.subject_message(from_, self.subject)
+        msg["to"] = to
+        return msg
+
+    # --- IQs ------------------------------------------------------------------------------
+
+    def handle_iq(self, stanza: Element, nick: str | None, out: Outbox) -> None:
+        if nick is None:
+            from dmuc.room import iq_handlers
+
+            iq_handlers.handle_room_iq(self, stanza, out)
+            return
+        itype = stanza.getAttribute("type")
+        if itype in ("result", "error"):
+            self._route_iq_answer(stanza, nick, out)
+            return
+        sender = stanza.getAttribute("from")
+        sender_occupant = self.occupant_by_session(sender)
+        target = self.occupants.get(nick)
+        payload = next(stanza.elements(), None)
+        is_ping = payload is not None and payload.uri == xmlns.PING
+        if sender_occupant is None:
+            # XEP-0410: a client that is not joined learns it from this error.
+            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
+                                         "You are not currently connected to this chat"))
+            return
+        if target is None:
+            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found"))
+            return
+        if is_ping and sender in target.sessions:
+            out.send(stanzas.iq_result(stanza))  # XEP-0410 self-ping, answered by the room
+            return
+        to_bare = payload is not None and payload.uri == xmlns.VCARD
+        destination = target.bare_jid if to_bare else target.primary
+        new_id = uuid.uuid4().hex
+        self.pending_iqs[new_id] = (sender, stanza.getAttribute("id") or "", destination)
+        while len(self.pending_iqs) > MAX_PENDING_IQS:
+            self.pending_iqs.popitem(last=False)
+        forwarded = stanzas.iq(itype, self.occupant_jid(sender_occupant.nick), destination, new_id)
+        for el in stanza.elements():
+            forwarded.addChild(stanzas.copy(el))
+        out.send(forwarded)
+
+    def _route_iq_answer(self, stanza: Element, nick: str, out: Outbox) -> None:
+        pending = self.pending_iqs.get(stanza.getAttribute("id") or "")
+        if pending is None:
+            return
+        requester, original_id, destination = pending
+        answerer = stanza.getAttribute("from")
+        if answerer != destination and jids.bare(answerer) != destination:
+            return  # only the asked party may answer
+        del self.pending_iqs[stanza.getAttribute("id")]
+        target = self.occupant_by_session(answerer) or (
+            self.occupants_of(jids.bare(answerer)) or [None]
+        )[0]
+        from_nick = target.nick if target is not None else nick
+        answer = stanzas.iq(stanza.getAttribute("type"), self.occupant_jid(from_nick),
+                            requester, original_id)
+        for el in stanza.elements():
+            answer.addChild(stanzas.copy(el))
+        out.send(answer)
+
+    # --- destruction ---------------------------------------------------------------------
+
+    def destroy(
+        self, out: Outbox, *, reason: str | None = None, alternate: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """XEP-0045 §10.9: every occupant gets an unavailable presence with <destroy/>."""
+        for occupant in list(self.occupants.values()):
+            x = stanzas.muc_user_x([{"affiliation": "none", "role": "none"}])
+            destroy_el = x.addElement("destroy")
+            if alternate:
+                destroy_el["jid"] = alternate
+            if reason:
+                destroy_el.addElement("reason", content=reason)
+            if password:
+                destroy_el.addElement("password", content=password)
+            pres = stanzas.occupant_presence(None, self.occupant_jid(occupant.nick), x,
+                                             "unavailable")
+            out.broadcast(pres, occupant.session_jids())
+        self.occupants.clear()
+        self.nick_of.clear()
+        self.service.remove_room(self, out)

@@ -1,0 +1,69 @@
+"""Voice requests in moderated rooms (XEP-0045 §7.13, §8.6), as Prosody's request.lib."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.words.xish.domish import Element
+
+from dmuc import stanzas, xmlns
+from dmuc.outbox import Outbox
+from dmuc.room.model import Occupant
+
+if TYPE_CHECKING:
+    from dmuc.room.room import Room
+
+
+def request_form(requester: str, nick: str) -> Element:
+    return stanzas.form(
+        xmlns.MUC_REQUEST,
+        [
+            {"var": "muc#role", "type": "list-single", "label": "Requested role",
+             "value": "participant",
+             "options": [(r, r) for r in ("none", "visitor", "participant", "moderator")]},
+            {"var": "muc#jid", "type": "jid-single", "label": "User ID", "value": requester},
+            {"var": "muc#roomnick", "type": "text-single", "label": "Room nickname",
+             "value": nick},
+            {"var": "muc#request_allow", "type": "boolean",
+             "label": "Grant voice to this person?", "value": False},
+        ],
+        title="Voice Request",
+    )
+
+
+def handle(room: Room, stanza: Element, data_form: Element, occupant: Occupant | None,
+           out: Outbox) -> None:
+    if occupant is None:
+        out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
+                                     "You are not currently connected to this chat"))
+        return
+    fields = stanzas.parse_form(data_form)
+    if occupant.role == "moderator":
+        _response(room, stanza, fields, occupant, out)
+        return
+    if occupant.role != "visitor":
+        return  # already has voice
+    msg = stanzas.new("message", {"from": room.jid, "type": "normal"})
+    msg.addChild(request_form(stanza.getAttribute("from"), occupant.nick))
+    out.broadcast(msg, room.sessions_with_role("moderator"))
+    out.info(f"{occupant.nick} requested voice in {room.jid}")
+
+
+def _response(room: Room, stanza: Element, fields: dict[str, list[str]], moderator: Occupant,
+              out: Outbox) -> None:
+    try:
+        allow = stanzas.parse_bool(fields.get("muc#request_allow"))
+    except ValueError:
+        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Invalid form"))
+        return
+    if not allow:
+        return
+    target = None
+    for jid in fields.get("muc#jid", []):
+        target = room.occupant_by_session(jid)
+    if target is None:
+        for nick in fields.get("muc#roomnick", []):
+            target = room.occupants.get(nick)
+    if target is None or target.role != "visitor":
+        return
+    room.set_role(target, "participant", out, reason="Voice granted", actor_nick=moderator.nick)

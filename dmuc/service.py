@@ -1,0 +1,195 @@
+"""The MUC service (sans-I/O): routes each stanza to the service itself or to a room.
+
+``MUCService.receive(stanza, now)`` returns an Outbox: the stanzas to write and the
+records to store. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.words.xish.domish import Element
+
+from dmuc import jids, stanzas, xmlns
+from dmuc.hooks import Hooks
+from dmuc.outbox import DeleteRoom, Outbox
+from dmuc.room import history
+from dmuc.room.model import RoomConfig
+from dmuc.room.room import Room
+from dmuc.storage import HistoryRecord, RoomRecord
+
+
+@dataclass
+class ServiceSettings:
+    jid: str
+    name: str = "Chatrooms"
+    admins: frozenset[str] = frozenset()
+    # who may create rooms: "anyone", "admins", or a list of user domains
+    create_rooms: str | list[str] = "anyone"
+    room_locking: bool = True
+    max_history_length: int = 50
+    enforce_reserved_nicks: bool = False
+    allow_unaffiliated_register: bool = False
+    room_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+class MUCService:
+    def __init__(self, settings: ServiceSettings, hooks: Hooks | None = None) -> None:
+        self.settings = settings
+        self.jid = settings.jid
+        self.admins = settings.admins
+        self.hooks = hooks or Hooks()
+        self.rooms: dict[str, Room] = {}
+
+    # --- state from storage --------------------------------------------------------------
+
+    def restore_room(self, record: RoomRecord, records: Iterable[HistoryRecord]) -> Room:
+        room = Room.from_state(self, record.jid, record.state)
+        history.load(room, list(records))
+        self.rooms[room.jid] = room
+        return room
+
+    # --- room lifecycle --------------------------------------------------------------------
+
+    def may_create(self, creator_bare: str) -> bool:
+        policy = self.settings.create_rooms
+        if creator_bare in self.admins:
+            return True
+        if policy == "anyone":
+            return True
+        if policy == "admins":
+            return False
+        return creator_bare.split("@")[-1] in policy
+
+    def create_room(self, room_jid: str, creator_bare: str, out: Outbox) -> Room:
+        config = RoomConfig.from_dict({**RoomConfig().to_dict(), **self.settings.room_defaults})
+        config.history_length = min(config.history_length, self.settings.max_history_length)
+        room = Room(self, room_jid, config)
+        room.affiliations[creator_bare] = "owner"
+        room.locked = self.settings.room_locking
+        self.rooms[room_jid] = room
+        out.info(f"{creator_bare} created {room_jid}")
+        self.hooks.fire("room-created", room=room, out=out)
+        return room
+
+    def room_maybe_empty(self, room: Room, out: Outbox) -> None:
+        """A temporary room ends with its last occupant; so does a never-configured room."""
+        if room.destroyed or not room.is_empty():
+            return
+        if room.config.persistent and not room.locked:
+            return
+        self.remove_room(room, out)
+
+    def remove_room(self, room: Room, out: Outbox) -> None:
+        if room.destroyed:
+            return
+        room.destroyed = True
+        self.rooms.pop(room.jid, None)
+        self.forget_room(room, out)
+        out.info(f"{room.jid} destroyed")
+        self.hooks.fire("room-destroyed", room=room, out=out)
+
+    def forget_room(self, room: Room, out: Outbox) -> None:
+        """Remove a room from storage (it stopped being persistent, or was destroyed)."""
+        out.store(DeleteRoom(room.jid))
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def receive(self, stanza: Element, now: float) -> Outbox:
+        out = Outbox(now)
+        to = jids.parse(stanza.getAttribute("to"))
+        sender = jids.parse(stanza.getAttribute("from"))
+        kind = stanza.name
+        if to is None or sender is None or kind not in ("message", "presence", "iq"):
+            return out  # the server never sends us these; nothing sensible to answer
+        # Replies go to the normalised address the sender used.
+        stanza["from"] = sender.full()
+        if self.hooks.fire("stanza", stanza=stanza, out=out):
+            return out
+        if to.user is None:
+            if to.host == self.jid:
+                self._to_service(stanza, out)
+            return out
+        room_jid = to.userhost()
+        nick = to.resource
+        room = self.rooms.get(room_jid)
+        if room is None:
+            self._to_missing_room(stanza, room_jid, nick, out)
+            return out
+        if kind == "presence":
+            room.handle_presence(stanza, nick, out)
+        elif kind == "message":
+            room.handle_message(stanza, nick, out)
+        else:
+            room.handle_iq(stanza, nick, out)
+        return out
+
+    def _to_missing_room(self, stanza: Element, room_jid: str, nick: str | None,
+                         out: Outbox) -> None:
+        kind, stype = stanza.name, stanza.getAttribute("type")
+        if kind == "presence" and stype is None:
+            if nick is None:
+                out.send(stanzas.join_error(stanza, "modify", "jid-malformed"))
+                return
+            creator = jids.bare(stanza["from"])
+            if not self.may_create(creator):
+                out.send(stanzas.join_error(stanza, "cancel", "not-allowed",
+                                            "Room creation is restricted"))
+                return
+            if jids.prep_nick(nick) is None:
+                out.send(stanzas.join_error(stanza, "modify", "jid-malformed", "Invalid nickname"))
+                return
+            room = self.create_room(room_jid, creator, out)
+            room.join(stanza, stanza["from"], nick, out, created=True)
+            if room.is_empty():
+                self.remove_room(room, out)
+            return
+        if stype in ("error", "result") or (kind == "presence" and stype is not None):
+            return
+        out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
+                                     "No such room"))
+
+    def _to_service(self, stanza: Element, out: Outbox) -> None:
+        if stanza.name != "iq" or stanza.getAttribute("type") not in ("get", "set"):
+            if stanza.name == "message" and stanza.getAttribute("type") != "error":
+                out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+            return
+        payload = next(stanza.elements(), None)
+        if payload is None:
+            out.send(stanzas.error_reply(stanza, "modify", "bad-request"))
+            return
+        if self.hooks.fire("service-iq", stanza=stanza, payload=payload, out=out):
+            return
+        is_get = stanza.getAttribute("type") == "get"
+        if is_get and payload.uri == xmlns.DISCO_INFO and not payload.getAttribute("node"):
+            out.send(stanzas.iq_result(stanza, self.disco_info()))
+        elif is_get and payload.uri == xmlns.DISCO_ITEMS and not payload.getAttribute("node"):
+            out.send(stanzas.iq_result(stanza, self.disco_items()))
+        elif is_get and payload.uri == xmlns.PING:
+            out.send(stanzas.iq_result(stanza))
+        else:
+            out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+
+    def disco_info(self) -> Element:
+        reply = stanzas.query(xmlns.DISCO_INFO)
+        identity = reply.addElement("identity")
+        identity.attributes.update(
+            {"category": "conference", "type": "text", "name": self.settings.name}
+        )
+        features = [xmlns.MUC, xmlns.DISCO_INFO, xmlns.DISCO_ITEMS, xmlns.PING,
+                    xmlns.STANZA_ID]
+        self.hooks.fire("service-disco-features", features=features)
+        for var in features:
+            reply.addElement("feature")["var"] = var
+        return reply
+
+    def disco_items(self) -> Element:
+        reply = stanzas.query(xmlns.DISCO_ITEMS)
+        for room_jid, room in sorted(self.rooms.items()):
+            if room.config.public and not room.locked:
+                item = reply.addElement("item")
+                item["jid"] = room_jid
+                item["name"] = room.config.name or room_jid.split("@")[0]
+        return reply

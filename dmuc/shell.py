@@ -1,0 +1,147 @@
+"""The Twisted/wokkel shell shared by the daemons: an XEP-0114 connection to Prosody that
+feeds parsed stanzas to a sans-I/O core and writes back what the core returns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from dmuc import compat  # noqa: F401  (must precede every wokkel import)
+from twisted.internet import reactor
+from twisted.logger import LogLevel
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish.domish import Element
+from wokkel import component, subprotocols
+
+from dmuc import stanzas
+from dmuc.log import get_logger
+from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
+from dmuc.storage import Storage
+
+log = get_logger("dmuc")
+
+# Backoff between reconnection attempts, in seconds.
+RECONNECT_MAX_DELAY = 30.0
+
+
+class ComponentConnection(component.Component):
+    """wokkel's XEP-0114 component, with one clear log line per failed attempt instead of
+    wokkel's stop-and-raise, and reconnection with backoff when Prosody goes away."""
+
+    def __init__(self, host: str, port: int, jid: str, secret: str) -> None:
+        super().__init__(host, port, jid, secret)
+        self.jid = jid
+        self.factory.maxDelay = RECONNECT_MAX_DELAY
+        self.factory.initialDelay = 0.5
+        self.factory.noisy = False
+        self.factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._stream_error)
+        self._last_failure: str | None = None
+        failed, lost = self.factory.clientConnectionFailed, self.factory.clientConnectionLost
+
+        def connection_failed(connector, reason):  # type: ignore[no-untyped-def]
+            self._note(f"cannot connect to {host}:{port}: {reason.getErrorMessage()}")
+            failed(connector, reason)
+
+        def connection_lost(connector, reason):  # type: ignore[no-untyped-def]
+            if self.running:
+                self._note(f"connection to {host}:{port} lost; reconnecting")
+            lost(connector, reason)
+
+        self.factory.clientConnectionFailed = connection_failed
+        self.factory.clientConnectionLost = connection_lost
+
+    def _note(self, message: str) -> None:
+        log.warn("component {jid}: {message}", jid=self.jid, message=message)
+
+    def _stream_error(self, failure: object) -> None:
+        condition = getattr(getattr(failure, "value", None), "condition", "unknown")
+        hint = " (check component.secret and Prosody's component_secret)" \
+            if condition == "not-authorized" else ""
+        self._note(f"Prosody refused the stream: {condition}{hint}")
+
+    def _authd(self, xs: xmlstream.XmlStream) -> None:
+        log.info("component {jid} connected to {host}:{port}", jid=self.jid, host=self.host,
+                 port=self.port)
+        super()._authd(xs)
+
+    def initializationFailed(self, reason: object) -> None:
+        self._note(f"stream initialisation failed: {getattr(reason, 'value', reason)}")
+        if self.xmlstream is not None and self.xmlstream.transport is not None:
+            self.xmlstream.transport.loseConnection()
+
+
+class CoreHandler(subprotocols.XMPPHandler):
+    """Passes every stanza to `receive` and writes the resulting Outbox."""
+
+    def __init__(self, receive: Callable[[Element, float], Outbox], storage: Storage,
+                 service_jid: str) -> None:
+        super().__init__()
+        self.receive = receive
+        self.storage = storage
+        self.service_jid = service_jid
+
+    def connectionInitialized(self) -> None:
+        for kind in ("message", "presence", "iq"):
+            self.xmlstream.addObserver(f"/{kind}", self.on_stanza)
+        self.connected()
+
+    def connected(self) -> None:
+        """Hook for subclasses: the stream is up."""
+
+    def on_stanza(self, element: Element) -> None:
+        if getattr(element, "handled", False):
+            return
+        element.handled = True
+        stanzas.strip_stream_namespace(element)
+        try:
+            out = self.receive(element, time.time())
+        except Exception:
+            # One bad stanza must not take the service down; answer it and log it.
+            log.failure("error handling stanza {xml}", xml=element.toXml()[:2000])
+            if element.getAttribute("type") not in ("error", "result"):
+                self.send(stanzas.render(stanzas.error_reply(
+                    element, "wait", "internal-server-error")))
+            return
+        self.write(out)
+
+    def write(self, out: Outbox) -> None:
+        for delivery in out.deliveries:
+            if delivery.recipients is None:
+                self.send(stanzas.render(delivery.stanza))
+            else:
+                for xml in stanzas.render_many(delivery.stanza, delivery.recipients):
+                    self.send(xml)
+        for level, message in out.log:
+            log.emit(LogLevel.levelWithName(level), "{message}", message=message)
+        for op in out.storage:
+            self.persist(op)
+
+    def persist(self, op: object) -> None:
+        s = self.storage
+        if isinstance(op, SaveRoom):
+            d = s.save_room(self.service_jid, _record(op))
+        elif isinstance(op, DeleteRoom):
+            d = s.delete_room(self.service_jid, op.room_jid)
+        elif isinstance(op, AppendHistory):
+            d = s.append_history(op.room_jid, op.record, op.keep)
+        elif isinstance(op, ClearHistory):
+            d = s.clear_history(op.room_jid)
+        else:
+            raise TypeError(op)
+        d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
+                                         op=type(op).__name__, err=f.getErrorMessage()))
+
+
+def _record(op: SaveRoom):  # type: ignore[no-untyped-def]
+    from dmuc.storage import RoomRecord
+
+    return RoomRecord(op.room_jid, op.state)
+
+
+def fatal(message: str) -> None:
+    """Log one line and stop the daemon with a non-zero exit status."""
+    import os
+
+    log.critical("{message}", message=message)
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    reactor.stop()

@@ -1,0 +1,338 @@
+"""Every stanza the service builds is built here.
+
+Stanzas are ``twisted.words.xish.domish.Element`` trees: pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from xml.sax.saxutils import quoteattr
+
+from twisted.words.xish import domish
+
+from dmuc import xmlns
+
+Element = domish.Element
+
+# XEP-0045 error code numbers that clients still read (legacy 'code' attribute).
+LEGACY_ERROR_CODES = {
+    "bad-request": "400",
+    "not-authorized": "401",
+    "forbidden": "403",
+    "item-not-found": "404",
+    "not-allowed": "405",
+    "not-acceptable": "406",
+    "registration-required": "407",
+    "conflict": "409",
+    "service-unavailable": "503",
+    "jid-malformed": "400",
+    "feature-not-implemented": "501",
+    "policy-violation": "403",
+}
+
+
+def new(name: str, attrs: dict[str, str] | None = None, ns: str | None = None) -> Element:
+    """A stanza-level element (jabber:client is implied on the wire by the component)."""
+    el = Element((ns, name))
+    for key, value in (attrs or {}).items():
+        if value is not None:
+            el[key] = value
+    return el
+
+
+def child(parent: Element, name: str, ns: str | None = None) -> Element | None:
+    """First direct child with this name (and namespace, when given)."""
+    for el in parent.elements():
+        if el.name == name and (ns is None or el.uri == ns):
+            return el
+    return None
+
+
+def children(parent: Element, name: str, ns: str | None = None) -> list[Element]:
+    return [
+        el for el in parent.elements() if el.name == name and (ns is None or el.uri == ns)
+    ]
+
+
+def text_of(el: Element | None) -> str | None:
+    return None if el is None else str(el)
+
+
+def copy(el: Element) -> Element:
+    """A deep copy, detached from any parent."""
+    dup = Element((el.uri, el.name), el.defaultUri)
+    dup.attributes = dict(el.attributes)
+    dup.localPrefixes = dict(el.localPrefixes)
+    for node in el.children:
+        dup.children.append(copy(node) if isinstance(node, Element) else node)
+        if isinstance(node, Element):
+            dup.children[-1].parent = dup
+    return dup
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def error_reply(
+    stanza: Element,
+    err_type: str,
+    condition: str,
+    text: str | None = None,
+    *,
+    from_: str | None = None,
+    keep_payload: bool = False,
+    by: str | None = None,
+) -> Element:
+    """The error answer to `stanza` (RFC 6120 §8.3), sent back to its sender."""
+    reply = new(stanza.name, {"id": stanza.getAttribute("id")})
+    reply["type"] = "error"
+    reply["to"] = stanza.getAttribute("from")
+    reply["from"] = from_ or stanza.getAttribute("to")
+    if keep_payload:
+        for el in stanza.elements():
+            if el.name != "error":
+                reply.addChild(copy(el))
+    error = reply.addElement("error")
+    error["type"] = err_type
+    if condition in LEGACY_ERROR_CODES:
+        error["code"] = LEGACY_ERROR_CODES[condition]
+    if by:
+        error["by"] = by
+    error.addElement((xmlns.STANZAS, condition))
+    if text:
+        error.addElement((xmlns.STANZAS, "text"), content=text)
+    return reply
+
+
+def join_error(stanza: Element, err_type: str, condition: str, text: str | None = None) -> Element:
+    """A refused join: the error presence carries the <x xmlns=muc/> (XEP-0045 §7.2)."""
+    reply = error_reply(stanza, err_type, condition, text)
+    reply.children.insert(0, Element((xmlns.MUC, "x")))
+    return reply
+
+
+def iq_result(stanza: Element, payload: Element | None = None) -> Element:
+    reply = new("iq", {"type": "result", "id": stanza.getAttribute("id")})
+    reply["from"] = stanza.getAttribute("to")
+    reply["to"] = stanza.getAttribute("from")
+    if payload is not None:
+        reply.addChild(payload)
+    return reply
+
+
+def iq(iq_type: str, from_: str, to: str, iq_id: str, payload: Element | None = None) -> Element:
+    el = new("iq", {"type": iq_type, "from": from_, "to": to, "id": iq_id})
+    if payload is not None:
+        el.addChild(payload)
+    return el
+
+
+def query(ns: str, attrs: dict[str, str] | None = None) -> Element:
+    el = Element((ns, "query"))
+    for key, value in (attrs or {}).items():
+        if value is not None:
+            el[key] = value
+    return el
+
+
+# --- MUC presence and messages ---------------------------------------------------------
+
+
+def muc_user_x(
+    items: Sequence[dict[str, str | None]] = (),
+    statuses: Iterable[str] = (),
+    *,
+    reason: str | None = None,
+    actor_nick: str | None = None,
+) -> Element:
+    """<x xmlns='http://jabber.org/protocol/muc#user'> with items and status codes."""
+    x = Element((xmlns.MUC_USER, "x"))
+    for attrs in items:
+        item = x.addElement("item")
+        for key, value in attrs.items():
+            if value is not None:
+                item[key] = value
+        if actor_nick:
+            item.addElement("actor")["nick"] = actor_nick
+        if reason:
+            item.addElement("reason", content=reason)
+    for code in sorted(set(statuses)):
+        x.addElement("status")["code"] = code
+    return x
+
+
+def occupant_presence(
+    base: Element | None,
+    from_: str,
+    x: Element,
+    presence_type: str | None = None,
+) -> Element:
+    """An occupant's presence as the room sends it: the user's own payload (show, status,
+    caps...) without any MUC elements, from the occupant JID, with the room's muc#user x."""
+    pres = new("presence", {"from": from_})
+    if presence_type:
+        pres["type"] = presence_type
+    if base is not None:
+        for el in base.elements():
+            if el.uri in (xmlns.MUC, xmlns.MUC_USER) or el.name == "error":
+                continue
+            if presence_type == "unavailable" and el.name not in ("status",):
+                continue
+            pres.addChild(copy(el))
+    pres.addChild(x)
+    return pres
+
+
+def delay(stamp: float, from_: str) -> Element:
+    el = Element((xmlns.DELAY, "delay"))
+    el["from"] = from_
+    el["stamp"] = format_stamp(stamp)
+    return el
+
+
+def format_stamp(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def parse_stamp(text: str) -> float | None:
+    """XEP-0082 DateTime to POSIX seconds; None if malformed."""
+    import calendar
+    import re
+
+    m = re.fullmatch(
+        r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", text.strip()
+    )
+    if not m:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        base = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    frac = float(m.group(7)) if m.group(7) else 0.0
+    tz = m.group(8)
+    offset = 0
+    if tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    return base + frac - offset
+
+
+def subject_message(from_: str, subject: str | None) -> Element:
+    msg = new("message", {"from": from_, "type": "groupchat"})
+    msg.addElement("subject", content=subject or "")
+    return msg
+
+
+def status_message(room_jid: str, codes: Iterable[str]) -> Element:
+    """A groupchat message from the room carrying only status codes (e.g. 104)."""
+    msg = new("message", {"from": room_jid, "type": "groupchat"})
+    msg.addChild(muc_user_x(statuses=codes))
+    return msg
+
+
+# --- data forms (XEP-0004) -----------------------------------------------------------
+
+
+def form(
+    form_type: str,
+    fields: Sequence[dict],
+    *,
+    kind: str = "form",
+    title: str | None = None,
+    instructions: str | None = None,
+) -> Element:
+    """Build a data form. Each field: var, type, label, value (str, bool, list), options."""
+    x = Element((xmlns.DATA_FORMS, "x"))
+    x["type"] = kind
+    if title:
+        x.addElement("title", content=title)
+    if instructions:
+        x.addElement("instructions", content=instructions)
+    hidden = x.addElement("field")
+    hidden["var"] = "FORM_TYPE"
+    hidden["type"] = "hidden"
+    hidden.addElement("value", content=form_type)
+    for spec in fields:
+        field = x.addElement("field")
+        field["var"] = spec["var"]
+        if spec.get("type"):
+            field["type"] = spec["type"]
+        if spec.get("label"):
+            field["label"] = spec["label"]
+        value = spec.get("value")
+        if isinstance(value, bool):
+            values = ["1" if value else "0"]
+        elif isinstance(value, (list, tuple)):
+            values = [str(v) for v in value]
+        elif value is None:
+            values = []
+        else:
+            values = [str(value)]
+        for v in values:
+            field.addElement("value", content=v)
+        for opt_value, opt_label in spec.get("options", ()):
+            option = field.addElement("option")
+            option["label"] = opt_label
+            option.addElement("value", content=opt_value)
+    return x
+
+
+def parse_form(x: Element) -> dict[str, list[str]]:
+    """Submitted form fields as var -> values."""
+    values: dict[str, list[str]] = {}
+    for field in children(x, "field"):
+        var = field.getAttribute("var")
+        if var:
+            values[var] = [str(v) for v in children(field, "value")]
+    return values
+
+
+def form_type(x: Element) -> str | None:
+    values = parse_form(x).get("FORM_TYPE")
+    return values[0] if values else None
+
+
+def parse_bool(values: list[str] | None) -> bool | None:
+    if not values:
+        return None
+    value = values[0].strip().lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise ValueError(value)
+
+
+# --- serialisation for broadcast --------------------------------------------------------
+
+
+def render_many(stanza: Element, recipients: Iterable[str]) -> Iterator[str]:
+    """Serialise `stanza` once and yield one copy per recipient that differs only in 'to'.
+
+    This is the broadcast hot path: a 1000-occupant room serialises a message once.
+    """
+    stanza.attributes.pop("to", None)
+    xml = stanza.toXml()
+    cut = len(stanza.name) + 1  # just after "<message"
+    head, tail = xml[:cut], xml[cut:]
+    for to in recipients:
+        yield f"{head} to={quoteattr(to)}{tail}"
+
+
+def strip_stream_namespace(el: Element) -> Element:
+    """Make a parsed stanza namespace-neutral (jabber:component:accept or jabber:client
+    becomes None), so that copies of its children serialise without a stray xmlns."""
+    if el.uri in (xmlns.COMPONENT, xmlns.CLIENT):
+        el.uri = None
+    if el.defaultUri in (xmlns.COMPONENT, xmlns.CLIENT):
+        el.defaultUri = None
+    for node in el.children:
+        if isinstance(node, Element):
+            strip_stream_namespace(node)
+    return el
+
+
+def render(stanza: Element) -> str:
+    return stanza.toXml()

@@ -1,0 +1,13 @@
+"""Throwaway servers for tests, demos and benchmarks: Prosody, dnsmasq and twistd daemons."""
+
+from dmuc.testbed.daemon import TwistdDaemon
+from dmuc.testbed.prosody import ComponentSpec, Dnsmasq, ProsodyInstance, TestbedError, free_port
+
+__all__ = [
+    "ComponentSpec",
+    "Dnsmasq",
+    "ProsodyInstance",
+    "TestbedError",
+    "TwistdDaemon",
+    "free_port",
+]

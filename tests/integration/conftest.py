@@ -1,0 +1,130 @@
+"""Integration fixtures: one throwaway Prosody per session, connected test clients, the master.
+
+Prosody must be installed (Debian package): a missing Prosody is an error, never a skip.
+Set DMUC_KEEP_TESTBED=1 to keep the temp dirs (configs, logs) after the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dmuc.testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+
+# the helper module sits next to this file; importable however pytest imports the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from xmpp_client import Client, close_loop, run  # noqa: E402
+
+TEST_DOMAINS = ["avalon.irc", "killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc"]
+MUC_DOMAIN = "channel.avalon.irc"
+
+MakeClient = Callable[..., Client]
+
+
+def keep_testbed() -> bool:
+    return bool(os.environ.get("DMUC_KEEP_TESTBED"))
+
+
+def make_tempdir(prefix: str) -> Path:
+    """A fresh dir under /tmp (mkdtemp: 0700, chowned to prosody by ProsodyInstance)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xmpp_loop() -> Iterator[None]:
+    """Close the clients' shared asyncio loop at the end of the session."""
+    yield
+    close_loop()
+
+
+@pytest.fixture(scope="session")
+def prosody() -> Iterator[ProsodyInstance]:
+    """One Prosody hosting the four test domains and the MUC component ``channel.avalon.irc``."""
+    workdir = make_tempdir("dmuc-prosody-")
+    inst = ProsodyInstance(
+        workdir,
+        virtualhosts=TEST_DOMAINS,
+        components=[ComponentSpec(MUC_DOMAIN, secrets.token_hex(16))],
+    )
+    inst.start()
+    try:
+        yield inst
+    finally:
+        inst.stop()
+        if not keep_testbed():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def client_factory(prosody: ProsodyInstance) -> Iterator[MakeClient]:
+    """``make_client("argl@killrc.oulubox.irc/laptop")`` -> a connected Client; all are
+    disconnected when the test ends."""
+    clients: list[Client] = []
+
+    def make_client(jid: str, *, password: str = "pw", connect: bool = True,
+                    initial_presence: bool = True) -> Client:
+        client = Client(jid, password, host=prosody.ip, port=prosody.c2s_port)
+        clients.append(client)
+        if connect:
+            run(client.connect(initial_presence=initial_presence))
+        return client
+
+    yield make_client
+    if clients:
+        run(asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# the master (dmuc-master twistd plugin) -- fixtures for the master's integration tests
+
+
+def write_master_config(path: Path, prosody: ProsodyInstance, db_path: Path,
+                        extra_toml: str = "", component: str = MUC_DOMAIN) -> Path:
+    """Write the master's TOML config for ``component`` of ``prosody``."""
+    spec = prosody.component(component)
+    path.write_text(
+        "[component]\n"
+        f'jid = "{spec.domain}"\n'
+        f'host = "{prosody.ip}"\n'
+        f"port = {prosody.component_port}\n"
+        f'secret = "{spec.secret}"\n'
+        "\n[storage]\n"
+        f'url = "sqlite:///{db_path}"\n'
+        "\n[log]\n"
+        'level = "debug"\n'
+        + (f"\n{extra_toml.strip()}\n" if extra_toml.strip() else "")
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def master_workdir() -> Iterator[Path]:
+    workdir = make_tempdir("dmuc-master-")
+    yield workdir
+    if not keep_testbed():
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def master_config(prosody: ProsodyInstance, master_workdir: Path) -> Path:
+    return write_master_config(master_workdir / "master.toml", prosody,
+                               master_workdir / "master.db")
+
+
+@pytest.fixture(scope="session")
+def master(master_config: Path, master_workdir: Path) -> Iterator[TwistdDaemon]:
+    """The master daemon, connected to the session Prosody as ``channel.avalon.irc``."""
+    daemon = TwistdDaemon("dmuc-master", master_config, master_workdir)
+    daemon.start(wait_for="component connected")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

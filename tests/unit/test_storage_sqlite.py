@@ -1,0 +1,414 @@
+"""Tests for the SQLite storage adapter (dmuc.storage.sqlite)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from dmuc.storage import HistoryRecord, RoomRecord, StorageError, open_storage
+from dmuc.storage import sqlite as sqlite_mod
+from dmuc.storage.sqlite import SQLiteStorage
+
+SERVICE = "muc.example.org"
+OTHER_SERVICE = "chat.example.net"
+ROOM = "room@muc.example.org"
+ROOM2 = "other@muc.example.org"
+
+
+def _url(path: Path) -> str:
+    return f"sqlite://{path}"  # path is absolute, so this is sqlite:///...
+
+
+def _record(n: int, **extra: object) -> HistoryRecord:
+    return HistoryRecord(stamp=1000.0 + n, xml=f"<message><body>m{n}</body></message>", extra=extra)
+
+
+@defer.inlineCallbacks
+def _opened(path: Path):
+    store = SQLiteStorage.from_url(_url(path))
+    yield store.open()
+    return store
+
+
+# -- URLs --------------------------------------------------------------------------
+
+
+def test_from_url_absolute(tmp_path: Path) -> None:
+    store = open_storage(_url(tmp_path / "a" / "m.db"))
+    assert isinstance(store, SQLiteStorage)
+    assert store.path == str(tmp_path / "a" / "m.db")
+
+
+def test_from_url_relative_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteStorage.from_url("sqlite:data/m.db").path == str(tmp_path / "data" / "m.db")
+    assert SQLiteStorage.from_url("sqlite::memory:").path == ":memory:"
+    assert SQLiteStorage.from_url("sqlite:///:memory:").path == ":memory:"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///var/lib/dmuc/",
+        "sqlite://host/var/lib/m.db",
+        "sqlite:///var/m.db?mode=ro",
+        "sqlite:///var/m.db#frag",
+        "postgres://localhost/dmuc",
+        "/var/lib/m.db",
+    ],
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(StorageError) as info:
+        SQLiteStorage.from_url(url)
+    assert repr(url) in str(info.value)
+
+
+def test_open_storage_unknown_scheme() -> None:
+    with pytest.raises(StorageError, match="unsupported storage URL scheme 'mysql'"):
+        open_storage("mysql://x/y")
+
+
+# -- opening and schema --------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_creates_parent_dir_and_schema(tmp_path: Path):
+    path = tmp_path / "deep" / "er" / "m.db"
+    store = yield _opened(path)
+    try:
+        assert path.is_file()
+    finally:
+        yield store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_mod.MIGRATIONS)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"rooms", "history"} <= tables
+    assert "history_room_id" in indexes
+
+
+@pytest_twisted.inlineCallbacks
+def test_connection_pragmas(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        rows = yield store._pool.runQuery("PRAGMA foreign_keys")
+        assert rows[0][0] == 1
+        rows = yield store._pool.runQuery("PRAGMA synchronous")
+        assert rows[0][0] == 1  # NORMAL
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_too_new_schema_rejected(tmp_path: Path):
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(sqlite_mod.MIGRATIONS) + 1}")
+    conn.close()
+    store = SQLiteStorage.from_url(_url(path))
+    with pytest.raises(StorageError, match="newer"):
+        yield store.open()
+    # The failed open leaves the storage closed.
+    with pytest.raises(StorageError, match="not open"):
+        yield store.load_rooms(SERVICE)
+
+
+@pytest_twisted.inlineCallbacks
+def test_later_migration_applied_on_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "m.db"
+    store = yield _opened(path)
+    yield store.save_room(SERVICE, RoomRecord(ROOM, {"a": 1}))
+    yield store.close()
+
+    def add_row(cursor) -> None:
+        cursor.execute("INSERT INTO roster (jid) VALUES ('u@example.org')")
+
+    migrations = [
+        *sqlite_mod.MIGRATIONS,
+        "CREATE TABLE roster (jid TEXT PRIMARY KEY); CREATE INDEX roster_jid ON roster (jid);",
+        add_row,
+    ]
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", migrations)
+    store = yield _opened(path)
+    try:
+        rows = yield store._pool.runQuery("SELECT jid FROM roster")
+        assert rows == [("u@example.org",)]
+        rooms = yield store.load_rooms(SERVICE)
+        assert rooms == [RoomRecord(ROOM, {"a": 1})]
+    finally:
+        yield store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations)
+    conn.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_failing_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "m.db"
+    monkeypatch.setattr(
+        sqlite_mod,
+        "MIGRATIONS",
+        [*sqlite_mod.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
+    )
+    store = SQLiteStorage.from_url(_url(path))
+    with pytest.raises(StorageError, match="nosuchtable"):
+        yield store.open()
+    with sqlite3.connect(path) as conn:
+        # Nothing of the failed upgrade is left: not even migration 1.
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+    conn.close()
+    assert names == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_unwritable_path(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    path = blocker / "sub" / "m.db"
+    store = SQLiteStorage.from_url(_url(path))
+    with pytest.raises(StorageError) as info:
+        yield store.open()
+    assert str(path) in str(info.value)
+    assert "cannot open storage" in str(info.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_not_a_database(tmp_path: Path):
+    path = tmp_path / "m.db"
+    path.write_bytes(b"this is not an sqlite database file, just some bytes" * 100)
+    store = SQLiteStorage.from_url(_url(path))
+    with pytest.raises(StorageError) as info:
+        yield store.open()
+    assert str(path) in str(info.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_twice_and_close_twice(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    with pytest.raises(StorageError, match="already open"):
+        yield store.open()
+    yield store.close()
+    yield store.close()  # idempotent
+    with pytest.raises(StorageError, match="not open"):
+        yield store.save_room(SERVICE, RoomRecord(ROOM, {}))
+
+
+# -- rooms ---------------------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_rooms_round_trip(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        assert (yield store.load_rooms(SERVICE)) == []
+        state = {
+            "config": {"name": "Café ☕", "persistent": True},
+            "affiliations": {"a@b": "owner"},
+        }
+        yield store.save_room(SERVICE, RoomRecord(ROOM, state))
+        yield store.save_room(SERVICE, RoomRecord(ROOM2, {"x": [1, 2]}))
+        rooms = yield store.load_rooms(SERVICE)
+        assert rooms == [RoomRecord(ROOM2, {"x": [1, 2]}), RoomRecord(ROOM, state)]
+
+        # Replace.
+        yield store.save_room(SERVICE, RoomRecord(ROOM, {"config": {"name": "new"}}))
+        rooms = yield store.load_rooms(SERVICE)
+        assert RoomRecord(ROOM, {"config": {"name": "new"}}) in rooms
+        assert len(rooms) == 2
+
+        # Delete.
+        yield store.delete_room(SERVICE, ROOM)
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM2, {"x": [1, 2]})]
+        yield store.delete_room(SERVICE, "missing@muc.example.org")  # no error
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_save_room_snapshots_state(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        state = {"n": 1}
+        d = store.save_room(SERVICE, RoomRecord(ROOM, state))
+        state["n"] = 2  # mutated before the write ran
+        yield d
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"n": 1})]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_services_are_separate(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        yield store.save_room(SERVICE, RoomRecord(ROOM, {"s": 1}))
+        yield store.save_room(OTHER_SERVICE, RoomRecord(ROOM, {"s": 2}))
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"s": 1})]
+        assert (yield store.load_rooms(OTHER_SERVICE)) == [RoomRecord(ROOM, {"s": 2})]
+        yield store.delete_room(OTHER_SERVICE, ROOM)
+        assert (yield store.load_rooms(OTHER_SERVICE)) == []
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"s": 1})]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_delete_room_deletes_history(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        yield store.save_room(SERVICE, RoomRecord(ROOM, {}))
+        yield store.append_history(ROOM, _record(1), keep=10)
+        yield store.append_history(ROOM2, _record(2), keep=10)
+        yield store.delete_room(SERVICE, ROOM)
+        assert (yield store.load_history(ROOM, 10)) == []
+        assert (yield store.load_history(ROOM2, 10)) == [_record(2)]
+    finally:
+        yield store.close()
+
+
+# -- history -------------------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_order_limit_and_extra(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        assert (yield store.load_history(ROOM, 5)) == []
+        for n in range(5):
+            yield store.append_history(ROOM, _record(n, nick=f"n{n}"), keep=100)
+        yield store.append_history(ROOM2, _record(99), keep=100)
+
+        everything = yield store.load_history(ROOM, 100)
+        assert everything == [_record(n, nick=f"n{n}") for n in range(5)]
+        assert everything[0].extra == {"nick": "n0"}
+
+        newest = yield store.load_history(ROOM, 2)
+        assert [r.xml for r in newest] == [_record(3).xml, _record(4).xml]  # oldest first
+        assert (yield store.load_history(ROOM, 0)) == []
+        assert (yield store.load_history(ROOM2, 100)) == [_record(99)]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_order_is_insertion_not_stamp(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        yield store.append_history(ROOM, HistoryRecord(stamp=50.0, xml="<a/>"), keep=10)
+        yield store.append_history(ROOM, HistoryRecord(stamp=10.0, xml="<b/>"), keep=10)
+        assert [r.xml for r in (yield store.load_history(ROOM, 10))] == ["<a/>", "<b/>"]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_trim(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        for n in range(6):
+            yield store.append_history(ROOM, _record(n), keep=3)
+        yield store.append_history(ROOM2, _record(50), keep=3)
+        assert (yield store.load_history(ROOM, 100)) == [_record(3), _record(4), _record(5)]
+
+        # Lowering keep trims at the next append; other rooms are untouched.
+        yield store.append_history(ROOM, _record(6), keep=1)
+        assert (yield store.load_history(ROOM, 100)) == [_record(6)]
+        assert (yield store.load_history(ROOM2, 100)) == [_record(50)]
+
+        rows = yield store._pool.runQuery("SELECT count(*) FROM history WHERE room = ?", (ROOM,))
+        assert rows[0][0] == 1
+
+        # keep=0 deletes all of the room's history, the new entry included.
+        yield store.append_history(ROOM, _record(7), keep=0)
+        assert (yield store.load_history(ROOM, 100)) == []
+        assert (yield store.load_history(ROOM2, 100)) == [_record(50)]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_negative_arguments_rejected(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        with pytest.raises(ValueError):
+            yield store.append_history(ROOM, _record(1), keep=-1)
+        with pytest.raises(ValueError):
+            yield store.load_history(ROOM, -1)
+        assert (yield store.load_history(ROOM, 10)) == []
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_clear_history_keeps_room(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        yield store.save_room(SERVICE, RoomRecord(ROOM, {"k": "v"}))
+        yield store.append_history(ROOM, _record(1), keep=10)
+        yield store.append_history(ROOM2, _record(2), keep=10)
+        yield store.clear_history(ROOM)
+        assert (yield store.load_history(ROOM, 10)) == []
+        assert (yield store.load_history(ROOM2, 10)) == [_record(2)]
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"k": "v"})]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_writes_applied_in_issue_order(tmp_path: Path):
+    store = yield _opened(tmp_path / "m.db")
+    try:
+        # Issue without waiting; the last save must win and trims must see prior inserts.
+        ds = [store.save_room(SERVICE, RoomRecord(ROOM, {"v": i})) for i in range(20)]
+        ds += [store.append_history(ROOM, _record(i), keep=5) for i in range(20)]
+        yield defer.gatherResults(ds, consumeErrors=True)
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"v": 19})]
+        assert (yield store.load_history(ROOM, 100)) == [_record(i) for i in range(15, 20)]
+    finally:
+        yield store.close()
+
+
+# -- persistence ---------------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_reopen_persists(tmp_path: Path):
+    path = tmp_path / "m.db"
+    store = yield _opened(path)
+    yield store.save_room(SERVICE, RoomRecord(ROOM, {"persistent": True}))
+    d1 = store.append_history(ROOM, _record(1, nick="a"), keep=10)
+    d2 = store.append_history(ROOM, _record(2), keep=10)
+    # close() without waiting for the writes: it must still let them finish first.
+    yield store.close()
+    assert d1.called and d2.called
+
+    again = yield _opened(path)
+    try:
+        assert (yield again.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"persistent": True})]
+        assert (yield again.load_history(ROOM, 10)) == [_record(1, nick="a"), _record(2)]
+    finally:
+        yield again.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_memory_database(tmp_path: Path):
+    store = SQLiteStorage.from_url("sqlite::memory:")
+    yield store.open()
+    try:
+        yield store.save_room(SERVICE, RoomRecord(ROOM, {"m": 1}))
+        yield store.append_history(ROOM, _record(1), keep=10)
+        assert (yield store.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"m": 1})]
+        assert (yield store.load_history(ROOM, 10)) == [_record(1)]
+    finally:
+        yield store.close()
+    assert os.listdir(tmp_path) == []  # nothing written to disk

@@ -1,0 +1,10 @@
+"""twistd plugins: ``twistd dmuc-master`` (and later ``twistd dmuc-slave``)."""
+
+from twisted.application.service import ServiceMaker
+
+dmuc_master = ServiceMaker(
+    "dmuc-master",
+    "dmuc.master.tap",
+    "XEP-0282 distributed MUC master: a XEP-0045 room service as a Prosody component",
+    "dmuc-master",
+)
