@@ -45,6 +45,21 @@ class MasterConfig:
     allow_unaffiliated_register: bool = False
     room_defaults: dict[str, Any] = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
+    # XEP-0282 slaves allowed to mirror rooms: slave JID -> the user domains it serves
+    slaves: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class SlaveConfig:
+    path: str
+    component: ComponentConfig
+    storage_url: str
+    log_level: str = "info"
+    domains: list[str] = field(default_factory=list)
+    masters: list[str] = field(default_factory=list)
+    rooms: list[str] = field(default_factory=list)
+    keepalive: int = 60
+    history: int = 20
 
 
 class _Reader:
@@ -152,7 +167,7 @@ def _log_level(r: _Reader) -> str:
 def load_master_config(path: str) -> MasterConfig:
     r = _Reader(path, read_toml(path))
     for table in r.data:
-        if table not in ("component", "storage", "log", "muc"):
+        if table not in ("component", "storage", "log", "muc", "slaves"):
             raise r.error(table, "unknown table")
     cfg = MasterConfig(path=path, component=_component(r), storage_url=_storage_url(r),
                        log_level=_log_level(r))
@@ -190,4 +205,75 @@ def load_master_config(path: str) -> MasterConfig:
     if not all(isinstance(p, str) for p in plugins):
         raise r.error("muc.plugins", "must be a list of module names")
     cfg.plugins = plugins
+    cfg.slaves = _slaves(r)
+    return cfg
+
+
+def _domain_list(r: _Reader, key: str, values: Any) -> list[str]:
+    from dmuc import jids
+
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise r.error(key, "must be a list of domains")
+    domains = []
+    for value in values:
+        parsed = jids.parse(value)
+        if parsed is None or parsed.user is not None or parsed.resource is not None:
+            raise r.error(key, f"{value!r} is not a domain")
+        domains.append(parsed.host)
+    return domains
+
+
+def _slaves(r: _Reader) -> dict[str, list[str]]:
+    """[[slaves]] jid = "dmuc.vesa.yeggmaex.irc", domains = ["vesa.yeggmaex.irc"]"""
+    entries = r.data.get("slaves", [])
+    if not isinstance(entries, list):
+        raise r.error("slaves", "must be an array of tables ([[slaves]])")
+    slaves: dict[str, list[str]] = {}
+    for n, entry in enumerate(entries):
+        where = f"slaves[{n}]"
+        if not isinstance(entry, dict):
+            raise r.error(where, "must be a table")
+        for key in entry:
+            if key not in ("jid", "domains"):
+                raise r.error(f"{where}.{key}", "unknown key")
+        if "jid" not in entry or "domains" not in entry:
+            raise r.error(where, "needs jid and domains")
+        jid = _domain_list(r, f"{where}.jid", [entry["jid"]])[0]
+        slaves[jid] = _domain_list(r, f"{where}.domains", entry["domains"])
+        if not slaves[jid]:
+            raise r.error(f"{where}.domains", "must not be empty")
+    return slaves
+
+
+def load_slave_config(path: str) -> SlaveConfig:
+    r = _Reader(path, read_toml(path))
+    for table in r.data:
+        if table not in ("component", "storage", "log", "slave"):
+            raise r.error(table, "unknown table")
+    cfg = SlaveConfig(path=path, component=_component(r), storage_url=_storage_url(r),
+                      log_level=_log_level(r))
+    r.table("slave")
+    r.check_unknown("slave", {"domains", "masters", "rooms", "keepalive", "history"})
+    cfg.domains = _domain_list(r, "slave.domains", r.get("slave", "domains", list))
+    if not cfg.domains:
+        raise r.error("slave.domains", "must name at least one user domain")
+    cfg.masters = _domain_list(r, "slave.masters", r.get("slave", "masters", list))
+    if not cfg.masters:
+        raise r.error("slave.masters", "must name at least one MUC service")
+    rooms = r.get("slave", "rooms", list, [])
+    from dmuc import jids
+
+    for room in rooms:
+        parsed = jids.parse(room) if isinstance(room, str) else None
+        if parsed is None or parsed.user is None or parsed.resource is not None:
+            raise r.error("slave.rooms", f"{room!r} is not a room JID")
+        if parsed.host not in cfg.masters:
+            raise r.error("slave.rooms", f"{room!r} is not on a service in slave.masters")
+        cfg.rooms.append(parsed.userhost())
+    cfg.keepalive = r.get("slave", "keepalive", int, 60)
+    if not 5 <= cfg.keepalive <= 3600:
+        raise r.error("slave.keepalive", "must be between 5 and 3600 seconds")
+    cfg.history = r.get("slave", "history", int, 20)
+    if cfg.history < 0:
+        raise r.error("slave.history", "must not be negative")
     return cfg

@@ -40,7 +40,30 @@ class ClearHistory:
     room_jid: str
 
 
-StorageOp = SaveRoom | DeleteRoom | AppendHistory | ClearHistory
+@dataclass
+class SaveSlaveRoom:
+    room_jid: str
+
+
+@dataclass
+class DeleteSlaveRoom:
+    room_jid: str
+
+
+@dataclass
+class ClearSlaveHistory:
+    room_jid: str
+
+
+@dataclass
+class AppendSlaveHistory:
+    room_jid: str
+    record: HistoryRecord
+    keep: int
+
+
+StorageOp = (SaveRoom | DeleteRoom | AppendHistory | ClearHistory | SaveSlaveRoom
+             | DeleteSlaveRoom | AppendSlaveHistory | ClearSlaveHistory)
 
 
 @dataclass
@@ -62,6 +85,15 @@ class Outbox:
 
     def info(self, message: str) -> None:
         self.log.append(("info", message))
+
+    def warn(self, message: str) -> None:
+        self.log.append(("warn", message))
+
+    def store_slave_history(self, room_jid: str, stamp: float, xml: str, keep: int) -> None:
+        self.store(AppendSlaveHistory(room_jid, HistoryRecord(stamp, xml), keep))
+
+    def store_slave_delete(self, room_jid: str) -> None:
+        self.store(DeleteSlaveRoom(room_jid))
 
     def debug(self, message: str) -> None:
         self.log.append(("debug", message))

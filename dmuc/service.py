@@ -16,6 +16,7 @@ from dmuc import jids, stanzas, xmlns
 from dmuc.hooks import Hooks
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.room import history
+from dmuc.room.distribution import Distribution
 from dmuc.room.model import RoomConfig
 from dmuc.room.room import Room
 from dmuc.storage import HistoryRecord, RoomRecord
@@ -33,6 +34,8 @@ class ServiceSettings:
     enforce_reserved_nicks: bool = False
     allow_unaffiliated_register: bool = False
     room_defaults: dict[str, Any] = field(default_factory=dict)
+    # XEP-0282 slaves allowed to mirror rooms: slave JID -> user domains it serves
+    slaves: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class MUCService:
@@ -42,6 +45,7 @@ class MUCService:
         self.admins = settings.admins
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
+        self.distribution = Distribution(self)
 
     # --- state from storage --------------------------------------------------------------
 
@@ -88,6 +92,7 @@ class MUCService:
         room.destroyed = True
         self.rooms.pop(room.jid, None)
         self.forget_room(room, out)
+        self.distribution.room_gone(room.jid)
         out.info(f"{room.jid} destroyed")
         self.hooks.fire("room-destroyed", room=room, out=out)
 
@@ -114,6 +119,9 @@ class MUCService:
             return out
         room_jid = to.userhost()
         nick = to.resource
+        if self.distribution.is_slave_stanza(stanza, sender.full()):
+            self.distribution.receive(stanza, sender.full(), room_jid, out)
+            return out
         room = self.rooms.get(room_jid)
         if room is None:
             self._to_missing_room(stanza, room_jid, nick, out)
@@ -124,6 +132,12 @@ class MUCService:
             room.handle_message(stanza, nick, out)
         else:
             room.handle_iq(stanza, nick, out)
+        return out
+
+    def tick(self, now: float) -> Outbox:
+        """Timers: XEP-0282 keepalives to quiet or split slaves (§4.10, §4.11)."""
+        out = Outbox(now)
+        self.distribution.tick(now, out)
         return out
 
     def _to_missing_room(self, stanza: Element, room_jid: str, nick: str | None,
@@ -142,6 +156,8 @@ class MUCService:
                 out.send(stanzas.join_error(stanza, "modify", "jid-malformed", "Invalid nickname"))
                 return
             room = self.create_room(room_jid, creator, out)
+            if stanzas.child(stanza, "x", xmlns.MUC) is None:
+                room.locked = False  # groupchat 1.0 client: an instant room (as lock.lib)
             room.join(stanza, stanza["from"], nick, out, created=True)
             if room.is_empty():
                 self.remove_room(room, out)

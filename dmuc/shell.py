@@ -6,17 +6,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from dmuc import compat  # noqa: F401  (must precede every wokkel import)
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish.domish import Element
 from wokkel import component, subprotocols
 
-from dmuc import stanzas
+from dmuc import (
+    compat,  # noqa: F401  (must precede every wokkel import)
+    stanzas,
+)
 from dmuc.log import get_logger
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
-from dmuc.storage import Storage
+from dmuc.storage import RoomRecord, Storage
 
 log = get_logger("dmuc")
 
@@ -32,8 +35,19 @@ class ComponentConnection(component.Component):
         super().__init__(host, port, jid, secret)
         self.jid = jid
         self.factory.maxDelay = RECONNECT_MAX_DELAY
-        self.factory.initialDelay = 0.5
+        self.factory.initialDelay = self.factory.delay = 0.5
         self.factory.noisy = False
+        # Twisted's XmlStreamFactory resets the backoff on every TCP connect, so a refused
+        # handshake (wrong secret) retried every 0.5 s forever: reset it in _authd instead.
+        build = self.factory.buildProtocol
+
+        def build_protocol(addr):  # type: ignore[no-untyped-def]
+            delay, retries = self.factory.delay, self.factory.retries
+            xs = build(addr)
+            self.factory.delay, self.factory.retries = delay, retries
+            return xs
+
+        self.factory.buildProtocol = build_protocol
         self.factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._stream_error)
         self._last_failure: str | None = None
         failed, lost = self.factory.clientConnectionFailed, self.factory.clientConnectionLost
@@ -60,8 +74,9 @@ class ComponentConnection(component.Component):
         self._note(f"Prosody refused the stream: {condition}{hint}")
 
     def _authd(self, xs: xmlstream.XmlStream) -> None:
-        log.info("component {jid} connected to {host}:{port}", jid=self.jid, host=self.host,
+        log.info("component connected as {jid} to {host}:{port}", jid=self.jid, host=self.host,
                  port=self.port)
+        self.factory.resetDelay()
         super()._authd(xs)
 
     def initializationFailed(self, reason: object) -> None:
@@ -109,8 +124,8 @@ class CoreHandler(subprotocols.XMPPHandler):
             if delivery.recipients is None:
                 self.send(stanzas.render(delivery.stanza))
             else:
-                for xml in stanzas.render_many(delivery.stanza, delivery.recipients):
-                    self.send(xml)
+                # One write for all copies: the stanza was serialised once.
+                self.send("".join(stanzas.render_many(delivery.stanza, delivery.recipients)))
         for level, message in out.log:
             log.emit(LogLevel.levelWithName(level), "{message}", message=message)
         for op in out.storage:
@@ -119,7 +134,7 @@ class CoreHandler(subprotocols.XMPPHandler):
     def persist(self, op: object) -> None:
         s = self.storage
         if isinstance(op, SaveRoom):
-            d = s.save_room(self.service_jid, _record(op))
+            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state))
         elif isinstance(op, DeleteRoom):
             d = s.delete_room(self.service_jid, op.room_jid)
         elif isinstance(op, AppendHistory):
@@ -127,15 +142,12 @@ class CoreHandler(subprotocols.XMPPHandler):
         elif isinstance(op, ClearHistory):
             d = s.clear_history(op.room_jid)
         else:
-            raise TypeError(op)
+            d = self.persist_other(op)
         d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
                                          op=type(op).__name__, err=f.getErrorMessage()))
 
-
-def _record(op: SaveRoom):  # type: ignore[no-untyped-def]
-    from dmuc.storage import RoomRecord
-
-    return RoomRecord(op.room_jid, op.state)
+    def persist_other(self, op: object) -> Deferred:
+        raise TypeError(f"{type(self).__name__} cannot store {op!r}")
 
 
 def fatal(message: str) -> None:

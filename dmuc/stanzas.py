@@ -334,5 +334,18 @@ def strip_stream_namespace(el: Element) -> Element:
     return el
 
 
+def parse_xml(xml: str) -> Element:
+    """One element from its serialised form (as stored)."""
+    found: list[Element] = []
+    stream = domish.elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = found.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(b"<r>" + xml.encode() + b"</r>")
+    if not found:
+        raise ValueError("no element")
+    return found[0]
+
+
 def render(stanza: Element) -> str:
     return stanza.toXml()

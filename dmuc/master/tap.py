@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 
-from dmuc import compat  # noqa: F401  (must precede every wokkel import)
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.python import usage
 
+from dmuc import compat  # noqa: F401  (must precede every wokkel import)
 from dmuc.config import ConfigError, MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.log import get_logger, set_level
@@ -43,6 +44,7 @@ def build_service(cfg: MasterConfig) -> MUCService:
         enforce_reserved_nicks=cfg.enforce_reserved_nicks,
         allow_unaffiliated_register=cfg.allow_unaffiliated_register,
         room_defaults=cfg.room_defaults,
+        slaves={jid: frozenset(domains) for jid, domains in cfg.slaves.items()},
     )
     muc = MUCService(settings, hooks)
     load_plugins(cfg.plugins, hooks, muc)
@@ -58,7 +60,8 @@ class MasterService(service.Service):
         self.muc = build_service(cfg)
         c = cfg.component
         self.connection = ComponentConnection(c.host, c.port, c.jid, c.secret)
-        CoreHandler(self.muc.receive, self.storage, c.jid).setHandlerParent(self.connection)
+        self.handler = CoreHandler(self.muc.receive, self.storage, c.jid)
+        self.handler.setHandlerParent(self.connection)
 
     @defer.inlineCallbacks
     def _start(self):  # type: ignore[no-untyped-def]
@@ -76,13 +79,22 @@ class MasterService(service.Service):
                  url=self.cfg.storage_url)
         self.connection.startService()
 
+    def _tick(self) -> None:
+        self.handler.write(self.muc.tick(time.time()))
+
     def startService(self) -> None:
         super().startService()
         self._starting = self._start()
+        if self.cfg.slaves:
+            self._ticker = task.LoopingCall(self._tick)
+            self._ticker.start(1.0, now=False)
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
+        ticker = getattr(self, "_ticker", None)
+        if ticker is not None and ticker.running:
+            ticker.stop()
         if self.connection.running:
             self.connection.stopService()
         yield self.storage.close()

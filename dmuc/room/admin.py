@@ -46,8 +46,13 @@ def _get(room: Room, stanza: Element, payload: Element) -> Element:
     if wanted_aff is not None:
         if wanted_aff not in AFFILIATIONS or wanted_aff == "none":
             raise Refusal("modify", "bad-request")
-        may_see = AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK["admin"] or (
-            wanted_aff == "member" and affiliation == "member" and room.config.members_only
+        # As Prosody 0.12: admins and owners see the lists up to their own rank (an admin
+        # not the owners); members see them only in a members-only room that shows real
+        # JIDs anyway (CVE-2021-37601).
+        rank = AFFILIATION_RANK[affiliation]
+        may_see = (rank >= AFFILIATION_RANK["admin"] and rank >= AFFILIATION_RANK[wanted_aff]) or (
+            room.config.members_only and not room.is_anonymous()
+            and rank >= AFFILIATION_RANK["member"]
         )
         if not may_see:
             raise Refusal("auth", "forbidden")

@@ -115,13 +115,13 @@ def apply_form(room: Room, values: dict[str, list[str]]) -> RoomConfig:
     if max_users is not None:
         if max_users in ("", "none", "0"):
             new.max_users = 0
-        elif max_users.isdigit():
+        elif max_users.isdecimal():  # isdigit() lets '²' through to int()
             new.max_users = int(max_users)
         else:
             raise Refusal("modify", "bad-request", "muc#roomconfig_maxusers: not a number")
     history_length = single("muc#roomconfig_historylength")
     if history_length is not None and history_length != "":
-        if not history_length.isdigit():
+        if not history_length.isdecimal():
             raise Refusal("modify", "bad-request", "muc#roomconfig_historylength: not a number")
         new.history_length = min(int(history_length), room.service.settings.max_history_length)
     allow_pm = single("muc#roomconfig_allowpm")
@@ -220,8 +220,10 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
                 out.store(AppendHistory(room.jid, HistoryRecord(entry.stamp,
                                                                 entry.stanza.toXml()),
                                         new.history_length))
+    if new.whois != old.whois:
+        room.service.distribution.whois_changed(room, out)
     if codes and not was_locked and room.occupants:
-        out.broadcast(stanzas.status_message(room.jid, codes), room.all_sessions())
+        room.broadcast_groupchat(stanzas.status_message(room.jid, codes), out)
     out.info(f"{room.jid} configured" + (" (unlocked)" if was_locked else ""))
     room.service.hooks.fire("room-configured", room=room, old=old, out=out)
     room.service.room_maybe_empty(room, out)

@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
+# Error conditions that mean the occupant's session is gone (mod_muc's is_kickable_error).
+KICKABLE_ERRORS = frozenset({
+    "gone", "internal-server-error", "item-not-found", "jid-malformed", "recipient-unavailable",
+    "redirect", "remote-server-not-found", "remote-server-timeout", "service-unavailable"})
+
+
+def _asked_nick(stanza: Element, parsed: str) -> str:
+    """The nick exactly as the user wrote it in 'to' (`parsed` went through resourceprep
+    when the address was parsed); a difference from the nick given is a 210 rewrite."""
+    _, slash, raw = (stanza.getAttribute("to") or "").partition("/")
+    return raw if slash else parsed
 
 
 class Refusal(Exception):
@@ -56,6 +67,7 @@ class Room:
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self.via: dict[str, str] = {}  # session that entered through a slave -> slave JID
         self.destroyed = False
 
     # --- persistence --------------------------------------------------------------------
@@ -90,7 +102,10 @@ class Room:
     def affiliation(self, bare_jid: str) -> str:
         if bare_jid in self.service.admins:
             return "owner"
-        return self.affiliations.get(bare_jid, "none")
+        found = self.affiliations.get(bare_jid)
+        if found is None and self.affiliations.get(bare_jid.split("@")[-1]) == "outcast":
+            return "outcast"  # the user's whole domain is banned (as mod_muc)
+        return found or "none"
 
     def occupant_by_session(self, full_jid: str) -> Occupant | None:
         nick = self.nick_of.get(full_jid)
@@ -140,6 +155,38 @@ class Room:
         item.update(extra)
         return item
 
+    def presence_of(
+        self,
+        occupant: Occupant,
+        with_jid: bool,
+        codes: Iterable[str],
+        *,
+        presence_type: str | None = None,
+        item_extra: dict[str, str | None] | None = None,
+        reason: str | None = None,
+        actor_nick: str | None = None,
+        base: Element | None = None,
+        from_nick: str | None = None,
+    ) -> Element:
+        """An occupant's presence as the room sends it (one variant)."""
+        x = stanzas.muc_user_x(
+            [self._item(occupant, with_jid, **(item_extra or {}))],
+            list(codes),
+            reason=reason,
+            actor_nick=actor_nick,
+        )
+        base = base if base is not None else occupant.presence
+        return stanzas.occupant_presence(
+            base, self.occupant_jid(from_nick or occupant.nick), x, presence_type
+        )
+
+    def self_codes(self, extra: Iterable[str] = ()) -> list[str]:
+        """Status codes of the copy an occupant gets of its own presence."""
+        codes = ["110", *extra]
+        if not self.is_anonymous():
+            codes.append("100")
+        return codes
+
     def publicise(
         self,
         occupant: Occupant,
@@ -157,33 +204,30 @@ class Room:
     ) -> None:
         """Send an occupant's presence to every session in the room, in the variants the
         room needs: with the real JID (moderators, or everyone in a non-anonymous room),
-        without it, and the occupant's own copy with status 110."""
-        extra = item_extra or {}
-        base = base if base is not None else occupant.presence
-        from_ = self.occupant_jid(from_nick or occupant.nick)
+        without it, and the occupant's own copy with status 110. Sessions that entered
+        through a XEP-0282 slave are reached with one copy per slave (§4.7)."""
         statuses = list(statuses)
 
         def build(with_jid: bool, codes: list[str]) -> Element:
-            x = stanzas.muc_user_x(
-                [self._item(occupant, with_jid, **extra)],
-                codes,
-                reason=reason,
-                actor_nick=actor_nick,
+            return self.presence_of(
+                occupant, with_jid, codes, presence_type=presence_type, item_extra=item_extra,
+                reason=reason, actor_nick=actor_nick, base=base, from_nick=from_nick,
             )
-            return stanzas.occupant_presence(base, from_, x, presence_type)
 
         own = set(occupant.sessions)
-        targets = list(only_to) if only_to is not None else self.all_sessions()
+        if only_to is not None:
+            targets, slaves = list(only_to), []
+        else:
+            targets, slaves = self.service.distribution.route(self, self.all_sessions())
         broadcast_role = occupant.role if occupant.role != "none" else None
         visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
+        visible = visible or presence_type == "unavailable"
         with_jid_to: list[str] = []
         without_jid_to: list[str] = []
         for session in targets:
-            if session in own:
+            if session in own or not visible:
                 continue
             viewer = self.occupant_by_session(session)
-            if not visible and not (presence_type == "unavailable"):
-                continue
             if not self.is_anonymous() or (viewer is not None and viewer.role == "moderator"):
                 with_jid_to.append(session)
             else:
@@ -194,10 +238,23 @@ class Room:
             out.broadcast(build(False, statuses), without_jid_to)
         own_targets = [s for s in targets if s in own]
         if own_targets:
-            codes = statuses + ["110"] + list(self_statuses)
-            if not self.is_anonymous():
-                codes.append("100")
-            out.broadcast(build(True, codes), own_targets)
+            out.broadcast(build(True, self.self_codes([*statuses, *self_statuses])), own_targets)
+        for link in slaves if visible else []:
+            copy = build(self.service.distribution.shows_jids(self, link), statuses)
+            copy["to"] = link.jid
+            out.send(copy)
+
+    def broadcast_groupchat(self, message: Element, out: Outbox) -> None:
+        """A groupchat stanza to every occupant: one copy per slave, with the XEP-0203
+        delay inside the dmuc element (§4.9), and one per directly reached session."""
+        from dmuc import dmuc_stanzas
+
+        direct, slaves = self.service.distribution.route(self, self.all_sessions())
+        out.broadcast(message, direct)
+        for link in slaves:
+            copy = dmuc_stanzas.for_slave(message, out.now, message.getAttribute("from"))
+            copy["to"] = link.jid
+            out.send(copy)
 
     def send_occupant_list(self, session: str, out: Outbox) -> None:
         """Presence of every other occupant to a joining session (XEP-0045 §7.2.3)."""
@@ -231,6 +288,11 @@ class Room:
             out.send(stanzas.join_error(stanza, "modify", "jid-malformed"))
             return
         if occupant is None:
+            self.join(stanza, sender, nick, out)
+        elif occupant.nick == nick and stanzas.child(stanza, "x", xmlns.MUC) is not None:
+            # A join from a session the room thinks is inside (e.g. Prosody restarted under
+            # it): the full join sequence again, as mod_muc does, or the client never
+            # gets the occupant list, history and subject.
             self.join(stanza, sender, nick, out)
         elif occupant.nick == nick:
             self.update_presence(occupant, sender, stanza, out)
@@ -307,7 +369,7 @@ class Room:
         enforced = self.service.settings.enforce_reserved_nicks and self.reserved_nicks.get(bare)
         if enforced and enforced != nick:
             nick = enforced
-        if nick != requested_nick:
+        if nick != _asked_nick(stanza, requested_nick):
             self_codes.append("210")
         try:
             self.check_join(stanza, sender, nick)
@@ -323,15 +385,22 @@ class Room:
 
         existing = self.occupants.get(nick)
         presence = self._stored_presence(stanza)
+        link = self.service.distribution.link_for_user(self.jid, sender)
+        if link is not None and link.split:
+            link = None
+        if link is not None:
+            self.via[sender] = link.jid  # §4.5: this session is reached through its slave
         if existing is not None:
             # Another session of the same user joins under the same nick (multi-session).
             existing.sessions[sender] = presence
             existing.primary = sender
             self.nick_of[sender] = nick
-            self.send_occupant_list(sender, out)
+            if link is None:
+                self.send_occupant_list(sender, out)
             others = [s for s in self.all_sessions() if s != sender]
             self.publicise(existing, out, only_to=others)
-            self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
+            if link is None:
+                self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
             occupant = existing
         else:
             occupant = Occupant(
@@ -342,17 +411,46 @@ class Room:
                 primary=sender,
             )
             # The list goes out before the occupant exists, so it never contains itself.
-            self.send_occupant_list(sender, out)
+            if link is None:
+                self.send_occupant_list(sender, out)
             self.occupants[nick] = occupant
             self.nick_of[sender] = nick
             self.publicise(occupant, out, self_statuses=self_codes)
-        from dmuc.room import history
+        if link is not None:
+            # §4.5: the slave sends roster, own presence, history and subject itself.
+            self._enter_via_slave(occupant, sender, stanza, link.jid, self_codes, out)
+        else:
+            from dmuc.room import history
 
-        history.send_on_join(self, stanza, sender, out)
-        out.send(self.subject_stanza(sender))
-        out.info(f"{sender} joined {self.jid} as {nick}")
+            history.send_on_join(self, stanza, sender, out)
+            out.send(self.subject_stanza(sender))
+        self.service.distribution.visibility_changed(self, out)
+        out.info(f"{sender} joined {self.jid} as {nick}"
+                 + (f" through {link.jid}" if link is not None else ""))
         self.service.hooks.fire("occupant-joined", room=self, occupant=occupant, session=sender,
                                 out=out)
+
+    def _enter_via_slave(self, occupant: Occupant, session: str, join: Element, slave: str,
+                         self_codes: list[str], out: Outbox) -> None:
+        from dmuc import dmuc_stanzas
+
+        muc_x = stanzas.child(join, "x", xmlns.MUC)
+        request = stanzas.child(muc_x, "history") if muc_x is not None else None
+        own = self.presence_of(occupant, True, self.self_codes(self_codes))
+        out.send(dmuc_stanzas.enter(own, slave, session, request))
+
+    def _leave_via_slave(self, occupant: Occupant, session: str, out: Outbox,
+                         **presence: Any) -> bool:
+        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
+        from dmuc import dmuc_stanzas
+
+        slave = self.via.get(session)
+        if slave is None:
+            return False
+        codes = self.self_codes(presence.pop("statuses", ()))
+        own = self.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
+        out.send(dmuc_stanzas.leave(own, slave, session))
+        return True
 
     def _stored_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps)."""
@@ -411,7 +509,7 @@ class Room:
         for session in occupant.sessions:
             self.nick_of[session] = new_nick
         occupant.sessions[sender] = self._stored_presence(stanza)
-        self_codes = ["210"] if new_nick != requested else []
+        self_codes = ["210"] if new_nick != _asked_nick(stanza, requested) else []
         self.publicise(occupant, out, self_statuses=self_codes)
         out.info(f"{sender} in {self.jid}: {old_nick} is now {new_nick}")
         self.service.hooks.fire("occupant-nick-changed", room=self, occupant=occupant,
@@ -432,15 +530,18 @@ class Room:
     ) -> None:
         """One session leaves; the occupant leaves with its last session."""
         if len(occupant.sessions) > 1:
-            self.publicise(occupant, out, presence_type="unavailable", statuses=statuses,
-                           only_to=[session], base=base)
+            if not self._leave_via_slave(occupant, session, out, statuses=statuses, base=base):
+                self.publicise(occupant, out, presence_type="unavailable", statuses=statuses,
+                               only_to=[session], base=base)
             del occupant.sessions[session]
             del self.nick_of[session]
+            self.via.pop(session, None)
             if occupant.primary == session:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out, only_to=[s for s in self.all_sessions()])
             return
         occupant.role = "none"
+        self._leave_via_slave(occupant, session, out, statuses=statuses, base=base)
         self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base)
         self._drop(occupant)
         out.info(f"{session} left {self.jid}")
@@ -451,6 +552,7 @@ class Room:
         self.occupants.pop(occupant.nick, None)
         for session in occupant.sessions:
             self.nick_of.pop(session, None)
+            self.via.pop(session, None)
 
     def evict(
         self,
@@ -463,6 +565,10 @@ class Room:
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
         occupant.role = "none"
+        for session in list(occupant.sessions):
+            self._leave_via_slave(occupant, session, out, statuses=list(statuses),
+                                  reason=reason, actor_nick=actor_nick,
+                                  base=stanzas.new("presence"))
         self.publicise(
             occupant,
             out,
@@ -489,11 +595,24 @@ class Room:
         if role == "none":
             self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
             out.info(f"{occupant.nick} was kicked from {self.jid}")
+            self.service.room_maybe_empty(self, out)
             return
         if occupant.role == role:
             return
+        old_role = occupant.role
         occupant.role = role
         self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
+        self._moderation_changed(occupant, old_role, out)
+
+    def _moderation_changed(self, occupant: Occupant, old_role: str, out: Outbox) -> None:
+        """In a semi-anonymous room, whoever gains or loses the moderator role sees the
+        real JIDs appear or go: the other occupants' presence is sent again (as mod_muc)."""
+        if not self.is_anonymous() or (old_role == "moderator") == (occupant.role == "moderator"):
+            return
+        for session in occupant.sessions:
+            if session not in self.via:
+                self.send_occupant_list(session, out)
+        self.service.distribution.visibility_changed(self, out)
 
     def set_affiliation(
         self,
@@ -504,6 +623,8 @@ class Room:
         reason: str | None = None,
         actor_nick: str | None = None,
     ) -> None:
+        previous = self.affiliations.get(bare_jid, "none")
+        is_downgrade = AFFILIATION_RANK[previous] > AFFILIATION_RANK[affiliation]
         if affiliation == "none":
             self.affiliations.pop(bare_jid, None)
         else:
@@ -514,12 +635,17 @@ class Room:
             if affiliation == "outcast":
                 self.evict(occupant, ["301"], out, reason=reason, actor_nick=actor_nick)
                 continue
-            role = self.default_role(affiliation)
+            role = self.default_role(self.affiliation(bare_jid))
             if role == "none":
                 self.evict(occupant, ["321"], out, reason=reason, actor_nick=actor_nick)
                 continue
-            occupant.role = role
+            old_role = occupant.role
+            # As mod_muc: the role follows a downgrade, or rises to the new default, but a
+            # higher role granted separately (e.g. moderator) survives an upgrade.
+            if is_downgrade or ROLE_RANK[old_role] < ROLE_RANK[role]:
+                occupant.role = role
             self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
+            self._moderation_changed(occupant, old_role, out)
         self.save(out)
         out.info(f"{bare_jid} is now {affiliation} of {self.jid}")
         self.service.hooks.fire("affiliation-changed", room=self, jid=bare_jid,
@@ -533,8 +659,12 @@ class Room:
         mtype = stanza.getAttribute("type") or "normal"
         occupant = self.occupant_by_session(sender)
         if mtype == "error":
-            if occupant is not None and nick is None:
-                # Our broadcast bounced at the user's server: the session is gone.
+            # Our broadcast (from room/nick, or the room) bounced at the user's server: the
+            # session is gone. As mod_muc, only for conditions that say so.
+            err = stanzas.child(stanza, "error")
+            cond = next((e.name for e in err.elements() if e.uri == xmlns.STANZAS
+                         and e.name != "text"), None) if err is not None else None
+            if occupant is not None and (cond is None or cond in KICKABLE_ERRORS):
                 self.remove_session(occupant, sender, out, statuses=("307", "333"))
             return
         if nick is not None:
@@ -589,7 +719,7 @@ class Room:
         sid["by"] = self.jid
         self.service.hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant,
                                 out=out)
-        out.broadcast(msg, self.all_sessions())
+        self.broadcast_groupchat(msg, out)
         if stanzas.child(msg, "body") is not None:
             from dmuc.room import history
 
@@ -718,7 +848,15 @@ class Room:
                 destroy_el.addElement("password", content=password)
             pres = stanzas.occupant_presence(None, self.occupant_jid(occupant.nick), x,
                                              "unavailable")
-            out.broadcast(pres, occupant.session_jids())
+            direct = [s for s in occupant.session_jids() if s not in self.via]
+            out.broadcast(pres, direct)
+            notice = pres
+        from dmuc import dmuc_stanzas
+
+        for slave in sorted(set(self.via.values())):
+            # One notice per slave; it tells each of its local occupants (§4.6).
+            out.send(dmuc_stanzas.destroyed(notice, self.jid, slave))
         self.occupants.clear()
         self.nick_of.clear()
+        self.via.clear()
         self.service.remove_room(self, out)

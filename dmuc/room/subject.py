@@ -31,6 +31,6 @@ def change(room: Room, stanza: Element, occupant: Occupant, out: Outbox) -> None
                                   "id": stanza.getAttribute("id")})
     for el in stanza.elements():
         msg.addChild(stanzas.copy(el))
-    out.broadcast(msg, room.all_sessions())
+    room.broadcast_groupchat(msg, out)
     room.save(out)
     out.info(f"{occupant.nick} changed the subject of {room.jid}")

@@ -68,3 +68,9 @@ def open_storage(url: str) -> Storage:
         return SQLiteStorage.from_url(url)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StorageError(f"unsupported storage URL scheme {scheme!r} (supported: sqlite)")
+
+
+def slave_history_key(slave_jid: str, room_jid: str) -> str:
+    """History rows of a slave's copy of a room. The master keys its rows by the room JID;
+    a slave by this key, so that master and slaves can share one database."""
+    return f"{slave_jid}|{room_jid}"

@@ -1,7 +1,14 @@
 """Throwaway servers for tests, demos and benchmarks: Prosody, dnsmasq and twistd daemons."""
 
 from dmuc.testbed.daemon import TwistdDaemon
-from dmuc.testbed.prosody import ComponentSpec, Dnsmasq, ProsodyInstance, TestbedError, free_port
+from dmuc.testbed.prosody import (
+    ComponentSpec,
+    Dnsmasq,
+    ProsodyInstance,
+    TestbedError,
+    free_port,
+    stop_all,
+)
 
 __all__ = [
     "ComponentSpec",
@@ -10,4 +17,5 @@ __all__ = [
     "TestbedError",
     "TwistdDaemon",
     "free_port",
+    "stop_all",
 ]

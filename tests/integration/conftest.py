@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dmuc.testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from dmuc.testbed.network import DmucNetwork
 
 # the helper module sits next to this file; importable however pytest imports the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -128,3 +129,56 @@ def master(master_config: Path, master_workdir: Path) -> Iterator[TwistdDaemon]:
         yield daemon
     finally:
         daemon.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# the multi-server network (dmuc.testbed.network): avalon.irc (master's server), three slave
+# servers, efnet.irc (no slave), linked by real s2s through the counting proxy
+
+# a spare component on a slave server, e.g. to show that only the slave component may set
+# mod_dmuc_slave's mirror list
+PROBE_COMPONENT = "probe.vesa.yeggmaex.irc"
+
+
+@pytest.fixture(scope="session")
+def network() -> Iterator[DmucNetwork]:
+    """The five-server network, started once per session (no dmuc daemon runs in it).
+
+    Tests that set mod_dmuc_slave's mirror list (a raw component) must clear it again."""
+    workdir = make_tempdir("dmuc-network-")
+    net = DmucNetwork(workdir, extra_components={
+        "vesa.yeggmaex.irc": [ComponentSpec(PROBE_COMPONENT, secrets.token_hex(16))]})
+    net.start()
+    try:
+        yield net
+    finally:
+        net.stop()
+        if not keep_testbed():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def net_client_factory(network: DmucNetwork) -> Iterator[MakeClient]:
+    """``make_client("rubenro@vesa.yeggmaex.irc/shaver")`` -> a Client connected to the
+    network server of the JID's domain; all are disconnected when the test ends."""
+    clients: list[Client] = []
+
+    def make_client(jid: str, *, password: str = "pw", connect: bool = True,
+                    initial_presence: bool = True) -> Client:
+        server = network.server(jid)
+        client = Client(jid, password, host=server.ip, port=server.c2s_port)
+        clients.append(client)
+        if connect:
+            run(client.connect(initial_presence=initial_presence))
+        return client
+
+    yield make_client
+    if clients:
+        run(asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True))
+        # slixmpp only cancels its send-queue task when the client is garbage collected,
+        # which then logs "Task was destroyed but it is pending": end those tasks here
+        senders = [t for c in clients
+                   if (t := getattr(c.xmpp, "_run_out_filters", None)) is not None]
+        for task in senders:
+            task.cancel()
+        run(asyncio.gather(*senders, return_exceptions=True))

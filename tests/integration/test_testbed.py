@@ -23,9 +23,18 @@ from xmpp_client import (
     is_message,
     is_presence,
     run,
+    xml_str,
 )
 
-from dmuc.testbed import ComponentSpec, Dnsmasq, ProsodyInstance, TestbedError, TwistdDaemon
+from dmuc.testbed import (
+    ComponentSpec,
+    Dnsmasq,
+    ProsodyInstance,
+    TestbedError,
+    TwistdDaemon,
+    free_port,
+    stop_all,
+)
 from dmuc.testbed.daemon import TWISTD
 
 pytestmark = pytest.mark.integration
@@ -114,6 +123,9 @@ def test_iq_ping_server(client_factory: MakeClient) -> None:
     res = run(c.iq("<iq type='get' id='mine' to='avalon.irc'><nope xmlns='x:y'/></iq>"))
     assert res.get("id") == "mine" and res.get("type") == "error"
     assert error_condition(res) == "service-unavailable"
+    # vCard (mod_vcard_legacy) answers
+    res = run(c.iq("<iq type='get'><vCard xmlns='vcard-temp'/></iq>"))
+    assert res.get("type") == "result", xml_str(res)
     assert c.inbox == []
 
 
@@ -190,32 +202,30 @@ def test_twistd_finds_in_tree_plugin(tmp_path: Path) -> None:
 # -- two servers over s2s, names served by dnsmasq
 
 
-def test_s2s_between_two_instances(client_factory: MakeClient) -> None:
-    a_dir, b_dir, dns_dir = (make_tempdir(f"dmuc-s2s-{n}-") for n in "abd")
+def test_s2s_between_two_instances() -> None:
+    dirs = [make_tempdir(f"dmuc-s2s-{n}-") for n in "abd"]
+    a = ProsodyInstance(dirs[0], s2s_port=free_port(), virtualhosts=["avalon.irc"],
+                        components=[ComponentSpec(MUC_DOMAIN, "x")])
+    b = ProsodyInstance(dirs[1], s2s_port=free_port(), virtualhosts=["vesa.yeggmaex.irc"])
+    dns = Dnsmasq(dirs[2], records={**a.dns_records(), **b.dns_records()})
+    assert a.dns_records()[MUC_DOMAIN] == (a.ip, a.s2s_port)
+    a.dns_port = b.dns_port = dns.port
     try:
-        a = ProsodyInstance(a_dir, s2s_port=free_s2s(), virtualhosts=["avalon.irc"],
-                            components=[ComponentSpec(MUC_DOMAIN, "x")])
-        b = ProsodyInstance(b_dir, s2s_port=free_s2s(), virtualhosts=["vesa.yeggmaex.irc"])
-        with Dnsmasq(dns_dir, records={**a.dns_records(), **b.dns_records()}) as dns:
-            a.dns_port = b.dns_port = dns.port
-            with a, b:
-                ca = Client("wallops@avalon.irc/x", host=a.ip, port=a.c2s_port)
-                cb = Client("rubenro@vesa.yeggmaex.irc/shaver", host=b.ip, port=b.c2s_port)
-                run(ca.connect())
-                run(cb.connect())
-                try:
-                    ca.send_raw(f"<message to='{cb.jid}' type='chat'><body>hi</body></message>")
-                    msg = run(cb.expect(is_message(from_=ca.jid, type_="chat"), timeout=10))
-                    assert body(msg) == "hi"
-                finally:
-                    run(ca.disconnect())
-                    run(cb.disconnect())
+        dns.start()
+        a.start()
+        b.start()
+        ca = Client("wallops@avalon.irc/x", host=a.ip, port=a.c2s_port)
+        cb = Client("rubenro@vesa.yeggmaex.irc/shaver", host=b.ip, port=b.c2s_port)
+        run(ca.connect())
+        run(cb.connect())
+        ca.send_raw(f"<message to='{cb.jid}' type='chat'><body>hi</body></message>")
+        assert body(run(cb.expect(is_message(from_=ca.jid, type_="chat")))) == "hi"
+        cb.send_raw(f"<message to='{ca.jid}' type='chat'><body>moi</body></message>")
+        assert body(run(ca.expect(is_message(from_=cb.jid, type_="chat")))) == "moi"
+        run(ca.disconnect())
+        run(cb.disconnect())
     finally:
-        for d in (a_dir, b_dir, dns_dir):
+        stop_all(a, b, dns)
+        for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
-
-
-def free_s2s() -> int:
-    from dmuc.testbed import free_port
-
-    return free_port("127.0.0.1")
+    assert all(gone(s.pid) for s in (a, b)) and gone(dns.proc.pid)

@@ -8,3 +8,10 @@ dmuc_master = ServiceMaker(
     "XEP-0282 distributed MUC master: a XEP-0045 room service as a Prosody component",
     "dmuc-master",
 )
+
+dmuc_slave = ServiceMaker(
+    "dmuc-slave",
+    "dmuc.slave.tap",
+    "XEP-0282 distributed MUC slave: mirrors remote rooms for this server's users",
+    "dmuc-slave",
+)

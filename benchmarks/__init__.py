@@ -1,0 +1,1 @@
+"""Benchmarks of dmuc (see docs/benchmarks.md)."""

@@ -1,0 +1,196 @@
+"""Groupchat throughput of ``twistd dmuc-master`` for a 100- and a 1000-occupant room.
+
+The benchmark plays the server side of the XEP-0114 component connection, so that what
+is measured is the master process alone: it accepts the master's handshake, makes N
+occupants join one room, then sends M groupchat messages from one occupant and times
+until all N x M relayed copies have come back. It also times the sans-I/O core alone
+(MUCService.receive + serialisation) in this process.
+
+    python -m benchmarks.broadcast [--occupants 100 1000] [--messages 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dmuc.testbed.daemon import TwistdDaemon
+
+SERVICE = "channel.avalon.irc"
+ROOM = f"wallops@{SERVICE}"
+SECRET = "bench"
+STREAM_ID = "benchstream"
+
+
+def user(i: int) -> str:
+    return f"user{i}@killrc.oulubox.irc/r"
+
+
+class FakeServer:
+    """The server end of one XEP-0114 stream; counts the stanzas the master writes."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.writer: asyncio.StreamWriter | None = None
+        self.messages = 0
+        self.presences = 0
+        self.waiters: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._tail = b""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        header = await reader.readuntil(b">")
+        assert b"stream" in header, header
+        writer.write(
+            b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'"
+            b" xmlns='jabber:component:accept' from='" + SERVICE.encode() + b"' id='"
+            + STREAM_ID.encode() + b"'>"
+        )
+        handshake = await reader.readuntil(b"</handshake>")
+        expected = hashlib.sha1((STREAM_ID + SECRET).encode()).hexdigest().encode()
+        assert expected in handshake, handshake
+        writer.write(b"<handshake/>")
+        self.connected.set()
+        while True:
+            try:
+                data = await reader.read(1 << 20)
+            except (asyncio.CancelledError, ConnectionError):
+                return
+            if not data:
+                return
+            chunk = self._tail + data
+            # Count stanza starts; keep a short tail so a tag split across reads counts once.
+            self.messages += chunk.count(b"<message") - self._tail.count(b"<message")
+            self.presences += chunk.count(b"<presence") - self._tail.count(b"<presence")
+            self._tail = chunk[-16:]
+            self._wake()
+
+    def _wake(self) -> None:
+        for kind, target, fut in list(self.waiters):
+            if getattr(self, kind) >= target and not fut.done():
+                fut.set_result(None)
+                self.waiters.remove((kind, target, fut))
+
+    async def until(self, kind: str, target: int, timeout: float = 300) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((kind, target, fut))
+        self._wake()
+        await asyncio.wait_for(fut, timeout)
+
+    def send(self, xml: str) -> None:
+        assert self.writer is not None
+        self.writer.write(xml.encode())
+
+
+def join_xml(i: int) -> str:
+    return (f"<presence from='{user(i)}' to='{ROOM}/nick{i}'>"
+            "<x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>")
+
+
+async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, float]:
+    server = FakeServer()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    config = workdir / "bench.toml"
+    config.write_text(
+        f'[component]\njid = "{SERVICE}"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'secret = "{SECRET}"\n[storage]\nurl = "sqlite:///{workdir}/bench.db"\n'
+        '[log]\nlevel = "warn"\n[muc]\nroom_locking = false\n'
+    )
+    daemon = TwistdDaemon("dmuc-master", config, workdir, wait_for="")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: daemon.start(wait_for="starting up", timeout=30))
+    try:
+        await asyncio.wait_for(server.connected.wait(), 30)
+        # Joins: occupant i receives i earlier presences plus its own, and each earlier
+        # occupant one more: 2*i+1 presences for the i-th join.
+        t0 = time.perf_counter()
+        for i in range(occupants):
+            server.send(join_xml(i))
+        expected_presences = occupants * occupants
+        await server.until("presences", expected_presences)
+        join_time = time.perf_counter() - t0
+        base = server.messages
+        t0 = time.perf_counter()
+        for n in range(messages):
+            server.send(f"<message from='{user(0)}' to='{ROOM}' type='groupchat' id='m{n}'>"
+                        f"<body>Phaedrus, we're all having a truly rotten time. ({n})</body>"
+                        "</message>")
+        await server.until("messages", base + occupants * messages)
+        elapsed = time.perf_counter() - t0
+    finally:
+        daemon.stop()
+        listener.close()
+        await listener.wait_closed()
+    return {
+        "occupants": occupants,
+        "messages": messages,
+        "seconds": elapsed,
+        "messages_per_s": messages / elapsed,
+        "stanzas_per_s": occupants * messages / elapsed,
+        "join_seconds": join_time,
+    }
+
+
+def run_core(occupants: int, messages: int) -> dict[str, float]:
+    """The sans-I/O core plus serialisation, in this process: the master's CPU ceiling."""
+    from twisted.words.xish import domish
+
+    from dmuc import stanzas
+    from dmuc.service import MUCService, ServiceSettings
+
+    def parse(xml: str) -> domish.Element:
+        found: list[domish.Element] = []
+        stream = domish.elementStream()
+        stream.DocumentStartEvent = lambda root: None
+        stream.ElementEvent = found.append
+        stream.DocumentEndEvent = lambda: None
+        stream.parse(f"<s xmlns='jabber:component:accept'>{xml}</s>".encode())
+        return stanzas.strip_stream_namespace(found[0])
+
+    service = MUCService(ServiceSettings(jid=SERVICE, room_locking=False))
+    for i in range(occupants):
+        service.receive(parse(join_xml(i)), time.time())
+    msgs = [parse(f"<message from='{user(0)}' to='{ROOM}' type='groupchat' id='m{n}'>"
+                  f"<body>Phaedrus, we're all having a truly rotten time. ({n})</body></message>")
+            for n in range(messages)]
+    written = 0
+    t0 = time.perf_counter()
+    for msg in msgs:
+        out = service.receive(msg, time.time())
+        for d in out.deliveries:
+            for xml in stanzas.render_many(d.stanza, d.recipients or [d.stanza["to"]]):
+                written += len(xml)
+    elapsed = time.perf_counter() - t0
+    return {"occupants": occupants, "messages": messages, "seconds": elapsed,
+            "messages_per_s": messages / elapsed, "stanzas_per_s": occupants * messages / elapsed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--occupants", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--messages", type=int, default=200)
+    args = parser.parse_args()
+    print(f"{'what':<24}{'occupants':>10}{'messages':>10}{'seconds':>10}"
+          f"{'msg/s':>10}{'stanzas/s':>12}")
+    for n in args.occupants:
+        core = run_core(n, args.messages)
+        workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-"))
+        try:
+            master = asyncio.run(run_master(n, args.messages, workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        for label, r in (("core (in-process)", core), ("twistd dmuc-master", master)):
+            print(f"{label:<24}{r['occupants']:>10}{r['messages']:>10}{r['seconds']:>10.3f}"
+                  f"{r['messages_per_s']:>10.1f}{r['stanzas_per_s']:>12.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

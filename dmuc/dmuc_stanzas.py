@@ -1,0 +1,246 @@
+"""Every XEP-0282 (urn:xmpp:tmp:dmuc:0) stanza master and slave exchange is built here.
+
+docs/protocol.md shows each of them; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from twisted.words.xish.domish import Element
+
+from dmuc import stanzas, xmlns
+from dmuc.room.model import HistoryEntry
+
+# A groupchat message a local user sent during a netsplit carries this id prefix when it
+# is finally submitted, so its slave does not show it locally a second time.
+SPLIT_ID_PREFIX = "dmuc-split-"
+
+
+def dmuc_x() -> Element:
+    return Element((xmlns.DMUC, "x"))
+
+
+# --- slave -> Prosody (mod_dmuc_slave) ------------------------------------------------------
+
+
+def mirror_iq(slave: str, domain: str, services: list[str], iq_id: str) -> Element:
+    """Tell the users' Prosody which MUC services to divert to this slave."""
+    mirror = Element((xmlns.DMUC, "mirror"))
+    for service in services:
+        mirror.addElement("service")["jid"] = service
+    return stanzas.iq("set", slave, domain, iq_id, mirror)
+
+
+# --- slave -> master -----------------------------------------------------------------------
+
+
+def register_iq(slave: str, room: str, iq_id: str, keepalive: int, history: int) -> Element:
+    """§4.2: a slave asks to mirror a room, proposing keepalive and history sizes."""
+    register = Element((xmlns.DMUC, "register"))
+    register["keepalive"] = str(keepalive)
+    register["history"] = str(history)
+    return stanzas.iq("set", slave, room, iq_id, register)
+
+
+def keepalive_iq(slave: str, room: str, iq_id: str) -> Element:
+    """§4.10: are we still registered? (an error item-not-found says no)."""
+    return stanzas.iq("get", slave, room, iq_id, Element((xmlns.DMUC, "keepalive")))
+
+
+def refuse_presence(slave: str, room: str, user: str) -> Element:
+    """§4.5: the slave refuses an ENTER for a user who sent no directed presence."""
+    presence = stanzas.new("presence", {"from": slave, "to": room, "type": "unavailable"})
+    presence.addChild(dmuc_x()).addElement("refuse")["jid"] = user
+    return presence
+
+
+# --- master -> slave -------------------------------------------------------------------------
+
+
+def registered_result(request: Element, keepalive: int, history: int, whois: str) -> Element:
+    registered = Element((xmlns.DMUC, "registered"))
+    registered["keepalive"] = str(keepalive)
+    registered["history"] = str(history)
+    registered["whois"] = whois
+    return stanzas.iq_result(request, registered)
+
+
+def keepalive_ping(room: str, slave: str, iq_id: str) -> Element:
+    """§4.10: the master's XMPP Ping to a quiet (or split) slave."""
+    return stanzas.iq("get", room, slave, iq_id, Element((xmlns.PING, "ping")))
+
+
+def resync_notice(room: str, slave: str) -> Element:
+    """Netjoin: the roster snapshot that follows replaces the slave's roster."""
+    presence = stanzas.new("presence", {"from": room, "to": slave})
+    presence.addChild(dmuc_x()).addElement("resync")
+    return presence
+
+
+def enter(own_presence: Element, slave: str, user: str, history: Element | None) -> Element:
+    """§4.5 Listing 2/12: the occupant's own presence (with 110 etc.) plus <enter/>."""
+    presence = stanzas.copy(own_presence)
+    presence["to"] = slave
+    x = presence.addChild(dmuc_x())
+    x.addElement("enter")["jid"] = user
+    if history is not None:
+        x.addChild(stanzas.copy(history))
+    return presence
+
+
+def leave(own_presence: Element, slave: str, user: str) -> Element:
+    """§4.6 Listing 3: the unavailable presence for the leaving user plus <leave/>."""
+    presence = stanzas.copy(own_presence)
+    presence["to"] = slave
+    presence.addChild(dmuc_x()).addElement("leave")["jid"] = user
+    return presence
+
+
+def destroyed(notice: Element, room: str, slave: str) -> Element:
+    """The room is gone: the slave tells each local occupant with this notice."""
+    presence = stanzas.copy(notice)
+    presence["from"] = room
+    presence["to"] = slave
+    presence.addChild(dmuc_x()).addElement("destroy")
+    return presence
+
+
+def for_slave(message: Element, stamp: float, sender: str, *, history: bool = False) -> Element:
+    """§4.9 Listing 6: a broadcast groupchat with urn:xmpp:delay inside the dmuc element;
+    <history/> marks history replayed at registration or netjoin (store, do not show)."""
+    copy = stanzas.copy(message)
+    copy.attributes.pop("to", None)
+    x = copy.addChild(dmuc_x())
+    x.addChild(stanzas.delay(stamp, sender))
+    if history:
+        x.addElement("history")
+    return copy
+
+
+def room_settings(room: str, slave: str, whois: str) -> Element:
+    """A room setting the slave applies itself changed (whois decides JID stripping)."""
+    message = stanzas.new("message", {"from": room, "to": slave, "type": "normal"})
+    message.addChild(dmuc_x()).addElement("room")["whois"] = whois
+    return message
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def muc_item(presence: Element) -> Element | None:
+    x = stanzas.child(presence, "x", xmlns.MUC_USER)
+    return stanzas.child(x, "item") if x is not None else None
+
+
+def item_role(presence: Element) -> str:
+    item = muc_item(presence)
+    return item.getAttribute("role", "none") if item is not None else "none"
+
+
+def item_nick(presence: Element) -> str | None:
+    item = muc_item(presence)
+    return item.getAttribute("nick") if item is not None else None
+
+
+def has_status(presence: Element, code: str) -> bool:
+    x = stanzas.child(presence, "x", xmlns.MUC_USER)
+    return x is not None and any(s.getAttribute("code") == code
+                                 for s in stanzas.children(x, "status"))
+
+
+def error_condition(stanza: Element) -> str | None:
+    error = stanzas.child(stanza, "error")
+    if error is None:
+        return None
+    for el in error.elements():
+        if el.name != "text":
+            return el.name
+    return None
+
+
+# --- what a slave delivers locally ---------------------------------------------------------------
+
+
+def without_dmuc(stanza: Element) -> Element:
+    """§4.9: the slave removes the dmuc element before local delivery."""
+    copy = stanzas.copy(stanza)
+    copy.children = [c for c in copy.children
+                     if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
+    return copy
+
+
+def strip_jid(presence: Element) -> Element:
+    """§4.7: the occupant's presence without its real JID, for non-moderators."""
+    copy = stanzas.copy(presence)
+    item = muc_item(copy)
+    if item is not None:
+        item.attributes.pop("jid", None)
+    return copy
+
+
+def with_self_status(presence: Element, whois: str) -> Element:
+    """The copy an occupant gets of its own presence: status 110 (and 100 if non-anonymous)."""
+    copy = stanzas.copy(presence)
+    x = stanzas.child(copy, "x", xmlns.MUC_USER)
+    if x is None:
+        x = copy.addElement((xmlns.MUC_USER, "x"))
+    present = {s.getAttribute("code") for s in stanzas.children(x, "status")}
+    for code in ("110",) + (("100",) if whois == "anyone" else ()):
+        if code not in present:
+            x.addElement("status")["code"] = code
+    return copy
+
+
+def local_echo(message: Element, room: str, nick: str) -> Element:
+    """During a netsplit: a local occupant's groupchat as the room would relay it."""
+    copy = stanzas.new("message", {"from": f"{room}/{nick}", "type": "groupchat",
+                                   "id": message.getAttribute("id")})
+    for el in message.elements():
+        copy.addChild(stanzas.copy(el))
+    return copy
+
+
+def history_for_local(entry: HistoryEntry, room: str) -> Element:
+    """Listing 15: a stored message with XEP-0203 delay from the room."""
+    message = stanzas.copy(entry.stanza)
+    message.addChild(stanzas.delay(entry.stamp, room))
+    return message
+
+
+def slave_disco_info() -> Element:
+    reply = stanzas.query(xmlns.DISCO_INFO)
+    identity = reply.addElement("identity")
+    identity.attributes.update({"category": "component", "type": "generic",
+                                "name": "dmuc slave (XEP-0282)"})
+    for var in (xmlns.DISCO_INFO, xmlns.PING, xmlns.DMUC):
+        reply.addElement("feature")["var"] = var
+    return reply
+
+
+def synced_notice(room: str, slave: str) -> Element:
+    """End of a snapshot: the slave now has the room's whole roster, history and subject."""
+    presence = stanzas.new("presence", {"from": room, "to": slave})
+    presence.addChild(dmuc_x()).addElement("synced")
+    return presence
+
+
+def stanza_id(message: Element, room: str) -> str | None:
+    """The XEP-0359 id the room gave a message."""
+    for el in stanzas.children(message, "stanza-id", xmlns.STANZA_ID):
+        if el.getAttribute("by") == room:
+            return el.getAttribute("id")
+    return None
+
+
+def gone_during_split(presence: Element) -> Element:
+    """An occupant that left while the slave was split: its unavailable presence."""
+    gone = stanzas.new("presence", {"from": presence.getAttribute("from"),
+                                    "type": "unavailable"})
+    item = muc_item(presence)
+    x = gone.addElement((xmlns.MUC_USER, "x"))
+    new_item = x.addElement("item")
+    new_item["affiliation"] = item.getAttribute("affiliation", "none") if item is not None \
+        else "none"
+    new_item["role"] = "none"
+    if item is not None and item.getAttribute("jid"):
+        new_item["jid"] = item["jid"]
+    return gone

@@ -1,0 +1,217 @@
+"""XEP-0282 master and slaves, core to core: §4 and the use cases of §5, stanza by stanza."""
+
+from __future__ import annotations
+
+from dmuc_net import Net, slave_jid
+from muc_helpers import (
+    BIGCHEESE,
+    EFCHEN,
+    PHAEDRUS,
+    ROOM,
+    TROY,
+    VALDIS,
+    WIZ,
+    WUMPUS,
+    codes,
+    item,
+)
+
+from dmuc import stanzas, xmlns
+
+DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
+TEXT = "Phaedrus, we're all having a truly rotten time."
+
+
+def occupied_room() -> Net:
+    net = Net()
+    net.join(WUMPUS, "Wumpus", ROOM)
+    for who, nick in ((VALDIS, "Valdis"), (PHAEDRUS, "Phaedrus"), (WIZ, "WiZ"), (TROY, "Troy"),
+                      (EFCHEN, "Efchen")):
+        net.join(who, nick, ROOM)
+    for who in (WUMPUS, VALDIS, PHAEDRUS, WIZ, TROY, EFCHEN):
+        net.take(who)
+    net.s2s.clear()
+    return net
+
+
+def dmuc_x(stanza):
+    return stanzas.child(stanza, "x", xmlns.DMUC)
+
+
+def test_first_local_join_registers_the_slave_and_enters_through_it():
+    net = Net()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    link = net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc"))
+    assert link is not None and not link.split
+    got = net.take(BIGCHEESE)
+    own = [s for s in got if s.name == "presence"]
+    assert [s["from"] for s in own] == [f"{ROOM}/BigCheese"]
+    assert {"110", "201"} <= codes(own[0])
+    assert all(dmuc_x(s) is None for s in got)  # the slave strips its protocol element
+    subject = [s for s in got if s.name == "message"]
+    assert stanzas.child(subject[-1], "subject") is not None
+
+
+def test_entering_a_room_listings_8_to_15():
+    net = occupied_room()
+    for n in range(3):
+        net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat'><body>h{n}</body>"
+                       "</message>")
+    for who in (WUMPUS, VALDIS, PHAEDRUS, WIZ, TROY, EFCHEN):
+        net.take(who)
+    net.s2s.clear()
+    net.join(BIGCHEESE, "BigCheese", ROOM, "<history maxstanzas='2'/>")
+    # Listing 8: one presence per slave server crosses s2s (vesa also gets the ENTER).
+    assert net.s2s[("killrc.oulubox.irc", "presence")] == 1
+    assert net.s2s[("eris.dclxvii.irc", "presence")] == 1
+    assert net.s2s[("vesa.yeggmaex.irc", "presence")] == 2  # the update and the ENTER
+    # Listings 9/10: each slave distributes the update to its users, without real JIDs
+    # for participants (semi-anonymous room), with them for moderators.
+    for who in (VALDIS, PHAEDRUS):
+        [p] = net.take(who)
+        assert p["from"] == f"{ROOM}/BigCheese" and "jid" not in item(p)
+    [p] = net.take(WUMPUS)  # owner, moderator
+    assert item(p)["jid"] == BIGCHEESE
+    # Listings 13-15: roster, own presence, history, subject, in that order.
+    got = net.take(BIGCHEESE)
+    kinds = [(s.name, s["from"].split("/")[-1]) for s in got]
+    roster = [nick for kind, nick in kinds if kind == "presence"]
+    assert roster == ["Wumpus", "Valdis", "Phaedrus", "WiZ", "Troy", "Efchen", "BigCheese"]
+    assert "110" in codes(got[6])
+    history = got[7:9]
+    assert [str(stanzas.child(m, "body")) for m in history] == ["h1", "h2"]
+    assert all(stanzas.child(m, "delay", xmlns.DELAY) is not None for m in history)
+    assert stanzas.child(got[9], "subject") is not None
+    assert len(got) == 10
+
+
+def test_sending_a_message_to_all_occupants_listings_16_to_20():
+    net = occupied_room()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    net.join(DIRECT, "Ludwig", ROOM)
+    for who in (WUMPUS, VALDIS, PHAEDRUS, WIZ, TROY, EFCHEN, BIGCHEESE, DIRECT):
+        net.take(who)
+    net.s2s.clear()
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' id='r1'>"
+                   f"<body>{TEXT}</body></message>")
+    # Listing 17: exactly one copy per slave server, one per direct remote occupant.
+    assert net.s2s == {("killrc.oulubox.irc", "message"): 1, ("eris.dclxvii.irc", "message"): 1,
+                       ("vesa.yeggmaex.irc", "message"): 1, ("efnet.irc", "message"): 1}
+    # Listings 18-20: every occupant gets it from the room, without the dmuc element.
+    for who in (WUMPUS, VALDIS, PHAEDRUS, WIZ, TROY, BIGCHEESE, EFCHEN, DIRECT):
+        [m] = net.take(who)
+        assert m["from"] == f"{ROOM}/BigCheese" and str(stanzas.child(m, "body")) == TEXT
+        assert dmuc_x(m) is None
+    # §4.9: the slave stored it as history with the master's timestamp.
+    vesa = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
+    assert str(stanzas.child(vesa.history[-1].stanza, "body")) == TEXT
+
+
+def test_leave_goes_through_the_slave_first():
+    net = occupied_room()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    net.take(BIGCHEESE)
+    net.take(EFCHEN)
+    net.user_sends(f"<presence from='{BIGCHEESE}' to='{ROOM}/BigCheese' type='unavailable'/>")
+    [own] = net.take(BIGCHEESE)
+    assert own["type"] == "unavailable" and "110" in codes(own)
+    [seen] = net.take(EFCHEN)
+    assert seen["type"] == "unavailable" and "110" not in codes(seen)
+    vesa = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
+    assert BIGCHEESE not in vesa.local and "BigCheese" not in vesa.roster
+    assert ROOM in net.master.rooms and "BigCheese" not in net.master.rooms[ROOM].occupants
+
+
+def test_master_never_sends_real_jids_to_a_slave_without_moderators():
+    net = occupied_room()
+    net.s2s.clear()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    eris = net.slaves["eris.dclxvii.irc"].rooms[ROOM]
+    vesa = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
+    killrc = net.slaves["killrc.oulubox.irc"].rooms[ROOM]
+    assert "jid" not in item(vesa.roster["Wumpus"])  # vesa has no moderator
+    assert "jid" not in item(eris.roster["BigCheese"])
+    assert item(killrc.roster["BigCheese"])["jid"] == BIGCHEESE  # Wumpus moderates
+
+
+def test_private_messages_cross_servers_both_ways():
+    net = occupied_room()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    net.take(BIGCHEESE)
+    net.take(VALDIS)
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}/Valdis' type='chat'>"
+                   "<body>psst</body></message>")
+    [pm] = net.take(VALDIS)
+    assert pm["from"] == f"{ROOM}/BigCheese"
+    net.user_sends(f"<message from='{VALDIS}' to='{ROOM}/BigCheese' type='chat'>"
+                   "<body>what</body></message>")
+    [pm] = net.take(BIGCHEESE)
+    assert pm["from"] == f"{ROOM}/Valdis" and str(stanzas.child(pm, "body")) == "what"
+
+
+def test_enter_without_directed_presence_is_refused_and_the_master_drops_it():
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    net.join(BIGCHEESE, "BigCheese", ROOM)  # registers vesa's slave
+    master_room = net.master.rooms[ROOM]
+    # A forged ENTER for Efchen's second resource, which never sent presence.
+    forged = stanzas.copy(master_room.presence_of(master_room.occupants["BigCheese"], True,
+                                                  ["110"]))
+    forged["from"] = f"{ROOM}/Mallory"
+    forged["to"] = vesa.jid
+    x = forged.addElement((xmlns.DMUC, "x"))
+    x.addElement("enter")["jid"] = "msa@vesa.yeggmaex.irc/other"
+    out = vesa.receive(forged, net.now)
+    assert "msa@vesa.yeggmaex.irc/other" not in vesa.rooms[ROOM].local
+    [refusal] = out.deliveries
+    assert stanzas.child(dmuc_x(refusal.stanza), "refuse")["jid"] == "msa@vesa.yeggmaex.irc/other"
+    assert any("refused ENTER" in line for _, line in out.log)
+
+
+def test_a_slave_not_allowed_is_refused_and_users_talk_to_the_master_directly():
+    net = Net(allowed=("killrc.oulubox.irc", "eris.dclxvii.irc"))
+    net.join(WUMPUS, "Wumpus", ROOM)
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    assert net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc")) is None
+    assert net.slaves["vesa.yeggmaex.irc"].rooms[ROOM].passthrough
+    got = net.take(BIGCHEESE)
+    assert [s["from"].split("/")[-1] for s in got if s.name == "presence"] == [
+        "Wumpus", "BigCheese"]
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat'>"
+                   "<body>hi</body></message>")
+    assert [str(stanzas.child(m, "body")) for m in net.take(WUMPUS)[-1:]] == ["hi"]
+
+
+def test_netsplit_keeps_local_users_talking_and_netjoin_resyncs():
+    net = occupied_room()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    for who in (BIGCHEESE, EFCHEN, WUMPUS):
+        net.take(who)
+    net.down.add("vesa.yeggmaex.irc")
+    # The master's broadcast bounces: here the test injects the bounce Prosody would send.
+    bounce = stanzas.new("message", {"from": slave_jid("vesa.yeggmaex.irc"), "to": ROOM,
+                                     "type": "error"})
+    net.master.receive(bounce, net.now)
+    link = net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc"))
+    assert link.split
+    net.user_sends(f"<message from='{WUMPUS}' to='{ROOM}' type='groupchat' id='w1'>"
+                   "<body>during the split</body></message>")
+    # The slave notices via a bounced keepalive.
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    keepalive = stanzas.new("iq", {"from": ROOM, "to": vesa.jid, "type": "error", "id": "x"})
+    out = vesa.receive(keepalive, net.now)
+    assert vesa.rooms[ROOM].split and any("netsplit" in line for _, line in out.log)
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' id='b1'>"
+                   "<body>still here</body></message>")
+    [echo] = net.take(EFCHEN)  # local users keep talking
+    assert str(stanzas.child(echo, "body")) == "still here"
+    net.take(BIGCHEESE)
+    net.down.clear()
+    for _ in range(3):
+        net.tick(61)
+    assert not link.split and not vesa.rooms[ROOM].split
+    missed = [str(stanzas.child(m, "body")) for m in net.take(EFCHEN) if m.name == "message"]
+    assert "during the split" in missed  # delivered at the netjoin, never lost
+    assert "still here" not in missed  # already shown locally
+    later = [str(stanzas.child(m, "body")) for m in net.take(WUMPUS) if m.name == "message"]
+    assert "still here" in later  # the held message reached the master at the netjoin
