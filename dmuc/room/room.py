@@ -461,7 +461,8 @@ class Room:
             kept.addChild(stanzas.copy(el))
         return kept
 
-    def update_presence(self, occupant: Occupant, sender: str, stanza: Element, out: Outbox) -> None:
+    def update_presence(self, occupant: Occupant, sender: str, stanza: Element,
+                        out: Outbox) -> None:
         occupant.sessions[sender] = self._stored_presence(stanza)
         occupant.primary = sender
         self.publicise(occupant, out)
@@ -482,12 +483,14 @@ class Room:
             if holder is not None and holder is not occupant:
                 refusal = Refusal("cancel", "conflict", "That nickname is already in use")
             elif reserver is not None and reserver != occupant.bare_jid:
-                refusal = Refusal("cancel", "conflict", "That nickname is registered to another user")
+                refusal = Refusal("cancel", "conflict",
+                                  "That nickname is registered to another user")
             elif (
                 self.service.settings.enforce_reserved_nicks
                 and self.reserved_nicks.get(occupant.bare_jid) not in (None, new_nick)
             ):
-                refusal = Refusal("cancel", "not-acceptable", "You must use your registered nickname")
+                refusal = Refusal("cancel", "not-acceptable",
+                                  "You must use your registered nickname")
         if refusal is not None:
             reply = stanzas.error_reply(stanza, refusal.err_type, refusal.condition, refusal.text)
             reply["from"] = target_jid

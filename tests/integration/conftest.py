@@ -26,6 +26,9 @@ from xmpp_client import Client, close_loop, run  # noqa: E402
 
 TEST_DOMAINS = ["avalon.irc", "killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc"]
 MUC_DOMAIN = "channel.avalon.irc"
+# A second component on the single-server Prosody, for tests that handshake themselves
+# while the session master holds MUC_DOMAIN.
+SPARE_COMPONENT = "spare.avalon.irc"
 
 MakeClient = Callable[..., Client]
 
@@ -53,7 +56,8 @@ def prosody() -> Iterator[ProsodyInstance]:
     inst = ProsodyInstance(
         workdir,
         virtualhosts=TEST_DOMAINS,
-        components=[ComponentSpec(MUC_DOMAIN, secrets.token_hex(16))],
+        components=[ComponentSpec(MUC_DOMAIN, secrets.token_hex(16)),
+                    ComponentSpec(SPARE_COMPONENT, secrets.token_hex(16))],
     )
     inst.start()
     try:

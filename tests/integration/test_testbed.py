@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MUC_DOMAIN, MakeClient, make_tempdir
+from conftest import MUC_DOMAIN, SPARE_COMPONENT, MakeClient, make_tempdir
 from xmpp_client import (
     NS_PING,
     Client,
@@ -81,11 +81,12 @@ def test_prosody_bad_config_raises_with_log(tmpdir_for_prosody: Path) -> None:
 
 def test_component_handshake(prosody: ProsodyInstance) -> None:
     """The component port takes an XEP-0114 handshake with the configured secret."""
-    secret = prosody.component(MUC_DOMAIN).secret
+    secret = prosody.component(SPARE_COMPONENT).secret
     with socket.create_connection((prosody.ip, prosody.component_port), timeout=5) as s:
         s.sendall(
             b"<stream:stream xmlns='jabber:component:accept' "
-            b"xmlns:stream='http://etherx.jabber.org/streams' to='" + MUC_DOMAIN.encode() + b"'>")
+            b"xmlns:stream='http://etherx.jabber.org/streams' to='"
+            + SPARE_COMPONENT.encode() + b"'>")
         data = b""
         while b"id=" not in data or b">" not in data.split(b"id=", 1)[1]:
             data += s.recv(4096)

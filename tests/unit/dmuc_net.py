@@ -26,8 +26,8 @@ def slave_jid(domain: str) -> str:
 
 
 class Net:
-    def __init__(self, slaves: tuple[str, ...] = SLAVE_DOMAINS, allowed: tuple[str, ...] | None = None,
-                 **master_settings: object) -> None:
+    def __init__(self, slaves: tuple[str, ...] = SLAVE_DOMAINS,
+                 allowed: tuple[str, ...] | None = None, **master_settings: object) -> None:
         allowed = slaves if allowed is None else allowed
         self.now = 1_000_000.0
         self.master = MUCService(ServiceSettings(
