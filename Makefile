@@ -1,14 +1,18 @@
 # Two commands do all the set-up on a fresh Debian machine:
-#   make run    a local Prosody with dmuc-master on SQLite; prints how to join a room
+#   make run    the seed's network: 5 Prosody servers, dmuc-master, 3 dmuc-slaves (SQLite)
 #   make test   the whole test suite (unit + integration against real Prosody)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit lint bench deps venv clean
+.PHONY: run run-single test unit lint bench deps venv clean
 
 run: deps venv
+	$(BIN)/python -m dmuc.testbed.demo_network
+
+# One Prosody with the master only.
+run-single: deps venv
 	$(BIN)/python -m dmuc.testbed.demo
 
 test: deps venv

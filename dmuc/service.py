@@ -18,7 +18,7 @@ from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.room import history
 from dmuc.room.distribution import Distribution
 from dmuc.room.model import RoomConfig
-from dmuc.room.room import Room
+from dmuc.room.room import Room, join_password
 from dmuc.storage import HistoryRecord, RoomRecord
 
 
@@ -156,6 +156,8 @@ class MUCService:
                 out.send(stanzas.join_error(stanza, "modify", "jid-malformed", "Invalid nickname"))
                 return
             room = self.create_room(room_jid, creator, out)
+            # As mod_muc: a password in the creating join protects the new room.
+            room.config.password = join_password(stanza) or room.config.password
             if stanzas.child(stanza, "x", xmlns.MUC) is None:
                 room.locked = False  # groupchat 1.0 client: an instant room (as lock.lib)
             room.join(stanza, stanza["from"], nick, out, created=True)

@@ -43,6 +43,11 @@ def _asked_nick(stanza: Element, parsed: str) -> str:
     return raw if slash else parsed
 
 
+def join_password(stanza: Element) -> str | None:
+    muc_x = stanzas.child(stanza, "x", xmlns.MUC)
+    return stanzas.text_of(stanzas.child(muc_x, "password")) if muc_x is not None else None
+
+
 class Refusal(Exception):
     """A request the room refuses with an XMPP error (type, condition, text)."""
 
@@ -333,9 +338,8 @@ class Room:
             raise Refusal("cancel", "conflict", "That nickname is registered to another user")
         if self.config.members_only and AFFILIATION_RANK[affiliation] < AFFILIATION_RANK["member"]:
             raise Refusal("auth", "registration-required", "This room is members-only")
-        if self.config.password and affiliation not in ("owner",):
-            muc_x = stanzas.child(stanza, "x", xmlns.MUC)
-            given = stanzas.text_of(stanzas.child(muc_x, "password")) if muc_x else None
+        if self.config.password:  # owners too, as in mod_muc
+            given = join_password(stanza)
             if given != self.config.password:
                 raise Refusal("auth", "not-authorized", "A password is required to enter")
         if (

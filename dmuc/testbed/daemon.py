@@ -79,6 +79,9 @@ class TwistdDaemon:
         self.proc = subprocess.Popen(
             self.command(), cwd=self.workdir, env=self.environment(),
             stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C at the terminal reaches only our launcher, which
+            # then stops the daemon once, by PID.
+            start_new_session=True,
         )
         _live.add(self)
         try:

@@ -343,7 +343,7 @@ class ProsodyInstance:
         self._console = open(self.console_path, "ab")
         self.proc = subprocess.Popen(
             cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=self._console,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches only us
         )
         _live.add(self)
         try:
@@ -465,7 +465,8 @@ class Dnsmasq:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _live.add(self)
         try:
