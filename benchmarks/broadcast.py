@@ -140,19 +140,10 @@ async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, 
 
 def run_core(occupants: int, messages: int) -> dict[str, float]:
     """The sans-I/O core plus serialisation, in this process: the master's CPU ceiling."""
-    from twisted.words.xish import domish
-
     from dmuc import stanzas
     from dmuc.service import MUCService, ServiceSettings
 
-    def parse(xml: str) -> domish.Element:
-        found: list[domish.Element] = []
-        stream = domish.elementStream()
-        stream.DocumentStartEvent = lambda root: None
-        stream.ElementEvent = found.append
-        stream.DocumentEndEvent = lambda: None
-        stream.parse(f"<s xmlns='jabber:component:accept'>{xml}</s>".encode())
-        return stanzas.strip_stream_namespace(found[0])
+    parse = stanzas.parse_stanza
 
     service = MUCService(ServiceSettings(jid=SERVICE, room_locking=False))
     for i in range(occupants):

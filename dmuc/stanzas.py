@@ -334,17 +334,25 @@ def strip_stream_namespace(el: Element) -> Element:
     return el
 
 
-def parse_xml(xml: str) -> Element:
-    """One element from its serialised form (as stored)."""
+def parse_xml(xml: str, *, stream_ns: str | None = None) -> Element:
+    """One element from its serialised form (as stored, or a stanza written in a test or a
+    benchmark). With `stream_ns`, it is parsed as if inside a stream of that namespace and
+    made namespace-neutral, as the shell does for received stanzas."""
     found: list[Element] = []
     stream = domish.elementStream()
     stream.DocumentStartEvent = lambda root: None
     stream.ElementEvent = found.append
     stream.DocumentEndEvent = lambda: None
-    stream.parse(b"<r>" + xml.encode() + b"</r>")
+    wrapper = f"<r xmlns={quoteattr(stream_ns)}>" if stream_ns else "<r>"
+    stream.parse(wrapper.encode() + xml.encode() + b"</r>")
     if not found:
         raise ValueError("no element")
-    return found[0]
+    return strip_stream_namespace(found[0]) if stream_ns else found[0]
+
+
+def parse_stanza(xml: str) -> Element:
+    """A stanza as the component receives it from Prosody."""
+    return parse_xml(xml, stream_ns=xmlns.COMPONENT)
 
 
 def render(stanza: Element) -> str:

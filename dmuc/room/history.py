@@ -88,14 +88,7 @@ def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
 
 def load(room: Room, records: list[HistoryRecord]) -> None:
     """Restore history read from storage after a restart."""
-    from twisted.words.xish import domish
-
     for record in records:
-        parsed = domish.elementStream()
-        found: list[Element] = []
-        parsed.DocumentStartEvent = lambda root: None
-        parsed.ElementEvent = found.append
-        parsed.DocumentEndEvent = lambda: None
-        parsed.parse(b"<r>" + record.xml.encode() + b"</r>")
-        if found:
-            room.history.append(HistoryEntry(record.stamp, found[0], len(record.xml)))
+        room.history.append(
+            HistoryEntry(record.stamp, stanzas.parse_xml(record.xml), len(record.xml))
+        )

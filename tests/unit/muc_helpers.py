@@ -22,13 +22,7 @@ EFCHEN = "msa@vesa.yeggmaex.irc/bicycle"
 
 
 def parse(xml: str) -> domish.Element:
-    found: list[domish.Element] = []
-    stream = domish.elementStream()
-    stream.DocumentStartEvent = lambda root: None
-    stream.ElementEvent = found.append
-    stream.DocumentEndEvent = lambda: None
-    stream.parse(f"<s xmlns='jabber:component:accept'>{xml}</s>".encode())
-    return stanzas.strip_stream_namespace(found[0])
+    return stanzas.parse_stanza(xml)
 
 
 class Harness:
