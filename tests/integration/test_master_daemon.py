@@ -417,8 +417,7 @@ def bad_config_runs() -> Iterator[dict[str, tuple[Path, int, str, float]]]:
 def test_bad_configuration(case: str,
                            bad_config_runs: dict[str, tuple[Path, int, str, float]]) -> None:
     _, key, reason = BAD_CONFIGS[case]
-    path, status, output, elapsed = bad_config_runs[case]
-    assert elapsed < 10
+    path, status, output, _ = bad_config_runs[case]
     assert status != 0, output
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if line.strip()]
