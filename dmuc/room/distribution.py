@@ -38,6 +38,9 @@ class SlaveLink:
     last_heard: float = 0.0
     last_ping: float = 0.0
     shows_jids: bool = False  # whether its roster copies carry real JIDs
+    # whether its copy of the room is up to date: broadcasts go only to slaves with
+    # occupants, so one whose last occupant left falls behind until its next ENTER
+    current: bool = False
 
 
 class Distribution:
@@ -92,7 +95,8 @@ class Distribution:
         return not room.is_anonymous() or self.has_moderator(room, link)
 
     def all_links(self, room: Room) -> list[SlaveLink]:
-        return [link for link in self.links.get(room.jid, {}).values() if not link.split]
+        return [link for link in self.links.get(room.jid, {}).values()
+                if link.current and not link.split]
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -171,6 +175,7 @@ class Distribution:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,
         between <resync/> and <synced/>."""
         room = self.service.rooms.get(link.room)
+        link.current = True
         out.send(dmuc_stanzas.resync_notice(link.room, link.jid))
         if room is not None:
             link.shows_jids = self.shows_jids(room, link)
@@ -265,6 +270,12 @@ class Distribution:
         for link in self.all_links(room):
             out.send(dmuc_stanzas.room_settings(room.jid, link.jid, room.config.whois))
         self.visibility_changed(room, out)
+
+    def went_quiet(self, room_jid: str, slave_jid: str) -> None:
+        """The slave's last occupant left: it gets no more broadcasts for now."""
+        link = self.link(room_jid, slave_jid)
+        if link is not None:
+            link.current = False
 
     def room_gone(self, room_jid: str) -> None:
         self.links.pop(room_jid, None)

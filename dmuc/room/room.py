@@ -393,6 +393,10 @@ class Room:
         if link is not None and link.split:
             link = None
         if link is not None:
+            if not link.current:
+                # Broadcasts go only to slaves with occupants (route()); a slave whose
+                # users all left has a stale copy of the room: refresh it first.
+                self.service.distribution.snapshot(link, out)
             self.via[sender] = link.jid  # §4.5: this session is reached through its slave
         if existing is not None:
             # Another session of the same user joins under the same nick (multi-session).
@@ -542,7 +546,7 @@ class Room:
                                only_to=[session], base=base)
             del occupant.sessions[session]
             del self.nick_of[session]
-            self.via.pop(session, None)
+            self._forget_via(session)
             if occupant.primary == session:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out, only_to=[s for s in self.all_sessions()])
@@ -559,7 +563,12 @@ class Room:
         self.occupants.pop(occupant.nick, None)
         for session in occupant.sessions:
             self.nick_of.pop(session, None)
-            self.via.pop(session, None)
+            self._forget_via(session)
+
+    def _forget_via(self, session: str) -> None:
+        slave = self.via.pop(session, None)
+        if slave is not None and slave not in self.via.values():
+            self.service.distribution.went_quiet(self.jid, slave)
 
     def evict(
         self,

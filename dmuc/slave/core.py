@@ -422,6 +422,11 @@ class SlaveService:
         room.resync_old = None
         room.known_ids = set()
         local_nicks = set(room.local.values())
+        # Only now is every local occupant's role known (it decides who sees real JIDs).
+        for nick, presence in room.roster.items():
+            before = old.get(nick)
+            if before is None or before.toXml() != presence.toXml():
+                self._deliver_roster_change(room, presence, room.sessions_of(nick), out)
         for nick, presence in old.items():
             if nick not in room.roster and nick not in local_nicks:
                 gone = dmuc_stanzas.gone_during_split(presence)
@@ -505,12 +510,21 @@ class SlaveService:
                     room.local[full] = new_nick  # a local occupant changed its nick
             self._deliver_roster_change(room, presence, own, out)
             return
-        room.roster[nick] = presence
+        own = room.sessions_of(nick)
+        was_moderator, had_moderator = room.role_of(nick) == "moderator", _moderates(room)
+        room.roster[nick] = _as_listed(presence)
         if room.resync_old is not None:
-            before = room.resync_old.get(nick)
-            if before is not None and before.toXml() == presence.toXml():
-                return  # unchanged across the netsplit: nothing to tell
-        self._deliver_roster_change(room, presence, room.sessions_of(nick), out)
+            return  # a snapshot: told at <synced/>, once the whole roster is known
+        self._deliver_roster_change(room, presence, own, out)
+        role = room.role_of(nick)
+        if own and room.whois != "anyone" and was_moderator != (role == "moderator") \
+                and had_moderator == _moderates(room):
+            # As mod_muc, a local occupant who gains or loses the moderator role gets the
+            # occupant list again, with or without real JIDs. (When this slave gains its
+            # first or loses its last moderator, the master's snapshot does that instead.)
+            for other, listed in room.roster.items():
+                if other != nick:
+                    out.broadcast(self._for_viewer(room, listed, role), own)
 
     def _deliver_roster_change(self, room: SlaveRoom, presence: Element, own: list[str],
                                out: Outbox) -> None:
@@ -588,6 +602,26 @@ class SlaveService:
             return False
         sender_nick = message.getAttribute("from", "").partition("/")[2]
         return sender_nick in room.local.values()
+
+
+def _moderates(room: SlaveRoom) -> bool:
+    """Whether a local occupant is a moderator (then the master sends us real JIDs)."""
+    return any(room.role_of(nick) == "moderator" for nick in set(room.local.values()))
+
+
+def _as_listed(presence: Element) -> Element:
+    """An occupant's presence as the room lists it to a newcomer (XEP-0045 §7.2.3): without
+    the actor, reason and status codes of the broadcast that last changed it."""
+    listed = stanzas.copy(presence)
+    x = stanzas.child(listed, "x", xmlns.MUC_USER)
+    if x is not None:
+        x.children = [c for c in x.children if not (isinstance(c, Element)
+                                                    and c.name == "status")]
+        item = stanzas.child(x, "item")
+        if item is not None:
+            item.children = [c for c in item.children if not (
+                isinstance(c, Element) and c.name in ("actor", "reason"))]
+    return listed
 
 
 class _HistoryView:

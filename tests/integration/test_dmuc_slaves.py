@@ -31,6 +31,7 @@ from xmpp_client import (
     NS_DISCO_INFO,
     NS_MUC,
     NS_MUC_ADMIN,
+    NS_MUC_USER,
     NS_PING,
     NS_VCARD,
     Client,
@@ -341,6 +342,13 @@ def test_entering_a_room_stanza_by_stanza(network: DmucNetwork, cast: Callable[.
     admin(wumpus, room, "<item nick='Troy' role='moderator'/>")
     everyone_gets(others, all_of(is_presence(from_=f"{room}/Troy"),
                                  lambda e: (muc_item(e) or {}).get("role") == "moderator"))
+    # a new moderator gets the occupant list again, now with real JIDs (as from mod_muc):
+    # WiZ from the snapshot eris's slave got when it gained its first moderator (§4.7),
+    # Troy from eris's slave itself (it has the JIDs already)
+    for nick in ("WiZ", "Troy"):
+        run(people[nick].expect(all_of(is_presence(from_=f"{room}/Valdis", type_="available"),
+                                       lambda e: (muc_item(e) or {}).get("jid")
+                                       == CAST["Valdis"])))
     # some history and a subject
     for text in ("h1", "h2"):
         say(wiz, room, text)
@@ -379,6 +387,11 @@ def test_entering_a_room_stanza_by_stanza(network: DmucNetwork, cast: Callable[.
         item = muc_item(e)
         assert item is not None and "jid" not in item, xml_str(e)  # he is no moderator
         assert item["role"] == ("moderator" if nick in MODERATORS else "participant"), xml_str(e)
+        # as the master lists occupants to a direct user: no actor, reason or status codes
+        # left over from the broadcast that last changed the occupant (WiZ's and Troy's grants)
+        x = e.find(f"{{{NS_MUC_USER}}}x")
+        assert [c.tag for c in x] == [f"{{{NS_MUC_USER}}}item"], xml_str(e)
+        assert list(x.find(f"{{{NS_MUC_USER}}}item")) == [], xml_str(e)
     own = seq[len(roster)]
     assert "110" in status_codes(own), xml_str(own)
     assert muc_item(own) == {"affiliation": "none", "role": "participant",

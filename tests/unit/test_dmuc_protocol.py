@@ -215,3 +215,18 @@ def test_netsplit_keeps_local_users_talking_and_netjoin_resyncs():
     assert "still here" not in missed  # already shown locally
     later = [str(stanzas.child(m, "body")) for m in net.take(WUMPUS) if m.name == "message"]
     assert "still here" in later  # the held message reached the master at the netjoin
+
+
+def test_a_slave_without_occupants_gets_no_broadcasts_and_is_refreshed_on_the_next_enter():
+    net = occupied_room()
+    net.user_sends(f"<presence from='{EFCHEN}' to='{ROOM}/Efchen' type='unavailable'/>")
+    net.s2s.clear()
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat'><body>unseen</body>"
+                   "</message>")
+    assert ("vesa.yeggmaex.irc", "message") not in net.s2s  # nobody there to read it
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    got = net.take(BIGCHEESE)
+    bodies = [str(stanzas.child(m, "body")) for m in got if stanzas.child(m, "body")]
+    assert bodies == ["unseen"]  # the refreshed slave has the history it missed
+    roster = [s["from"].split("/")[-1] for s in got if s.name == "presence"]
+    assert roster == ["Wumpus", "Valdis", "Phaedrus", "WiZ", "Troy", "BigCheese"]
