@@ -22,6 +22,9 @@ from dmuc.room.room import Room, join_password
 from dmuc.storage import HistoryRecord, RoomRecord
 
 
+LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
+
+
 @dataclass
 class ServiceSettings:
     jid: str
@@ -73,6 +76,7 @@ class MUCService:
         room = Room(self, room_jid, config)
         room.affiliations[creator_bare] = "owner"
         room.locked = self.settings.room_locking
+        room.created = out.now
         self.rooms[room_jid] = room
         out.info(f"{creator_bare} created {room_jid}")
         self.hooks.fire("room-created", room=room, out=out)
@@ -135,9 +139,15 @@ class MUCService:
         return out
 
     def tick(self, now: float) -> Outbox:
-        """Timers: XEP-0282 keepalives to quiet or split slaves (§4.10, §4.11)."""
+        """Timers: XEP-0282 keepalives to quiet or split slaves (§4.10, §4.11), and the
+        end of rooms left locked."""
         out = Outbox(now)
         self.distribution.tick(now, out)
+        for room in list(self.rooms.values()):
+            if room.locked and now - room.created > LOCKED_ROOM_LIFETIME:
+                # As mod_muc: a room its owner never configured goes away.
+                out.info(f"{room.jid} was never configured; destroying it")
+                room.destroy(out, reason="The room was not configured in time")
         return out
 
     def _to_missing_room(self, stanza: Element, room_jid: str, nick: str | None,

@@ -85,9 +85,8 @@ class MasterService(service.Service):
     def startService(self) -> None:
         super().startService()
         self._starting = self._start()
-        if self.cfg.slaves:
-            self._ticker = task.LoopingCall(self._tick)
-            self._ticker.start(1.0, now=False)
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.start(1.0, now=False)
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]

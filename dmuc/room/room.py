@@ -68,6 +68,7 @@ class Room:
         self.subject: str = ""
         self.subject_from: str = ""  # nick of who set it ("" = the room)
         self.locked = False
+        self.created: float = 0.0  # when the room was created (a locked room expires)
         self.history: list[HistoryEntry] = []
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
@@ -290,7 +291,10 @@ class Room:
         if ptype is not None:
             return  # subscriptions are not for rooms
         if nick is None:
-            out.send(stanzas.join_error(stanza, "modify", "jid-malformed"))
+            if occupant is not None:  # a presence update sent to the bare room JID
+                self.update_presence(occupant, sender, stanza, out)
+            else:
+                out.send(stanzas.join_error(stanza, "modify", "jid-malformed"))
             return
         if occupant is None:
             self.join(stanza, sender, nick, out)

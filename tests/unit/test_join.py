@@ -684,3 +684,26 @@ def test_nick_change_normalised_by_resourceprep_gets_210():
     assert item(gone)["nick"] == "Troy"
     assert {"110", "210"} <= codes(back)
     assert "210" not in codes(one(presence_from(out, WIZ, "Troy")))
+
+
+def test_a_room_never_configured_is_destroyed_after_five_minutes():
+    from muc_helpers import ROOM, WUMPUS, Harness
+
+    h = Harness()
+    h.join(WUMPUS, "Wumpus")
+    assert h.service.rooms[ROOM].locked
+    out = h.service.tick(h.now + 301)
+    assert ROOM not in h.service.rooms
+    [gone] = out.stanzas_for(WUMPUS)
+    assert gone["type"] == "unavailable"
+
+
+def test_presence_update_to_the_bare_room_jid_is_an_update():
+    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness
+
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")
+    h.join(VALDIS, "Valdis")
+    out = h.send(f"<presence from='{VALDIS}' to='{ROOM}'><show>away</show></presence>")
+    [seen] = out.stanzas_for(WUMPUS)
+    assert seen["from"] == f"{ROOM}/Valdis" and str(seen.firstChildElement()) == "away"
