@@ -21,7 +21,6 @@ from dmuc.room.model import RoomConfig
 from dmuc.room.room import Room, join_password
 from dmuc.storage import HistoryRecord, RoomRecord
 
-
 LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
 
 
