@@ -291,7 +291,8 @@ class Room:
         if ptype is not None:
             return  # subscriptions are not for rooms
         if nick is None:
-            if occupant is not None:  # a presence update sent to the bare room JID
+            is_join = stanzas.child(stanza, "x", xmlns.MUC) is not None
+            if occupant is not None and not is_join:  # an update sent to the bare room JID
                 self.update_presence(occupant, sender, stanza, out)
             else:
                 out.send(stanzas.join_error(stanza, "modify", "jid-malformed"))

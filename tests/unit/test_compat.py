@@ -17,9 +17,15 @@ def test_wokkel_module_imports(name: str) -> None:
     assert module.__name__ == f"wokkel.{name}"
 
 
-def test_the_twistd_plugins_are_found() -> None:
-    from twisted.application.service import IServiceMaker
-    from twisted.plugin import getPlugins
+def test_twistd_lists_both_daemons() -> None:
+    """`twistd --help` lists dmuc-master and dmuc-slave (run as the daemons are run)."""
+    import subprocess
+    import sys
 
-    names = {p.tapname for p in getPlugins(IServiceMaker)}
-    assert {"dmuc-master", "dmuc-slave"} <= names
+    from dmuc.testbed.daemon import TWISTD, TwistdDaemon
+
+    env = TwistdDaemon("dmuc-master").environment()
+    result = subprocess.run([sys.executable, "-c", TWISTD, "--help"], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "dmuc-master" in result.stdout and "dmuc-slave" in result.stdout, result.stdout
