@@ -15,6 +15,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from dmuc.testbed.configs import daemon_toml
 from dmuc.testbed.daemon import TwistdDaemon
 from dmuc.testbed.prosody import ComponentSpec, ProsodyInstance, TestbedError, free_port
 
@@ -41,10 +42,8 @@ def _port(preferred: int) -> int:
 
 
 def write_master_config(path: Path, component_port: int, secret: str, db: Path) -> None:
-    path.write_text(
-        f'[component]\njid = "{SERVICE}"\nhost = "127.0.0.1"\nport = {component_port}\n'
-        f'secret = "{secret}"\n\n[storage]\nurl = "sqlite:///{db}"\n\n[log]\nlevel = "info"\n'
-    )
+    path.write_text(daemon_toml(jid=SERVICE, host="127.0.0.1", port=component_port,
+                                secret=secret, db_path=db, level="info"))
 
 
 def main() -> int:

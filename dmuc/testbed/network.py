@@ -31,20 +31,20 @@ stream header names. ``network.s2s_counts("killrc.oulubox.irc")`` is what avalon
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import socket
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
+from dmuc.testbed.configs import daemon_toml
 from dmuc.testbed.daemon import REPO_ROOT
 from dmuc.testbed.prosody import (
     ComponentSpec,
@@ -72,17 +72,6 @@ def slave_jid(domain: str) -> str:
     return f"dmuc.{domain}"
 
 
-def _toml(value: Any) -> str:
-    """A TOML literal (strings via JSON escaping, which TOML basic strings accept)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, (str, Path)):
-        return json.dumps(str(value))
-    if isinstance(value, Iterable):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"cannot render {value!r} as TOML")
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -567,57 +556,24 @@ class DmucNetwork:
     def master_config(self, db_path: Path | str, extra_toml: str = "") -> str:
         """TOML for ``dmuc-master`` as ``channel.avalon.irc``, with the network's slaves."""
         m = self.master
-        lines = [
-            "[component]",
-            f"jid = {_toml(MUC_SERVICE)}",
-            f"host = {_toml(m.ip)}",
-            f"port = {m.component_port}",
-            f"secret = {_toml(m.secrets[MUC_SERVICE])}",
-            "",
-            "[storage]",
-            f"url = {_toml(f'sqlite:///{Path(db_path).resolve()}')}",
-            "",
-            "[log]",
-            'level = "debug"',
-            "",
-            "[muc]",
-            "room_locking = false",
-        ]
-        if self.slaves:
-            for domain in SLAVE_DOMAINS:
-                lines += ["", "[[slaves]]", f"jid = {_toml(slave_jid(domain))}",
-                          f"domains = {_toml([domain])}"]
-        if extra_toml.strip():
-            lines += ["", extra_toml.strip()]
-        return "\n".join(lines) + "\n"
+        return daemon_toml(
+            jid=MUC_SERVICE, host=m.ip, port=m.component_port, secret=m.secrets[MUC_SERVICE],
+            db_path=db_path, tables={"muc": {"room_locking": False}},
+            slaves={slave_jid(d): [d] for d in SLAVE_DOMAINS} if self.slaves else None,
+            extra_toml=extra_toml,
+        )
 
     def slave_config(self, domain: str, db_path: Path | str, extra_toml: str = "") -> str:
         """TOML for ``dmuc-slave`` serving the users of ``domain`` (a slave server)."""
         s = self.server(domain)
         if s.role != "slave" or s.component is None:
             raise ValueError(f"{domain} has no slave component (slaves={self.slaves})")
-        lines = [
-            "[component]",
-            f"jid = {_toml(s.component)}",
-            f"host = {_toml(s.ip)}",
-            f"port = {s.component_port}",
-            f"secret = {_toml(s.secrets[s.component])}",
-            "",
-            "[storage]",
-            f"url = {_toml(f'sqlite:///{Path(db_path).resolve()}')}",
-            "",
-            "[log]",
-            'level = "debug"',
-            "",
-            "[slave]",
-            f"domains = {_toml([s.domain])}",
-            f"masters = {_toml([MUC_SERVICE])}",
-            "keepalive = 60",
-            "history = 20",
-        ]
-        if extra_toml.strip():
-            lines += ["", extra_toml.strip()]
-        return "\n".join(lines) + "\n"
+        return daemon_toml(
+            jid=s.component, host=s.ip, port=s.component_port, secret=s.secrets[s.component],
+            db_path=db_path, extra_toml=extra_toml,
+            tables={"slave": {"domains": [s.domain], "masters": [MUC_SERVICE],
+                              "keepalive": 60, "history": 20}},
+        )
 
     def __repr__(self) -> str:
         state = "started" if self.started else "stopped"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dmuc.testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from dmuc.testbed.configs import daemon_toml
 from dmuc.testbed.network import DmucNetwork
 
 # the helper module sits next to this file; importable however pytest imports the tests
@@ -95,18 +96,8 @@ def write_master_config(path: Path, prosody: ProsodyInstance, db_path: Path,
                         extra_toml: str = "", component: str = MUC_DOMAIN) -> Path:
     """Write the master's TOML config for ``component`` of ``prosody``."""
     spec = prosody.component(component)
-    path.write_text(
-        "[component]\n"
-        f'jid = "{spec.domain}"\n'
-        f'host = "{prosody.ip}"\n'
-        f"port = {prosody.component_port}\n"
-        f'secret = "{spec.secret}"\n'
-        "\n[storage]\n"
-        f'url = "sqlite:///{db_path}"\n'
-        "\n[log]\n"
-        'level = "debug"\n'
-        + (f"\n{extra_toml.strip()}\n" if extra_toml.strip() else "")
-    )
+    path.write_text(daemon_toml(jid=spec.domain, host=prosody.ip, port=prosody.component_port,
+                                secret=spec.secret, db_path=db_path, extra_toml=extra_toml))
     return path
 
 
