@@ -3,20 +3,23 @@ feeds parsed stanzas to a sans-I/O core and writes back what the core returns.""
 
 from __future__ import annotations
 
+import abc
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
-from twisted.internet import reactor
+from twisted.application import service
+from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
+from twisted.python import usage
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish.domish import Element
 from wokkel import component, subprotocols
 
-from dmuc import (
-    compat,  # noqa: F401  (must precede every wokkel import)
-    stanzas,
-)
+from dmuc import stanzas
+from dmuc.config import ConfigError
 from dmuc.log import get_logger
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
 from dmuc.storage import RoomRecord, Storage
@@ -146,8 +149,83 @@ class CoreHandler(subprotocols.XMPPHandler):
         d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
                                          op=type(op).__name__, err=f.getErrorMessage()))
 
+    def flush(self) -> Deferred:
+        """Write what is still buffered (the slave coalesces room-state writes)."""
+        return defer.succeed(None)
+
     def persist_other(self, op: object) -> Deferred:
         raise TypeError(f"{type(self).__name__} cannot store {op!r}")
+
+
+def config_options(daemon: str, loader: Callable[[str], Any]) -> type[usage.Options]:
+    """twistd options `--config FILE`; a bad file is one line on stderr and exit status 2."""
+
+    class Options(usage.Options):
+        synopsis = "--config FILE"
+        optParameters = [["config", "c", f"/etc/dmuc/{daemon}.toml", "TOML configuration file"]]
+
+        def postOptions(self) -> None:
+            try:
+                self["parsed"] = loader(self["config"])
+            except ConfigError as exc:
+                # One line for the operator, no traceback, non-zero exit.
+                print(f"{daemon}: configuration error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+    return Options
+
+
+class Daemon(service.Service, abc.ABC):
+    """A dmuc daemon: opens storage, restores its state, then connects to Prosody; runs the
+    core's timers every second while connected; flushes and closes storage on stop."""
+
+    TICK_SECONDS = 1.0
+
+    def __init__(self, label: str, cfg: Any, storage: Storage, handler: CoreHandler,
+                 tick: Callable[[float], Outbox]) -> None:
+        self.label = label
+        self.cfg = cfg
+        self.storage = storage
+        self.handler = handler
+        c = cfg.component
+        self.connection = ComponentConnection(c.host, c.port, c.jid, c.secret)
+        handler.setHandlerParent(self.connection)
+        self._tick_core = tick
+        self._ticker = task.LoopingCall(self._tick)
+
+    @abc.abstractmethod
+    def restore(self) -> Deferred:
+        """Load the daemon's state from storage; fires with a line for the log."""
+
+    @defer.inlineCallbacks
+    def _start(self):  # type: ignore[no-untyped-def]
+        try:
+            yield self.storage.open()
+            restored = yield self.restore()
+        except Exception as exc:  # noqa: BLE001 - reported to the operator and fatal
+            fatal(f"{self.label}: storage {self.cfg.storage_url}: {exc}")
+            return
+        log.info("{restored} from {url}", restored=restored, url=self.cfg.storage_url)
+        self.connection.startService()
+
+    def _tick(self) -> None:
+        if self.handler.xmlstream is not None:
+            self.handler.write(self._tick_core(time.time()))
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = self._start()
+        self._ticker.start(self.TICK_SECONDS, now=False)
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        if self._ticker.running:
+            self._ticker.stop()
+        if self.connection.running:
+            self.connection.stopService()
+        yield self.handler.flush()
+        yield self.storage.close()
 
 
 def fatal(message: str) -> None:

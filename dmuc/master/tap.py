@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-import time
-
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.python import usage
 
-from dmuc import compat  # noqa: F401  (must precede every wokkel import)
-from dmuc.config import ConfigError, MasterConfig, load_master_config
+from dmuc.config import MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
-from dmuc.log import get_logger, set_level
+from dmuc.log import set_level
 from dmuc.service import MUCService, ServiceSettings
-from dmuc.shell import ComponentConnection, CoreHandler, fatal
-from dmuc.storage import Storage, open_storage
+from dmuc.shell import CoreHandler, Daemon, config_options
+from dmuc.storage import open_storage
 
-log = get_logger("dmuc.master")
-
-
-class Options(usage.Options):
-    synopsis = "--config FILE"
-    optParameters = [["config", "c", "/etc/dmuc/dmuc-master.toml", "TOML configuration file"]]
-
-    def postOptions(self) -> None:
-        try:
-            self["parsed"] = load_master_config(self["config"])
-        except ConfigError as exc:
-            # One line for the operator, no traceback, non-zero exit.
-            print(f"dmuc-master: configuration error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+Options = config_options("dmuc-master", load_master_config)
 
 
 def build_service(cfg: MasterConfig) -> MUCService:
@@ -51,55 +34,26 @@ def build_service(cfg: MasterConfig) -> MUCService:
     return muc
 
 
-class MasterService(service.Service):
-    """Opens storage, restores persistent rooms, then connects to Prosody."""
+class MasterService(Daemon):
+    """The master: restores persistent rooms, then serves them."""
 
     def __init__(self, cfg: MasterConfig) -> None:
-        self.cfg = cfg
-        self.storage: Storage = open_storage(cfg.storage_url)
+        storage = open_storage(cfg.storage_url)
         self.muc = build_service(cfg)
-        c = cfg.component
-        self.connection = ComponentConnection(c.host, c.port, c.jid, c.secret)
-        self.handler = CoreHandler(self.muc.receive, self.storage, c.jid)
-        self.handler.setHandlerParent(self.connection)
+        handler = CoreHandler(self.muc.receive, storage, cfg.component.jid)
+        super().__init__("dmuc-master", cfg, storage, handler, self.muc.tick)
 
     @defer.inlineCallbacks
-    def _start(self):  # type: ignore[no-untyped-def]
-        try:
-            yield self.storage.open()
-            records = yield self.storage.load_rooms(self.cfg.component.jid)
-            for record in records:
-                keep = int(record.state.get("config", {}).get("history_length", 20))
-                history = yield self.storage.load_history(record.jid, keep)
-                self.muc.restore_room(record, history)
-        except Exception as exc:  # noqa: BLE001 - reported to the operator and fatal
-            fatal(f"dmuc-master: storage {self.cfg.storage_url}: {exc}")
-            return
-        log.info("restored {n} persistent rooms from {url}", n=len(records),
-                 url=self.cfg.storage_url)
-        self.connection.startService()
-
-    def _tick(self) -> None:
-        self.handler.write(self.muc.tick(time.time()))
-
-    def startService(self) -> None:
-        super().startService()
-        self._starting = self._start()
-        self._ticker = task.LoopingCall(self._tick)
-        self._ticker.start(1.0, now=False)
-
-    @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]
-        super().stopService()
-        ticker = getattr(self, "_ticker", None)
-        if ticker is not None and ticker.running:
-            ticker.stop()
-        if self.connection.running:
-            self.connection.stopService()
-        yield self.storage.close()
+    def restore(self):  # type: ignore[no-untyped-def]
+        records = yield self.storage.load_rooms(self.cfg.component.jid)
+        for record in records:
+            keep = int(record.state.get("config", {}).get("history_length", 20))
+            history = yield self.storage.load_history(record.jid, keep)
+            self.muc.restore_room(record, history)
+        return f"restored {len(records)} persistent rooms"
 
 
-def makeService(options: Options) -> service.IService:
+def makeService(options: usage.Options) -> service.IService:
     cfg: MasterConfig = options["parsed"]
     set_level(cfg.log_level)
     return MasterService(cfg)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from twisted.application import service
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from dmuc import compat  # noqa: F401  (must precede every wokkel import)
-from dmuc.config import ConfigError, SlaveConfig, load_slave_config
+from dmuc.config import SlaveConfig, load_slave_config
 from dmuc.log import get_logger, set_level
 from dmuc.outbox import (
     AppendSlaveHistory,
@@ -20,26 +18,16 @@ from dmuc.outbox import (
     Outbox,
     SaveSlaveRoom,
 )
-from dmuc.shell import ComponentConnection, CoreHandler, fatal
+from dmuc.shell import CoreHandler, Daemon, config_options
 from dmuc.slave.core import SlaveRoom, SlaveService, SlaveSettings
 from dmuc.storage import HistoryRecord, RoomRecord, Storage, open_storage, slave_history_key
 
 log = get_logger("dmuc.slave")
 
-TICK_SECONDS = 1.0  # how often keepalive timers are checked
 SAVE_DELAY = 0.2  # room state writes are coalesced over this long
 
 
-class Options(usage.Options):
-    synopsis = "--config FILE"
-    optParameters = [["config", "c", "/etc/dmuc/dmuc-slave.toml", "TOML configuration file"]]
-
-    def postOptions(self) -> None:
-        try:
-            self["parsed"] = load_slave_config(self["config"])
-        except ConfigError as exc:
-            print(f"dmuc-slave: configuration error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+Options = config_options("dmuc-slave", load_slave_config)
 
 
 class SlaveHandler(CoreHandler):
@@ -50,20 +38,9 @@ class SlaveHandler(CoreHandler):
         self.slave = slave
         self._dirty: set[str] = set()
         self._save_call = None
-        self._ticker = task.LoopingCall(self._tick)
 
     def connected(self) -> None:
         self.write(self.slave.connected(time.time()))
-        if not self._ticker.running:
-            self._ticker.start(TICK_SECONDS, now=False)
-
-    def connectionLost(self, reason: object) -> None:
-        super().connectionLost(reason)
-        if self._ticker.running:
-            self._ticker.stop()
-
-    def _tick(self) -> None:
-        self.write(self.slave.tick(time.time()))
 
     def write(self, out: Outbox) -> None:
         super().write(out)
@@ -98,7 +75,7 @@ class SlaveHandler(CoreHandler):
             return s.clear_history(slave_history_key(me, op.room_jid))
         raise TypeError(op)
 
-    def flush_now(self) -> Deferred:
+    def flush(self) -> Deferred:
         if self._save_call is not None and self._save_call.active():
             self._save_call.cancel()
         self._save_call = None
@@ -112,52 +89,30 @@ class SlaveHandler(CoreHandler):
         return defer.gatherResults(ds, consumeErrors=True)
 
 
-class SlaveDaemon(service.Service):
-    """Opens storage, restores mirrored rooms, then connects to Prosody."""
+class SlaveDaemon(Daemon):
+    """The slave: restores its mirrored rooms, then registers them again once connected."""
 
     def __init__(self, cfg: SlaveConfig) -> None:
-        self.cfg = cfg
-        self.storage: Storage = open_storage(cfg.storage_url)
         self.slave = SlaveService(SlaveSettings(
             jid=cfg.component.jid, domains=frozenset(cfg.domains),
             masters=frozenset(cfg.masters), keepalive=cfg.keepalive, history=cfg.history,
             rooms=tuple(cfg.rooms)))
-        c = cfg.component
-        self.connection = ComponentConnection(c.host, c.port, c.jid, c.secret)
-        self.handler = SlaveHandler(self.slave, self.storage)
-        self.handler.setHandlerParent(self.connection)
+        storage = open_storage(cfg.storage_url)
+        super().__init__("dmuc-slave", cfg, storage, SlaveHandler(self.slave, storage),
+                         self.slave.tick)
 
     @defer.inlineCallbacks
-    def _start(self):  # type: ignore[no-untyped-def]
-        try:
-            yield self.storage.open()
-            records = yield self.storage.load_rooms(self.slave.jid)
-            for record in records:
-                room = SlaveRoom.from_state(record.jid, record.state)
-                history: list[HistoryRecord] = yield self.storage.load_history(
-                    slave_history_key(self.slave.jid, record.jid), room.history_length)
-                self.slave.restore(room, history)
-        except Exception as exc:  # noqa: BLE001 - reported to the operator and fatal
-            fatal(f"dmuc-slave: storage {self.cfg.storage_url}: {exc}")
-            return
-        log.info("restored {n} mirrored rooms from {url}", n=len(records),
-                 url=self.cfg.storage_url)
-        self.connection.startService()
-
-    def startService(self) -> None:
-        super().startService()
-        self._starting = self._start()
-
-    @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[no-untyped-def]
-        super().stopService()
-        if self.connection.running:
-            self.connection.stopService()
-        yield self.handler.flush_now()
-        yield self.storage.close()
+    def restore(self):  # type: ignore[no-untyped-def]
+        records = yield self.storage.load_rooms(self.slave.jid)
+        for record in records:
+            room = SlaveRoom.from_state(record.jid, record.state)
+            history: list[HistoryRecord] = yield self.storage.load_history(
+                slave_history_key(self.slave.jid, record.jid), room.history_length)
+            self.slave.restore(room, history)
+        return f"restored {len(records)} mirrored rooms"
 
 
-def makeService(options: Options) -> service.IService:
+def makeService(options: usage.Options) -> service.IService:
     cfg: SlaveConfig = options["parsed"]
     set_level(cfg.log_level)
     return SlaveDaemon(cfg)
