@@ -308,6 +308,9 @@ def parse_bool(values: list[str] | None) -> bool | None:
 # --- serialisation for broadcast --------------------------------------------------------
 
 
+_NEEDS_ESCAPE = frozenset("&<>'\"\n\r\t")
+
+
 def render_many(stanza: Element, recipients: Iterable[str]) -> Iterator[str]:
     """Serialise `stanza` once and yield one copy per recipient that differs only in 'to'.
 
@@ -318,7 +321,11 @@ def render_many(stanza: Element, recipients: Iterable[str]) -> Iterator[str]:
     cut = len(stanza.name) + 1  # just after "<message"
     head, tail = xml[:cut], xml[cut:]
     for to in recipients:
-        yield f"{head} to={quoteattr(to)}{tail}"
+        # JIDs almost never need escaping; quoteattr only when they do (it is the hot spot).
+        if _NEEDS_ESCAPE.isdisjoint(to):
+            yield f"{head} to='{to}'{tail}"
+        else:
+            yield f"{head} to={quoteattr(to)}{tail}"
 
 
 def strip_stream_namespace(el: Element) -> Element:

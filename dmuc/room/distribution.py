@@ -71,6 +71,8 @@ class Distribution:
     def route(self, room: Room, sessions: Iterable[str]) -> tuple[list[str], list[SlaveLink]]:
         """Split recipients into sessions reached directly and slaves (one copy each).
         A split slave gets nothing (§4.11.1)."""
+        if not room.via:
+            return list(sessions), []  # nobody entered through a slave: the hot path
         direct: list[str] = []
         slaves: dict[str, SlaveLink] = {}
         for session in sessions:
