@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cast import CAST as SEED_CAST
+from cast import DIRECT_USER
 from conftest import PROBE_COMPONENT, MakeClient, keep_testbed, make_tempdir
 from test_network import RawComponent, error_condition_component
 from xmpp_client import (
@@ -68,16 +70,7 @@ IPS = ("127.0.1.2", "127.0.1.3", "127.0.1.4", "127.0.1.5", "127.0.1.6")
 NS_SID = "urn:xmpp:sid:0"
 
 # XEP-0282 §3.1, plus a user of a server without a slave
-CAST = {
-    "Wumpus": "argl@killrc.oulubox.irc/laptop",
-    "Valdis": "valdis@killrc.oulubox.irc/desktop",
-    "Phaedrus": "phaedrus@killrc.oulubox.irc/phone",
-    "WiZ": "squit@eris.dclxvii.irc/jupiter",
-    "Troy": "troy@eris.dclxvii.irc/screwdriver",
-    "BigCheese": "rubenro@vesa.yeggmaex.irc/shaver",
-    "Efchen": "msa@vesa.yeggmaex.irc/bicycle",
-    "Ludwig": "ludwig@efnet.irc/vt100",
-}
+CAST = {**SEED_CAST, DIRECT_USER[0]: DIRECT_USER[1]}
 EVERYONE = list(CAST)
 BEFORE_BIGCHEESE = [n for n in EVERYONE if n != "BigCheese"]
 MODERATORS = {"Wumpus", "WiZ", "Troy"}  # once test 1 has granted them (seed §3.1)

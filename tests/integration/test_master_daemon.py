@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cast import CAST, bare, room_jid
 from conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir, write_master_config
 from xmpp_client import (
     NS_CLIENT,
@@ -51,23 +52,6 @@ NS_REGISTER = "jabber:iq:register"
 NS_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 NS_MUC_REGISTER = "http://jabber.org/protocol/muc#register"
 
-CAST = {
-    "Wumpus": "argl@killrc.oulubox.irc/laptop",
-    "Valdis": "valdis@killrc.oulubox.irc/desktop",
-    "Phaedrus": "phaedrus@killrc.oulubox.irc/phone",
-    "WiZ": "squit@eris.dclxvii.irc/jupiter",
-    "Troy": "troy@eris.dclxvii.irc/screwdriver",
-    "BigCheese": "rubenro@vesa.yeggmaex.irc/shaver",
-    "Efchen": "msa@vesa.yeggmaex.irc/bicycle",
-}
-
-
-def bare(nick: str) -> str:
-    return CAST[nick].split("/", 1)[0]
-
-
-def room_jid(name: str) -> str:
-    return f"{name}@{MUC_DOMAIN}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 
 import pytest
+from cast import CAST, bare, room_jid
 from conftest import MUC_DOMAIN, MakeClient
 from xmpp_client import (
     NS_CLIENT,
@@ -49,24 +50,6 @@ NS_MUC_REGISTER = "http://jabber.org/protocol/muc#register"
 NS_MUC_REQUEST = "http://jabber.org/protocol/muc#request"
 NS_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
 
-# XEP-0282 §3.1
-CAST = {
-    "Wumpus": "argl@killrc.oulubox.irc/laptop",
-    "Valdis": "valdis@killrc.oulubox.irc/desktop",
-    "Phaedrus": "phaedrus@killrc.oulubox.irc/phone",
-    "WiZ": "squit@eris.dclxvii.irc/jupiter",
-    "Troy": "troy@eris.dclxvii.irc/screwdriver",
-    "BigCheese": "rubenro@vesa.yeggmaex.irc/shaver",
-    "Efchen": "msa@vesa.yeggmaex.irc/bicycle",
-}
-
-
-def bare(nick: str) -> str:
-    return CAST[nick].split("/", 1)[0]
-
-
-def room_jid(name: str) -> str:
-    return f"{name}@{MUC_DOMAIN}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import pytest
+from cast import CAST
 from conftest import MUC_DOMAIN, MakeClient
 from xmpp_client import (
     NS_CLIENT,
@@ -52,15 +53,6 @@ pytestmark = pytest.mark.integration
 NS_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 NS_SID = "urn:xmpp:sid:0"
 
-CAST = {
-    "Wumpus": "argl@killrc.oulubox.irc/laptop",
-    "Valdis": "valdis@killrc.oulubox.irc/desktop",
-    "Phaedrus": "phaedrus@killrc.oulubox.irc/phone",
-    "WiZ": "squit@eris.dclxvii.irc/jupiter",
-    "Troy": "troy@eris.dclxvii.irc/screwdriver",
-    "BigCheese": "rubenro@vesa.yeggmaex.irc/shaver",
-    "Efchen": "msa@vesa.yeggmaex.irc/bicycle",
-}
 
 People = Callable[..., list[Client]]
 
