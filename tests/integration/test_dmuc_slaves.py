@@ -48,6 +48,7 @@ from xmpp_client import (
     muc_item,
     run,
     status_codes,
+    take_through,
     xml_str,
 )
 
@@ -233,24 +234,6 @@ def is_groupchat(room: str, nick: str, text: str) -> Predicate:
 def is_self(room: str, nick: str) -> Predicate:
     return all_of(is_presence(from_=f"{room}/{nick}", type_="available"),
                   lambda e: has_status(e, 110))
-
-
-async def take_through(client: Client, predicate: Predicate, timeout: float = 10
-                       ) -> list[ET.Element]:
-    """Wait for a stanza matching ``predicate``; remove and return it with every stanza
-    that arrived before it, in arrival order."""
-    index: list[int] = []
-
-    def pred(e: ET.Element) -> bool:
-        if predicate(e):
-            index.append(next(i for i, x in enumerate(client.inbox) if x is e))
-            return True
-        return False
-
-    last = await client.expect(pred, timeout)
-    before = client.inbox[:index[-1]]
-    del client.inbox[:index[-1]]
-    return [*before, last]
 
 
 def everyone_gets(clients: list[Client], predicate: Predicate) -> list[ET.Element]:

@@ -43,6 +43,7 @@ from xmpp_client import (
     muc_user,
     run,
     status_codes,
+    take_through,
     xml_str,
 )
 
@@ -102,24 +103,6 @@ def with_error(condition: str) -> Predicate:
 
 def groupchat_with_body(from_: str, text: str) -> Predicate:
     return all_of(is_message(from_=from_, type_="groupchat"), lambda e: body(e) == text)
-
-
-async def take_through(client: Client, predicate: Predicate, timeout: float = 10
-                       ) -> list[ET.Element]:
-    """Wait for a stanza matching ``predicate``; remove and return it together with every
-    stanza that arrived before it, in arrival order."""
-    index: list[int] = []
-
-    def pred(e: ET.Element) -> bool:
-        if predicate(e):
-            index.append(next(i for i, x in enumerate(client.inbox) if x is e))
-            return True
-        return False
-
-    last = await client.expect(pred, timeout)
-    before = client.inbox[:index[-1]]
-    del client.inbox[:index[-1]]
-    return [*before, last]
 
 
 def join_stanza(room: str, nick: str, muc_x: str = "", payload: str = "") -> str:

@@ -377,3 +377,21 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.jid}>"
+
+
+async def take_through(client: Client, predicate: Predicate, timeout: float = 10
+                       ) -> list[ET.Element]:
+    """Wait for a stanza matching ``predicate``; remove and return it together with every
+    stanza that arrived before it, in arrival order."""
+    index: list[int] = []
+
+    def pred(e: ET.Element) -> bool:
+        if predicate(e):
+            index.append(next(i for i, x in enumerate(client.inbox) if x is e))
+            return True
+        return False
+
+    last = await client.expect(pred, timeout)
+    before = client.inbox[:index[-1]]
+    del client.inbox[:index[-1]]
+    return [*before, last]
