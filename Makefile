@@ -26,6 +26,7 @@ lint: venv
 
 bench: deps venv
 	$(BIN)/python -m benchmarks.broadcast
+	$(BIN)/python -m benchmarks.slave_fanout
 
 # Debian packages: Prosody (the XMPP server we attach to) and dnsmasq (test DNS).
 deps:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import shutil
 import statistics
 import sys
@@ -21,73 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.fake_prosody import SECRET, FakeServer
 from dmuc.testbed.daemon import TwistdDaemon
 
 SERVICE = "channel.avalon.irc"
 ROOM = f"wallops@{SERVICE}"
-SECRET = "bench"
 REPEATS = 5  # batches of messages per configuration; the median batch is reported
-STREAM_ID = "benchstream"
 
 
 def user(i: int) -> str:
     return f"user{i}@killrc.oulubox.irc/r"
-
-
-class FakeServer:
-    """The server end of one XEP-0114 stream; counts the stanzas the master writes."""
-
-    def __init__(self) -> None:
-        self.connected = asyncio.Event()
-        self.writer: asyncio.StreamWriter | None = None
-        self.messages = 0
-        self.presences = 0
-        self.waiters: list[tuple[str, int, asyncio.Future[None]]] = []
-        self._tail = b""
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        header = await reader.readuntil(b">")
-        assert b"stream" in header, header
-        writer.write(
-            b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'"
-            b" xmlns='jabber:component:accept' from='" + SERVICE.encode() + b"' id='"
-            + STREAM_ID.encode() + b"'>"
-        )
-        handshake = await reader.readuntil(b"</handshake>")
-        expected = hashlib.sha1((STREAM_ID + SECRET).encode()).hexdigest().encode()
-        assert expected in handshake, handshake
-        writer.write(b"<handshake/>")
-        self.connected.set()
-        while True:
-            try:
-                data = await reader.read(1 << 20)
-            except (asyncio.CancelledError, ConnectionError):
-                return
-            if not data:
-                return
-            chunk = self._tail + data
-            # Count stanza starts; keep a short tail so a tag split across reads counts once.
-            self.messages += chunk.count(b"<message") - self._tail.count(b"<message")
-            self.presences += chunk.count(b"<presence") - self._tail.count(b"<presence")
-            self._tail = chunk[-16:]
-            self._wake()
-
-    def _wake(self) -> None:
-        for kind, target, fut in list(self.waiters):
-            if getattr(self, kind) >= target and not fut.done():
-                fut.set_result(None)
-                self.waiters.remove((kind, target, fut))
-
-    async def until(self, kind: str, target: int, timeout: float = 300) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append((kind, target, fut))
-        self._wake()
-        await asyncio.wait_for(fut, timeout)
-
-    def send(self, xml: str) -> None:
-        assert self.writer is not None
-        self.writer.write(xml.encode())
 
 
 def join_xml(i: int) -> str:
@@ -96,7 +38,7 @@ def join_xml(i: int) -> str:
 
 
 async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, float]:
-    server = FakeServer()
+    server = FakeServer(SERVICE)
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     config = workdir / "bench.toml"
@@ -115,18 +57,17 @@ async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, 
         t0 = time.perf_counter()
         for i in range(occupants):
             server.send(join_xml(i))
-        expected_presences = occupants * occupants
-        await server.until("presences", expected_presences)
+        await server.until("presence", occupants * occupants)
         join_time = time.perf_counter() - t0
         times = []
         for batch in range(REPEATS):
-            base = server.messages
+            base = server.counts["message"]
             t0 = time.perf_counter()
             for n in range(messages):
                 server.send(f"<message from='{user(0)}' to='{ROOM}' type='groupchat' "
                             f"id='m{batch}-{n}'><body>Phaedrus, we're all having a truly "
                             f"rotten time. ({n})</body></message>")
-            await server.until("messages", base + occupants * messages)
+            await server.until("message", base + occupants * messages)
             times.append(time.perf_counter() - t0)
         elapsed = statistics.median(times)
     finally:
