@@ -20,12 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.fake_prosody import SECRET, FakeServer
-from dmuc.testbed.daemon import TwistdDaemon
+from benchmarks.fake_prosody import (
+    REPEATS,
+    SECRET,
+    daemon_on_fake_server,
+    median_batch,
+    print_header,
+    print_row,
+    result,
+)
+from dmuc.testbed.configs import daemon_toml
 
 SERVICE = "channel.avalon.irc"
 ROOM = f"wallops@{SERVICE}"
-REPEATS = 5  # batches of messages per configuration; the median batch is reported
 
 
 def user(i: int) -> str:
@@ -37,51 +44,31 @@ def join_xml(i: int) -> str:
             "<x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>")
 
 
+MESSAGE = ("<message from='{sender}' to='{room}' type='groupchat' id='m{batch}-{n}'>"
+           "<body>Phaedrus, we're all having a truly rotten time. ({n})</body></message>")
+
+
 async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, float]:
-    server = FakeServer(SERVICE)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    config = workdir / "bench.toml"
-    config.write_text(
-        f'[component]\njid = "{SERVICE}"\nhost = "127.0.0.1"\nport = {port}\n'
-        f'secret = "{SECRET}"\n[storage]\nurl = "sqlite:///{workdir}/bench.db"\n'
-        '[log]\nlevel = "warn"\n[muc]\nroom_locking = false\n'
-    )
-    daemon = TwistdDaemon("dmuc-master", config, workdir, wait_for="")
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: daemon.start(wait_for="starting up", timeout=30))
-    try:
-        await asyncio.wait_for(server.connected.wait(), 30)
-        # Joins: occupant i receives i earlier presences plus its own, and each earlier
-        # occupant one more: 2*i+1 presences for the i-th join.
-        t0 = time.perf_counter()
+    def config(port: int) -> str:
+        return daemon_toml(jid=SERVICE, host="127.0.0.1", port=port, secret=SECRET,
+                           db_path=workdir / "bench.db", level="warn",
+                           tables={"muc": {"room_locking": False}})
+
+    async with daemon_on_fake_server("dmuc-master", SERVICE, workdir, config) as server:
+        # The i-th join sends i earlier presences to the newcomer, its own, and one to each
+        # of the i earlier occupants: N*N presences for N joins.
+        started = time.perf_counter()
         for i in range(occupants):
             server.send(join_xml(i))
         await server.until("presence", occupants * occupants)
-        join_time = time.perf_counter() - t0
-        times = []
-        for batch in range(REPEATS):
-            base = server.counts["message"]
-            t0 = time.perf_counter()
+        join_time = time.perf_counter() - started
+
+        def send_batch(batch: int) -> None:
             for n in range(messages):
-                server.send(f"<message from='{user(0)}' to='{ROOM}' type='groupchat' "
-                            f"id='m{batch}-{n}'><body>Phaedrus, we're all having a truly "
-                            f"rotten time. ({n})</body></message>")
-            await server.until("message", base + occupants * messages)
-            times.append(time.perf_counter() - t0)
-        elapsed = statistics.median(times)
-    finally:
-        daemon.stop()
-        listener.close()
-        await listener.wait_closed()
-    return {
-        "occupants": occupants,
-        "messages": messages,
-        "seconds": elapsed,
-        "messages_per_s": messages / elapsed,
-        "stanzas_per_s": occupants * messages / elapsed,
-        "join_seconds": join_time,
-    }  # seconds: the median of REPEATS batches
+                server.send(MESSAGE.format(sender=user(0), room=ROOM, batch=batch, n=n))
+
+        seconds = await median_batch(server, occupants * messages, send_batch)
+    return result(occupants, messages, seconds, join_seconds=join_time)
 
 
 def run_core(occupants: int, messages: int) -> dict[str, float]:
@@ -94,21 +81,18 @@ def run_core(occupants: int, messages: int) -> dict[str, float]:
     service = MUCService(ServiceSettings(jid=SERVICE, room_locking=False))
     for i in range(occupants):
         service.receive(parse(join_xml(i)), time.time())
-    msgs = [parse(f"<message from='{user(0)}' to='{ROOM}' type='groupchat' id='m{n}'>"
-                  f"<body>Phaedrus, we're all having a truly rotten time. ({n})</body></message>")
+    msgs = [parse(MESSAGE.format(sender=user(0), room=ROOM, batch=0, n=n))
             for n in range(messages)]
     times = []
     for _ in range(REPEATS):
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         for msg in msgs:
             out = service.receive(msg, time.time())
             for d in out.deliveries:
                 for _xml in stanzas.render_many(d.stanza, d.recipients or [d.stanza["to"]]):
                     pass
-        times.append(time.perf_counter() - t0)
-    elapsed = statistics.median(times)
-    return {"occupants": occupants, "messages": messages, "seconds": elapsed,
-            "messages_per_s": messages / elapsed, "stanzas_per_s": occupants * messages / elapsed}
+        times.append(time.perf_counter() - started)
+    return result(occupants, messages, statistics.median(times))
 
 
 def main() -> int:
@@ -116,8 +100,7 @@ def main() -> int:
     parser.add_argument("--occupants", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=200)
     args = parser.parse_args()
-    print(f"{'what':<24}{'occupants':>10}{'messages':>10}{'seconds':>10}"
-          f"{'msg/s':>10}{'stanzas/s':>12}")
+    print_header()
     for n in args.occupants:
         core = run_core(n, args.messages)
         workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-"))
@@ -125,9 +108,8 @@ def main() -> int:
             master = asyncio.run(run_master(n, args.messages, workdir))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        for label, r in (("core (in-process)", core), ("twistd dmuc-master", master)):
-            print(f"{label:<24}{r['occupants']:>10}{r['messages']:>10}{r['seconds']:>10.3f}"
-                  f"{r['messages_per_s']:>10.1f}{r['stanzas_per_s']:>12.0f}", flush=True)
+        print_row("core (in-process)", core)
+        print_row("twistd dmuc-master", master)
     return 0
 
 

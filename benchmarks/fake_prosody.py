@@ -5,8 +5,15 @@ the daemon writes back, so that only the daemon's own work is measured."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from dmuc.testbed.daemon import TwistdDaemon
 
 STREAM_ID = "benchstream"
 SECRET = "bench"
@@ -79,3 +86,58 @@ class FakeServer:
     def send(self, xml: str) -> None:
         assert self.writer is not None
         self.writer.write(xml.encode())
+
+
+REPEATS = 5  # batches per configuration; the median batch is reported
+
+
+@contextlib.asynccontextmanager
+async def daemon_on_fake_server(
+    plugin: str, domain: str, workdir: Path, config: Callable[[int], str]
+) -> AsyncIterator[FakeServer]:
+    """Start `twistd -n <plugin>` (config(port) gives its TOML) against a FakeServer, wait
+    for its handshake, and stop it by PID afterwards."""
+    server = FakeServer(domain)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    path = workdir / f"{plugin}.toml"
+    path.write_text(config(listener.sockets[0].getsockname()[1]))
+    daemon = TwistdDaemon(plugin, path, workdir)
+    await asyncio.get_running_loop().run_in_executor(
+        None, lambda: daemon.start(wait_for="starting up", timeout=30))
+    try:
+        await asyncio.wait_for(server.connected.wait(), 30)
+        yield server
+    finally:
+        daemon.stop()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def median_batch(server: FakeServer, copies_per_batch: int,
+                       send_batch: Callable[[int], None]) -> float:
+    """Seconds of the median of REPEATS batches, each until `copies_per_batch` more
+    messages have come back."""
+    times = []
+    for batch in range(REPEATS):
+        base = server.counts["message"]
+        started = time.perf_counter()
+        send_batch(batch)
+        await server.until("message", base + copies_per_batch)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def result(occupants: int, messages: int, seconds: float, **extra: float) -> dict[str, float]:
+    return {"occupants": occupants, "messages": messages, "seconds": seconds,
+            "messages_per_s": messages / seconds,
+            "stanzas_per_s": occupants * messages / seconds, **extra}
+
+
+def print_header(extra: str = "") -> None:
+    print(f"{'what':<24}{'occupants':>10}{'messages':>10}{'seconds':>10}"
+          f"{'msg/s':>10}{'stanzas/s':>12}{extra}")
+
+
+def print_row(label: str, r: dict[str, float], extra: str = "") -> None:
+    print(f"{label:<24}{r['occupants']:>10}{r['messages']:>10}{r['seconds']:>10.3f}"
+          f"{r['messages_per_s']:>10.1f}{r['stanzas_per_s']:>12.0f}{extra}", flush=True)

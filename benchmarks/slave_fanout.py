@@ -13,21 +13,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.fake_prosody import SECRET, FakeServer
+from benchmarks.fake_prosody import (
+    SECRET,
+    daemon_on_fake_server,
+    median_batch,
+    print_header,
+    print_row,
+    result,
+)
 from dmuc.testbed.configs import daemon_toml
-from dmuc.testbed.daemon import TwistdDaemon
 
 DOMAIN = "vesa.yeggmaex.irc"
 SLAVE = f"dmuc.{DOMAIN}"
 ROOM = "wallops@channel.avalon.irc"
 DMUC = "urn:xmpp:tmp:dmuc:0"
-REPEATS = 5
 
 
 def user(i: int) -> str:
@@ -35,19 +39,14 @@ def user(i: int) -> str:
 
 
 async def run_slave(occupants: int, messages: int, workdir: Path) -> dict[str, float]:
-    server = FakeServer(SLAVE)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    config = workdir / "slave.toml"
-    config.write_text(daemon_toml(
-        jid=SLAVE, host="127.0.0.1", port=port, secret=SECRET, db_path=workdir / "slave.db",
-        level="warn", tables={"slave": {"domains": [DOMAIN], "masters": ["channel.avalon.irc"],
-                                        "keepalive": 3600, "history": 20}}))
-    daemon = TwistdDaemon("dmuc-slave", config, workdir)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: daemon.start(wait_for="starting up", timeout=30))
-    try:
-        await asyncio.wait_for(server.connected.wait(), 30)
+    def config(port: int) -> str:
+        return daemon_toml(
+            jid=SLAVE, host="127.0.0.1", port=port, secret=SECRET, db_path=workdir / "slave.db",
+            level="warn", tables={"slave": {"domains": [DOMAIN],
+                                            "masters": ["channel.avalon.irc"],
+                                            "keepalive": 3600, "history": 20}})
+
+    async with daemon_on_fake_server("dmuc-slave", SLAVE, workdir, config) as server:
         register = server.expect(rb"<iq[^>]*id=['\"](dmuc-register-[0-9]+)['\"]")
         t0 = time.perf_counter()
         for i in range(occupants):  # the users' joins, as mod_dmuc_slave diverts them
@@ -74,27 +73,18 @@ async def run_slave(occupants: int, messages: int, workdir: Path) -> dict[str, f
                     "<ping xmlns='urn:xmpp:ping'/></iq>")
         await asyncio.wait_for(done, 300)
         join_time = time.perf_counter() - t0
-        times = []
-        for batch in range(REPEATS):
-            base = server.counts["message"]
-            t0 = time.perf_counter()
+
+        def send_batch(batch: int) -> None:
             for n in range(messages):
                 server.send(
                     f"<message from='{ROOM}/nick0' to='{SLAVE}' type='groupchat' "
-                    f"id='m{batch}-{n}'><body>Phaedrus, we're all having a truly rotten time. "
-                    f"({n})</body><stanza-id xmlns='urn:xmpp:sid:0' id='s{batch}-{n}' "
+                    f"id='m{batch}-{n}'><body>Phaedrus, we're all having a truly rotten "
+                    f"time. ({n})</body><stanza-id xmlns='urn:xmpp:sid:0' id='s{batch}-{n}' "
                     f"by='{ROOM}'/><x xmlns='{DMUC}'><delay xmlns='urn:xmpp:delay' "
                     f"from='{ROOM}/nick0' stamp='1990-10-13T23:58:37Z'/></x></message>")
-            await server.until("message", base + occupants * messages)
-            times.append(time.perf_counter() - t0)
-        elapsed = statistics.median(times)
-    finally:
-        daemon.stop()
-        listener.close()
-        await listener.wait_closed()
-    return {"occupants": occupants, "messages": messages, "seconds": elapsed,
-            "messages_per_s": messages / elapsed, "stanzas_per_s": occupants * messages / elapsed,
-            "join_seconds": join_time}
+
+        seconds = await median_batch(server, occupants * messages, send_batch)
+    return result(occupants, messages, seconds, join_seconds=join_time)
 
 
 def main() -> int:
@@ -102,17 +92,14 @@ def main() -> int:
     parser.add_argument("--occupants", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=200)
     args = parser.parse_args()
-    print(f"{'what':<24}{'occupants':>10}{'messages':>10}{'seconds':>10}"
-          f"{'msg/s':>10}{'stanzas/s':>12}{'joins s':>10}")
+    print_header(f"{'joins s':>10}")
     for n in args.occupants:
         workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-slave-"))
         try:
             r = asyncio.run(run_slave(n, args.messages, workdir))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        print(f"{'twistd dmuc-slave':<24}{r['occupants']:>10}{r['messages']:>10}"
-              f"{r['seconds']:>10.3f}{r['messages_per_s']:>10.1f}{r['stanzas_per_s']:>12.0f}"
-              f"{r['join_seconds']:>10.2f}", flush=True)
+        print_row("twistd dmuc-slave", r, f"{r['join_seconds']:>10.2f}")
     return 0
 
 
