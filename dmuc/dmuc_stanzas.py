@@ -56,6 +56,14 @@ def refuse_presence(slave: str, room: str, user: str) -> Element:
 # --- master -> slave -------------------------------------------------------------------------
 
 
+def master_restarted(service: str, slave: str) -> Element:
+    """Sent by a master service to each allowed slave whenever it (re)connects: its
+    registrations may be gone, so the slave registers its rooms again (netjoin)."""
+    message = stanzas.new("message", {"from": service, "to": slave, "type": "normal"})
+    message.addChild(dmuc_x()).addElement("restarted")
+    return message
+
+
 def registered_result(request: Element, keepalive: int, history: int, whois: str) -> Element:
     registered = Element((xmlns.DMUC, "registered"))
     registered["keepalive"] = str(keepalive)

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas, xmlns
+from dmuc import dmuc_stanzas, jids, stanzas, xmlns
 from dmuc.hooks import Hooks
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.room import history
@@ -135,6 +135,14 @@ class MUCService:
             room.handle_message(stanza, nick, out)
         else:
             room.handle_iq(stanza, nick, out)
+        return out
+
+    def connected(self, now: float) -> Outbox:
+        """The component stream is (again) up: every allowed slave learns that this master
+        may have lost its registrations, and registers its rooms again (netjoin)."""
+        out = Outbox(now)
+        for slave_jid in sorted(self.distribution.allowed):
+            out.send(dmuc_stanzas.master_restarted(self.jid, slave_jid))
         return out
 
     def tick(self, now: float) -> Outbox:

@@ -92,19 +92,18 @@ class CoreHandler(subprotocols.XMPPHandler):
     """Passes every stanza to `receive` and writes the resulting Outbox."""
 
     def __init__(self, receive: Callable[[Element, float], Outbox], storage: Storage,
-                 service_jid: str) -> None:
+                 service_jid: str, on_connect: Callable[[float], Outbox] | None = None) -> None:
         super().__init__()
         self.receive = receive
         self.storage = storage
         self.service_jid = service_jid
+        self.on_connect = on_connect
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
             self.xmlstream.addObserver(f"/{kind}", self.on_stanza)
-        self.connected()
-
-    def connected(self) -> None:
-        """Hook for subclasses: the stream is up."""
+        if self.on_connect is not None:
+            self.write(self.on_connect(time.time()))  # the core's greeting, every connect
 
     def on_stanza(self, element: Element) -> None:
         if getattr(element, "handled", False):

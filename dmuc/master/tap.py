@@ -40,7 +40,8 @@ class MasterService(Daemon):
     def __init__(self, cfg: MasterConfig) -> None:
         storage = open_storage(cfg.storage_url)
         self.muc = build_service(cfg)
-        handler = CoreHandler(self.muc.receive, storage, cfg.component.jid)
+        handler = CoreHandler(self.muc.receive, storage, cfg.component.jid,
+                              on_connect=self.muc.connected)
         super().__init__("dmuc-master", cfg, storage, handler, self.muc.tick)
 
     @defer.inlineCallbacks

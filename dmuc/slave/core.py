@@ -258,6 +258,12 @@ class SlaveService:
 
     def _to_self(self, stanza: Element, out: Outbox) -> None:
         kind, stype = stanza.name, stanza.getAttribute("type")
+        service = stanza.getAttribute("from", "")
+        dmuc_x = stanzas.child(stanza, "x", xmlns.DMUC)
+        if kind == "message" and service in self.settings.masters and dmuc_x is not None \
+                and stanzas.child(dmuc_x, "restarted") is not None:
+            self._master_restarted(service, out)
+            return
         if kind == "iq" and stype in ("result", "error"):
             self._iq_answer(stanza, out)
             return
@@ -338,6 +344,19 @@ class SlaveService:
         out.info(f"netjoin with {room.jid}: resyncing")
         room.split = True  # keep holding local stanzas until the registration completes
         self._register(room, out)
+
+    def _master_restarted(self, service: str, out: Outbox) -> None:
+        """The master (re)connected and may have lost our registrations: netjoin now for
+        every room of it we mirror, instead of waiting for the next keepalive."""
+        rooms = [r for r in self.rooms.values()
+                 if r.jid.endswith("@" + service) and (r.registered or r.split)]
+        if rooms:
+            out.info(f"{service} (re)connected; registering {len(rooms)} rooms again")
+        for room in rooms:
+            self._touched.add(room.jid)
+            if not room.registering:
+                room.registered = False
+                self._netjoin(room, out)
 
     def _rejoin_local_occupants(self, room: SlaveRoom, out: Outbox) -> None:
         """After a netjoin, local occupants the master no longer knows enter again with

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from twisted.application import service
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
@@ -34,13 +32,10 @@ class SlaveHandler(CoreHandler):
     """The slave's shell: connect hook, keepalive ticks, coalesced room-state writes."""
 
     def __init__(self, slave: SlaveService, storage: Storage) -> None:
-        super().__init__(slave.receive, storage, slave.jid)
+        super().__init__(slave.receive, storage, slave.jid, on_connect=slave.connected)
         self.slave = slave
         self._dirty: set[str] = set()
         self._save_call = None
-
-    def connected(self) -> None:
-        self.write(self.slave.connected(time.time()))
 
     def write(self, out: Outbox) -> None:
         super().write(out)

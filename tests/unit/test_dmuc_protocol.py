@@ -230,3 +230,26 @@ def test_a_slave_without_occupants_gets_no_broadcasts_and_is_refreshed_on_the_ne
     assert bodies == ["unseen"]  # the refreshed slave has the history it missed
     roster = [s["from"].split("/")[-1] for s in got if s.name == "presence"]
     assert roster == ["Wumpus", "Valdis", "Phaedrus", "WiZ", "Troy", "BigCheese"]
+
+
+def test_a_restarted_master_gets_its_slaves_and_their_users_back_at_once():
+    from muc_helpers import SERVICE
+
+    from dmuc.service import MUCService
+
+    net = occupied_room()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    for who in (WUMPUS, VALDIS, PHAEDRUS, WIZ, TROY, EFCHEN, BIGCHEESE):
+        net.take(who)
+    net.master = MUCService(net.master.settings)  # a restart: the temporary room is gone
+    net._route(net.master.connected(net.now), source=SERVICE)
+    room = net.master.rooms[ROOM]
+    assert set(room.occupants) == {"Wumpus", "Valdis", "Phaedrus", "WiZ", "Troy", "Efchen",
+                                   "BigCheese"}
+    # The users were not shown a second join: their slaves knew them already.
+    assert not [s for s in net.take(BIGCHEESE) if s.name == "message"]
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat'>"
+                   "<body>back</body></message>")
+    for who in (WUMPUS, WIZ, EFCHEN):
+        assert "back" in [str(stanzas.child(m, "body")) for m in net.take(who)
+                          if m.name == "message"]
