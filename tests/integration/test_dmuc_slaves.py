@@ -713,3 +713,31 @@ def test_slave_restart_keeps_its_users_in_the_room(dmuc: Daemons,
     everyone_gets(everyone, is_groupchat(room, "WiZ", "I'm back"))
     troy.send_raw(f"<message to='{room}/BigCheese' type='chat'><body>psst</body></message>")
     run(people["BigCheese"].expect(is_message(from_=f"{room}/Troy", type_="chat")))
+
+
+def test_master_restart_brings_slave_users_back_without_waiting(
+        dmuc: Daemons, cast: Callable[..., People]) -> None:
+    """The master restarts (its temporary room is gone); on connecting it tells its slaves,
+    which register again and make their users enter again at once — with keepalives of
+    600 s here, nothing else could bring them back within the test."""
+    room = room_of("master-restart")
+    people = cast("Wumpus", "WiZ", "BigCheese")
+    enter_all(people, room)
+    everyone = list(people.values())
+    say(people["WiZ"], room, "before")
+    everyone_gets(everyone, is_groupchat(room, "WiZ", "before"))
+
+    dmuc.master.stop()
+    dmuc.master.start(wait_for="component connected")
+    for domain in (KILLRC, ERIS, VESA):
+        wait_for_text(dmuc.slaves[domain].log_text, f"registered with {room}", 2)
+    dmuc.master.wait_for_log(f"joined {room} as BigCheese through {slave_jid(VESA)}")
+
+    say(people["BigCheese"], room, "after the master's restart")
+    everyone_gets(everyone, is_groupchat(room, "BigCheese", "after the master's restart"))
+    for c in everyone:
+        # Nobody was told they left: their slaves re-entered them. (Others may be seen
+        # leaving and coming back while the slaves re-register one after the other.)
+        own_exit = [p for p in c.received(is_presence(type_="unavailable"))
+                    if has_status(p, "110")]
+        assert not own_exit, c.dump()
