@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--occupants", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=200)
     args = parser.parse_args()
-    print_header()
+    print_header(f"{'joins s':>10}")
     for n in args.occupants:
         core = run_core(n, args.messages)
         workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-"))
@@ -109,7 +109,7 @@ def main() -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print_row("core (in-process)", core)
-        print_row("twistd dmuc-master", master)
+        print_row("twistd dmuc-master", master, f"{master['join_seconds']:>10.2f}")
     return 0
 
 

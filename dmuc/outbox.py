@@ -15,6 +15,8 @@ class Delivery:
     stanza: Element
     # None: the stanza carries its own 'to'; otherwise one copy per recipient
     recipients: Sequence[str] | None = None
+    # the stanza already serialised without 'to' (a cache the core keeps), if any
+    xml: str | None = None
 
 
 @dataclass
@@ -76,9 +78,10 @@ class Outbox:
     def send(self, stanza: Element) -> None:
         self.deliveries.append(Delivery(stanza))
 
-    def broadcast(self, stanza: Element, recipients: Sequence[str]) -> None:
+    def broadcast(self, stanza: Element, recipients: Sequence[str],
+                  xml: str | None = None) -> None:
         if recipients:
-            self.deliveries.append(Delivery(stanza, list(recipients)))
+            self.deliveries.append(Delivery(stanza, list(recipients), xml))
 
     def store(self, op: StorageOp) -> None:
         self.storage.append(op)

@@ -122,12 +122,17 @@ class CoreHandler(subprotocols.XMPPHandler):
         self.write(out)
 
     def write(self, out: Outbox) -> None:
+        # Everything one stanza caused goes to the socket in a single write; each
+        # broadcast was serialised once, its copies differ only in 'to'.
+        chunks: list[str] = []
         for delivery in out.deliveries:
             if delivery.recipients is None:
-                self.send(stanzas.render(delivery.stanza))
+                chunks.append(stanzas.render(delivery.stanza))
             else:
-                # One write for all copies: the stanza was serialised once.
-                self.send("".join(stanzas.render_many(delivery.stanza, delivery.recipients)))
+                chunks.extend(stanzas.render_many(delivery.stanza, delivery.recipients,
+                                                  delivery.xml))
+        if chunks:
+            self.send("".join(chunks))
         for level, message in out.log:
             log.emit(LogLevel.levelWithName(level), "{message}", message=message)
         for op in out.storage:

@@ -311,13 +311,21 @@ def parse_bool(values: list[str] | None) -> bool | None:
 _NEEDS_ESCAPE = frozenset("&<>'\"\n\r\t")
 
 
-def render_many(stanza: Element, recipients: Iterable[str]) -> Iterator[str]:
-    """Serialise `stanza` once and yield one copy per recipient that differs only in 'to'.
+def render_without_to(stanza: Element) -> str:
+    """The stanza serialised without 'to', ready for render_many (and for caching)."""
+    stanza.attributes.pop("to", None)
+    return stanza.toXml()
+
+
+def render_many(stanza: Element, recipients: Iterable[str],
+                xml: str | None = None) -> Iterator[str]:
+    """Serialise `stanza` once (or take `xml`, its cached render_without_to) and yield one
+    copy per recipient that differs only in 'to'.
 
     This is the broadcast hot path: a 1000-occupant room serialises a message once.
     """
-    stanza.attributes.pop("to", None)
-    xml = stanza.toXml()
+    if xml is None:
+        xml = render_without_to(stanza)
     cut = len(stanza.name) + 1  # just after "<message"
     head, tail = xml[:cut], xml[cut:]
     for to in recipients:

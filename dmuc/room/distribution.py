@@ -184,9 +184,8 @@ class Distribution:
             for occupant in room.occupants.values():
                 if occupant.role not in room.config.presence_broadcast:
                     continue
-                presence = room.presence_of(occupant, link.shows_jids, [])
-                presence["to"] = link.jid
-                out.send(presence)
+                presence, xml = room.listed_presence(occupant, link.shows_jids)
+                out.broadcast(presence, [link.jid], xml)
             if link.history:
                 for entry in room.history[-link.history:]:
                     copy = dmuc_stanzas.for_slave(entry.stanza, entry.stamp,

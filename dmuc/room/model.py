@@ -64,6 +64,8 @@ class Occupant:
     sessions: dict[str, Element] = field(default_factory=dict)
     # the session whose presence the room shows (the most recent one)
     primary: str = ""
+    # with_jid -> its listed presence and that serialised (Room.listed_presence's cache)
+    listed: dict[bool, tuple[Element, str]] = field(default_factory=dict, repr=False)
 
     @property
     def presence(self) -> Element | None:

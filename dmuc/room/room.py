@@ -213,6 +213,7 @@ class Room:
         without it, and the occupant's own copy with status 110. Sessions that entered
         through a XEP-0282 slave are reached with one copy per slave (§4.7)."""
         statuses = list(statuses)
+        occupant.listed.clear()  # whatever changed, the listed form changes with it
 
         def build(with_jid: bool, codes: list[str]) -> Element:
             return self.presence_of(
@@ -262,14 +263,30 @@ class Room:
             copy["to"] = link.jid
             out.send(copy)
 
-    def send_occupant_list(self, session: str, out: Outbox) -> None:
+    def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
+        """An occupant's presence as the room lists it to a newcomer (no status codes),
+        and its serialisation without 'to': kept until the occupant's next change, so that
+        N joins cost N serialisations per occupant, not N each."""
+        cached = occupant.listed.get(with_jid)
+        if cached is None:
+            presence = self.presence_of(occupant, with_jid, ())
+            cached = occupant.listed[with_jid] = (presence, stanzas.render_without_to(presence))
+        return cached
+
+    def send_occupant_list(self, session: str, out: Outbox,
+                           viewer_role: str | None = None) -> None:
         """Presence of every other occupant to a joining session (XEP-0045 §7.2.3)."""
+        if viewer_role is None:
+            viewer = self.occupant_by_session(session)
+            viewer_role = viewer.role if viewer is not None else "none"
+        with_jid = not self.is_anonymous() or viewer_role == "moderator"
         for occupant in self.occupants.values():
             if session in occupant.sessions:
                 continue
             if occupant.role not in self.config.presence_broadcast:
                 continue
-            self.publicise(occupant, out, only_to=[session])
+            presence, xml = self.listed_presence(occupant, with_jid)
+            out.broadcast(presence, [session], xml)
 
     # --- presence -----------------------------------------------------------------------
 
@@ -425,7 +442,7 @@ class Room:
             )
             # The list goes out before the occupant exists, so it never contains itself.
             if link is None:
-                self.send_occupant_list(sender, out)
+                self.send_occupant_list(sender, out, viewer_role=occupant.role)
             self.occupants[nick] = occupant
             self.nick_of[sender] = nick
             self.publicise(occupant, out, self_statuses=self_codes)

@@ -52,6 +52,9 @@ class SlaveRoom:
     queue: list[Element] = field(default_factory=list)  # held for the master
     # during a resync: the roster before it, and the stanza-ids of the history we had
     resync_old: dict[str, Element] | None = None
+    # nick -> (its roster presence, that XML, without the real JID, that XML); not stored
+    rendered: dict[str, tuple[Element, str, Element, str]] = field(
+        default_factory=dict, repr=False)
     known_ids: set[str] = field(default_factory=set)
     last_heard: float = 0.0
     last_keepalive: float = 0.0
@@ -432,6 +435,7 @@ class SlaveService:
         ours; local occupants are told only what changed, and get what they missed."""
         room.resync_old = dict(room.roster)
         room.roster.clear()
+        room.rendered.clear()
         room.known_ids = {dmuc_stanzas.stanza_id(e.stanza, room.jid) for e in room.history}
         room.history.clear()
         out.store(ClearSlaveHistory(room.jid))
@@ -478,7 +482,8 @@ class SlaveService:
         for other_nick, presence in room.roster.items():
             if other_nick == nick:
                 continue
-            out.broadcast(self._for_viewer(room, presence, viewer_role), [full])
+            listed, xml = self._for_viewer(room, other_nick, presence, viewer_role)
+            out.broadcast(listed, [full], xml)
         out.send(own)
         request = stanzas.child(dmuc_x, "history")
         for entry in room_history.select(_HistoryView(room), request, out.now):
@@ -510,11 +515,20 @@ class SlaveService:
         out.store_slave_delete(room.jid)
         out.info(f"{room.jid} was destroyed by its master")
 
-    def _for_viewer(self, room: SlaveRoom, presence: Element, viewer_role: str) -> Element:
-        """§4.7: strip the occupant's real JID per the room's whois setting."""
+    def _for_viewer(self, room: SlaveRoom, nick: str, presence: Element,
+                    viewer_role: str) -> tuple[Element, str]:
+        """§4.7: a listed presence with or without the occupant's real JID, per the room's
+        whois setting, and its serialisation (cached until that roster entry changes, so
+        that each newcomer's occupant list is not serialised anew)."""
+        cached = room.rendered.get(nick)
+        if cached is None or cached[0] is not presence:
+            stripped = dmuc_stanzas.strip_jid(presence)
+            cached = (presence, stanzas.render_without_to(presence), stripped,
+                      stanzas.render_without_to(stripped))
+            room.rendered[nick] = cached
         if room.whois == "anyone" or viewer_role == "moderator":
-            return presence
-        return dmuc_stanzas.strip_jid(presence)
+            return cached[0], cached[1]
+        return cached[2], cached[3]
 
     def _roster_update(self, room: SlaveRoom, stanza: Element, nick: str, out: Outbox) -> None:
         """§4.7: store the change, then deliver it to every local occupant."""
@@ -523,6 +537,7 @@ class SlaveService:
         if presence.getAttribute("type") == "unavailable":
             own = room.sessions_of(nick)
             room.roster.pop(nick, None)
+            room.rendered.pop(nick, None)
             new_nick = dmuc_stanzas.item_nick(presence)
             if new_nick and dmuc_stanzas.has_status(presence, "303"):
                 for full in own:
@@ -543,7 +558,8 @@ class SlaveService:
             # first or loses its last moderator, the master's snapshot does that instead.)
             for other, listed in room.roster.items():
                 if other != nick:
-                    out.broadcast(self._for_viewer(room, listed, role), own)
+                    element, xml = self._for_viewer(room, other, listed, role)
+                    out.broadcast(element, own, xml)
 
     def _deliver_roster_change(self, room: SlaveRoom, presence: Element, own: list[str],
                                out: Outbox) -> None:

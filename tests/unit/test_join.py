@@ -707,3 +707,15 @@ def test_presence_update_to_the_bare_room_jid_is_an_update():
     out = h.send(f"<presence from='{VALDIS}' to='{ROOM}'><show>away</show></presence>")
     [seen] = out.stanzas_for(WUMPUS)
     assert seen["from"] == f"{ROOM}/Valdis" and str(seen.firstChildElement()) == "away"
+
+
+def test_an_owner_joining_a_semi_anonymous_room_sees_real_jids_in_the_occupant_list():
+    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness, item
+
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")  # creates the room: Wumpus owns it
+    h.join(VALDIS, "Valdis")
+    h.send(f"<presence from='{WUMPUS}' to='{ROOM}/Wumpus' type='unavailable'/>")
+    out = h.join(WUMPUS, "Wumpus")  # the owner comes back: a moderator from the start
+    listed = [p for p in out.stanzas_for(WUMPUS) if p["from"] == f"{ROOM}/Valdis"]
+    assert listed and item(listed[0])["jid"] == VALDIS
