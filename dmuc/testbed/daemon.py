@@ -91,20 +91,21 @@ class TwistdDaemon:
             raise
         return self
 
-    def wait_for_log(self, text: str, timeout: float = 15.0) -> str:
-        """Wait until a log line contains ``text`` and return that line."""
+    def wait_for_log(self, text: str, timeout: float = 15.0, count: int = 1) -> str:
+        """Wait until ``count`` log lines contain ``text``; return the last of them.
+        (A log file offers no event to await: it is re-read with a short backoff.)"""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
-            for line in self.log_text().splitlines():
-                if text in line:
-                    return line
+            lines = [line for line in self.log_text().splitlines() if text in line]
+            if len(lines) >= count:
+                return lines[count - 1]
             if self.proc.poll() is not None:
                 self._fail(f"{self.name} exited with code {self.proc.returncode} "
                            f"before logging {text!r}")
             if time.monotonic() > deadline:
-                self._fail(f"{self.name} did not log {text!r} within {timeout} s")
+                self._fail(f"{self.name} did not log {text!r} {count} times within {timeout} s")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 

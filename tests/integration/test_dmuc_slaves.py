@@ -730,7 +730,7 @@ def test_master_restart_brings_slave_users_back_without_waiting(
     dmuc.master.stop()
     dmuc.master.start(wait_for="component connected")
     for domain in (KILLRC, ERIS, VESA):
-        wait_for_text(dmuc.slaves[domain].log_text, f"registered with {room}", 2)
+        dmuc.slaves[domain].wait_for_log(f"registered with {room}", count=2)
     dmuc.master.wait_for_log(f"joined {room} as BigCheese through {slave_jid(VESA)}")
 
     say(people["BigCheese"], room, "after the master's restart")

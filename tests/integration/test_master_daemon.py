@@ -128,13 +128,8 @@ def clients() -> Iterator[Callable[..., list[Client]]]:
 
 def wait_for_count(daemon: TwistdDaemon, text: str, count: int, timeout: float = 15) -> float:
     """Wait until ``text`` occurs ``count`` times in the daemon's log; returns the monotonic
-    time it was seen (polled every 10 ms, as TwistdDaemon.wait_for_log polls)."""
-    deadline = time.monotonic() + timeout
-    while daemon.log_text().count(text) < count:
-        assert daemon.running(), f"daemon exited:\n{daemon.log_text()[-3000:]}"
-        assert time.monotonic() < deadline, (
-            f"{text!r} not logged {count} times in {timeout} s:\n{daemon.log_text()[-3000:]}")
-        time.sleep(0.01)
+    time it was seen."""
+    daemon.wait_for_log(text, timeout=timeout, count=count)
     return time.monotonic()
 
 
