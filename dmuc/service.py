@@ -15,7 +15,7 @@ from twisted.words.xish.domish import Element
 from dmuc import dmuc_stanzas, jids, stanzas, xmlns
 from dmuc.hooks import Hooks
 from dmuc.outbox import DeleteRoom, Outbox
-from dmuc.room import history
+from dmuc.room import affiliation_notify, history
 from dmuc.room.distribution import Distribution
 from dmuc.room.model import RoomConfig
 from dmuc.room.room import Room, join_password
@@ -48,6 +48,7 @@ class MUCService:
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
+        affiliation_notify.setup(self.hooks)  # built-in features that work through hooks
 
     # --- state from storage --------------------------------------------------------------
 

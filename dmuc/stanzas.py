@@ -225,6 +225,14 @@ def subject_message(from_: str, subject: str | None) -> Element:
     return msg
 
 
+def affiliation_notice(room_jid: str, user: str, affiliation: str) -> Element:
+    """To a user outside the room whose affiliation changed: status 101 (as mod_muc)."""
+    msg = new("message", {"from": room_jid, "to": user, "type": "headline"})
+    msg.addElement("body", content=f"Your affiliation in room {room_jid} is now {affiliation}.")
+    msg.addChild(muc_user_x(statuses=["101"]))
+    return msg
+
+
 def status_message(room_jid: str, codes: Iterable[str]) -> Element:
     """A groupchat message from the room carrying only status codes (e.g. 104)."""
     msg = new("message", {"from": room_jid, "type": "groupchat"})

@@ -503,3 +503,30 @@ def test_kicking_the_last_occupant_ends_a_temporary_room():
     _result(out, WIZ)
     assert "307" in codes(one(presences(out, TROY)))
     assert ROOM not in h.service.rooms
+
+
+def test_a_user_outside_the_room_is_told_of_a_new_affiliation_with_status_101():
+    from muc_helpers import ROOM, WUMPUS, Harness, codes
+
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")
+    out = h.send(f"<iq type='set' id='m' from='{WUMPUS}' to='{ROOM}'>"
+                 "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                 "<item affiliation='member' jid='rubenro@vesa.yeggmaex.irc'/></query></iq>")
+    [notice] = out.stanzas_for("rubenro@vesa.yeggmaex.irc")
+    assert notice["from"] == ROOM and notice["type"] == "headline"
+    assert codes(notice) == {"101"}
+    assert "member" in str(notice.firstChildElement())
+
+
+def test_no_out_of_room_notice_for_an_occupant():
+    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness
+
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")
+    h.join(VALDIS, "Valdis")
+    out = h.send(f"<iq type='set' id='m' from='{WUMPUS}' to='{ROOM}'>"
+                 "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                 "<item affiliation='member' jid='valdis@killrc.oulubox.irc'/></query></iq>")
+    assert not out.stanzas_for("valdis@killrc.oulubox.irc")
+    assert [p.name for p in out.stanzas_for(VALDIS)] == ["presence"]
