@@ -98,5 +98,7 @@ def room_items(room: Room, stanza: Element, payload: Element, out: Outbox) -> No
     asker = stanza.getAttribute("from")
     if room.config.public or room.occupant_by_session(asker) is not None:
         for nick in room.occupants:
-            reply.addElement("item")["jid"] = room.occupant_jid(nick)
+            item = reply.addElement("item")
+            item["jid"] = room.occupant_jid(nick)
+            item["name"] = nick
     out.send(stanzas.iq_result(stanza, reply))

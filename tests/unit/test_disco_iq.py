@@ -152,8 +152,8 @@ def test_room_disco_items_lists_occupants():
     h.create_instant(WIZ, "wiz")
     h.join(TROY, "troy")
     reply = _result(iq(h, PHAEDRUS, ROOM, "get", DISCO_ITEMS), PHAEDRUS)
-    listed = {i["jid"] for i in stanzas.children(payload(reply), "item")}
-    assert listed == {occ("wiz"), occ("troy")}
+    listed = {(i["jid"], i["name"]) for i in stanzas.children(payload(reply), "item")}
+    assert listed == {(occ("wiz"), "wiz"), (occ("troy"), "troy")}
     assert "eris" not in reply.toXml()
 
 
