@@ -41,6 +41,11 @@ def register_iq(slave: str, room: str, iq_id: str, keepalive: int, history: int)
     return stanzas.iq("set", slave, room, iq_id, register)
 
 
+def unregister_iq(slave: str, room: str, iq_id: str) -> Element:
+    """The slave stops mirroring a room (its last local occupant left)."""
+    return stanzas.iq("set", slave, room, iq_id, Element((xmlns.DMUC, "unregister")))
+
+
 def keepalive_iq(slave: str, room: str, iq_id: str) -> Element:
     """§4.10: are we still registered? (an error item-not-found says no)."""
     return stanzas.iq("get", slave, room, iq_id, Element((xmlns.DMUC, "keepalive")))

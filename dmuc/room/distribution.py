@@ -125,6 +125,8 @@ class Distribution:
         payload = next(stanza.elements(), None)
         if kind == "iq" and stype == "set" and _is(payload, "register"):
             self._register(stanza, payload, slave_jid, room_jid, out)
+        elif kind == "iq" and stype == "set" and _is(payload, "unregister"):
+            self._unregister(stanza, link, out)
         elif kind == "iq" and stype == "get" and _is(payload, "keepalive"):
             if link is None:
                 out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
@@ -172,6 +174,21 @@ class Distribution:
         out.info(f"slave {slave_jid} registered for {room_jid} "
                  f"(keepalive {keepalive}s, history {history})")
         self.snapshot(link, out)
+
+    def _unregister(self, stanza: Element, link: SlaveLink | None, out: Outbox) -> None:
+        """The slave stops mirroring the room; any session still reached through it leaves
+        (it cannot be reached any more)."""
+        out.send(stanzas.iq_result(stanza))
+        if link is None:
+            return
+        self.links.get(link.room, {}).pop(link.jid, None)
+        room = self.service.rooms.get(link.room)
+        if room is not None:
+            for session, slave in list(room.via.items()):
+                occupant = room.occupant_by_session(session)
+                if slave == link.jid and occupant is not None:
+                    room.remove_session(occupant, session, out, statuses=("333",))
+        out.info(f"slave {link.jid} unregistered from {link.room}")
 
     def snapshot(self, link: SlaveLink, out: Outbox) -> None:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,

@@ -503,6 +503,17 @@ class SlaveService:
         own["to"] = full
         out.send(own)
         out.info(f"{full} left {room.jid}")
+        if not room.local and not room.directed and not room.queue:
+            self._unregister(room, out)
+
+    def _unregister(self, room: SlaveRoom, out: Outbox) -> None:
+        """The last local occupant left: stop mirroring the room, so that neither side
+        keeps it alive with keepalives (the next local join registers again)."""
+        out.send(dmuc_stanzas.unregister_iq(self.jid, room.jid, self._id("unregister",
+                                                                         room.jid)))
+        self.rooms.pop(room.jid, None)
+        out.store_slave_delete(room.jid)
+        out.info(f"no local occupant left in {room.jid}; unregistered")
 
     def _destroyed(self, room: SlaveRoom, stanza: Element, out: Outbox) -> None:
         notice = dmuc_stanzas.without_dmuc(stanza)

@@ -253,3 +253,18 @@ def test_a_restarted_master_gets_its_slaves_and_their_users_back_at_once():
     for who in (WUMPUS, WIZ, EFCHEN):
         assert "back" in [str(stanzas.child(m, "body")) for m in net.take(who)
                           if m.name == "message"]
+
+
+def test_the_slave_unregisters_when_its_last_local_occupant_leaves():
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    assert net.master.distribution.link(ROOM, vesa.jid) is not None
+    net.user_sends(f"<presence from='{EFCHEN}' to='{ROOM}/Efchen' type='unavailable'/>")
+    assert ROOM not in vesa.rooms
+    assert net.master.distribution.link(ROOM, vesa.jid) is None
+    net.s2s.clear()
+    net.tick(120)  # no keepalives for a room nobody here is in
+    assert ("vesa.yeggmaex.irc", "iq") not in net.s2s
+    net.join(BIGCHEESE, "BigCheese", ROOM)  # and the next local join registers again
+    assert net.master.distribution.link(ROOM, vesa.jid) is not None
+    assert "BigCheese" in net.master.rooms[ROOM].occupants
