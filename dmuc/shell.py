@@ -56,13 +56,15 @@ class ComponentConnection(component.Component):
         failed, lost = self.factory.clientConnectionFailed, self.factory.clientConnectionLost
 
         def connection_failed(connector, reason):  # type: ignore[no-untyped-def]
-            self._note(f"cannot connect to {host}:{port}: {reason.getErrorMessage()}")
-            failed(connector, reason)
+            failed(connector, reason)  # schedules the next attempt (factory.delay)
+            self._note(f"cannot connect to {host}:{port}: {reason.getErrorMessage()}; "
+                       f"retrying in {self.factory.delay:.1f} s")
 
         def connection_lost(connector, reason):  # type: ignore[no-untyped-def]
-            if self.running:
-                self._note(f"connection to {host}:{port} lost; reconnecting")
             lost(connector, reason)
+            if self.running:
+                self._note(f"connection to {host}:{port} lost; "
+                           f"retrying in {self.factory.delay:.1f} s")
 
         self.factory.clientConnectionFailed = connection_failed
         self.factory.clientConnectionLost = connection_lost
