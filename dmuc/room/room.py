@@ -503,14 +503,12 @@ class Room:
         new_nick = jids.prep_nick(requested)
         target_jid = self.occupant_jid(requested)
         refusal: Refusal | None = None
+        holder = self.occupants.get(new_nick) if new_nick is not None else None
         if new_nick is None:
             refusal = Refusal("modify", "jid-malformed", "Invalid nickname")
-        elif len(occupant.sessions) > 1:
-            refusal = Refusal("cancel", "not-acceptable", "Leave with your other sessions first")
         else:
-            holder = self.occupants.get(new_nick)
             reserver = self.reserved_by(new_nick)
-            if holder is not None and holder is not occupant:
+            if holder is not None and holder.bare_jid != occupant.bare_jid:
                 refusal = Refusal("cancel", "conflict", "That nickname is already in use")
             elif reserver is not None and reserver != occupant.bare_jid:
                 refusal = Refusal("cancel", "conflict",
@@ -527,6 +525,9 @@ class Room:
             out.send(reply)
             return
         assert new_nick is not None
+        if len(occupant.sessions) > 1 or (holder is not None and holder is not occupant):
+            self._move_session(occupant, sender, new_nick, requested, stanza, out)
+            return
         old_nick = occupant.nick
         self.publicise(
             occupant,
@@ -547,6 +548,35 @@ class Room:
         out.info(f"{sender} in {self.jid}: {old_nick} is now {new_nick}")
         self.service.hooks.fire("occupant-nick-changed", room=self, occupant=occupant,
                                 old_nick=old_nick, out=out)
+
+    def _move_session(self, occupant: Occupant, session: str, new_nick: str, requested: str,
+                      stanza: Element, out: Outbox) -> None:
+        """A nick change by one session of a multi-session occupant (or into a nick the
+        same user holds with another session): that session alone moves, as in mod_muc.
+        It sees its old self leave (303); the others see it only if no session is left."""
+        old_nick = occupant.nick
+        last = len(occupant.sessions) == 1
+        self.publicise(occupant, out, presence_type="unavailable", statuses=["303"],
+                       item_extra={"nick": new_nick}, only_to=None if last else [session])
+        del occupant.sessions[session]
+        del self.nick_of[session]
+        if last:
+            self.occupants.pop(old_nick, None)
+        elif occupant.primary == session:
+            occupant.primary = next(iter(occupant.sessions))
+            self.publicise(occupant, out)
+        presence = self._stored_presence(stanza)
+        target = self.occupants.get(new_nick)
+        if target is None:
+            target = Occupant(nick=new_nick, bare_jid=occupant.bare_jid, role=occupant.role,
+                              sessions={session: presence}, primary=session)
+            self.occupants[new_nick] = target
+        else:
+            target.sessions[session] = presence
+            target.primary = session
+        self.nick_of[session] = new_nick
+        self.publicise(target, out, self_statuses=["210"] if new_nick != requested else [])
+        out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
     def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:
         base = self._stored_presence(stanza) if stanza is not None else None

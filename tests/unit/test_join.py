@@ -719,3 +719,35 @@ def test_an_owner_joining_a_semi_anonymous_room_sees_real_jids_in_the_occupant_l
     out = h.join(WUMPUS, "Wumpus")  # the owner comes back: a moderator from the start
     listed = [p for p in out.stanzas_for(WUMPUS) if p["from"] == f"{ROOM}/Valdis"]
     assert listed and item(listed[0])["jid"] == VALDIS
+
+
+def test_one_session_changing_nick_moves_alone_as_in_mod_muc():
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.join(HAMMER, "troy")
+    out = h.send(f"<presence from='{HAMMER}' to='{ROOM}/hammer'/>")
+    own = presences(out, HAMMER)
+    assert own[0]["type"] == "unavailable" and {"303", "110"} <= codes(own[0])
+    assert item(own[0])["nick"] == "hammer"
+    assert own[-1]["from"] == occ("hammer") and "110" in codes(own[-1])
+    # the others see a new occupant; the old one stays (its other session is still in)
+    seen = presence_from(out, WIZ, "hammer")
+    assert seen and seen[0].getAttribute("type") is None
+    assert not [p for p in presence_from(out, WIZ, "troy") if p.getAttribute("type")]
+    room = h.service.rooms[ROOM]
+    assert set(room.occupants["troy"].sessions) == {TROY}
+    assert set(room.occupants["hammer"].sessions) == {HAMMER}
+
+
+def test_a_session_may_move_into_a_nick_its_user_holds():
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.join(HAMMER, "hammer")
+    out = h.send(f"<presence from='{HAMMER}' to='{ROOM}/troy'/>")
+    room = h.service.rooms[ROOM]
+    assert set(room.occupants["troy"].sessions) == {TROY, HAMMER}
+    assert "hammer" not in room.occupants
+    gone = [p for p in presence_from(out, WIZ, "hammer") if p.getAttribute("type")]
+    assert gone and "303" in codes(gone[0])
