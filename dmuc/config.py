@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dmuc.room.model import RoomConfig
+from dmuc.service import ServiceSettings
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -36,17 +37,9 @@ class MasterConfig:
     path: str
     component: ComponentConfig
     storage_url: str
-    log_level: str = "info"
-    admins: list[str] = field(default_factory=list)
-    create_rooms: str | list[str] = "anyone"
-    room_locking: bool = True
-    max_history_length: int = 50
-    enforce_reserved_nicks: bool = False
-    allow_unaffiliated_register: bool = False
-    room_defaults: dict[str, Any] = field(default_factory=dict)
+    log_level: str
+    muc: ServiceSettings  # the [muc] table and the [[slaves]] allow list, as the core takes them
     plugins: list[str] = field(default_factory=list)
-    # XEP-0282 slaves allowed to mirror rooms: slave JID -> the user domains it serves
-    slaves: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,8 +162,8 @@ def load_master_config(path: str) -> MasterConfig:
     for table in r.data:
         if table not in ("component", "storage", "log", "muc", "slaves"):
             raise r.error(table, "unknown table")
-    cfg = MasterConfig(path=path, component=_component(r), storage_url=_storage_url(r),
-                       log_level=_log_level(r))
+    component = _component(r)
+    storage_url, log_level = _storage_url(r), _log_level(r)
     r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
                             "enforce_reserved_nicks", "allow_unaffiliated_register",
                             "room_defaults", "plugins"})
@@ -181,17 +174,12 @@ def load_master_config(path: str) -> MasterConfig:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
         if parsed is None or parsed.user is None:
             raise r.error("muc.admins", f"{admin!r} is not a bare user JID")
-    cfg.admins = [jids.parse(a).userhost() for a in admins]  # type: ignore[union-attr]
     create = r.get("muc", "create_rooms", (str, list), "anyone")
     if isinstance(create, str) and create not in ("anyone", "admins"):
         raise r.error("muc.create_rooms", "must be \"anyone\", \"admins\" or a list of domains")
-    cfg.create_rooms = create
-    cfg.room_locking = r.get("muc", "room_locking", bool, True)
-    cfg.max_history_length = r.get("muc", "max_history_length", int, 50)
-    if cfg.max_history_length < 0:
+    max_history_length = r.get("muc", "max_history_length", int, 50)
+    if max_history_length < 0:
         raise r.error("muc.max_history_length", "must not be negative")
-    cfg.enforce_reserved_nicks = r.get("muc", "enforce_reserved_nicks", bool, False)
-    cfg.allow_unaffiliated_register = r.get("muc", "allow_unaffiliated_register", bool, False)
     defaults = r.get("muc", "room_defaults", dict, {})
     fields = RoomConfig.__dataclass_fields__
     for key, value in defaults.items():
@@ -200,13 +188,22 @@ def load_master_config(path: str) -> MasterConfig:
         expected = type(getattr(RoomConfig(), key))
         if type(value) is not expected:
             raise r.error(f"muc.room_defaults.{key}", f"must be {expected.__name__}")
-    cfg.room_defaults = defaults
     plugins = r.get("muc", "plugins", list, [])
     if not all(isinstance(p, str) for p in plugins):
         raise r.error("muc.plugins", "must be a list of module names")
-    cfg.plugins = plugins
-    cfg.slaves = _slaves(r)
-    return cfg
+    settings = ServiceSettings(
+        jid=component.jid,
+        admins=frozenset(jids.parse(a).userhost() for a in admins),  # type: ignore[union-attr]
+        create_rooms=create,
+        room_locking=r.get("muc", "room_locking", bool, True),
+        max_history_length=max_history_length,
+        enforce_reserved_nicks=r.get("muc", "enforce_reserved_nicks", bool, False),
+        allow_unaffiliated_register=r.get("muc", "allow_unaffiliated_register", bool, False),
+        room_defaults=defaults,
+        slaves={jid: frozenset(domains) for jid, domains in _slaves(r).items()},
+    )
+    return MasterConfig(path=path, component=component, storage_url=storage_url,
+                        log_level=log_level, muc=settings, plugins=plugins)
 
 
 def _domain_list(r: _Reader, key: str, values: Any) -> list[str]:

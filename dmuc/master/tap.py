@@ -9,7 +9,7 @@ from twisted.python import usage
 from dmuc.config import MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.log import set_level
-from dmuc.service import MUCService, ServiceSettings
+from dmuc.service import MUCService
 from dmuc.shell import CoreHandler, Daemon, config_options
 from dmuc.storage import open_storage
 
@@ -18,18 +18,7 @@ Options = config_options("dmuc-master", load_master_config)
 
 def build_service(cfg: MasterConfig) -> MUCService:
     hooks = Hooks()
-    settings = ServiceSettings(
-        jid=cfg.component.jid,
-        admins=frozenset(cfg.admins),
-        create_rooms=cfg.create_rooms,
-        room_locking=cfg.room_locking,
-        max_history_length=cfg.max_history_length,
-        enforce_reserved_nicks=cfg.enforce_reserved_nicks,
-        allow_unaffiliated_register=cfg.allow_unaffiliated_register,
-        room_defaults=cfg.room_defaults,
-        slaves={jid: frozenset(domains) for jid, domains in cfg.slaves.items()},
-    )
-    muc = MUCService(settings, hooks)
+    muc = MUCService(cfg.muc, hooks)
     load_plugins(cfg.plugins, hooks, muc)
     return muc
 

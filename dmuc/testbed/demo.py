@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from dmuc.testbed.configs import daemon_toml
@@ -41,6 +42,25 @@ def _port(preferred: int) -> int:
     return preferred
 
 
+def interruptible() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM (the daemons run in sessions of their own, so only
+    this launcher gets the signal and it stops them, once, by PID)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def watch(stop: threading.Event, processes: Sequence[TwistdDaemon | ProsodyInstance]) -> int:
+    """Wait for Ctrl-C; 0 then, or 1 as soon as one of `processes` has exited."""
+    while not stop.wait(1.0):
+        dead = [p for p in processes if not p.running()]
+        if dead:
+            print(f"exited: {dead}; stopping", file=sys.stderr)
+            return 1
+    return 0
+
+
 def write_master_config(path: Path, component_port: int, secret: str, db: Path) -> None:
     path.write_text(daemon_toml(jid=SERVICE, host="127.0.0.1", port=component_port,
                                 secret=secret, db_path=db, level="info"))
@@ -58,9 +78,7 @@ def main() -> int:
     )
     config = state / "dmuc-master.toml"
     master = TwistdDaemon("dmuc-master", config, state)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = interruptible()
     try:
         (workdir / "prosody").mkdir()
         prosody.start()
@@ -77,11 +95,7 @@ Accounts (any password works):""")
         print(f"""
 Room state is kept in {state / 'master.db'}; logs: {master.log_path} and {prosody.log_path}.
 Press Ctrl-C to stop.""", flush=True)
-        while not stop.wait(1.0):
-            if not master.running() or not prosody.running():
-                print("a process exited; stopping", file=sys.stderr)
-                return 1
-        return 0
+        return watch(stop, [master, prosody])
     except TestbedError as exc:
         print(f"dmuc demo: {exc}", file=sys.stderr)
         return 1

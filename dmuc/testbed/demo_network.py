@@ -11,13 +11,12 @@ Ctrl-C. Room state is kept in ./run/*.db across runs.
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from dmuc.testbed.daemon import TwistdDaemon
+from dmuc.testbed.demo import interruptible, watch
 from dmuc.testbed.network import (
     DIRECT_DOMAIN,
     MUC_SERVICE,
@@ -64,9 +63,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dmuc-demo-network-"))
     network = DmucNetwork(workdir, c2s_port=5222, log_level="info")
     daemons: list[TwistdDaemon] = []
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = interruptible()
     try:
         network.start()
         master_cfg = state / "dmuc-master.toml"
@@ -99,13 +96,7 @@ Servers (c2s address):""")
 Room state: {state}/*.db; daemon logs: {state}/dmuc-master.log, {state}/dmuc-slave-*/;
 Prosody logs: {workdir}/<domain>/prosody.log.
 Press Ctrl-C to stop.""", flush=True)
-        while not stop.wait(1.0):
-            dead = [d for d in daemons if not d.running()]
-            dead += [s.prosody for s in network.servers.values() if not s.prosody.running()]
-            if dead:
-                print(f"exited: {dead}; stopping", file=sys.stderr)
-                return 1
-        return 0
+        return watch(stop, [*daemons, *(s.prosody for s in network.servers.values())])
     except TestbedError as exc:
         print(f"dmuc network demo: {exc}", file=sys.stderr)
         return 1

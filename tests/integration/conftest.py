@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -43,6 +44,21 @@ def make_tempdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+T = TypeVar("T", ProsodyInstance, DmucNetwork)
+
+
+def running(testbed: T, workdir: Path) -> Iterator[T]:
+    """Start a testbed, yield it, stop it by PID and remove its directory (unless
+    DMUC_KEEP_TESTBED is set): the body of every testbed fixture."""
+    testbed.start()
+    try:
+        yield testbed
+    finally:
+        testbed.stop()
+        if not keep_testbed():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _xmpp_loop() -> Iterator[None]:
     """Close the clients' shared asyncio loop at the end of the session."""
@@ -54,19 +70,12 @@ def _xmpp_loop() -> Iterator[None]:
 def prosody() -> Iterator[ProsodyInstance]:
     """One Prosody hosting the four test domains and the MUC component ``channel.avalon.irc``."""
     workdir = make_tempdir("dmuc-prosody-")
-    inst = ProsodyInstance(
+    yield from running(ProsodyInstance(
         workdir,
         virtualhosts=TEST_DOMAINS,
         components=[ComponentSpec(MUC_DOMAIN, secrets.token_hex(16)),
                     ComponentSpec(SPARE_COMPONENT, secrets.token_hex(16))],
-    )
-    inst.start()
-    try:
-        yield inst
-    finally:
-        inst.stop()
-        if not keep_testbed():
-            shutil.rmtree(workdir, ignore_errors=True)
+    ), workdir)
 
 
 @pytest.fixture
@@ -141,15 +150,8 @@ def network() -> Iterator[DmucNetwork]:
 
     Tests that set mod_dmuc_slave's mirror list (a raw component) must clear it again."""
     workdir = make_tempdir("dmuc-network-")
-    net = DmucNetwork(workdir, extra_components={
-        "vesa.yeggmaex.irc": [ComponentSpec(PROBE_COMPONENT, secrets.token_hex(16))]})
-    net.start()
-    try:
-        yield net
-    finally:
-        net.stop()
-        if not keep_testbed():
-            shutil.rmtree(workdir, ignore_errors=True)
+    yield from running(DmucNetwork(workdir, extra_components={
+        "vesa.yeggmaex.irc": [ComponentSpec(PROBE_COMPONENT, secrets.token_hex(16))]}), workdir)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from cast import CAST as SEED_CAST
 from cast import DIRECT_USER
-from conftest import PROBE_COMPONENT, MakeClient, keep_testbed, make_tempdir
+from conftest import PROBE_COMPONENT, MakeClient, keep_testbed, make_tempdir, running
 from test_network import RawComponent, error_condition_component
 from xmpp_client import (
     NS_CLIENT,
@@ -108,18 +108,11 @@ def network() -> Iterator[DmucNetwork]:
     """This module's own five-server network (overrides the session one for this module;
     ``net_client_factory`` connects to it)."""
     workdir = make_tempdir("dmuc-slaves-net-")
-    net = DmucNetwork(workdir, ips=IPS, extra_components={
+    yield from running(DmucNetwork(workdir, ips=IPS, extra_components={
         VESA: [ComponentSpec(PROBE_COMPONENT, secrets.token_hex(16))],
         MASTER_DOMAIN: [ComponentSpec(FORGE, secrets.token_hex(16),
                                       options={"validate_from_addresses": False})],
-    })
-    net.start()
-    try:
-        yield net
-    finally:
-        net.stop()
-        if not keep_testbed():
-            shutil.rmtree(workdir, ignore_errors=True)
+    }), workdir)
 
 
 @dataclass

@@ -45,7 +45,7 @@ def shipped(tmp_path: Path, name: str) -> str:
 def test_shipped_examples_load(tmp_path: Path) -> None:
     master = load_master_config(shipped(tmp_path, "dmuc-master.toml"))
     assert master.component.jid == "channel.avalon.irc"
-    assert master.room_defaults["history_length"] == 20
+    assert master.muc.room_defaults["history_length"] == 20 and master.muc.room_locking
     slave = load_slave_config(shipped(tmp_path, "dmuc-slave.toml"))
     assert slave.domains == ["vesa.yeggmaex.irc"] and slave.masters == ["channel.avalon.irc"]
 
@@ -56,7 +56,8 @@ def test_master_slaves_allow_list(tmp_path: Path) -> None:
 jid = "dmuc.vesa.yeggmaex.irc"
 domains = ["vesa.yeggmaex.irc"]
 """))
-    assert cfg.slaves == {"dmuc.vesa.yeggmaex.irc": ["vesa.yeggmaex.irc"]}
+    assert cfg.muc.slaves == {"dmuc.vesa.yeggmaex.irc": frozenset({"vesa.yeggmaex.irc"})}
+    assert cfg.muc.jid == "channel.avalon.irc"
 
 
 @pytest.mark.parametrize(("extra", "key"), [
