@@ -9,11 +9,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run run-single test unit lint bench deps venv clean
 
 run: deps venv
-	$(BIN)/python -m dmuc.testbed.demo_network
+	$(BIN)/python -m testbed.demo_network
 
 # One Prosody with the master only.
 run-single: deps venv
-	$(BIN)/python -m dmuc.testbed.demo
+	$(BIN)/python -m testbed.demo
 
 test: deps venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -22,7 +22,7 @@ unit: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 lint: venv
-	$(BIN)/ruff check dmuc tests benchmarks twisted
+	$(BIN)/ruff check dmuc tests benchmarks twisted testbed
 
 bench: deps venv
 	$(BIN)/python -m benchmarks.broadcast
@@ -39,7 +39,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 clean:

@@ -29,7 +29,7 @@ from benchmarks.fake_prosody import (
     print_row,
     result,
 )
-from dmuc.testbed.configs import daemon_toml
+from testbed.configs import daemon_toml
 
 SERVICE = "channel.avalon.irc"
 ROOM = f"wallops@{SERVICE}"
@@ -73,8 +73,8 @@ async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, 
 
 def run_core(occupants: int, messages: int) -> dict[str, float]:
     """The sans-I/O core plus serialisation, in this process: the master's CPU ceiling."""
-    from dmuc import stanzas
-    from dmuc.service import MUCService, ServiceSettings
+    from dmuc.master.service import MUCService, ServiceSettings
+    from dmuc.protocol import stanzas
 
     parse = stanzas.parse_stanza
 

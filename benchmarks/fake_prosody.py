@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from dmuc.testbed.daemon import TwistdDaemon
+from testbed.daemon import TwistdDaemon
 
 STREAM_ID = "benchstream"
 SECRET = "bench"

@@ -26,7 +26,7 @@ from benchmarks.fake_prosody import (
     print_row,
     result,
 )
-from dmuc.testbed.configs import daemon_toml
+from testbed.configs import daemon_toml
 
 DOMAIN = "vesa.yeggmaex.irc"
 SLAVE = f"dmuc.{DOMAIN}"

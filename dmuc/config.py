@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmuc.room.model import RoomConfig
-from dmuc.service import ServiceSettings
+from dmuc.master.model import RoomConfig
+from dmuc.master.service import ServiceSettings
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 

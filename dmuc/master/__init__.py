@@ -1,1 +1,1 @@
-"""The master daemon: the MUC service as an XEP-0114 component (``twistd dmuc-master``)."""
+"""The master (sans-I/O): the XEP-0045 room service and the XEP-0282 routing through slaves."""

@@ -15,10 +15,11 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc import dmuc_stanzas, jids, stanzas, xmlns
+from dmuc import jids, xmlns
+from dmuc.master.features import history as room_history
+from dmuc.master.model import HistoryEntry
 from dmuc.outbox import ClearSlaveHistory, Outbox
-from dmuc.room import history as room_history
-from dmuc.room.model import HistoryEntry
+from dmuc.protocol import stanzas, xep0282
 from dmuc.storage import HistoryRecord
 
 MAX_QUEUED = 500  # stanzas held per room while registering or split
@@ -91,7 +92,7 @@ class SlaveRoom:
 
     def role_of(self, nick: str) -> str:
         presence = self.roster.get(nick)
-        item = dmuc_stanzas.muc_item(presence) if presence is not None else None
+        item = xep0282.muc_item(presence) if presence is not None else None
         return item.getAttribute("role", "none") if item is not None else "none"
 
     def sessions_of(self, nick: str) -> list[str]:
@@ -133,7 +134,7 @@ class SlaveService:
         and (re-)register the rooms we mirror."""
         out = Outbox(now)
         for domain in sorted(self.settings.domains):
-            out.send(dmuc_stanzas.mirror_iq(self.jid, domain, sorted(self.settings.masters),
+            out.send(xep0282.mirror_iq(self.jid, domain, sorted(self.settings.masters),
                                             self._id("mirror", domain)))
         for room_jid in self.settings.rooms:
             self._room(room_jid)
@@ -177,7 +178,7 @@ class SlaveService:
             quiet = now - max(room.last_heard, room.last_keepalive)
             if quiet >= interval:
                 room.last_keepalive = now
-                out.send(dmuc_stanzas.keepalive_iq(self.jid, room.jid,
+                out.send(xep0282.keepalive_iq(self.jid, room.jid,
                                                    self._id("keepalive", room.jid)))
         return out
 
@@ -239,9 +240,9 @@ class SlaveService:
         nick = room.local.get(full)
         is_groupchat = stanza.name == "message" and stanza.getAttribute("type") == "groupchat"
         if is_groupchat and nick is not None and stanza.getAttribute("to") == room.jid:
-            out.broadcast(dmuc_stanzas.local_echo(stanza, room.jid, nick), room.local_sessions())
+            out.broadcast(xep0282.local_echo(stanza, room.jid, nick), room.local_sessions())
             held = stanzas.copy(stanza)
-            held["id"] = dmuc_stanzas.SPLIT_ID_PREFIX + (stanza.getAttribute("id") or "")
+            held["id"] = xep0282.SPLIT_ID_PREFIX + (stanza.getAttribute("id") or "")
             self._hold(room, held, out)
             return
         self._hold(room, stanza, out)
@@ -249,7 +250,7 @@ class SlaveService:
     def _register(self, room: SlaveRoom, out: Outbox) -> None:
         self._touched.add(room.jid)
         room.registering = True
-        out.send(dmuc_stanzas.register_iq(self.jid, room.jid, self._id("register", room.jid),
+        out.send(xep0282.register_iq(self.jid, room.jid, self._id("register", room.jid),
                                           self.settings.keepalive, self.settings.history))
 
     def _flush(self, room: SlaveRoom, out: Outbox) -> None:
@@ -276,7 +277,7 @@ class SlaveService:
                 out.send(stanzas.iq_result(stanza))
                 return
             if payload is not None and payload.uri == xmlns.DISCO_INFO:
-                out.send(stanzas.iq_result(stanza, dmuc_stanzas.slave_disco_info()))
+                out.send(stanzas.iq_result(stanza, xep0282.slave_disco_info()))
                 return
         if stype not in ("error", "result") and kind == "iq":
             out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
@@ -295,7 +296,7 @@ class SlaveService:
         if room is None:
             return
         if stanza.getAttribute("type") == "error":
-            condition = dmuc_stanzas.error_condition(stanza)
+            condition = xep0282.error_condition(stanza)
             if kind == "register":
                 room.registering = False
                 if condition in ("forbidden", "not-allowed", "service-unavailable",
@@ -382,7 +383,7 @@ class SlaveService:
             return
         if stype == "error":
             self._split(room, out, f"{stanza.name} bounced "
-                                   f"({dmuc_stanzas.error_condition(stanza)})")
+                                   f"({xep0282.error_condition(stanza)})")
             return
         room.last_heard = out.now
         if room.split and not room.registering:
@@ -436,7 +437,7 @@ class SlaveService:
         room.resync_old = dict(room.roster)
         room.roster.clear()
         room.rendered.clear()
-        room.known_ids = {dmuc_stanzas.stanza_id(e.stanza, room.jid) for e in room.history}
+        room.known_ids = {xep0282.stanza_id(e.stanza, room.jid) for e in room.history}
         room.history.clear()
         out.store(ClearSlaveHistory(room.jid))
 
@@ -452,7 +453,7 @@ class SlaveService:
                 self._deliver_roster_change(room, presence, room.sessions_of(nick), out)
         for nick, presence in old.items():
             if nick not in room.roster and nick not in local_nicks:
-                gone = dmuc_stanzas.gone_during_split(presence)
+                gone = xep0282.gone_during_split(presence)
                 self._deliver_roster_change(room, gone, [], out)
         room.registered = True
         room.split = False
@@ -470,15 +471,15 @@ class SlaveService:
         if user.host not in self.settings.domains or full not in room.directed:
             out.warn(f"refused ENTER of {full} to {room.jid}: no directed presence from "
                      "that user")
-            out.send(dmuc_stanzas.refuse_presence(self.jid, room.jid, full))
+            out.send(xep0282.refuse_presence(self.jid, room.jid, full))
             return
         already = room.local.get(full) == nick
         room.local[full] = nick
-        own = dmuc_stanzas.without_dmuc(stanza)
+        own = xep0282.without_dmuc(stanza)
         own["to"] = full
         if already:
             return  # a netjoin re-entry: the user has the roster and history already
-        viewer_role = dmuc_stanzas.item_role(own)
+        viewer_role = xep0282.item_role(own)
         for other_nick, presence in room.roster.items():
             if other_nick == nick:
                 continue
@@ -487,7 +488,7 @@ class SlaveService:
         out.send(own)
         request = stanzas.child(dmuc_x, "history")
         for entry in room_history.select(_HistoryView(room), request, out.now):
-            out.broadcast(dmuc_stanzas.history_for_local(entry, room.jid), [full])
+            out.broadcast(xep0282.history_for_local(entry, room.jid), [full])
         subject = room.subject if room.subject is not None else stanzas.subject_message(
             room.jid, "")
         out.broadcast(stanzas.copy(subject), [full])
@@ -499,7 +500,7 @@ class SlaveService:
         if not full or full not in room.local:
             return
         del room.local[full]
-        own = dmuc_stanzas.without_dmuc(stanza)
+        own = xep0282.without_dmuc(stanza)
         own["to"] = full
         out.send(own)
         out.info(f"{full} left {room.jid}")
@@ -509,14 +510,14 @@ class SlaveService:
     def _unregister(self, room: SlaveRoom, out: Outbox) -> None:
         """The last local occupant left: stop mirroring the room, so that neither side
         keeps it alive with keepalives (the next local join registers again)."""
-        out.send(dmuc_stanzas.unregister_iq(self.jid, room.jid, self._id("unregister",
+        out.send(xep0282.unregister_iq(self.jid, room.jid, self._id("unregister",
                                                                          room.jid)))
         self.rooms.pop(room.jid, None)
         out.store_slave_delete(room.jid)
         out.info(f"no local occupant left in {room.jid}; unregistered")
 
     def _destroyed(self, room: SlaveRoom, stanza: Element, out: Outbox) -> None:
-        notice = dmuc_stanzas.without_dmuc(stanza)
+        notice = xep0282.without_dmuc(stanza)
         for full, nick in room.local.items():
             copy = stanzas.copy(notice)
             copy["from"] = f"{room.jid}/{nick}"
@@ -533,7 +534,7 @@ class SlaveService:
         that each newcomer's occupant list is not serialised anew)."""
         cached = room.rendered.get(nick)
         if cached is None or cached[0] is not presence:
-            stripped = dmuc_stanzas.strip_jid(presence)
+            stripped = xep0282.strip_jid(presence)
             cached = (presence, stanzas.render_without_to(presence), stripped,
                       stanzas.render_without_to(stripped))
             room.rendered[nick] = cached
@@ -549,8 +550,8 @@ class SlaveService:
             own = room.sessions_of(nick)
             room.roster.pop(nick, None)
             room.rendered.pop(nick, None)
-            new_nick = dmuc_stanzas.item_nick(presence)
-            if new_nick and dmuc_stanzas.has_status(presence, "303"):
+            new_nick = xep0282.item_nick(presence)
+            if new_nick and xep0282.has_status(presence, "303"):
                 for full in own:
                     room.local[full] = new_nick  # a local occupant changed its nick
             self._deliver_roster_change(room, presence, own, out)
@@ -587,9 +588,9 @@ class SlaveService:
                 without_jid.append(full)
         out.broadcast(presence, with_jid)
         if without_jid:
-            out.broadcast(dmuc_stanzas.strip_jid(presence), without_jid)
+            out.broadcast(xep0282.strip_jid(presence), without_jid)
         if own:
-            out.broadcast(dmuc_stanzas.with_self_status(presence, room.whois), own)
+            out.broadcast(xep0282.with_self_status(presence, room.whois), own)
 
     def _message_from_master(self, room: SlaveRoom, stanza: Element, sender: Any,
                              dmuc_x: Element | None, out: Outbox) -> None:
@@ -606,7 +607,7 @@ class SlaveService:
         stamp = stanzas.parse_stamp(delay.getAttribute("stamp", "")) if delay is not None else None
         if stamp is None:
             stamp = out.now
-        local_copy = dmuc_stanzas.without_dmuc(stanza)
+        local_copy = xep0282.without_dmuc(stanza)
         local_copy.attributes.pop("to", None)
         is_history = stanzas.child(dmuc_x, "history") is not None
         if stanzas.child(local_copy, "subject") is not None and stanzas.child(
@@ -618,10 +619,10 @@ class SlaveService:
             entry = self._store_history(room, local_copy, stamp, out)
             if is_history:
                 # Replayed history: show local occupants only what they missed.
-                sid = dmuc_stanzas.stanza_id(local_copy, room.jid)
+                sid = xep0282.stanza_id(local_copy, room.jid)
                 missed = sid is not None and sid not in room.known_ids
                 if missed and entry is not None and not self._echoed_during_split(room, local_copy):
-                    out.broadcast(dmuc_stanzas.history_for_local(entry, room.jid),
+                    out.broadcast(xep0282.history_for_local(entry, room.jid),
                                   room.local_sessions())
                 return
         if is_history:
@@ -644,7 +645,7 @@ class SlaveService:
 
     def _echoed_during_split(self, room: SlaveRoom, message: Element) -> bool:
         """A message a local user sent during a split was already shown locally."""
-        if not message.getAttribute("id", "").startswith(dmuc_stanzas.SPLIT_ID_PREFIX):
+        if not message.getAttribute("id", "").startswith(xep0282.SPLIT_ID_PREFIX):
             return False
         sender_nick = message.getAttribute("from", "").partition("/")[2]
         return sender_nick in room.local.values()
@@ -671,7 +672,7 @@ def _as_listed(presence: Element) -> Element:
 
 
 class _HistoryView:
-    """Adapts a SlaveRoom to dmuc.room.history.select (which reads .history)."""
+    """Adapts a SlaveRoom to dmuc.master.features.history.select (which reads .history)."""
 
     def __init__(self, room: SlaveRoom) -> None:
         self.history = room.history

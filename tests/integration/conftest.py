@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import pytest
 
-from dmuc.testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
-from dmuc.testbed.configs import daemon_toml
-from dmuc.testbed.network import DmucNetwork
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from testbed.configs import daemon_toml
+from testbed.network import DmucNetwork
 
 # the helper module sits next to this file; importable however pytest imports the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -136,7 +136,7 @@ def master(master_config: Path, master_workdir: Path) -> Iterator[TwistdDaemon]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the multi-server network (dmuc.testbed.network): avalon.irc (master's server), three slave
+# the multi-server network (testbed.network): avalon.irc (master's server), three slave
 # servers, efnet.irc (no slave), linked by real s2s through the counting proxy
 
 # a spare component on a slave server, e.g. to show that only the slave component may set

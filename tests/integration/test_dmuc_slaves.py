@@ -52,8 +52,8 @@ from xmpp_client import (
     xml_str,
 )
 
-from dmuc.testbed import ComponentSpec, TwistdDaemon
-from dmuc.testbed.network import (
+from testbed import ComponentSpec, TwistdDaemon
+from testbed.network import (
     DIRECT_DOMAIN,
     DMUC_NS,
     MASTER_DOMAIN,

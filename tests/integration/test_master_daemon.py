@@ -45,7 +45,7 @@ from xmpp_client import (
     xml_str,
 )
 
-from dmuc.testbed import ComponentSpec, ProsodyInstance, TwistdDaemon, free_port
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon, free_port
 
 pytestmark = pytest.mark.integration
 

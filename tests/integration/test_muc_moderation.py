@@ -39,7 +39,7 @@ from xmpp_client import (
     xml_str,
 )
 
-from dmuc.testbed import TwistdDaemon
+from testbed import TwistdDaemon
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The multi-server testbed (dmuc.testbed.network) and mod_dmuc_slave, against real Prosody.
+"""The multi-server testbed (testbed.network) and mod_dmuc_slave, against real Prosody.
 
 Five Prosody servers linked by real s2s; a raw XEP-0114 component plays the slave
 (``dmuc.vesa.yeggmaex.irc``) to show what mod_dmuc_slave hands it.
@@ -29,7 +29,7 @@ from xmpp_client import (
     xml_str,
 )
 
-from dmuc.testbed.network import (
+from testbed.network import (
     DIRECT_DOMAIN,
     DMUC_NS,
     DOMAINS,

@@ -26,7 +26,7 @@ from xmpp_client import (
     xml_str,
 )
 
-from dmuc.testbed import (
+from testbed import (
     ComponentSpec,
     Dnsmasq,
     ProsodyInstance,
@@ -35,7 +35,7 @@ from dmuc.testbed import (
     free_port,
     stop_all,
 )
-from dmuc.testbed.daemon import TWISTD
+from testbed.daemon import TWISTD
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from collections import Counter, defaultdict
 from muc_helpers import SERVICE, parse
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas
+from dmuc import jids
+from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
-from dmuc.service import MUCService, ServiceSettings
+from dmuc.protocol import stanzas
 from dmuc.slave.core import SlaveService, SlaveSettings
 
 SLAVE_DOMAINS = ("killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc")

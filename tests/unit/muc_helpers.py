@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.words.xish import domish
 
-from dmuc import stanzas
+from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
-from dmuc.service import MUCService, ServiceSettings
+from dmuc.protocol import stanzas
 
 SERVICE = "channel.avalon.irc"
 ROOM = "wallops@channel.avalon.irc"

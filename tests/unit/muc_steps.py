@@ -5,8 +5,9 @@ from __future__ import annotations
 from muc_helpers import ROOM, Harness
 from twisted.words.xish import domish
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
 from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
 
 MUC_USER = xmlns.MUC_USER
 

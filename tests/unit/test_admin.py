@@ -28,8 +28,9 @@ from muc_steps import (
     presences,
 )
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
 from dmuc.outbox import SaveRoom
+from dmuc.protocol import stanzas
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 WUMPUS_BARE = "argl@killrc.oulubox.irc"

@@ -22,7 +22,7 @@ def test_twistd_lists_both_daemons() -> None:
     import subprocess
     import sys
 
-    from dmuc.testbed.daemon import TWISTD, TwistdDaemon
+    from testbed.daemon import TWISTD, TwistdDaemon
 
     env = TwistdDaemon("dmuc-master").environment()
     result = subprocess.run([sys.executable, "-c", TWISTD, "--help"], env=env,

@@ -14,7 +14,8 @@ from muc_helpers import (
 )
 from muc_steps import field_values, iq, occ, one, owner_submit, payload
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.protocol import stanzas
 
 OTHER = "lobby@channel.avalon.irc"
 HIDDEN = "secret@channel.avalon.irc"

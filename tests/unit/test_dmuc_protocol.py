@@ -16,7 +16,8 @@ from muc_helpers import (
     item,
 )
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.protocol import stanzas
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
 TEXT = "Phaedrus, we're all having a truly rotten time."
@@ -235,7 +236,7 @@ def test_a_slave_without_occupants_gets_no_broadcasts_and_is_refreshed_on_the_ne
 def test_a_restarted_master_gets_its_slaves_and_their_users_back_at_once():
     from muc_helpers import SERVICE
 
-    from dmuc.service import MUCService
+    from dmuc.master.service import MUCService
 
     net = occupied_room()
     net.join(BIGCHEESE, "BigCheese", ROOM)

@@ -30,11 +30,12 @@ from muc_steps import (
     presence_from,
 )
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
 from dmuc.hooks import Hooks, load_plugins
+from dmuc.master.room import Refusal, Room
+from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
-from dmuc.room.room import Refusal, Room
-from dmuc.service import MUCService, ServiceSettings
+from dmuc.protocol import stanzas
 from dmuc.storage import HistoryRecord, RoomRecord
 
 TROY_BARE = "troy@eris.dclxvii.irc"

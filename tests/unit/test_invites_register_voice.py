@@ -26,7 +26,8 @@ from muc_steps import (
     presence_from,
 )
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.protocol import stanzas
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 WUMPUS_BARE = "argl@killrc.oulubox.irc"

@@ -31,7 +31,8 @@ from muc_steps import (
     presences,
 )
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.protocol import stanzas
 
 
 def _error(stanza):

@@ -14,8 +14,9 @@ from muc_helpers import (
 )
 from muc_steps import admin_set, groupchat, iq, iqs, messages, occ, one, owner_submit, private
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
 from dmuc.outbox import AppendHistory
+from dmuc.protocol import stanzas
 
 HAMMER = "troy@eris.dclxvii.irc/hammer"
 

@@ -31,8 +31,9 @@ from muc_steps import (
     presences,
 )
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, SaveRoom
+from dmuc.protocol import stanzas
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import dmuc_stanzas, jids, stanzas, xmlns
+from dmuc import jids, xmlns
 from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas, xep0282
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
-    from dmuc.service import MUCService
+    from dmuc.master.room import Room
+    from dmuc.master.service import MUCService
 
 MIN_KEEPALIVE = 5
 MAX_KEEPALIVE = 3600
@@ -115,7 +116,7 @@ class Distribution:
         link = self.link(room_jid, slave_jid)
         if stype == "error":
             if link is not None:
-                self._split(link, out, f"stanza bounced ({dmuc_stanzas.error_condition(stanza)})")
+                self._split(link, out, f"stanza bounced ({xep0282.error_condition(stanza)})")
             return
         if link is not None:
             link.last_heard = out.now
@@ -170,7 +171,7 @@ class Distribution:
         link.domains, link.keepalive, link.history = domains, keepalive, history
         link.split, link.last_heard = False, out.now
         whois = room.config.whois if room else "moderators"
-        out.send(dmuc_stanzas.registered_result(stanza, keepalive, history, whois))
+        out.send(xep0282.registered_result(stanza, keepalive, history, whois))
         out.info(f"slave {slave_jid} registered for {room_jid} "
                  f"(keepalive {keepalive}s, history {history})")
         self.snapshot(link, out)
@@ -195,7 +196,7 @@ class Distribution:
         between <resync/> and <synced/>."""
         room = self.service.rooms.get(link.room)
         link.current = True
-        out.send(dmuc_stanzas.resync_notice(link.room, link.jid))
+        out.send(xep0282.resync_notice(link.room, link.jid))
         if room is not None:
             link.shows_jids = self.shows_jids(room, link)
             for occupant in room.occupants.values():
@@ -205,17 +206,17 @@ class Distribution:
                 out.broadcast(presence, [link.jid], xml)
             if link.history:
                 for entry in room.history[-link.history:]:
-                    copy = dmuc_stanzas.for_slave(entry.stanza, entry.stamp,
+                    copy = xep0282.for_slave(entry.stanza, entry.stamp,
                                                   entry.stanza.getAttribute("from", link.room),
                                                   history=True)
                     copy["to"] = link.jid
                     out.send(copy)
             subject = room.subject_stanza(link.jid)
             subject.attributes.pop("to", None)
-            copy = dmuc_stanzas.for_slave(subject, out.now, link.room, history=True)
+            copy = xep0282.for_slave(subject, out.now, link.room, history=True)
             copy["to"] = link.jid
             out.send(copy)
-        out.send(dmuc_stanzas.synced_notice(link.room, link.jid))
+        out.send(xep0282.synced_notice(link.room, link.jid))
 
     def _slave_presence(self, stanza: Element, x: Element, link: SlaveLink | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:
@@ -251,7 +252,7 @@ class Distribution:
                     link.last_ping = now
                     iq_id = f"dmuc-ka-{next(self._ids)}"
                     self.pings[iq_id] = (link.room, link.jid)
-                    out.send(dmuc_stanzas.keepalive_ping(link.room, link.jid, iq_id))
+                    out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id))
 
     def _pong(self, stanza: Element, out: Outbox) -> None:
         target = self.pings.pop(stanza.getAttribute("id") or "", None)
@@ -286,7 +287,7 @@ class Distribution:
 
     def whois_changed(self, room: Room, out: Outbox) -> None:
         for link in self.all_links(room):
-            out.send(dmuc_stanzas.room_settings(room.jid, link.jid, room.config.whois))
+            out.send(xep0282.room_settings(room.jid, link.jid, room.config.whois))
         self.visibility_changed(room, out)
 
     def went_quiet(self, room_jid: str, slave_jid: str) -> None:

@@ -1,7 +1,7 @@
 """Throwaway servers for tests, demos and benchmarks: Prosody, dnsmasq and twistd daemons."""
 
-from dmuc.testbed.daemon import TwistdDaemon
-from dmuc.testbed.prosody import (
+from testbed.daemon import TwistdDaemon
+from testbed.prosody import (
     ComponentSpec,
     Dnsmasq,
     ProsodyInstance,

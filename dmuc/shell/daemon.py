@@ -18,10 +18,10 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish.domish import Element
 from wokkel import component, subprotocols
 
-from dmuc import stanzas
 from dmuc.config import ConfigError
 from dmuc.log import get_logger
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
+from dmuc.protocol import stanzas
 from dmuc.storage import RoomRecord, Storage
 
 log = get_logger("dmuc")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmuc import stanzas
 from dmuc.hooks import Hooks
 from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def notify(room: Room, jid: str, affiliation: str, out: Outbox) -> None:

@@ -1,6 +1,6 @@
 """A distributed dmuc on loopback: five Prosody servers linked by s2s, the master, three slaves.
 
-``python -m dmuc.testbed.demo_network`` starts :class:`~dmuc.testbed.network.DmucNetwork`
+``python -m testbed.demo_network`` starts :class:`~testbed.network.DmucNetwork`
 (avalon.irc with the master's component channel.avalon.irc; killrc.oulubox.irc,
 eris.dclxvii.irc and vesa.yeggmaex.irc each with a dmuc slave; efnet.irc whose users join the
 master directly), writes the daemons' configs under ./run/, starts ``twistd dmuc-master`` and
@@ -15,16 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dmuc.testbed.daemon import TwistdDaemon
-from dmuc.testbed.demo import interruptible, watch
-from dmuc.testbed.network import (
+from testbed.daemon import TwistdDaemon
+from testbed.demo import interruptible, watch
+from testbed.network import (
     DIRECT_DOMAIN,
     MUC_SERVICE,
     SLAVE_DOMAINS,
     DmucNetwork,
     NetServer,
 )
-from dmuc.testbed.prosody import TestbedError, stop_all
+from testbed.prosody import TestbedError, stop_all
 
 ROOM = f"wallops@{MUC_SERVICE}"
 # the seed's cast (nick, account), plus a user of the server without a slave

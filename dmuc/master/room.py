@@ -15,18 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas, xmlns
-from dmuc.outbox import Outbox, SaveRoom
-from dmuc.room.model import (
+from dmuc import jids, xmlns
+from dmuc.master.model import (
     AFFILIATION_RANK,
     ROLE_RANK,
     HistoryEntry,
     Occupant,
     RoomConfig,
 )
+from dmuc.outbox import Outbox, SaveRoom
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.service import MUCService
+    from dmuc.master.service import MUCService
 
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
@@ -254,12 +255,12 @@ class Room:
     def broadcast_groupchat(self, message: Element, out: Outbox) -> None:
         """A groupchat stanza to every occupant: one copy per slave, with the XEP-0203
         delay inside the dmuc element (§4.9), and one per directly reached session."""
-        from dmuc import dmuc_stanzas
+        from dmuc.protocol import xep0282
 
         direct, slaves = self.service.distribution.route(self, self.all_sessions())
         out.broadcast(message, direct)
         for link in slaves:
-            copy = dmuc_stanzas.for_slave(message, out.now, message.getAttribute("from"))
+            copy = xep0282.for_slave(message, out.now, message.getAttribute("from"))
             copy["to"] = link.jid
             out.send(copy)
 
@@ -450,7 +451,7 @@ class Room:
             # §4.5: the slave sends roster, own presence, history and subject itself.
             self._enter_via_slave(occupant, sender, stanza, link.jid, self_codes, out)
         else:
-            from dmuc.room import history
+            from dmuc.master.features import history
 
             history.send_on_join(self, stanza, sender, out)
             out.send(self.subject_stanza(sender))
@@ -462,24 +463,24 @@ class Room:
 
     def _enter_via_slave(self, occupant: Occupant, session: str, join: Element, slave: str,
                          self_codes: list[str], out: Outbox) -> None:
-        from dmuc import dmuc_stanzas
+        from dmuc.protocol import xep0282
 
         muc_x = stanzas.child(join, "x", xmlns.MUC)
         request = stanzas.child(muc_x, "history") if muc_x is not None else None
         own = self.presence_of(occupant, True, self.self_codes(self_codes))
-        out.send(dmuc_stanzas.enter(own, slave, session, request))
+        out.send(xep0282.enter(own, slave, session, request))
 
     def _leave_via_slave(self, occupant: Occupant, session: str, out: Outbox,
                          **presence: Any) -> bool:
         """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
-        from dmuc import dmuc_stanzas
+        from dmuc.protocol import xep0282
 
         slave = self.via.get(session)
         if slave is None:
             return False
         codes = self.self_codes(presence.pop("statuses", ()))
         own = self.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
-        out.send(dmuc_stanzas.leave(own, slave, session))
+        out.send(xep0282.leave(own, slave, session))
         return True
 
     def _stored_presence(self, stanza: Element) -> Element:
@@ -743,13 +744,13 @@ class Room:
             stanzas.child(muc_user, "invite") is not None
             or stanzas.child(muc_user, "decline") is not None
         ):
-            from dmuc.room import invites
+            from dmuc.master.features import invites
 
             invites.handle(self, stanza, muc_user, occupant, out)
             return
         data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
         if data_form is not None and stanzas.form_type(data_form) == xmlns.MUC_REQUEST:
-            from dmuc.room import voice
+            from dmuc.master.features import voice
 
             voice.handle(self, stanza, data_form, occupant, out)
             return
@@ -766,7 +767,7 @@ class Room:
                                          "You do not have voice in this room"))
             return
         if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
-            from dmuc.room import subject
+            from dmuc.master.features import subject
 
             subject.change(self, stanza, occupant, out)
             return
@@ -789,7 +790,7 @@ class Room:
                                 out=out)
         self.broadcast_groupchat(msg, out)
         if stanzas.child(msg, "body") is not None:
-            from dmuc.room import history
+            from dmuc.master.features import history
 
             history.append(self, msg, out)
         return msg
@@ -844,7 +845,7 @@ class Room:
 
     def handle_iq(self, stanza: Element, nick: str | None, out: Outbox) -> None:
         if nick is None:
-            from dmuc.room import iq_handlers
+            from dmuc.master.features import iq_handlers
 
             iq_handlers.handle_room_iq(self, stanza, out)
             return
@@ -919,11 +920,11 @@ class Room:
             direct = [s for s in occupant.session_jids() if s not in self.via]
             out.broadcast(pres, direct)
             notice = pres
-        from dmuc import dmuc_stanzas
+        from dmuc.protocol import xep0282
 
         for slave in sorted(set(self.via.values())):
             # One notice per slave; it tells each of its local occupants (§4.6).
-            out.send(dmuc_stanzas.destroyed(notice, self.jid, slave))
+            out.send(xep0282.destroyed(notice, self.jid, slave))
         self.occupants.clear()
         self.nick_of.clear()
         self.via.clear()

@@ -9,8 +9,8 @@ from twisted.python import usage
 from dmuc.config import MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.log import set_level
-from dmuc.service import MUCService
-from dmuc.shell import CoreHandler, Daemon, config_options
+from dmuc.master.service import MUCService
+from dmuc.shell.daemon import CoreHandler, Daemon, config_options
 from dmuc.storage import open_storage
 
 Options = config_options("dmuc-master", load_master_config)

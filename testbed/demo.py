@@ -16,9 +16,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from dmuc.testbed.configs import daemon_toml
-from dmuc.testbed.daemon import TwistdDaemon
-from dmuc.testbed.prosody import ComponentSpec, ProsodyInstance, TestbedError, free_port
+from testbed.configs import daemon_toml
+from testbed.daemon import TwistdDaemon
+from testbed.prosody import ComponentSpec, ProsodyInstance, TestbedError, free_port
 
 SERVICE = "channel.avalon.irc"
 DOMAINS = ["avalon.irc", "killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from twisted.words.xish.domish import Element
 
-from dmuc import stanzas, xmlns
-from dmuc.room.model import HistoryEntry
+from dmuc import xmlns
+from dmuc.master.model import HistoryEntry
+from dmuc.protocol import stanzas
 
 # A groupchat message a local user sent during a netsplit carries this id prefix when it
 # is finally submitted, so its slave does not show it locally a second time.

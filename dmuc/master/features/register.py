@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas, xmlns
+from dmuc import jids, xmlns
 from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def registration_form() -> Element:

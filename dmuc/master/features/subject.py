@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import stanzas
+from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
-from dmuc.room.model import Occupant
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def may_change(room: Room, occupant: Occupant) -> bool:

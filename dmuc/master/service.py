@@ -12,13 +12,14 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc import dmuc_stanzas, jids, stanzas, xmlns
+from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
+from dmuc.master.distribution import Distribution
+from dmuc.master.features import affiliation_notify, history
+from dmuc.master.model import RoomConfig
+from dmuc.master.room import Room, join_password
 from dmuc.outbox import DeleteRoom, Outbox
-from dmuc.room import affiliation_notify, history
-from dmuc.room.distribution import Distribution
-from dmuc.room.model import RoomConfig
-from dmuc.room.room import Room, join_password
+from dmuc.protocol import stanzas, xep0282
 from dmuc.storage import HistoryRecord, RoomRecord
 
 LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
@@ -143,7 +144,7 @@ class MUCService:
         may have lost its registrations, and registers its rooms again (netjoin)."""
         out = Outbox(now)
         for slave_jid in sorted(self.distribution.allowed):
-            out.send(dmuc_stanzas.master_restarted(self.jid, slave_jid))
+            out.send(xep0282.master_restarted(self.jid, slave_jid))
         return out
 
     def tick(self, now: float) -> Outbox:

@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.master.model import HistoryEntry
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
-from dmuc.room.model import HistoryEntry
+from dmuc.protocol import stanzas
 from dmuc.storage import HistoryRecord
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def append(room: Room, message: Element, out: Outbox) -> None:

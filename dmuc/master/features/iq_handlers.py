@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.master.features import admin, disco, owner, register
 from dmuc.outbox import Outbox
-from dmuc.room import admin, disco, owner, register
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 RoomIQHandler = Callable[["Room", Element, Element, Outbox], None]
 

@@ -6,14 +6,15 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas, xmlns
+from dmuc import jids, xmlns
+from dmuc.master.features import history
+from dmuc.master.model import ALLOW_PM_VALUES, BROADCAST_ROLES, WHOIS_VALUES, RoomConfig
+from dmuc.master.room import Refusal
 from dmuc.outbox import Outbox
-from dmuc.room import history
-from dmuc.room.model import ALLOW_PM_VALUES, BROADCAST_ROLES, WHOIS_VALUES, RoomConfig
-from dmuc.room.room import Refusal
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 MAX_USERS_OPTIONS = ("5", "10", "20", "30", "50", "100", "150", "200", "500", "1000")
 ALLOW_PM_LABELS = {"visitor": "Everyone", "participant": "Participants",

@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import stanzas, xmlns
+from dmuc import xmlns
+from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
-from dmuc.room.model import Occupant
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def request_form(requester: str, nick: str) -> Element:

@@ -16,7 +16,7 @@ from dmuc.outbox import (
     Outbox,
     SaveSlaveRoom,
 )
-from dmuc.shell import CoreHandler, Daemon, config_options
+from dmuc.shell.daemon import CoreHandler, Daemon, config_options
 from dmuc.slave.core import SlaveRoom, SlaveService, SlaveSettings
 from dmuc.storage import HistoryRecord, RoomRecord, Storage, open_storage, slave_history_key
 

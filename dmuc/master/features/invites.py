@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas, xmlns
+from dmuc import jids, xmlns
+from dmuc.master.model import AFFILIATION_RANK, Occupant
 from dmuc.outbox import Outbox
-from dmuc.room.model import AFFILIATION_RANK, Occupant
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def handle(room: Room, stanza: Element, muc_user: Element, occupant: Occupant | None,

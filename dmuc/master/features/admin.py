@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids, stanzas, xmlns
+from dmuc import jids, xmlns
+from dmuc.master.model import AFFILIATION_RANK, AFFILIATIONS, ROLES
+from dmuc.master.room import Refusal
 from dmuc.outbox import Outbox
-from dmuc.room.model import AFFILIATION_RANK, AFFILIATIONS, ROLES
-from dmuc.room.room import Refusal
+from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
-    from dmuc.room.room import Room
+    from dmuc.master.room import Room
 
 
 def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:

@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
-from dmuc.testbed.configs import daemon_toml
-from dmuc.testbed.daemon import REPO_ROOT
-from dmuc.testbed.prosody import (
+from testbed.configs import daemon_toml
+from testbed.daemon import REPO_ROOT
+from testbed.prosody import (
     ComponentSpec,
     Dnsmasq,
     ProsodyInstance,

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from dmuc.testbed.prosody import TestbedError, _live, stop_process
+from testbed.prosody import TestbedError, _live, stop_process
 
 # the directory holding dmuc/ and twisted/plugins/ (so twistd finds the in-tree plugin)
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
