@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.words.xish.domish import Element
 
@@ -21,51 +22,40 @@ class Delivery:
 
 @dataclass
 class SaveRoom:
+    """Store a room's state. `snapshot` is called when the write happens, so the shell may
+    coalesce several saves of one room into one write (the slave's roster changes often)."""
+
     room_jid: str
-    state: dict
+    snapshot: Callable[[], dict[str, Any]]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.snapshot()
 
 
 @dataclass
 class DeleteRoom:
+    """Forget a room and its history (kept under `history_key`; None: the room JID)."""
+
     room_jid: str
+    history_key: str | None = None
 
 
 @dataclass
 class AppendHistory:
-    room_jid: str
+    """Append to the history kept under `key` (the room JID, or a slave's history key)."""
+
+    key: str
     record: HistoryRecord
     keep: int
 
 
 @dataclass
 class ClearHistory:
-    room_jid: str
+    key: str
 
 
-@dataclass
-class SaveSlaveRoom:
-    room_jid: str
-
-
-@dataclass
-class DeleteSlaveRoom:
-    room_jid: str
-
-
-@dataclass
-class ClearSlaveHistory:
-    room_jid: str
-
-
-@dataclass
-class AppendSlaveHistory:
-    room_jid: str
-    record: HistoryRecord
-    keep: int
-
-
-StorageOp = (SaveRoom | DeleteRoom | AppendHistory | ClearHistory | SaveSlaveRoom
-             | DeleteSlaveRoom | AppendSlaveHistory | ClearSlaveHistory)
+StorageOp = SaveRoom | DeleteRoom | AppendHistory | ClearHistory
 
 
 @dataclass
@@ -91,12 +81,6 @@ class Outbox:
 
     def warn(self, message: str) -> None:
         self.log.append(("warn", message))
-
-    def store_slave_history(self, room_jid: str, stamp: float, xml: str, keep: int) -> None:
-        self.store(AppendSlaveHistory(room_jid, HistoryRecord(stamp, xml), keep))
-
-    def store_slave_delete(self, room_jid: str) -> None:
-        self.store(DeleteSlaveRoom(room_jid))
 
     def debug(self, message: str) -> None:
         self.log.append(("debug", message))

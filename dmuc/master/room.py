@@ -99,7 +99,7 @@ class Room:
 
     def save(self, out: Outbox) -> None:
         if self.config.persistent and not self.destroyed:
-            out.store(SaveRoom(self.jid, self.to_state()))
+            out.store(SaveRoom(self.jid, self.to_state))
 
     # --- lookups --------------------------------------------------------------------
 

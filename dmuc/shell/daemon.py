@@ -20,7 +20,7 @@ from wokkel import component, subprotocols
 
 from dmuc.config import ConfigError
 from dmuc.log import get_logger
-from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
+from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom, StorageOp
 from dmuc.protocol import stanzas
 from dmuc.storage import RoomRecord, Storage
 
@@ -94,12 +94,16 @@ class CoreHandler(subprotocols.XMPPHandler):
     """Passes every stanza to `receive` and writes the resulting Outbox."""
 
     def __init__(self, receive: Callable[[Element, float], Outbox], storage: Storage,
-                 service_jid: str, on_connect: Callable[[float], Outbox] | None = None) -> None:
+                 service_jid: str, on_connect: Callable[[float], Outbox] | None = None,
+                 save_delay: float = 0.0) -> None:
         super().__init__()
         self.receive = receive
         self.storage = storage
         self.service_jid = service_jid
         self.on_connect = on_connect
+        self.save_delay = save_delay
+        self._pending_saves: dict[str, SaveRoom] = {}
+        self._save_call: Any = None
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
@@ -140,27 +144,48 @@ class CoreHandler(subprotocols.XMPPHandler):
         for op in out.storage:
             self.persist(op)
 
-    def persist(self, op: object) -> None:
+    def persist(self, op: StorageOp) -> None:
+        """The one persistence path of both daemons. Saves of a room are coalesced over
+        `save_delay` seconds (the state is read when written); everything else is written
+        at once, in order."""
+        if isinstance(op, SaveRoom):
+            if self.save_delay <= 0:
+                self._write(op)
+                return
+            self._pending_saves[op.room_jid] = op
+            if self._save_call is None:
+                self._save_call = reactor.callLater(self.save_delay, self._write_saves)
+            return
+        if isinstance(op, DeleteRoom):
+            self._pending_saves.pop(op.room_jid, None)
+        self._write(op)
+
+    def _write(self, op: StorageOp) -> Deferred:
         s = self.storage
         if isinstance(op, SaveRoom):
             d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state))
         elif isinstance(op, DeleteRoom):
-            d = s.delete_room(self.service_jid, op.room_jid)
+            d = s.delete_room(self.service_jid, op.room_jid, op.history_key)
         elif isinstance(op, AppendHistory):
-            d = s.append_history(op.room_jid, op.record, op.keep)
+            d = s.append_history(op.key, op.record, op.keep)
         elif isinstance(op, ClearHistory):
-            d = s.clear_history(op.room_jid)
+            d = s.clear_history(op.key)
         else:
-            d = self.persist_other(op)
+            raise TypeError(f"cannot store {op!r}")
         d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
                                          op=type(op).__name__, err=f.getErrorMessage()))
+        return d
+
+    def _write_saves(self) -> list[Deferred]:
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
+        self._save_call = None
+        pending, self._pending_saves = self._pending_saves, {}
+        return [self._write(op) for op in pending.values()]
 
     def flush(self) -> Deferred:
-        """Write what is still buffered (the slave coalesces room-state writes)."""
-        return defer.succeed(None)
-
-    def persist_other(self, op: object) -> Deferred:
-        raise TypeError(f"{type(self).__name__} cannot store {op!r}")
+        """Write the saves still being coalesced (on stop)."""
+        return defer.gatherResults(self._write_saves(), consumeErrors=True)
 
 
 def config_options(daemon: str, loader: Callable[[str], Any]) -> type[usage.Options]:

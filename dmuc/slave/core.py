@@ -18,9 +18,9 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.master.features import history as room_history
 from dmuc.master.model import HistoryEntry
-from dmuc.outbox import ClearSlaveHistory, Outbox
+from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
 from dmuc.protocol import stanzas, xep0282
-from dmuc.storage import HistoryRecord
+from dmuc.storage import HistoryRecord, slave_history_key
 
 MAX_QUEUED = 500  # stanzas held per room while registering or split
 
@@ -118,9 +118,21 @@ class SlaveService:
             room.history.append(HistoryEntry(record.stamp, entry, len(record.xml)))
         self.rooms[room.jid] = room
 
-    def take_touched(self) -> set[str]:
+    def history_key(self, room_jid: str) -> str:
+        return slave_history_key(self.jid, room_jid)
+
+    def _save_touched(self, out: Outbox) -> None:
+        """Every room this stanza touched is saved (the shell coalesces the writes)."""
         touched, self._touched = self._touched, set()
-        return touched
+        for room_jid in sorted(touched):
+            room = self.rooms.get(room_jid)
+            if room is not None:
+                out.store(SaveRoom(room_jid, room.to_state))
+
+    def _forget(self, room: SlaveRoom, out: Outbox) -> None:
+        self.rooms.pop(room.jid, None)
+        self._touched.discard(room.jid)
+        out.store(DeleteRoom(room.jid, self.history_key(room.jid)))
 
     def _id(self, kind: str, room: str) -> str:
         iq_id = f"dmuc-{kind}-{next(self._ids)}"
@@ -142,6 +154,7 @@ class SlaveService:
             if room.registered or room.jid in self.settings.rooms:
                 room.registered = False
                 self._register(room, out)
+        self._save_touched(out)
         return out
 
     def receive(self, stanza: Element, now: float) -> Outbox:
@@ -165,6 +178,7 @@ class SlaveService:
             self._to_self(stanza, out)
         elif stanza.getAttribute("type") not in ("error", "result"):
             out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+        self._save_touched(out)
         return out
 
     def tick(self, now: float) -> Outbox:
@@ -439,7 +453,7 @@ class SlaveService:
         room.rendered.clear()
         room.known_ids = {xep0282.stanza_id(e.stanza, room.jid) for e in room.history}
         room.history.clear()
-        out.store(ClearSlaveHistory(room.jid))
+        out.store(ClearHistory(self.history_key(room.jid)))
 
     def _resync_end(self, room: SlaveRoom, out: Outbox) -> None:
         old = room.resync_old or {}
@@ -512,8 +526,7 @@ class SlaveService:
         keeps it alive with keepalives (the next local join registers again)."""
         out.send(xep0282.unregister_iq(self.jid, room.jid, self._id("unregister",
                                                                          room.jid)))
-        self.rooms.pop(room.jid, None)
-        out.store_slave_delete(room.jid)
+        self._forget(room, out)
         out.info(f"no local occupant left in {room.jid}; unregistered")
 
     def _destroyed(self, room: SlaveRoom, stanza: Element, out: Outbox) -> None:
@@ -523,8 +536,7 @@ class SlaveService:
             copy["from"] = f"{room.jid}/{nick}"
             copy["to"] = full
             out.send(copy)
-        self.rooms.pop(room.jid, None)
-        out.store_slave_delete(room.jid)
+        self._forget(room, out)
         out.info(f"{room.jid} was destroyed by its master")
 
     def _for_viewer(self, room: SlaveRoom, nick: str, presence: Element,
@@ -640,7 +652,7 @@ class SlaveService:
         entry = HistoryEntry(stamp, message, len(xml))
         room.history.append(entry)
         del room.history[:-keep]
-        out.store_slave_history(room.jid, stamp, xml, keep)
+        out.store(AppendHistory(self.history_key(room.jid), HistoryRecord(stamp, xml), keep))
         return entry
 
     def _echoed_during_split(self, room: SlaveRoom, message: Element) -> bool:

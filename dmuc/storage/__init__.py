@@ -46,8 +46,10 @@ class Storage(Protocol):
     def save_room(self, service: str, record: RoomRecord) -> Deferred[None]:
         """Insert or replace one room's state."""
 
-    def delete_room(self, service: str, room_jid: str) -> Deferred[None]:
-        """Remove a room with its history."""
+    def delete_room(self, service: str, room_jid: str,
+                    history_key: str | None = None) -> Deferred[None]:
+        """Remove a room with its history (kept under `history_key`, default the room JID:
+        a slave keeps its copy's history under slave_history_key)."""
 
     def append_history(
         self, room_jid: str, record: HistoryRecord, keep: int

@@ -237,12 +237,13 @@ class SQLiteStorage:
 
         return self._run("save_room", q)
 
-    def delete_room(self, service: str, room_jid: str) -> Deferred[None]:
-        """Remove a room with its history."""
+    def delete_room(self, service: str, room_jid: str,
+                    history_key: str | None = None) -> Deferred[None]:
+        """Remove a room with its history (kept under `history_key`, default the room JID)."""
 
         def q(txn: Any) -> None:
             txn.execute("DELETE FROM rooms WHERE service = ? AND jid = ?", (service, room_jid))
-            txn.execute("DELETE FROM history WHERE room = ?", (room_jid,))
+            txn.execute("DELETE FROM history WHERE room = ?", (history_key or room_jid,))
 
         return self._run("delete_room", q)
 

@@ -240,7 +240,7 @@ def test_storage_ops_for_a_persistent_room():
     assert saves and saves[-1].room_jid == ROOM
     out = groupchat(h, WIZ, "kept")
     (append,) = [op for op in out.storage if isinstance(op, AppendHistory)]
-    assert append.room_jid == ROOM and append.record.stamp == h.now
+    assert append.key == ROOM and append.record.stamp == h.now
     out = h.send(f"<message from='{WIZ}' to='{ROOM}' type='groupchat'><subject>S</subject>"
                  "</message>")
     assert [op.state["subject"] for op in out.storage if isinstance(op, SaveRoom)] == ["S"]

@@ -308,7 +308,7 @@ def test_history_is_stored_for_persistent_rooms_only():
     h = _room(persistentroom="1")
     out = groupchat(h, TROY, "kept")
     op = one_op(out.storage)
-    assert op.room_jid == ROOM
+    assert op.key == ROOM
     assert "kept" in op.record.xml
     assert op.keep == h.service.rooms[ROOM].config.history_length
 
