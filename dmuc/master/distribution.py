@@ -116,7 +116,7 @@ class Distribution:
         link = self.link(room_jid, slave_jid)
         if stype == "error":
             if link is not None:
-                self._split(link, out, f"stanza bounced ({xep0282.error_condition(stanza)})")
+                self._split(link, out, f"stanza bounced ({stanzas.error_condition(stanza)})")
             return
         if link is not None:
             link.last_heard = out.now

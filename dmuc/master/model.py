@@ -49,13 +49,6 @@ class RoomConfig:
 
 
 @dataclass
-class HistoryEntry:
-    stamp: float
-    stanza: Element  # as broadcast: from room/nick, no 'to', without delay
-    chars: int  # its serialised size, for maxchars
-
-
-@dataclass
 class Occupant:
     nick: str
     bare_jid: str

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import Refusal
 from dmuc.master.model import (
     AFFILIATION_RANK,
     ROLE_RANK,
-    HistoryEntry,
     Occupant,
     RoomConfig,
 )
 from dmuc.outbox import Outbox, SaveRoom
 from dmuc.protocol import stanzas
+from dmuc.protocol.history import History
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
@@ -49,16 +50,6 @@ def join_password(stanza: Element) -> str | None:
     return stanzas.text_of(stanzas.child(muc_x, "password")) if muc_x is not None else None
 
 
-class Refusal(Exception):
-    """A request the room refuses with an XMPP error (type, condition, text)."""
-
-    def __init__(self, err_type: str, condition: str, text: str | None = None) -> None:
-        super().__init__(condition)
-        self.err_type = err_type
-        self.condition = condition
-        self.text = text
-
-
 class Room:
     def __init__(self, service: MUCService, jid: str, config: RoomConfig | None = None) -> None:
         self.service = service
@@ -70,7 +61,7 @@ class Room:
         self.subject_from: str = ""  # nick of who set it ("" = the room)
         self.locked = False
         self.created: float = 0.0  # when the room was created (a locked room expires)
-        self.history: list[HistoryEntry] = []
+        self.history = History()
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()

@@ -240,6 +240,40 @@ def status_message(room_jid: str, codes: Iterable[str]) -> Element:
     return msg
 
 
+# --- reading MUC stanzas -----------------------------------------------------------------
+
+
+def muc_item(presence: Element) -> Element | None:
+    x = child(presence, "x", xmlns.MUC_USER)
+    return child(x, "item") if x is not None else None
+
+
+def item_role(presence: Element) -> str:
+    item = muc_item(presence)
+    return item.getAttribute("role", "none") if item is not None else "none"
+
+
+def item_nick(presence: Element) -> str | None:
+    item = muc_item(presence)
+    return item.getAttribute("nick") if item is not None else None
+
+
+def has_status(presence: Element, code: str) -> bool:
+    x = child(presence, "x", xmlns.MUC_USER)
+    return x is not None and any(s.getAttribute("code") == code
+                                 for s in children(x, "status"))
+
+
+def error_condition(stanza: Element) -> str | None:
+    error = child(stanza, "error")
+    if error is None:
+        return None
+    for el in error.elements():
+        if el.name != "text":
+            return el.name
+    return None
+
+
 # --- data forms (XEP-0004) -----------------------------------------------------------
 
 

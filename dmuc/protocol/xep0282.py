@@ -8,7 +8,6 @@ from __future__ import annotations
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
-from dmuc.master.model import HistoryEntry
 from dmuc.protocol import stanzas
 
 # A groupchat message a local user sent during a netsplit carries this id prefix when it
@@ -137,40 +136,6 @@ def room_settings(room: str, slave: str, whois: str) -> Element:
     return message
 
 
-# --- reading -----------------------------------------------------------------------------------
-
-
-def muc_item(presence: Element) -> Element | None:
-    x = stanzas.child(presence, "x", xmlns.MUC_USER)
-    return stanzas.child(x, "item") if x is not None else None
-
-
-def item_role(presence: Element) -> str:
-    item = muc_item(presence)
-    return item.getAttribute("role", "none") if item is not None else "none"
-
-
-def item_nick(presence: Element) -> str | None:
-    item = muc_item(presence)
-    return item.getAttribute("nick") if item is not None else None
-
-
-def has_status(presence: Element, code: str) -> bool:
-    x = stanzas.child(presence, "x", xmlns.MUC_USER)
-    return x is not None and any(s.getAttribute("code") == code
-                                 for s in stanzas.children(x, "status"))
-
-
-def error_condition(stanza: Element) -> str | None:
-    error = stanzas.child(stanza, "error")
-    if error is None:
-        return None
-    for el in error.elements():
-        if el.name != "text":
-            return el.name
-    return None
-
-
 # --- what a slave delivers locally ---------------------------------------------------------------
 
 
@@ -182,28 +147,6 @@ def without_dmuc(stanza: Element) -> Element:
     return copy
 
 
-def strip_jid(presence: Element) -> Element:
-    """§4.7: the occupant's presence without its real JID, for non-moderators."""
-    copy = stanzas.copy(presence)
-    item = muc_item(copy)
-    if item is not None:
-        item.attributes.pop("jid", None)
-    return copy
-
-
-def with_self_status(presence: Element, whois: str) -> Element:
-    """The copy an occupant gets of its own presence: status 110 (and 100 if non-anonymous)."""
-    copy = stanzas.copy(presence)
-    x = stanzas.child(copy, "x", xmlns.MUC_USER)
-    if x is None:
-        x = copy.addElement((xmlns.MUC_USER, "x"))
-    present = {s.getAttribute("code") for s in stanzas.children(x, "status")}
-    for code in ("110",) + (("100",) if whois == "anyone" else ()):
-        if code not in present:
-            x.addElement("status")["code"] = code
-    return copy
-
-
 def local_echo(message: Element, room: str, nick: str) -> Element:
     """During a netsplit: a local occupant's groupchat as the room would relay it."""
     copy = stanzas.new("message", {"from": f"{room}/{nick}", "type": "groupchat",
@@ -211,13 +154,6 @@ def local_echo(message: Element, room: str, nick: str) -> Element:
     for el in message.elements():
         copy.addChild(stanzas.copy(el))
     return copy
-
-
-def history_for_local(entry: HistoryEntry, room: str) -> Element:
-    """Listing 15: a stored message with XEP-0203 delay from the room."""
-    message = stanzas.copy(entry.stanza)
-    message.addChild(stanzas.delay(entry.stamp, room))
-    return message
 
 
 def slave_disco_info() -> Element:
@@ -249,7 +185,7 @@ def gone_during_split(presence: Element) -> Element:
     """An occupant that left while the slave was split: its unavailable presence."""
     gone = stanzas.new("presence", {"from": presence.getAttribute("from"),
                                     "type": "unavailable"})
-    item = muc_item(presence)
+    item = stanzas.muc_item(presence)
     x = gone.addElement((xmlns.MUC_USER, "x"))
     new_item = x.addElement("item")
     new_item["affiliation"] = item.getAttribute("affiliation", "none") if item is not None \

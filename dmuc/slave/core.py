@@ -16,10 +16,9 @@ from typing import Any
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.master.features import history as room_history
-from dmuc.master.model import HistoryEntry
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom
-from dmuc.protocol import stanzas, xep0282
+from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol.history import History, HistoryEntry, delayed
 from dmuc.storage import HistoryRecord, slave_history_key
 
 MAX_QUEUED = 500  # stanzas held per room while registering or split
@@ -49,7 +48,7 @@ class SlaveRoom:
     local: dict[str, str] = field(default_factory=dict)  # local full JID -> nick
     directed: set[str] = field(default_factory=set)  # local JIDs that sent presence to the room
     subject: Element | None = None  # the last subject message, as broadcast
-    history: list[HistoryEntry] = field(default_factory=list)
+    history: History = field(default_factory=History)
     queue: list[Element] = field(default_factory=list)  # held for the master
     # during a resync: the roster before it, and the stanza-ids of the history we had
     resync_old: dict[str, Element] | None = None
@@ -92,7 +91,7 @@ class SlaveRoom:
 
     def role_of(self, nick: str) -> str:
         presence = self.roster.get(nick)
-        item = xep0282.muc_item(presence) if presence is not None else None
+        item = stanzas.muc_item(presence) if presence is not None else None
         return item.getAttribute("role", "none") if item is not None else "none"
 
     def sessions_of(self, nick: str) -> list[str]:
@@ -113,9 +112,7 @@ class SlaveService:
 
     def restore(self, room: SlaveRoom, records: list[HistoryRecord]) -> None:
         """A room as stored before a restart; it registers again once connected."""
-        for record in records:
-            entry = stanzas.parse_xml(record.xml)
-            room.history.append(HistoryEntry(record.stamp, entry, len(record.xml)))
+        room.history.load(records)
         self.rooms[room.jid] = room
 
     def history_key(self, room_jid: str) -> str:
@@ -310,7 +307,7 @@ class SlaveService:
         if room is None:
             return
         if stanza.getAttribute("type") == "error":
-            condition = xep0282.error_condition(stanza)
+            condition = stanzas.error_condition(stanza)
             if kind == "register":
                 room.registering = False
                 if condition in ("forbidden", "not-allowed", "service-unavailable",
@@ -397,7 +394,7 @@ class SlaveService:
             return
         if stype == "error":
             self._split(room, out, f"{stanza.name} bounced "
-                                   f"({xep0282.error_condition(stanza)})")
+                                   f"({stanzas.error_condition(stanza)})")
             return
         room.last_heard = out.now
         if room.split and not room.registering:
@@ -493,7 +490,7 @@ class SlaveService:
         own["to"] = full
         if already:
             return  # a netjoin re-entry: the user has the roster and history already
-        viewer_role = xep0282.item_role(own)
+        viewer_role = stanzas.item_role(own)
         for other_nick, presence in room.roster.items():
             if other_nick == nick:
                 continue
@@ -501,8 +498,8 @@ class SlaveService:
             out.broadcast(listed, [full], xml)
         out.send(own)
         request = stanzas.child(dmuc_x, "history")
-        for entry in room_history.select(_HistoryView(room), request, out.now):
-            out.broadcast(xep0282.history_for_local(entry, room.jid), [full])
+        for entry in room.history.select(request, out.now):
+            out.broadcast(delayed(entry, room.jid), [full])
         subject = room.subject if room.subject is not None else stanzas.subject_message(
             room.jid, "")
         out.broadcast(stanzas.copy(subject), [full])
@@ -546,7 +543,7 @@ class SlaveService:
         that each newcomer's occupant list is not serialised anew)."""
         cached = room.rendered.get(nick)
         if cached is None or cached[0] is not presence:
-            stripped = xep0282.strip_jid(presence)
+            stripped = visibility.without_real_jid(presence)
             cached = (presence, stanzas.render_without_to(presence), stripped,
                       stanzas.render_without_to(stripped))
             room.rendered[nick] = cached
@@ -562,8 +559,8 @@ class SlaveService:
             own = room.sessions_of(nick)
             room.roster.pop(nick, None)
             room.rendered.pop(nick, None)
-            new_nick = xep0282.item_nick(presence)
-            if new_nick and xep0282.has_status(presence, "303"):
+            new_nick = stanzas.item_nick(presence)
+            if new_nick and stanzas.has_status(presence, "303"):
                 for full in own:
                     room.local[full] = new_nick  # a local occupant changed its nick
             self._deliver_roster_change(room, presence, own, out)
@@ -600,9 +597,9 @@ class SlaveService:
                 without_jid.append(full)
         out.broadcast(presence, with_jid)
         if without_jid:
-            out.broadcast(xep0282.strip_jid(presence), without_jid)
+            out.broadcast(visibility.without_real_jid(presence), without_jid)
         if own:
-            out.broadcast(xep0282.with_self_status(presence, room.whois), own)
+            out.broadcast(visibility.with_self_status(presence, room.whois), own)
 
     def _message_from_master(self, room: SlaveRoom, stanza: Element, sender: Any,
                              dmuc_x: Element | None, out: Outbox) -> None:
@@ -634,7 +631,7 @@ class SlaveService:
                 sid = xep0282.stanza_id(local_copy, room.jid)
                 missed = sid is not None and sid not in room.known_ids
                 if missed and entry is not None and not self._echoed_during_split(room, local_copy):
-                    out.broadcast(xep0282.history_for_local(entry, room.jid),
+                    out.broadcast(delayed(entry, room.jid),
                                   room.local_sessions())
                 return
         if is_history:
@@ -645,14 +642,10 @@ class SlaveService:
 
     def _store_history(self, room: SlaveRoom, message: Element, stamp: float,
                        out: Outbox) -> HistoryEntry | None:
-        keep = room.history_length
-        if keep <= 0:
-            return None
-        xml = message.toXml()
-        entry = HistoryEntry(stamp, message, len(xml))
-        room.history.append(entry)
-        del room.history[:-keep]
-        out.store(AppendHistory(self.history_key(room.jid), HistoryRecord(stamp, xml), keep))
+        entry = room.history.add(message, stamp, room.history_length)
+        if entry is not None:
+            out.store(AppendHistory(self.history_key(room.jid), entry.record(),
+                                    room.history_length))
         return entry
 
     def _echoed_during_split(self, room: SlaveRoom, message: Element) -> bool:
@@ -681,10 +674,3 @@ def _as_listed(presence: Element) -> Element:
             item.children = [c for c in item.children if not (
                 isinstance(c, Element) and c.name in ("actor", "reason"))]
     return listed
-
-
-class _HistoryView:
-    """Adapts a SlaveRoom to dmuc.master.features.history.select (which reads .history)."""
-
-    def __init__(self, room: SlaveRoom) -> None:
-        self.history = room.history

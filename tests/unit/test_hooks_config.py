@@ -31,8 +31,9 @@ from muc_steps import (
 )
 
 from dmuc import xmlns
+from dmuc.errors import Refusal
 from dmuc.hooks import Hooks, load_plugins
-from dmuc.master.room import Refusal, Room
+from dmuc.master.room import Room
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
 from dmuc.protocol import stanzas

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import Refusal
 from dmuc.master.model import AFFILIATION_RANK, AFFILIATIONS, ROLES
-from dmuc.master.room import Refusal
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 

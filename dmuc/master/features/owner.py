@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import Refusal
 from dmuc.master.features import history
 from dmuc.master.model import ALLOW_PM_VALUES, BROADCAST_ROLES, WHOIS_VALUES, RoomConfig
-from dmuc.master.room import Refusal
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
@@ -214,13 +214,7 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
     if new.persistent:
         room.save(out)
         if not old.persistent:
-            for entry in room.history:
-                from dmuc.outbox import AppendHistory
-                from dmuc.storage import HistoryRecord
-
-                out.store(AppendHistory(room.jid, HistoryRecord(entry.stamp,
-                                                                entry.stanza.toXml()),
-                                        new.history_length))
+            history.store_all(room, out)
     if new.whois != old.whois:
         room.service.distribution.whois_changed(room, out)
     if codes and not was_locked and room.occupants:

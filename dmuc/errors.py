@@ -1,0 +1,22 @@
+"""Errors the cores raise and catch. A leaf module: it imports nothing from dmuc."""
+
+from __future__ import annotations
+
+
+class Refusal(Exception):
+    """A request the room refuses with an XMPP error (type, condition, text)."""
+
+    def __init__(self, err_type: str, condition: str, text: str | None = None) -> None:
+        super().__init__(condition)
+        self.err_type = err_type
+        self.condition = condition
+        self.text = text
+
+
+class IllegalTransition(Exception):
+    """A link state machine was asked for a transition its table does not allow."""
+
+    def __init__(self, machine: str, state: object, event: str) -> None:
+        super().__init__(f"{machine}: no transition from {state} on {event!r}")
+        self.state = state
+        self.event = event

@@ -1,0 +1,87 @@
+"""Discussion history, as the master keeps it and as a slave keeps its copy: what is
+stored, how it is trimmed, what a joining user asks for (XEP-0045 §7.2.15) and how an
+entry is delivered (with its XEP-0203 delay). One set of rules for both sides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from twisted.words.xish.domish import Element
+
+from dmuc.protocol import stanzas
+from dmuc.storage import HistoryRecord
+
+
+@dataclass
+class HistoryEntry:
+    stamp: float  # when the room received it (POSIX seconds)
+    stanza: Element  # as broadcast: from room/nick, no 'to', without delay
+    chars: int  # its serialised size, for maxchars
+    xml: str = ""  # that serialisation, as stored
+
+    def record(self) -> HistoryRecord:
+        return HistoryRecord(self.stamp, self.xml or self.stanza.toXml())
+
+
+class History(list[HistoryEntry]):
+    """A room's newest messages, oldest first."""
+
+    def add(self, message: Element, stamp: float, limit: int) -> HistoryEntry | None:
+        """Keep a broadcast message (a copy, without 'to'); None when `limit` keeps none."""
+        if limit <= 0:
+            return None
+        stored = stanzas.copy(message)
+        stored.attributes.pop("to", None)
+        xml = stored.toXml()
+        entry = HistoryEntry(stamp, stored, len(xml), xml)
+        self.append(entry)
+        self.trim(limit)
+        return entry
+
+    def trim(self, limit: int) -> None:
+        del self[:-limit if limit > 0 else len(self)]
+
+    def load(self, records: Iterable[HistoryRecord]) -> None:
+        """Entries read back from storage after a restart."""
+        for record in records:
+            self.append(HistoryEntry(record.stamp, stanzas.parse_xml(record.xml),
+                                     len(record.xml), record.xml))
+
+    def select(self, request: Element | None, now: float) -> list[HistoryEntry]:
+        """The entries a join's <history/> asks for (maxstanzas, maxchars, seconds, since);
+        a malformed limit is ignored, as Prosody does."""
+        entries = list(self)
+        if request is None:
+            return entries
+        try:
+            since = None
+            if request.getAttribute("since"):
+                since = stanzas.parse_stamp(request["since"])
+            if request.getAttribute("seconds") is not None:
+                cutoff = now - int(request["seconds"])
+                since = cutoff if since is None else max(since, cutoff)
+            if since is not None:
+                entries = [e for e in entries if e.stamp >= since]
+            if request.getAttribute("maxstanzas") is not None:
+                count = max(int(request["maxstanzas"]), 0)
+                entries = entries[len(entries) - count:] if count else []
+            if request.getAttribute("maxchars") is not None:
+                budget = max(int(request["maxchars"]), 0)
+                chosen: list[HistoryEntry] = []
+                for entry in reversed(entries):
+                    if entry.chars > budget:
+                        break
+                    budget -= entry.chars
+                    chosen.append(entry)
+                entries = list(reversed(chosen))
+        except ValueError:
+            return entries
+        return entries
+
+
+def delayed(entry: HistoryEntry, room_jid: str) -> Element:
+    """A history entry as delivered to a user: with XEP-0203 delay from the room."""
+    message = stanzas.copy(entry.stanza)
+    message.addChild(stanzas.delay(entry.stamp, room_jid))
+    return message

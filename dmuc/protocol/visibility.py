@@ -1,0 +1,89 @@
+"""Who may see an occupant's real JID, and the copies of a presence that follow from it.
+
+One rule for master and slave (XEP-0045 §7.2.3/§7.2.4, XEP-0282 §4.7): in a non-anonymous
+room (whois = anyone) everyone sees real JIDs; in a semi-anonymous room only moderators
+do; a slave receives them only while one of its local occupants is a moderator; an
+occupant's own copy of its presence carries status 110 (and 100 when non-anonymous).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+
+from twisted.words.xish.domish import Element
+
+from dmuc import xmlns
+from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
+
+SELF_PRESENCE = "110"
+NON_ANONYMOUS = "100"
+
+
+def sees_real_jids(whois: str, viewer_role: str) -> bool:
+    """Whether an occupant with `viewer_role` may see the other occupants' real JIDs."""
+    return whois == "anyone" or viewer_role == "moderator"
+
+
+def slave_sees_real_jids(whois: str, has_local_moderator: bool) -> bool:
+    """§4.7: "the master MUST NOT send the full jid of the user to any slaves without
+    members that are moderators" (unless everyone may see them)."""
+    return whois == "anyone" or has_local_moderator
+
+
+def self_status_codes(whois: str, extra: Iterable[str] = ()) -> list[str]:
+    """Status codes of the copy an occupant gets of its own presence."""
+    codes = [SELF_PRESENCE, *extra]
+    if whois == "anyone":
+        codes.append(NON_ANONYMOUS)
+    return codes
+
+
+def deliver_presence(
+    out: Outbox,
+    variant: Callable[[str], Element],
+    recipients: Iterable[tuple[str, str]],
+    own: Collection[str],
+    whois: str,
+) -> None:
+    """Send one presence change to `recipients` (session, role of its occupant): each
+    group gets one copy, built once by `variant(kind)` with kind "with_jid",
+    "without_jid" or "self" (for the occupant's own sessions, `own`)."""
+    with_jid: list[str] = []
+    without_jid: list[str] = []
+    own_sessions: list[str] = []
+    for session, role in recipients:
+        if session in own:
+            own_sessions.append(session)
+        elif sees_real_jids(whois, role):
+            with_jid.append(session)
+        else:
+            without_jid.append(session)
+    if with_jid:
+        out.broadcast(variant("with_jid"), with_jid)
+    if without_jid:
+        out.broadcast(variant("without_jid"), without_jid)
+    if own_sessions:
+        out.broadcast(variant("self"), own_sessions)
+
+
+def without_real_jid(presence: Element) -> Element:
+    """§4.7: the occupant's presence without its real JID, for non-moderators."""
+    copy = stanzas.copy(presence)
+    item = stanzas.muc_item(copy)
+    if item is not None:
+        item.attributes.pop("jid", None)
+    return copy
+
+
+def with_self_status(presence: Element, whois: str) -> Element:
+    """The copy an occupant gets of its own presence: status 110 (and 100 if non-anonymous)."""
+    copy = stanzas.copy(presence)
+    x = stanzas.child(copy, "x", xmlns.MUC_USER)
+    if x is None:
+        x = copy.addElement((xmlns.MUC_USER, "x"))
+    present = {s.getAttribute("code") for s in stanzas.children(x, "status")}
+    for code in self_status_codes(whois):
+        if code not in present:
+            x.addElement("status")["code"] = code
+    return copy

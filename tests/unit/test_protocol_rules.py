@@ -1,0 +1,178 @@
+"""The rules master and slave share (dmuc.protocol), each as one table."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pytest
+
+from dmuc import xmlns
+from dmuc.errors import IllegalTransition
+from dmuc.outbox import Outbox
+from dmuc.protocol import keepalive, stanzas, visibility
+from dmuc.protocol.history import History, delayed
+from dmuc.protocol.statemachine import StateMachine
+
+# --- who may see a real JID ----------------------------------------------------------------
+
+VISIBILITY = [
+    # whois, viewer role, sees real JIDs
+    ("moderators", "moderator", True),
+    ("moderators", "participant", False),
+    ("moderators", "visitor", False),
+    ("moderators", "none", False),
+    ("anyone", "moderator", True),
+    ("anyone", "participant", True),
+    ("anyone", "visitor", True),
+    ("anyone", "none", True),
+]
+
+
+@pytest.mark.parametrize(("whois", "role", "sees"), VISIBILITY)
+def test_who_sees_real_jids(whois: str, role: str, sees: bool) -> None:
+    assert visibility.sees_real_jids(whois, role) is sees
+
+
+@pytest.mark.parametrize(("whois", "moderator_behind", "sees"), [
+    ("moderators", True, True), ("moderators", False, False),
+    ("anyone", True, True), ("anyone", False, True)])
+def test_which_slaves_get_real_jids(whois: str, moderator_behind: bool, sees: bool) -> None:
+    assert visibility.slave_sees_real_jids(whois, moderator_behind) is sees
+
+
+@pytest.mark.parametrize(("whois", "extra", "codes"), [
+    ("moderators", (), ["110"]), ("anyone", (), ["110", "100"]),
+    ("moderators", ("210", "201"), ["110", "210", "201"]),
+    ("anyone", ("303",), ["110", "303", "100"])])
+def test_self_presence_codes(whois: str, extra: tuple[str, ...], codes: list[str]) -> None:
+    assert visibility.self_status_codes(whois, extra) == codes
+
+
+def _presence(jid: str | None) -> stanzas.Element:
+    item = {"affiliation": "none", "role": "participant", "jid": jid}
+    return stanzas.occupant_presence(None, "r@muc/n", stanzas.muc_user_x([item]))
+
+
+def test_deliver_presence_one_copy_per_kind() -> None:
+    out = Outbox(0.0)
+    built: list[str] = []
+
+    def variant(kind: str) -> stanzas.Element:
+        built.append(kind)
+        presence = _presence(None if kind == "without_jid" else "u@h/r")
+        return visibility.with_self_status(presence, "moderators") if kind == "self" \
+            else presence
+
+    recipients = [("mod@h/1", "moderator"), ("p@h/1", "participant"), ("v@h/1", "visitor"),
+                  ("u@h/r", "participant")]
+    visibility.deliver_presence(out, variant, recipients, {"u@h/r"}, "moderators")
+    assert built == ["with_jid", "without_jid", "self"]
+    by_kind = {tuple(d.recipients): d.stanza for d in out.deliveries}
+    assert stanzas.muc_item(by_kind[("mod@h/1",)])["jid"] == "u@h/r"
+    assert stanzas.muc_item(by_kind[("p@h/1", "v@h/1")]).getAttribute("jid") is None
+    assert stanzas.has_status(by_kind[("u@h/r",)], "110")
+
+
+def test_without_real_jid_and_self_status_leave_the_original_alone() -> None:
+    original = _presence("u@h/r")
+    stripped = visibility.without_real_jid(original)
+    own = visibility.with_self_status(original, "anyone")
+    assert stanzas.muc_item(stripped).getAttribute("jid") is None
+    assert stanzas.has_status(own, "110") and stanzas.has_status(own, "100")
+    assert stanzas.muc_item(original)["jid"] == "u@h/r"
+    assert not stanzas.has_status(original, "110")
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def _history(n: int) -> History:
+    history = History()
+    for i in range(n):
+        message = stanzas.new("message", {"from": "r@muc/n", "type": "groupchat"})
+        message.addElement("body", content=f"m{i}")
+        history.add(message, 1000.0 + i, limit=10)
+    return history
+
+
+def _bodies(entries) -> list[str]:  # type: ignore[no-untyped-def]
+    return [str(stanzas.child(e.stanza, "body")) for e in entries]
+
+
+def _request(**attrs: str) -> stanzas.Element:
+    request = stanzas.new("history", attrs, ns=xmlns.MUC)
+    return request
+
+
+CHARS = len(_history(1)[0].xml)
+
+SELECTION = [
+    # request attributes, now, bodies selected
+    (None, 2000.0, [f"m{i}" for i in range(2, 12)]),
+    ({"maxstanzas": "2"}, 2000.0, ["m10", "m11"]),
+    ({"maxstanzas": "0"}, 2000.0, []),
+    ({"seconds": "3"}, 1011.0, ["m8", "m9", "m10", "m11"]),
+    ({"since": "1970-01-01T00:16:50Z"}, 2000.0, ["m10", "m11"]),
+    ({"maxchars": str(3 * CHARS + 2)}, 2000.0, ["m9", "m10", "m11"]),  # m10, m11: +1 char
+    ({"maxchars": str(3 * CHARS + 1)}, 2000.0, ["m10", "m11"]),
+    ({"maxchars": "0"}, 2000.0, []),
+    ({"maxstanzas": "x"}, 2000.0, [f"m{i}" for i in range(2, 12)]),
+    ({"maxstanzas": "9" * 5000}, 2000.0, [f"m{i}" for i in range(2, 12)]),
+]
+
+
+@pytest.mark.parametrize(("attrs", "now", "bodies"), SELECTION)
+def test_history_selection(attrs: dict[str, str] | None, now: float, bodies: list[str]) -> None:
+    history = _history(12)  # limit 10: m0 and m1 were trimmed
+    request = _request(**attrs) if attrs is not None else None
+    assert _bodies(history.select(request, now)) == bodies
+
+
+def test_history_limit_and_delay() -> None:
+    history = _history(3)
+    history.trim(1)
+    assert _bodies(history) == ["m2"]
+    assert history.add(history[0].stanza, 5.0, limit=0) is None
+    stamped = delayed(history[0], "r@muc")
+    delay = stanzas.child(stamped, "delay", xmlns.DELAY)
+    assert delay["from"] == "r@muc" and delay["stamp"] == "1970-01-01T00:16:42Z"
+    assert stanzas.child(history[0].stanza, "delay", xmlns.DELAY) is None
+
+
+# --- keepalive schedule -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("now", "heard", "sent", "every", "split", "due"), [
+    (100.0, 40.0, 0.0, 60, False, True),
+    (100.0, 41.0, 0.0, 60, False, False),
+    (100.0, 0.0, 41.0, 60, False, False),
+    (100.0, 85.0, 0.0, 60, True, True),
+    (100.0, 86.0, 0.0, 60, True, False),
+    (100.0, 99.0, 0.0, 2, True, True),
+])
+def test_keepalive_schedule(now: float, heard: float, sent: float, every: int, split: bool,
+                            due: bool) -> None:
+    assert keepalive.due(now, heard, sent, every, split) is due
+
+
+@pytest.mark.parametrize(("proposed", "accepted"), [(1, 5), (60, 60), (10**6, 3600)])
+def test_keepalive_clamp(proposed: int, accepted: int) -> None:
+    assert keepalive.clamp(proposed) == accepted
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+
+class Light(Enum):
+    OFF = 1
+    ON = 2
+
+
+def test_state_machine_follows_its_table_and_refuses_the_rest() -> None:
+    machine = StateMachine("light", {(Light.OFF, "press"): Light.ON,
+                                     (Light.ON, "press"): Light.OFF}, Light.OFF)
+    assert machine.fire("press") is Light.ON
+    assert machine.can("press") and not machine.can("cut")
+    with pytest.raises(IllegalTransition):
+        machine.fire("cut")
+    assert machine.state is Light.ON
