@@ -1,29 +1,57 @@
-"""XEP-0282 on the master: registered slaves, and routing of broadcasts through them.
+"""XEP-0282 on the master: the registered slaves of each room, and every copy that goes
+through them.
 
-A session that entered a room through a slave is reached through that slave only: the
-slave gets ONE copy of each broadcast (§4.7, §4.9) and fans it out. Everything about slaves
-that the master knows lives here; room.py asks `route()` where each copy goes.
+The room core (room.py) speaks XEP-0045 only. Where a session may have entered through a
+slave it calls this module, the way Prosody's muc.lib.lua fires an event: `entering` /
+`entered` (§4.5), `leaving` / `forget` (§4.6), `fan_out_presence` (§4.7),
+`fan_out_groupchat` (§4.9), `destroyed`, `visibility_changed` / `whois_changed`. A session
+that entered through a slave is reached through that slave only: the slave gets ONE copy
+of each broadcast and fans it out. Each slave's link to a room is a small state machine
+(LINK_TRANSITIONS).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
-from dmuc.protocol import stanzas, xep0282
+from dmuc.protocol import keepalive, stanzas, visibility, xep0282
+from dmuc.protocol.statemachine import StateMachine
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
     from dmuc.master.service import MUCService
 
-MIN_KEEPALIVE = 5
-MAX_KEEPALIVE = 3600
+
+class LinkState(Enum):
+    LIVE = "live"  # registered and up to date: gets every broadcast while it has occupants
+    STALE = "stale"  # its last occupant left: gets nothing, refreshed before its next ENTER
+    SPLIT = "split"  # unreachable (§4.11.1): gets nothing, pinged every keepalive/4
+
+
+L = LinkState
+# (state, event) -> next state. Registering again always starts afresh (with a snapshot).
+LINK_TRANSITIONS: dict[tuple[LinkState, str], LinkState] = {
+    (L.LIVE, "register"): L.LIVE,
+    (L.STALE, "register"): L.LIVE,
+    (L.SPLIT, "register"): L.LIVE,
+    (L.LIVE, "quiet"): L.STALE,  # its last local occupant left
+    (L.SPLIT, "quiet"): L.SPLIT,
+    (L.STALE, "refresh"): L.LIVE,  # a snapshot before an ENTER through it
+    (L.LIVE, "bounce"): L.SPLIT,
+    (L.STALE, "bounce"): L.SPLIT,
+    (L.SPLIT, "bounce"): L.SPLIT,
+    (L.SPLIT, "pong"): L.LIVE,  # netjoin with occupants: a snapshot brings it up to date
+    (L.SPLIT, "pong-empty"): L.STALE,  # netjoin without occupants: refreshed on next ENTER
+}
 
 
 @dataclass
@@ -35,13 +63,30 @@ class SlaveLink:
     domains: frozenset[str]
     keepalive: int
     history: int
-    split: bool = False
     last_heard: float = 0.0
     last_ping: float = 0.0
-    shows_jids: bool = False  # whether its roster copies carry real JIDs
-    # whether its copy of the room is up to date: broadcasts go only to slaves with
-    # occupants, so one whose last occupant left falls behind until its next ENTER
-    current: bool = False
+    shows_jids: bool = False  # whether its roster copy carries real JIDs
+    machine: StateMachine[LinkState] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.machine = StateMachine(f"link {self.jid} for {self.room}", LINK_TRANSITIONS,
+                                    LinkState.LIVE)
+
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
+
+    @property
+    def split(self) -> bool:
+        return self.state is LinkState.SPLIT
+
+
+@dataclass
+class RoomRoutes:
+    """Which sessions of one room entered through which slave."""
+
+    via: dict[str, str] = field(default_factory=dict)  # session -> slave JID
+    sessions: dict[str, set[str]] = field(default_factory=dict)  # slave JID -> sessions
 
 
 class Distribution:
@@ -51,10 +96,11 @@ class Distribution:
             jid: frozenset(domains) for jid, domains in service.settings.slaves.items()
         }
         self.links: dict[str, dict[str, SlaveLink]] = {}  # room -> slave JID -> link
+        self.routes: dict[str, RoomRoutes] = {}  # room -> its sessions behind slaves
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
 
-    # --- routing --------------------------------------------------------------------
+    # --- lookups ----------------------------------------------------------------------
 
     def link(self, room_jid: str, slave_jid: str | None) -> SlaveLink | None:
         if slave_jid is None:
@@ -69,15 +115,21 @@ class Distribution:
                 return link
         return None
 
+    def slave_of(self, room: Room, session: str) -> str | None:
+        """The slave a session entered through (None: reached directly)."""
+        routes = self.routes.get(room.jid)
+        return routes.via.get(session) if routes is not None else None
+
     def route(self, room: Room, sessions: Iterable[str]) -> tuple[list[str], list[SlaveLink]]:
         """Split recipients into sessions reached directly and slaves (one copy each).
         A split slave gets nothing (§4.11.1)."""
-        if not room.via:
+        routes = self.routes.get(room.jid)
+        if routes is None or not routes.via:
             return list(sessions), []  # nobody entered through a slave: the hot path
         direct: list[str] = []
         slaves: dict[str, SlaveLink] = {}
         for session in sessions:
-            link = self.link(room.jid, room.via.get(session))
+            link = self.link(room.jid, routes.via.get(session))
             if link is None:
                 direct.append(session)
             elif not link.split:
@@ -85,21 +137,116 @@ class Distribution:
         return direct, list(slaves.values())
 
     def has_moderator(self, room: Room, link: SlaveLink) -> bool:
-        for session, slave in room.via.items():
-            if slave == link.jid:
-                occupant = room.occupant_by_session(session)
-                if occupant is not None and occupant.role == "moderator":
-                    return True
+        routes = self.routes.get(room.jid)
+        for session in routes.sessions.get(link.jid, ()) if routes is not None else ():
+            occupant = room.occupant_by_session(session)
+            if occupant is not None and occupant.role == "moderator":
+                return True
         return False
 
     def shows_jids(self, room: Room, link: SlaveLink) -> bool:
-        """§4.7: never send real JIDs to a slave without moderators (unless the room is
-        non-anonymous, where everyone sees them)."""
-        return not room.is_anonymous() or self.has_moderator(room, link)
+        """§4.7: real JIDs go to a slave only under the shared visibility rule."""
+        return visibility.slave_sees_real_jids(room.config.whois, self.has_moderator(room, link))
 
-    def all_links(self, room: Room) -> list[SlaveLink]:
+    def live_links(self, room: Room) -> list[SlaveLink]:
         return [link for link in self.links.get(room.jid, {}).values()
-                if link.current and not link.split]
+                if link.state is LinkState.LIVE]
+
+    # --- room events (called by the room core) ---------------------------------------
+
+    def entering(self, room: Room, session: str, out: Outbox) -> bool:
+        """A session joins: if its domain has a reachable slave, the session will be
+        reached through it (§4.5). A stale slave is refreshed first."""
+        link = self.link_for_user(room.jid, session)
+        if link is None or link.split:
+            return False
+        if link.state is LinkState.STALE:
+            link.machine.fire("refresh")
+            self.snapshot(link, out)
+        routes = self.routes.setdefault(room.jid, RoomRoutes())
+        routes.via[session] = link.jid
+        routes.sessions.setdefault(link.jid, set()).add(session)
+        return True
+
+    def entered(self, room: Room, occupant: Occupant, session: str, join: Element,
+                self_codes: list[str], out: Outbox) -> None:
+        """§4.5 Listing 2/12: the ENTER, with the user's own presence and history request;
+        the slave sends the roster, history and subject itself."""
+        slave = self.slave_of(room, session)
+        if slave is None:
+            return
+        muc_x = stanzas.child(join, "x", xmlns.MUC)
+        request = stanzas.child(muc_x, "history") if muc_x is not None else None
+        own = room.presence_of(occupant, True,
+                               visibility.self_status_codes(room.config.whois, self_codes))
+        out.send(xep0282.enter(own, slave, session, request))
+
+    def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
+                **presence: Any) -> bool:
+        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
+        slave = self.slave_of(room, session)
+        if slave is None:
+            return False
+        codes = visibility.self_status_codes(room.config.whois, presence.pop("statuses", ()))
+        own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
+        out.send(xep0282.leave(own, slave, session))
+        return True
+
+    def forget(self, room: Room, session: str) -> None:
+        """A session is gone; a slave whose last session it was gets nothing more."""
+        routes = self.routes.get(room.jid)
+        slave = routes.via.pop(session, None) if routes is not None else None
+        if routes is None or slave is None:
+            return
+        behind = routes.sessions.get(slave)
+        if behind is not None:
+            behind.discard(session)
+            if not behind:
+                del routes.sessions[slave]
+                link = self.link(room.jid, slave)
+                if link is not None:
+                    link.machine.fire("quiet")
+
+    def fan_out_presence(self, room: Room, build: Callable[[bool], Element],
+                         links: Iterable[SlaveLink], out: Outbox) -> None:
+        """§4.7: one copy of a presence per slave, with real JIDs only where allowed."""
+        for link in links:
+            copy = build(self.shows_jids(room, link))
+            copy["to"] = link.jid
+            out.send(copy)
+
+    def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveLink],
+                          out: Outbox) -> None:
+        """§4.9: one copy per slave, with the XEP-0203 delay inside the dmuc element."""
+        for link in links:
+            copy = xep0282.for_slave(message, out.now, message.getAttribute("from"))
+            copy["to"] = link.jid
+            out.send(copy)
+
+    def destroyed(self, room: Room, notice: Element | None, out: Outbox) -> None:
+        """The room is gone: one notice per slave with occupants (§4.6); it tells each of
+        its local occupants."""
+        routes = self.routes.pop(room.jid, None)
+        if routes is not None and notice is not None:
+            for slave in sorted(routes.sessions):
+                out.send(xep0282.destroyed(notice, room.jid, slave))
+        self.links.pop(room.jid, None)
+
+    def room_gone(self, room_jid: str) -> None:
+        self.links.pop(room_jid, None)
+        self.routes.pop(room_jid, None)
+
+    def visibility_changed(self, room: Room, out: Outbox) -> None:
+        """A slave gained or lost its only moderator (or whois changed): its roster copy
+        must gain or lose the real JIDs, so it gets a fresh snapshot."""
+        for link in self.live_links(room):
+            if self.shows_jids(room, link) != link.shows_jids:
+                self.snapshot(link, out)
+
+    def whois_changed(self, room: Room, out: Outbox) -> None:
+        for link in self.live_links(room):
+            out.send(xep0282.room_settings(room.jid, link.jid, room.config.whois))
+        self.visibility_changed(room, out)
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -152,28 +299,30 @@ class Distribution:
                                          "This slave is not allowed to mirror rooms here"))
             return
         try:
-            keepalive = int(payload.getAttribute("keepalive") or 60)
+            proposed_keepalive = int(payload.getAttribute("keepalive") or 60)
             history = int(payload.getAttribute("history") or 0)
         except ValueError:
             out.send(stanzas.error_reply(stanza, "modify", "bad-request",
                                          "keepalive and history must be numbers"))
             return
-        keepalive = min(max(keepalive, MIN_KEEPALIVE), MAX_KEEPALIVE)
+        every = keepalive.clamp(proposed_keepalive)
         room = self.service.rooms.get(room_jid)
         history = min(max(history, 0), room.config.history_length if room else
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
         if link is None:
-            link = SlaveLink(slave_jid, room_jid, domains, keepalive, history)
+            link = SlaveLink(slave_jid, room_jid, domains, every, history)
             self.links.setdefault(room_jid, {})[slave_jid] = link
-        elif link.split:
-            out.info(f"netjoin: slave {slave_jid} registered again for {room_jid}")
-        link.domains, link.keepalive, link.history = domains, keepalive, history
-        link.split, link.last_heard = False, out.now
+        else:
+            if link.split:
+                out.info(f"netjoin: slave {slave_jid} registered again for {room_jid}")
+            link.machine.fire("register")
+        link.domains, link.keepalive, link.history = domains, every, history
+        link.last_heard = out.now
         whois = room.config.whois if room else "moderators"
-        out.send(xep0282.registered_result(stanza, keepalive, history, whois))
+        out.send(xep0282.registered_result(stanza, every, history, whois))
         out.info(f"slave {slave_jid} registered for {room_jid} "
-                 f"(keepalive {keepalive}s, history {history})")
+                 f"(keepalive {every}s, history {history})")
         self.snapshot(link, out)
 
     def _unregister(self, stanza: Element, link: SlaveLink | None, out: Outbox) -> None:
@@ -182,20 +331,20 @@ class Distribution:
         out.send(stanzas.iq_result(stanza))
         if link is None:
             return
-        self.links.get(link.room, {}).pop(link.jid, None)
         room = self.service.rooms.get(link.room)
-        if room is not None:
-            for session, slave in list(room.via.items()):
+        routes = self.routes.get(link.room)
+        if room is not None and routes is not None:
+            for session in sorted(routes.sessions.get(link.jid, ())):
                 occupant = room.occupant_by_session(session)
-                if slave == link.jid and occupant is not None:
+                if occupant is not None:
                     room.remove_session(occupant, session, out, statuses=("333",))
+        self.links.get(link.room, {}).pop(link.jid, None)
         out.info(f"slave {link.jid} unregistered from {link.room}")
 
     def snapshot(self, link: SlaveLink, out: Outbox) -> None:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,
         between <resync/> and <synced/>."""
         room = self.service.rooms.get(link.room)
-        link.current = True
         out.send(xep0282.resync_notice(link.room, link.jid))
         if room is not None:
             link.shows_jids = self.shows_jids(room, link)
@@ -207,8 +356,8 @@ class Distribution:
             if link.history:
                 for entry in room.history[-link.history:]:
                     copy = xep0282.for_slave(entry.stanza, entry.stamp,
-                                                  entry.stanza.getAttribute("from", link.room),
-                                                  history=True)
+                                             entry.stanza.getAttribute("from", link.room),
+                                             history=True)
                     copy["to"] = link.jid
                     out.send(copy)
             subject = room.subject_stanza(link.jid)
@@ -247,8 +396,8 @@ class Distribution:
     def tick(self, now: float, out: Outbox) -> None:
         for links in self.links.values():
             for link in links.values():
-                interval = max(link.keepalive // 4, 1) if link.split else link.keepalive
-                if now - max(link.last_heard, link.last_ping) >= interval:
+                if keepalive.due(now, link.last_heard, link.last_ping, link.keepalive,
+                                 link.split):
                     link.last_ping = now
                     iq_id = f"dmuc-ka-{next(self._ids)}"
                     self.pings[iq_id] = (link.room, link.jid)
@@ -259,45 +408,21 @@ class Distribution:
         if target is None:
             return
         link = self.link(*target)
-        if link is not None and link.split:
-            link.split = False
+        if link is None or not link.split:
+            return
+        routes = self.routes.get(link.room)
+        if routes is not None and routes.sessions.get(link.jid):
+            link.machine.fire("pong")
             out.info(f"netjoin: slave {link.jid} is back for {link.room}; resyncing")
             self.snapshot(link, out)
+        else:
+            link.machine.fire("pong-empty")
+            out.info(f"netjoin: slave {link.jid} is back for {link.room}")
 
     def _split(self, link: SlaveLink, out: Outbox, why: str) -> None:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
-        link.split = True
-
-    def bounced(self, slave_jid: str, room_jid: str, out: Outbox) -> bool:
-        link = self.link(room_jid, slave_jid)
-        if link is None:
-            return False
-        self._split(link, out, "stanza bounced")
-        return True
-
-    # --- room events --------------------------------------------------------------------
-
-    def visibility_changed(self, room: Room, out: Outbox) -> None:
-        """A slave gained or lost its only moderator (or whois changed): its roster copy
-        must gain or lose the real JIDs, so it gets a fresh snapshot."""
-        for link in self.all_links(room):
-            if self.shows_jids(room, link) != link.shows_jids:
-                self.snapshot(link, out)
-
-    def whois_changed(self, room: Room, out: Outbox) -> None:
-        for link in self.all_links(room):
-            out.send(xep0282.room_settings(room.jid, link.jid, room.config.whois))
-        self.visibility_changed(room, out)
-
-    def went_quiet(self, room_jid: str, slave_jid: str) -> None:
-        """The slave's last occupant left: it gets no more broadcasts for now."""
-        link = self.link(room_jid, slave_jid)
-        if link is not None:
-            link.current = False
-
-    def room_gone(self, room_jid: str) -> None:
-        self.links.pop(room_jid, None)
+        link.machine.fire("bounce")
 
 
 def _is(payload: Element | None, name: str) -> bool:

@@ -17,6 +17,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
+from dmuc.master.features import history, invites, iq_handlers, subject, voice
 from dmuc.master.model import (
     AFFILIATION_RANK,
     ROLE_RANK,
@@ -24,7 +25,7 @@ from dmuc.master.model import (
     RoomConfig,
 )
 from dmuc.outbox import Outbox, SaveRoom
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, visibility
 from dmuc.protocol.history import History
 
 if TYPE_CHECKING:
@@ -65,7 +66,6 @@ class Room:
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
-        self.via: dict[str, str] = {}  # session that entered through a slave -> slave JID
         self.destroyed = False
 
     # --- persistence --------------------------------------------------------------------
@@ -108,6 +108,10 @@ class Room:
     def occupant_by_session(self, full_jid: str) -> Occupant | None:
         nick = self.nick_of.get(full_jid)
         return self.occupants.get(nick) if nick is not None else None
+
+    def role_of_session(self, session: str) -> str:
+        occupant = self.occupant_by_session(session)
+        return occupant.role if occupant is not None else "none"
 
     def occupants_of(self, bare_jid: str) -> list[Occupant]:
         return [o for o in self.occupants.values() if o.bare_jid == bare_jid]
@@ -180,10 +184,7 @@ class Room:
 
     def self_codes(self, extra: Iterable[str] = ()) -> list[str]:
         """Status codes of the copy an occupant gets of its own presence."""
-        codes = ["110", *extra]
-        if not self.is_anonymous():
-            codes.append("100")
-        return codes
+        return visibility.self_status_codes(self.config.whois, extra)
 
     def publicise(
         self,
@@ -221,39 +222,24 @@ class Room:
         broadcast_role = occupant.role if occupant.role != "none" else None
         visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
         visible = visible or presence_type == "unavailable"
-        with_jid_to: list[str] = []
-        without_jid_to: list[str] = []
-        for session in targets:
-            if session in own or not visible:
-                continue
-            viewer = self.occupant_by_session(session)
-            if not self.is_anonymous() or (viewer is not None and viewer.role == "moderator"):
-                with_jid_to.append(session)
-            else:
-                without_jid_to.append(session)
-        if with_jid_to:
-            out.broadcast(build(True, statuses), with_jid_to)
-        if without_jid_to:
-            out.broadcast(build(False, statuses), without_jid_to)
-        own_targets = [s for s in targets if s in own]
-        if own_targets:
-            out.broadcast(build(True, self.self_codes([*statuses, *self_statuses])), own_targets)
-        for link in slaves if visible else []:
-            copy = build(self.service.distribution.shows_jids(self, link), statuses)
-            copy["to"] = link.jid
-            out.send(copy)
+        def variant(kind: str) -> Element:
+            if kind == "self":
+                return build(True, self.self_codes([*statuses, *self_statuses]))
+            return build(kind == "with_jid", statuses)
+
+        recipients = [(session, self.role_of_session(session)) for session in targets
+                      if visible or session in own]
+        visibility.deliver_presence(out, variant, recipients, own, self.config.whois)
+        if visible:
+            self.service.distribution.fan_out_presence(
+                self, lambda with_jid: build(with_jid, statuses), slaves, out)
 
     def broadcast_groupchat(self, message: Element, out: Outbox) -> None:
-        """A groupchat stanza to every occupant: one copy per slave, with the XEP-0203
-        delay inside the dmuc element (§4.9), and one per directly reached session."""
-        from dmuc.protocol import xep0282
-
+        """A groupchat stanza to every occupant: one copy per directly reached session,
+        one per slave (§4.9)."""
         direct, slaves = self.service.distribution.route(self, self.all_sessions())
         out.broadcast(message, direct)
-        for link in slaves:
-            copy = xep0282.for_slave(message, out.now, message.getAttribute("from"))
-            copy["to"] = link.jid
-            out.send(copy)
+        self.service.distribution.fan_out_groupchat(self, message, slaves, out)
 
     def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
         """An occupant's presence as the room lists it to a newcomer (no status codes),
@@ -271,7 +257,7 @@ class Room:
         if viewer_role is None:
             viewer = self.occupant_by_session(session)
             viewer_role = viewer.role if viewer is not None else "none"
-        with_jid = not self.is_anonymous() or viewer_role == "moderator"
+        with_jid = visibility.sees_real_jids(self.config.whois, viewer_role)
         for occupant in self.occupants.values():
             if session in occupant.sessions:
                 continue
@@ -403,25 +389,18 @@ class Room:
 
         existing = self.occupants.get(nick)
         presence = self._stored_presence(stanza)
-        link = self.service.distribution.link_for_user(self.jid, sender)
-        if link is not None and link.split:
-            link = None
-        if link is not None:
-            if not link.current:
-                # Broadcasts go only to slaves with occupants (route()); a slave whose
-                # users all left has a stale copy of the room: refresh it first.
-                self.service.distribution.snapshot(link, out)
-            self.via[sender] = link.jid  # §4.5: this session is reached through its slave
+        distribution = self.service.distribution
+        via_slave = distribution.entering(self, sender, out)  # §4.5: reached through it
         if existing is not None:
             # Another session of the same user joins under the same nick (multi-session).
             existing.sessions[sender] = presence
             existing.primary = sender
             self.nick_of[sender] = nick
-            if link is None:
+            if not via_slave:
                 self.send_occupant_list(sender, out)
             others = [s for s in self.all_sessions() if s != sender]
             self.publicise(existing, out, only_to=others)
-            if link is None:
+            if not via_slave:
                 self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
             occupant = existing
         else:
@@ -433,46 +412,23 @@ class Room:
                 primary=sender,
             )
             # The list goes out before the occupant exists, so it never contains itself.
-            if link is None:
+            if not via_slave:
                 self.send_occupant_list(sender, out, viewer_role=occupant.role)
             self.occupants[nick] = occupant
             self.nick_of[sender] = nick
             self.publicise(occupant, out, self_statuses=self_codes)
-        if link is not None:
+        if via_slave:
             # §4.5: the slave sends roster, own presence, history and subject itself.
-            self._enter_via_slave(occupant, sender, stanza, link.jid, self_codes, out)
+            distribution.entered(self, occupant, sender, stanza, self_codes, out)
         else:
-            from dmuc.master.features import history
-
             history.send_on_join(self, stanza, sender, out)
             out.send(self.subject_stanza(sender))
-        self.service.distribution.visibility_changed(self, out)
+        distribution.visibility_changed(self, out)
+        slave = distribution.slave_of(self, sender)
         out.info(f"{sender} joined {self.jid} as {nick}"
-                 + (f" through {link.jid}" if link is not None else ""))
+                 + (f" through {slave}" if slave is not None else ""))
         self.service.hooks.fire("occupant-joined", room=self, occupant=occupant, session=sender,
                                 out=out)
-
-    def _enter_via_slave(self, occupant: Occupant, session: str, join: Element, slave: str,
-                         self_codes: list[str], out: Outbox) -> None:
-        from dmuc.protocol import xep0282
-
-        muc_x = stanzas.child(join, "x", xmlns.MUC)
-        request = stanzas.child(muc_x, "history") if muc_x is not None else None
-        own = self.presence_of(occupant, True, self.self_codes(self_codes))
-        out.send(xep0282.enter(own, slave, session, request))
-
-    def _leave_via_slave(self, occupant: Occupant, session: str, out: Outbox,
-                         **presence: Any) -> bool:
-        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
-        from dmuc.protocol import xep0282
-
-        slave = self.via.get(session)
-        if slave is None:
-            return False
-        codes = self.self_codes(presence.pop("statuses", ()))
-        own = self.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
-        out.send(xep0282.leave(own, slave, session))
-        return True
 
     def _stored_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps)."""
@@ -584,19 +540,21 @@ class Room:
         base: Element | None = None,
     ) -> None:
         """One session leaves; the occupant leaves with its last session."""
+        distribution = self.service.distribution
         if len(occupant.sessions) > 1:
-            if not self._leave_via_slave(occupant, session, out, statuses=statuses, base=base):
+            if not distribution.leaving(self, occupant, session, out, statuses=statuses,
+                                        base=base):
                 self.publicise(occupant, out, presence_type="unavailable", statuses=statuses,
                                only_to=[session], base=base)
             del occupant.sessions[session]
             del self.nick_of[session]
-            self._forget_via(session)
+            self.service.distribution.forget(self, session)
             if occupant.primary == session:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out, only_to=[s for s in self.all_sessions()])
             return
         occupant.role = "none"
-        self._leave_via_slave(occupant, session, out, statuses=statuses, base=base)
+        distribution.leaving(self, occupant, session, out, statuses=statuses, base=base)
         self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base)
         self._drop(occupant)
         out.info(f"{session} left {self.jid}")
@@ -607,12 +565,7 @@ class Room:
         self.occupants.pop(occupant.nick, None)
         for session in occupant.sessions:
             self.nick_of.pop(session, None)
-            self._forget_via(session)
-
-    def _forget_via(self, session: str) -> None:
-        slave = self.via.pop(session, None)
-        if slave is not None and slave not in self.via.values():
-            self.service.distribution.went_quiet(self.jid, slave)
+            self.service.distribution.forget(self, session)
 
     def evict(
         self,
@@ -626,7 +579,7 @@ class Room:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
         occupant.role = "none"
         for session in list(occupant.sessions):
-            self._leave_via_slave(occupant, session, out, statuses=list(statuses),
+            self.service.distribution.leaving(self, occupant, session, out, statuses=list(statuses),
                                   reason=reason, actor_nick=actor_nick,
                                   base=stanzas.new("presence"))
         self.publicise(
@@ -670,7 +623,7 @@ class Room:
         if not self.is_anonymous() or (old_role == "moderator") == (occupant.role == "moderator"):
             return
         for session in occupant.sessions:
-            if session not in self.via:
+            if self.service.distribution.slave_of(self, session) is None:
                 self.send_occupant_list(session, out)
         self.service.distribution.visibility_changed(self, out)
 
@@ -735,14 +688,10 @@ class Room:
             stanzas.child(muc_user, "invite") is not None
             or stanzas.child(muc_user, "decline") is not None
         ):
-            from dmuc.master.features import invites
-
             invites.handle(self, stanza, muc_user, occupant, out)
             return
         data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
         if data_form is not None and stanzas.form_type(data_form) == xmlns.MUC_REQUEST:
-            from dmuc.master.features import voice
-
             voice.handle(self, stanza, data_form, occupant, out)
             return
         if mtype != "groupchat":
@@ -758,8 +707,6 @@ class Room:
                                          "You do not have voice in this room"))
             return
         if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
-            from dmuc.master.features import subject
-
             subject.change(self, stanza, occupant, out)
             return
         self.broadcast_message(stanza, occupant, out)
@@ -781,8 +728,6 @@ class Room:
                                 out=out)
         self.broadcast_groupchat(msg, out)
         if stanzas.child(msg, "body") is not None:
-            from dmuc.master.features import history
-
             history.append(self, msg, out)
         return msg
 
@@ -836,8 +781,6 @@ class Room:
 
     def handle_iq(self, stanza: Element, nick: str | None, out: Outbox) -> None:
         if nick is None:
-            from dmuc.master.features import iq_handlers
-
             iq_handlers.handle_room_iq(self, stanza, out)
             return
         itype = stanza.getAttribute("type")
@@ -897,6 +840,8 @@ class Room:
         password: str | None = None,
     ) -> None:
         """XEP-0045 §10.9: every occupant gets an unavailable presence with <destroy/>."""
+        distribution = self.service.distribution
+        notice: Element | None = None
         for occupant in list(self.occupants.values()):
             x = stanzas.muc_user_x([{"affiliation": "none", "role": "none"}])
             destroy_el = x.addElement("destroy")
@@ -906,17 +851,12 @@ class Room:
                 destroy_el.addElement("reason", content=reason)
             if password:
                 destroy_el.addElement("password", content=password)
-            pres = stanzas.occupant_presence(None, self.occupant_jid(occupant.nick), x,
-                                             "unavailable")
-            direct = [s for s in occupant.session_jids() if s not in self.via]
-            out.broadcast(pres, direct)
-            notice = pres
-        from dmuc.protocol import xep0282
-
-        for slave in sorted(set(self.via.values())):
-            # One notice per slave; it tells each of its local occupants (§4.6).
-            out.send(xep0282.destroyed(notice, self.jid, slave))
+            notice = stanzas.occupant_presence(None, self.occupant_jid(occupant.nick), x,
+                                               "unavailable")
+            direct = [s for s in occupant.session_jids()
+                      if distribution.slave_of(self, s) is None]
+            out.broadcast(notice, direct)
+        distribution.destroyed(self, notice, out)  # one notice per slave (§4.6)
         self.occupants.clear()
         self.nick_of.clear()
-        self.via.clear()
         self.service.remove_room(self, out)
