@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dmuc import jids
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
+from dmuc.storage import SQLiteStorage, StorageError
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -109,8 +111,6 @@ def read_toml(path: str) -> dict[str, Any]:
 
 
 def _component(r: _Reader) -> ComponentConfig:
-    from dmuc import jids
-
     jid = r.get("component", "jid", str)
     parsed = jids.parse(jid)
     if parsed is None or parsed.user is not None or parsed.resource is not None:
@@ -131,9 +131,6 @@ def _storage_url(r: _Reader) -> str:
     r.check_unknown("storage", {"url"})
     if not url.startswith("sqlite:"):
         raise r.error("storage.url", f"unsupported scheme in {url!r} (supported: sqlite)")
-    from dmuc.storage import StorageError
-    from dmuc.storage.sqlite import SQLiteStorage
-
     try:
         storage = SQLiteStorage.from_url(url)
     except StorageError as exc:
@@ -168,8 +165,6 @@ def load_master_config(path: str) -> MasterConfig:
                             "enforce_reserved_nicks", "allow_unaffiliated_register",
                             "room_defaults", "plugins"})
     admins = r.get("muc", "admins", list, [])
-    from dmuc import jids
-
     for admin in admins:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
         if parsed is None or parsed.user is None:
@@ -207,8 +202,6 @@ def load_master_config(path: str) -> MasterConfig:
 
 
 def _domain_list(r: _Reader, key: str, values: Any) -> list[str]:
-    from dmuc import jids
-
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise r.error(key, "must be a list of domains")
     domains = []
@@ -258,8 +251,6 @@ def load_slave_config(path: str) -> SlaveConfig:
     if not cfg.masters:
         raise r.error("slave.masters", "must name at least one MUC service")
     rooms = r.get("slave", "rooms", list, [])
-    from dmuc import jids
-
     for room in rooms:
         parsed = jids.parse(room) if isinstance(room, str) else None
         if parsed is None or parsed.user is None or parsed.resource is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc.storage import HistoryRecord
+from dmuc.storage.records import HistoryRecord
 
 
 @dataclass

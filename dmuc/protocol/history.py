@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from twisted.words.xish.domish import Element
 
 from dmuc.protocol import stanzas
-from dmuc.storage import HistoryRecord
+from dmuc.storage.records import HistoryRecord
 
 
 @dataclass

@@ -1,78 +1,24 @@
-"""The persistence adapter: one asynchronous interface shared by master and slave.
-
-Records are plain data (JSON-able dicts and strings) so that the room core never sees
-storage and storage never sees room objects.  Every method returns a Deferred.
-Writes are applied in the order they are issued.
-"""
+"""The persistence adapter: one asynchronous interface shared by master and slave
+(dmuc.storage.records), and the adapters behind it (SQLite)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dmuc.storage.records import (
+    HistoryRecord,
+    RoomRecord,
+    Storage,
+    StorageError,
+    slave_history_key,
+)
+from dmuc.storage.sqlite import SQLiteStorage
 
-from twisted.internet.defer import Deferred
-
-
-class StorageError(Exception):
-    """The storage URL or the database cannot be used."""
-
-
-@dataclass
-class RoomRecord:
-    """A persistent room as stored: its bare JID and its state (config, affiliations...)."""
-
-    jid: str
-    state: dict[str, Any]
-
-
-@dataclass
-class HistoryRecord:
-    """One stored history stanza of a room."""
-
-    stamp: float  # POSIX seconds, the time the room received it
-    xml: str  # the stanza as broadcast, serialised, without 'to'
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Storage(Protocol):
-    def open(self) -> Deferred[None]:
-        """Create or migrate the schema to the current version."""
-
-    def close(self) -> Deferred[None]: ...
-
-    def load_rooms(self, service: str) -> Deferred[list[RoomRecord]]:
-        """All stored rooms of one MUC service (the component JID)."""
-
-    def save_room(self, service: str, record: RoomRecord) -> Deferred[None]:
-        """Insert or replace one room's state."""
-
-    def delete_room(self, service: str, room_jid: str,
-                    history_key: str | None = None) -> Deferred[None]:
-        """Remove a room with its history (kept under `history_key`, default the room JID:
-        a slave keeps its copy's history under slave_history_key)."""
-
-    def append_history(
-        self, room_jid: str, record: HistoryRecord, keep: int
-    ) -> Deferred[None]:
-        """Append one entry and trim the room's history to its newest `keep` entries."""
-
-    def load_history(self, room_jid: str, limit: int) -> Deferred[list[HistoryRecord]]:
-        """The newest `limit` entries of a room, oldest first."""
-
-    def clear_history(self, room_jid: str) -> Deferred[None]: ...
+__all__ = ["HistoryRecord", "RoomRecord", "Storage", "StorageError", "SQLiteStorage",
+           "open_storage", "slave_history_key"]
 
 
 def open_storage(url: str) -> Storage:
     """Build the adapter named by a storage URL, e.g. ``sqlite:///var/lib/dmuc/master.db``."""
     if url.startswith("sqlite:"):
-        from dmuc.storage.sqlite import SQLiteStorage
-
         return SQLiteStorage.from_url(url)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StorageError(f"unsupported storage URL scheme {scheme!r} (supported: sqlite)")
-
-
-def slave_history_key(slave_jid: str, room_jid: str) -> str:
-    """History rows of a slave's copy of a room. The master keys its rows by the room JID;
-    a slave by this key, so that master and slaves can share one database."""
-    return f"{slave_jid}|{room_jid}"

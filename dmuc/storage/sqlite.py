@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from dmuc.storage import HistoryRecord, RoomRecord, StorageError
+from dmuc.storage.records import HistoryRecord, RoomRecord, StorageError
 
 _T = TypeVar("_T")
 

@@ -12,7 +12,7 @@ from dmuc import xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import delayed
-from dmuc.storage import HistoryRecord
+from dmuc.storage.records import HistoryRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
