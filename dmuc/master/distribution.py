@@ -4,7 +4,8 @@ through them.
 The room core (room.py) speaks XEP-0045 only. Where a session may have entered through a
 slave it calls this module, the way Prosody's muc.lib.lua fires an event: `entering` /
 `entered` (§4.5), `leaving` / `forget` (§4.6), `fan_out_presence` (§4.7),
-`fan_out_groupchat` (§4.9), `destroyed`, `visibility_changed` / `whois_changed`. A session
+`fan_out_groupchat` (§4.9), `count_roles` / `visibility_changed` (§4.7), `destroyed`,
+`whois_changed`. A session
 that entered through a slave is reached through that slave only: the slave gets ONE copy
 of each broadcast and fans it out. Each slave's link to a room is a small state machine
 (LINK_TRANSITIONS).
@@ -13,7 +14,7 @@ of each broadcast and fans it out. Each slave's link to a room is a small state 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -83,10 +84,15 @@ class SlaveLink:
 
 @dataclass
 class RoomRoutes:
-    """Which sessions of one room entered through which slave."""
+    """How each session of one room is reached, kept as indexes so that routing a
+    broadcast costs the copies it makes, not the size of the room."""
 
+    direct: dict[str, None] = field(default_factory=dict)  # sessions reached directly
     via: dict[str, str] = field(default_factory=dict)  # session -> slave JID
     sessions: dict[str, set[str]] = field(default_factory=dict)  # slave JID -> sessions
+    # sessions behind a slave whose occupant is a moderator, and their count per slave
+    moderating: set[str] = field(default_factory=set)
+    moderators: dict[str, int] = field(default_factory=dict)
 
 
 class Distribution:
@@ -120,29 +126,21 @@ class Distribution:
         routes = self.routes.get(room.jid)
         return routes.via.get(session) if routes is not None else None
 
-    def route(self, room: Room, sessions: Iterable[str]) -> tuple[list[str], list[SlaveLink]]:
-        """Split recipients into sessions reached directly and slaves (one copy each).
-        A split slave gets nothing (§4.11.1)."""
+    def route(self, room: Room, exclude: Collection[str] = ()) -> tuple[list[str],
+                                                                        list[SlaveLink]]:
+        """Who gets a copy of a broadcast: the sessions reached directly, and one copy
+        per slave with occupants (§4.7, §4.9). A split slave gets nothing (§4.11.1)."""
         routes = self.routes.get(room.jid)
-        if routes is None or not routes.via:
-            return list(sessions), []  # nobody entered through a slave: the hot path
-        direct: list[str] = []
-        slaves: dict[str, SlaveLink] = {}
-        for session in sessions:
-            link = self.link(room.jid, routes.via.get(session))
-            if link is None:
-                direct.append(session)
-            elif not link.split:
-                slaves[link.jid] = link
-        return direct, list(slaves.values())
+        if routes is None:
+            return [], []
+        direct = [s for s in routes.direct if s not in exclude] if exclude else list(routes.direct)
+        links = [link for slave in routes.sessions
+                 if (link := self.link(room.jid, slave)) is not None and not link.split]
+        return direct, links
 
     def has_moderator(self, room: Room, link: SlaveLink) -> bool:
         routes = self.routes.get(room.jid)
-        for session in routes.sessions.get(link.jid, ()) if routes is not None else ():
-            occupant = room.occupant_by_session(session)
-            if occupant is not None and occupant.role == "moderator":
-                return True
-        return False
+        return routes is not None and routes.moderators.get(link.jid, 0) > 0
 
     def shows_jids(self, room: Room, link: SlaveLink) -> bool:
         """§4.7: real JIDs go to a slave only under the shared visibility rule."""
@@ -156,14 +154,19 @@ class Distribution:
 
     def entering(self, room: Room, session: str, out: Outbox) -> bool:
         """A session joins: if its domain has a reachable slave, the session will be
-        reached through it (§4.5). A stale slave is refreshed first."""
+        reached through it (§4.5; a stale slave is refreshed first), else directly.
+        True when it is reached through a slave."""
+        routes = self.routes.setdefault(room.jid, RoomRoutes())
         link = self.link_for_user(room.jid, session)
         if link is None or link.split:
+            if session in routes.via:
+                self.forget(room, session, out)
+            routes.direct[session] = None
             return False
+        routes.direct.pop(session, None)
         if link.state is LinkState.STALE:
             link.machine.fire("refresh")
             self.snapshot(link, out)
-        routes = self.routes.setdefault(room.jid, RoomRoutes())
         routes.via[session] = link.jid
         routes.sessions.setdefault(link.jid, set()).add(session)
         return True
@@ -192,20 +195,65 @@ class Distribution:
         out.send(xep0282.leave(own, slave, session))
         return True
 
-    def forget(self, room: Room, session: str) -> None:
+    def forget(self, room: Room, session: str, out: Outbox) -> None:
         """A session is gone; a slave whose last session it was gets nothing more."""
         routes = self.routes.get(room.jid)
-        slave = routes.via.pop(session, None) if routes is not None else None
-        if routes is None or slave is None:
+        if routes is None:
             return
+        routes.direct.pop(session, None)
+        slave = routes.via.pop(session, None)
+        if slave is None:
+            return
+        self._count_moderator(routes, slave, session, False)
         behind = routes.sessions.get(slave)
         if behind is not None:
             behind.discard(session)
+            link = self.link(room.jid, slave)
             if not behind:
                 del routes.sessions[slave]
-                link = self.link(room.jid, slave)
                 if link is not None:
                     link.machine.fire("quiet")
+            elif link is not None:
+                self._refresh_visibility(room, link, out)
+
+    def count_roles(self, room: Room, occupant: Occupant) -> None:
+        """An occupant joined or its role changed: keep each slave's moderator count (it
+        decides whether the slave's copies carry real JIDs, §4.7). Called before the
+        change is broadcast, so that the broadcast already follows it."""
+        routes = self.routes.get(room.jid)
+        if routes is None or not routes.via:
+            return
+        for session in occupant.sessions:
+            slave = routes.via.get(session)
+            if slave is not None:
+                self._count_moderator(routes, slave, session, occupant.role == "moderator")
+
+    def visibility_changed(self, room: Room, occupant: Occupant, out: Outbox) -> None:
+        """After the broadcast: a slave of this occupant that gained its first or lost its
+        last moderator gets a snapshot with or without real JIDs."""
+        routes = self.routes.get(room.jid)
+        if routes is None or not routes.via:
+            return
+        slaves = {routes.via[s] for s in occupant.sessions if s in routes.via}
+        for slave in sorted(slaves):
+            link = self.link(room.jid, slave)
+            if link is not None:
+                self._refresh_visibility(room, link, out)
+
+    @staticmethod
+    def _count_moderator(routes: RoomRoutes, slave: str, session: str, moderating: bool) -> None:
+        if moderating == (session in routes.moderating):
+            return
+        if moderating:
+            routes.moderating.add(session)
+            routes.moderators[slave] = routes.moderators.get(slave, 0) + 1
+        else:
+            routes.moderating.discard(session)
+            routes.moderators[slave] -= 1
+
+    def _refresh_visibility(self, room: Room, link: SlaveLink, out: Outbox) -> None:
+        if link.state is LinkState.LIVE and self.shows_jids(room, link) != link.shows_jids:
+            self.snapshot(link, out)
 
     def fan_out_presence(self, room: Room, build: Callable[[bool], Element],
                          links: Iterable[SlaveLink], out: Outbox) -> None:
@@ -236,17 +284,12 @@ class Distribution:
         self.links.pop(room_jid, None)
         self.routes.pop(room_jid, None)
 
-    def visibility_changed(self, room: Room, out: Outbox) -> None:
-        """A slave gained or lost its only moderator (or whois changed): its roster copy
-        must gain or lose the real JIDs, so it gets a fresh snapshot."""
-        for link in self.live_links(room):
-            if self.shows_jids(room, link) != link.shows_jids:
-                self.snapshot(link, out)
-
     def whois_changed(self, room: Room, out: Outbox) -> None:
+        """The slaves apply whois themselves; a roster copy that must gain or lose the
+        real JIDs is sent again."""
         for link in self.live_links(room):
             out.send(xep0282.room_settings(room.jid, link.jid, room.config.whois))
-        self.visibility_changed(room, out)
+            self._refresh_visibility(room, link, out)
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -387,9 +430,19 @@ class Distribution:
             return
         room = self.service.rooms.get(room_jid)
         occupant = room.occupant_by_session(user.full()) if room is not None else None
+        if room is None or occupant is None:
+            # An ENTER forged in the room's name, or one that crossed the user's leave.
+            out.info(f"slave {slave_jid} refused ENTER of {user.full()} to {room_jid}, "
+                     "who is not in the room")
+            return
+        if self.slave_of(room, user.full()) != slave_jid:
+            # §6: a slave may only refuse a session that entered through it. No error reply:
+            # to a slave an error from the room means a netsplit.
+            out.warn(f"slave {slave_jid} refused {user.full()} in {room_jid}, which did not "
+                     "enter through it; ignored")
+            return
         out.warn(f"slave {slave_jid} refused ENTER of {user.full()} to {room_jid}")
-        if room is not None and occupant is not None:
-            room.remove_session(occupant, user.full(), out)
+        room.remove_session(occupant, user.full(), out)
 
     # --- keepalive and netsplit (§4.10, §4.11) ------------------------------------------
 

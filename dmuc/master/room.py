@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
@@ -199,12 +199,15 @@ class Room:
         actor_nick: str | None = None,
         base: Element | None = None,
         only_to: Iterable[str] | None = None,
+        exclude: Collection[str] = (),
         from_nick: str | None = None,
     ) -> None:
         """Send an occupant's presence to every session in the room, in the variants the
         room needs: with the real JID (moderators, or everyone in a non-anonymous room),
         without it, and the occupant's own copy with status 110. Sessions that entered
-        through a XEP-0282 slave are reached with one copy per slave (§4.7)."""
+        through a XEP-0282 slave are reached with one copy per slave (§4.7). `only_to`
+        sends the direct copies to those sessions alone (a reply to one of them);
+        `exclude` leaves sessions out of a broadcast."""
         statuses = list(statuses)
         occupant.listed.clear()  # whatever changed, the listed form changes with it
 
@@ -218,7 +221,7 @@ class Room:
         if only_to is not None:
             targets, slaves = list(only_to), []
         else:
-            targets, slaves = self.service.distribution.route(self, self.all_sessions())
+            targets, slaves = self.service.distribution.route(self, exclude)
         broadcast_role = occupant.role if occupant.role != "none" else None
         visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
         visible = visible or presence_type == "unavailable"
@@ -237,7 +240,7 @@ class Room:
     def broadcast_groupchat(self, message: Element, out: Outbox) -> None:
         """A groupchat stanza to every occupant: one copy per directly reached session,
         one per slave (§4.9)."""
-        direct, slaves = self.service.distribution.route(self, self.all_sessions())
+        direct, slaves = self.service.distribution.route(self)
         out.broadcast(message, direct)
         self.service.distribution.fan_out_groupchat(self, message, slaves, out)
 
@@ -396,10 +399,10 @@ class Room:
             existing.sessions[sender] = presence
             existing.primary = sender
             self.nick_of[sender] = nick
+            distribution.count_roles(self, existing)
             if not via_slave:
                 self.send_occupant_list(sender, out)
-            others = [s for s in self.all_sessions() if s != sender]
-            self.publicise(existing, out, only_to=others)
+            self.publicise(existing, out, exclude={sender})
             if not via_slave:
                 self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
             occupant = existing
@@ -416,6 +419,7 @@ class Room:
                 self.send_occupant_list(sender, out, viewer_role=occupant.role)
             self.occupants[nick] = occupant
             self.nick_of[sender] = nick
+            distribution.count_roles(self, occupant)
             self.publicise(occupant, out, self_statuses=self_codes)
         if via_slave:
             # §4.5: the slave sends roster, own presence, history and subject itself.
@@ -423,7 +427,7 @@ class Room:
         else:
             history.send_on_join(self, stanza, sender, out)
             out.send(self.subject_stanza(sender))
-        distribution.visibility_changed(self, out)
+        distribution.visibility_changed(self, occupant, out)
         slave = distribution.slave_of(self, sender)
         out.info(f"{sender} joined {self.jid} as {nick}"
                  + (f" through {slave}" if slave is not None else ""))
@@ -548,24 +552,24 @@ class Room:
                                only_to=[session], base=base)
             del occupant.sessions[session]
             del self.nick_of[session]
-            self.service.distribution.forget(self, session)
+            self.service.distribution.forget(self, session, out)
             if occupant.primary == session:
                 occupant.primary = next(iter(occupant.sessions))
-                self.publicise(occupant, out, only_to=[s for s in self.all_sessions()])
+                self.publicise(occupant, out)
             return
         occupant.role = "none"
         distribution.leaving(self, occupant, session, out, statuses=statuses, base=base)
         self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base)
-        self._drop(occupant)
+        self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
         self.service.room_maybe_empty(self, out)
 
-    def _drop(self, occupant: Occupant) -> None:
+    def _drop(self, occupant: Occupant, out: Outbox) -> None:
         self.occupants.pop(occupant.nick, None)
         for session in occupant.sessions:
             self.nick_of.pop(session, None)
-            self.service.distribution.forget(self, session)
+            self.service.distribution.forget(self, session, out)
 
     def evict(
         self,
@@ -591,7 +595,7 @@ class Room:
             actor_nick=actor_nick,
             base=stanzas.new("presence"),
         )
-        self._drop(occupant)
+        self._drop(occupant, out)
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
 
     # --- roles and affiliations -----------------------------------------------------------
@@ -614,18 +618,19 @@ class Room:
             return
         old_role = occupant.role
         occupant.role = role
+        self.service.distribution.count_roles(self, occupant)
         self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
         self._moderation_changed(occupant, old_role, out)
 
     def _moderation_changed(self, occupant: Occupant, old_role: str, out: Outbox) -> None:
         """In a semi-anonymous room, whoever gains or loses the moderator role sees the
         real JIDs appear or go: the other occupants' presence is sent again (as mod_muc)."""
+        self.service.distribution.visibility_changed(self, occupant, out)
         if not self.is_anonymous() or (old_role == "moderator") == (occupant.role == "moderator"):
             return
         for session in occupant.sessions:
             if self.service.distribution.slave_of(self, session) is None:
                 self.send_occupant_list(session, out)
-        self.service.distribution.visibility_changed(self, out)
 
     def set_affiliation(
         self,
@@ -657,6 +662,7 @@ class Room:
             # higher role granted separately (e.g. moderator) survives an upgrade.
             if is_downgrade or ROLE_RANK[old_role] < ROLE_RANK[role]:
                 occupant.role = role
+                self.service.distribution.count_roles(self, occupant)
             self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
             self._moderation_changed(occupant, old_role, out)
         self.save(out)
@@ -756,9 +762,9 @@ class Room:
                                       "type": stanza.getAttribute("type"),
                                       "id": stanza.getAttribute("id")})
         for el in stanza.elements():
-            msg.addChild(stanzas.copy(el))
-        if stanzas.child(msg, "x", xmlns.MUC_USER) is None:
-            msg.addElement((xmlns.MUC_USER, "x"))
+            if el.uri not in (xmlns.MUC, xmlns.MUC_USER):  # never relay a forged muc#user
+                msg.addChild(stanzas.copy(el))
+        msg.addElement((xmlns.MUC_USER, "x"))  # as mod_muc: marks a private message
         out.broadcast(msg, target.session_jids())
 
     def _pm_allowed(self, sender: Occupant, target: Occupant) -> bool:

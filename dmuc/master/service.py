@@ -116,6 +116,15 @@ class MUCService:
             return out  # the server never sends us these; nothing sensible to answer
         # Replies go to the normalised address the sender used.
         stanza["from"] = sender.full()
+        if sender.host == self.jid:
+            # Our own addresses never speak as users (§6): a stanza from a room JID to a
+            # room would make the room an occupant of itself and loop.
+            if stanza.getAttribute("type") not in ("error", "result"):
+                out.info(f"refused a {kind} from {sender.full()}: the service's own address")
+                out.send(stanzas.error_reply(stanza, "cancel", "not-allowed",
+                                             "The service's own addresses are not users",
+                                             by=self.jid))
+            return out
         if self.hooks.fire("stanza", stanza=stanza, out=out):
             return out
         if to.user is None:

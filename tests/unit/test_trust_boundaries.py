@@ -1,0 +1,59 @@
+"""Hostile input the room core refuses (issue 8): each sends exactly the input, and checks
+the error reply, the one log line and that the room's state did not change."""
+
+from __future__ import annotations
+
+from muc_helpers import ROOM, SERVICE, TROY, WIZ, WUMPUS, Harness, error_condition
+from muc_steps import private
+
+from dmuc import xmlns
+from dmuc.protocol import stanzas
+
+SLAVE = "dmuc.eris.dclxvii.irc"
+
+
+def test_a_private_message_never_relays_a_forged_muc_user_payload() -> None:
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")
+    h.join(WIZ, "WiZ")
+    forged = (f"<x xmlns='{xmlns.MUC_USER}'><item jid='admin@evil.example/x' role='moderator'/>"
+              f"<status code='110'/><invite from='boss@evil.example'/></x>")
+    out = h.send(f"<message from='{WIZ}' to='{ROOM}/Wumpus' type='chat' id='p1'>"
+                 f"<body>hi</body>{forged}</message>")
+    [relayed] = out.stanzas_for(WUMPUS)
+    [x] = stanzas.children(relayed, "x", xmlns.MUC_USER)
+    assert list(x.elements()) == []  # only the empty marker mod_muc adds
+    assert "evil.example" not in relayed.toXml()
+    assert str(stanzas.child(relayed, "body")) == "hi"
+    assert private(h, WIZ, "Wumpus").stanzas_for(WUMPUS)  # an ordinary PM still passes
+
+
+def test_a_stanza_from_the_service_itself_is_refused_not_looped() -> None:
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")
+    ghost = f"{ROOM}/ghost"
+    out = h.send(f"<presence from='{ghost}' to='{ROOM}/ghost'><x xmlns='{xmlns.MUC}'/></presence>")
+    [reply] = out.deliveries
+    assert reply.stanza["to"] == ghost and reply.stanza["type"] == "error"
+    assert error_condition(reply.stanza) == "not-allowed"
+    assert stanzas.child(reply.stanza, "error")["by"] == SERVICE
+    assert len([line for _, line in out.log if "own address" in line]) == 1
+    assert set(h.service.rooms[ROOM].occupants) == {"Wumpus"}
+    # The error bouncing back from ourselves ends there.
+    bounced = stanzas.copy(reply.stanza)
+    bounced["from"], bounced["to"] = ghost, ROOM + "/ghost"
+    assert h.service.receive(bounced, h.now).deliveries == []
+
+
+def test_a_slave_may_not_refuse_a_session_it_did_not_enter() -> None:
+    h = Harness(room_locking=False, slaves={SLAVE: frozenset({"eris.dclxvii.irc"})})
+    h.join(WUMPUS, "Wumpus")
+    h.join(TROY, "Troy")  # eris user, joined directly: the slave never registered
+    h.send(f"<iq type='set' id='r' from='{SLAVE}' to='{ROOM}'>"
+           f"<register xmlns='{xmlns.DMUC}' keepalive='60' history='0'/></iq>")
+    out = h.send(f"<presence type='unavailable' from='{SLAVE}' to='{ROOM}'>"
+                 f"<x xmlns='{xmlns.DMUC}'><refuse jid='{TROY}'/></x></presence>")
+    # No error reply: to the slave an error from the room would mean a netsplit.
+    assert out.deliveries == []
+    assert [level for level, line in out.log if "did not enter through it" in line] == ["warn"]
+    assert "Troy" in h.service.rooms[ROOM].occupants
