@@ -10,8 +10,9 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.protocol import stanzas
 
-# A groupchat message a local user sent during a netsplit carries this id prefix when it
-# is finally submitted, so its slave does not show it locally a second time.
+# Part of the wire format (§4.11.2): a groupchat message a local user sent while its slave's
+# link was not live carries this id prefix when it is finally submitted, so that the slave,
+# which showed it locally at once, does not show it a second time.
 SPLIT_ID_PREFIX = "dmuc-split-"
 
 
@@ -89,6 +90,13 @@ def resync_notice(room: str, slave: str) -> Element:
     return presence
 
 
+def synced_notice(room: str, slave: str) -> Element:
+    """End of a snapshot: the slave now has the room's whole roster, history and subject."""
+    presence = stanzas.new("presence", {"from": room, "to": slave})
+    presence.addChild(dmuc_x()).addElement("synced")
+    return presence
+
+
 def enter(own_presence: Element, slave: str, user: str, history: Element | None) -> Element:
     """§4.5 Listing 2/12: the occupant's own presence (with 110 etc.) plus <enter/>."""
     presence = stanzas.copy(own_presence)
@@ -136,24 +144,7 @@ def room_settings(room: str, slave: str, whois: str) -> Element:
     return message
 
 
-# --- what a slave delivers locally ---------------------------------------------------------------
-
-
-def without_dmuc(stanza: Element) -> Element:
-    """§4.9: the slave removes the dmuc element before local delivery."""
-    copy = stanzas.copy(stanza)
-    copy.children = [c for c in copy.children
-                     if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
-    return copy
-
-
-def local_echo(message: Element, room: str, nick: str) -> Element:
-    """During a netsplit: a local occupant's groupchat as the room would relay it."""
-    copy = stanzas.new("message", {"from": f"{room}/{nick}", "type": "groupchat",
-                                   "id": message.getAttribute("id")})
-    for el in message.elements():
-        copy.addChild(stanzas.copy(el))
-    return copy
+# --- slave -> anyone asking -------------------------------------------------------------------
 
 
 def slave_disco_info() -> Element:
@@ -164,33 +155,3 @@ def slave_disco_info() -> Element:
     for var in (xmlns.DISCO_INFO, xmlns.PING, xmlns.DMUC):
         reply.addElement("feature")["var"] = var
     return reply
-
-
-def synced_notice(room: str, slave: str) -> Element:
-    """End of a snapshot: the slave now has the room's whole roster, history and subject."""
-    presence = stanzas.new("presence", {"from": room, "to": slave})
-    presence.addChild(dmuc_x()).addElement("synced")
-    return presence
-
-
-def stanza_id(message: Element, room: str) -> str | None:
-    """The XEP-0359 id the room gave a message."""
-    for el in stanzas.children(message, "stanza-id", xmlns.STANZA_ID):
-        if el.getAttribute("by") == room:
-            return el.getAttribute("id")
-    return None
-
-
-def gone_during_split(presence: Element) -> Element:
-    """An occupant that left while the slave was split: its unavailable presence."""
-    gone = stanzas.new("presence", {"from": presence.getAttribute("from"),
-                                    "type": "unavailable"})
-    item = stanzas.muc_item(presence)
-    x = gone.addElement((xmlns.MUC_USER, "x"))
-    new_item = x.addElement("item")
-    new_item["affiliation"] = item.getAttribute("affiliation", "none") if item is not None \
-        else "none"
-    new_item["role"] = "none"
-    if item is not None and item.getAttribute("jid"):
-        new_item["jid"] = item["jid"]
-    return gone

@@ -9,7 +9,8 @@ from twisted.python import usage
 from dmuc.config import SlaveConfig, load_slave_config
 from dmuc.log import get_logger, set_level
 from dmuc.shell.daemon import CoreHandler, Daemon, config_options
-from dmuc.slave.core import SlaveRoom, SlaveService, SlaveSettings
+from dmuc.slave.room import SlaveRoom
+from dmuc.slave.service import SlaveService, SlaveSettings
 from dmuc.storage import HistoryRecord, open_storage, slave_history_key
 
 log = get_logger("dmuc.slave")
@@ -40,7 +41,7 @@ class SlaveDaemon(Daemon):
             room = SlaveRoom.from_state(record.jid, record.state)
             history: list[HistoryRecord] = yield self.storage.load_history(
                 slave_history_key(self.slave.jid, record.jid), room.history_length)
-            self.slave.restore(room, history)
+            self.slave.restore(room, history, record.state)
         return f"restored {len(records)} mirrored rooms"
 
 

@@ -17,7 +17,7 @@ from dmuc import jids
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
-from dmuc.slave.core import SlaveService, SlaveSettings
+from dmuc.slave.service import SlaveService, SlaveSettings
 
 SLAVE_DOMAINS = ("killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc")
 

@@ -18,6 +18,7 @@ from muc_helpers import (
 
 from dmuc import xmlns
 from dmuc.protocol import stanzas
+from dmuc.slave.link import LinkState
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
 TEXT = "Phaedrus, we're all having a truly rotten time."
@@ -174,7 +175,7 @@ def test_a_slave_not_allowed_is_refused_and_users_talk_to_the_master_directly():
     net.join(WUMPUS, "Wumpus", ROOM)
     net.join(BIGCHEESE, "BigCheese", ROOM)
     assert net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc")) is None
-    assert net.slaves["vesa.yeggmaex.irc"].rooms[ROOM].passthrough
+    assert net.slaves["vesa.yeggmaex.irc"].links[ROOM].state is LinkState.PASSTHROUGH
     got = net.take(BIGCHEESE)
     assert [s["from"].split("/")[-1] for s in got if s.name == "presence"] == [
         "Wumpus", "BigCheese"]
@@ -201,7 +202,8 @@ def test_netsplit_keeps_local_users_talking_and_netjoin_resyncs():
     vesa = net.slaves["vesa.yeggmaex.irc"]
     keepalive = stanzas.new("iq", {"from": ROOM, "to": vesa.jid, "type": "error", "id": "x"})
     out = vesa.receive(keepalive, net.now)
-    assert vesa.rooms[ROOM].split and any("netsplit" in line for _, line in out.log)
+    assert vesa.links[ROOM].state is LinkState.SPLIT
+    assert any("netsplit" in line for _, line in out.log)
     net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' id='b1'>"
                    "<body>still here</body></message>")
     [echo] = net.take(EFCHEN)  # local users keep talking
@@ -210,7 +212,7 @@ def test_netsplit_keeps_local_users_talking_and_netjoin_resyncs():
     net.down.clear()
     for _ in range(3):
         net.tick(61)
-    assert not link.split and not vesa.rooms[ROOM].split
+    assert not link.split and vesa.links[ROOM].state is LinkState.LIVE
     missed = [str(stanzas.child(m, "body")) for m in net.take(EFCHEN) if m.name == "message"]
     assert "during the split" in missed  # delivered at the netjoin, never lost
     assert "still here" not in missed  # already shown locally

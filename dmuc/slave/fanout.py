@@ -1,0 +1,292 @@
+"""What the master broadcasts, delivered to this server's occupants (XEP-0282 §4.3-§4.7,
+§4.9, §4.11.2): the master sends ONE copy to the slave, which stores it (roster, history,
+subject) and fans it out to the local occupants; ENTER and LEAVE change the distribution
+list; a snapshot (resync ... synced) replaces the roster and history, and local occupants
+are told only what changed. Who sees a real JID is decided in dmuc.protocol.visibility."""
+
+from __future__ import annotations
+
+from twisted.words.xish.domish import Element
+
+from dmuc import jids, xmlns
+from dmuc.outbox import AppendHistory, ClearHistory, Outbox
+from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol.history import HistoryEntry, delayed
+from dmuc.slave.room import SlaveRoom
+from dmuc.storage import slave_history_key
+
+
+class Fanout:
+    def __init__(self, slave_jid: str, domains: frozenset[str]) -> None:
+        self.slave_jid = slave_jid
+        self.domains = domains
+
+    def history_key(self, room_jid: str) -> str:
+        return slave_history_key(self.slave_jid, room_jid)
+
+    # --- ENTER, LEAVE, destroy (§4.5, §4.6) ------------------------------------------
+
+    def enter(self, room: SlaveRoom, stanza: Element, nick: str, enter: Element,
+              dmuc_x: Element, out: Outbox) -> None:
+        """§4.5: add a local user to the distribution list and greet it (Listings 13-15)."""
+        user = jids.parse(enter.getAttribute("jid"))
+        if user is None or user.resource is None:
+            malformed(stanza, out, "enter without a full JID")
+            return
+        full = user.full()
+        if user.host not in self.domains or full not in room.directed:
+            out.warn(f"refused ENTER of {full} to {room.jid}: no directed presence from "
+                     "that user")
+            out.send(xep0282.refuse_presence(self.slave_jid, room.jid, full))
+            return
+        already = room.local.get(full) == nick
+        room.local[full] = nick
+        own = without_dmuc(stanza)
+        own["to"] = full
+        if already:
+            return  # a netjoin re-entry: the user has the roster and history already
+        viewer_role = stanzas.item_role(own)
+        for other_nick, presence in room.roster.items():
+            if other_nick == nick:
+                continue
+            listed, xml = _for_viewer(room, other_nick, presence, viewer_role)
+            out.broadcast(listed, [full], xml)
+        out.send(own)
+        request = stanzas.child(dmuc_x, "history")
+        for entry in room.history.select(request, out.now):
+            out.broadcast(delayed(entry, room.jid), [full])
+        subject = room.subject if room.subject is not None else stanzas.subject_message(
+            room.jid, "")
+        out.broadcast(stanzas.copy(subject), [full])
+        out.info(f"{full} entered {room.jid} as {nick}")
+
+    def leave(self, room: SlaveRoom, stanza: Element, leave: Element, out: Outbox) -> bool:
+        """§4.6: remove the user from the distribution list; it gets the stanza. Whether
+        a local occupant left."""
+        full = leave.getAttribute("jid")
+        if not full or full not in room.local:
+            return False
+        del room.local[full]
+        own = without_dmuc(stanza)
+        own["to"] = full
+        out.send(own)
+        out.info(f"{full} left {room.jid}")
+        return True
+
+    def destroyed(self, room: SlaveRoom, stanza: Element, out: Outbox) -> None:
+        """The room is gone: each local occupant gets the notice from its own room JID."""
+        notice = without_dmuc(stanza)
+        for full, nick in room.local.items():
+            copy = stanzas.copy(notice)
+            copy["from"] = f"{room.jid}/{nick}"
+            copy["to"] = full
+            out.send(copy)
+        out.info(f"{room.jid} was destroyed by its master")
+
+    # --- presence updates (§4.7) -----------------------------------------------------
+
+    def roster_update(self, room: SlaveRoom, stanza: Element, nick: str, out: Outbox) -> None:
+        """§4.7: store the change, then deliver it to every local occupant."""
+        presence = stanzas.copy(stanza)
+        presence.attributes.pop("to", None)
+        if presence.getAttribute("type") == "unavailable":
+            own = room.sessions_of(nick)
+            room.roster.pop(nick, None)
+            room.rendered.pop(nick, None)
+            new_nick = stanzas.item_nick(presence)
+            if new_nick and stanzas.has_status(presence, "303"):
+                for full in own:
+                    room.local[full] = new_nick  # a local occupant changed its nick
+            _deliver_roster_change(room, presence, own, out)
+            return
+        own = room.sessions_of(nick)
+        old_role, had_jids = room.role_of(nick), room.receives_real_jids()
+        room.roster[nick] = as_listed(presence)
+        if room.resync_old is not None:
+            return  # a snapshot: told at <synced/>, once the whole roster is known
+        _deliver_roster_change(room, presence, own, out)
+        role = room.role_of(nick)
+        sees_now = visibility.sees_real_jids(room.whois, role)
+        if own and sees_now != visibility.sees_real_jids(room.whois, old_role) \
+                and had_jids == room.receives_real_jids():
+            # As mod_muc, a local occupant who gains or loses the right to see real JIDs
+            # gets the occupant list again, with or without them. (When this slave gains
+            # its first or loses its last moderator, the master's snapshot does that.)
+            for other, listed in room.roster.items():
+                if other != nick:
+                    element, xml = _for_viewer(room, other, listed, role)
+                    out.broadcast(element, own, xml)
+
+    # --- snapshots (§4.3, §4.4, netjoin §4.11.2) -------------------------------------
+
+    def resync_start(self, room: SlaveRoom, out: Outbox) -> None:
+        """A snapshot of the master's state follows: it replaces ours; local occupants
+        are told only what changed, and get what they missed."""
+        room.resync_old = dict(room.roster)
+        room.roster.clear()
+        room.rendered.clear()
+        room.known_ids = {sid for e in room.history
+                          if (sid := stanza_id(e.stanza, room.jid)) is not None}
+        room.history.clear()
+        out.store(ClearHistory(self.history_key(room.jid)))
+
+    def resync_end(self, room: SlaveRoom, out: Outbox) -> None:
+        """<synced/>: tell local occupants the roster differences. Only now is every
+        local occupant's role known (it decides who sees real JIDs)."""
+        old = room.resync_old or {}
+        room.resync_old = None
+        room.known_ids = set()
+        local_nicks = set(room.local.values())
+        for nick, presence in room.roster.items():
+            before = old.get(nick)
+            if before is None or before.toXml() != presence.toXml():
+                _deliver_roster_change(room, presence, room.sessions_of(nick), out)
+        for nick, presence in old.items():
+            if nick not in room.roster and nick not in local_nicks:
+                _deliver_roster_change(room, gone_during_split(presence), [], out)
+
+    # --- messages (§4.9) -------------------------------------------------------------
+
+    def message(self, room: SlaveRoom, stanza: Element, dmuc_x: Element | None,
+                out: Outbox) -> None:
+        """A broadcast groupchat (stored as history or subject, then shown), or a room
+        setting the slave applies itself."""
+        if stanza.getAttribute("type") != "groupchat":
+            settings = stanzas.child(dmuc_x, "room") if dmuc_x is not None else None
+            if settings is not None and settings.getAttribute("whois") in ("anyone",
+                                                                           "moderators"):
+                room.whois = settings["whois"]
+            return
+        if dmuc_x is None:
+            malformed(stanza, out, "groupchat from the master without a dmuc element")
+            return
+        delay = stanzas.child(dmuc_x, "delay", xmlns.DELAY)
+        stamp = stanzas.parse_stamp(delay.getAttribute("stamp", "")) if delay is not None else None
+        if stamp is None:
+            stamp = out.now
+        local_copy = without_dmuc(stanza)
+        local_copy.attributes.pop("to", None)
+        is_history = stanzas.child(dmuc_x, "history") is not None
+        if stanzas.child(local_copy, "subject") is not None and stanzas.child(
+                local_copy, "body") is None:
+            room.subject = local_copy
+            if is_history:
+                return
+        elif stanzas.child(local_copy, "body") is not None:
+            entry = self._store_history(room, local_copy, stamp, out)
+            if is_history:
+                # Replayed history: show local occupants only what they missed.
+                sid = stanza_id(local_copy, room.jid)
+                missed = sid is not None and sid not in room.known_ids
+                if missed and entry is not None and not _echoed_locally(room, local_copy):
+                    out.broadcast(delayed(entry, room.jid), room.local_sessions())
+                return
+        if is_history or _echoed_locally(room, local_copy):
+            return
+        out.broadcast(local_copy, room.local_sessions())
+
+    def _store_history(self, room: SlaveRoom, message: Element, stamp: float,
+                       out: Outbox) -> HistoryEntry | None:
+        entry = room.history.add(message, stamp, room.history_length)
+        if entry is not None:
+            out.store(AppendHistory(self.history_key(room.jid), entry.record(),
+                                    room.history_length))
+        return entry
+
+
+# --- delivery: one presence change to the local occupants -------------------------------
+
+
+def _deliver_roster_change(room: SlaveRoom, presence: Element, own: list[str],
+                           out: Outbox) -> None:
+    """One copy per variant: with 110 to the occupant's own sessions, with or without the
+    real JID to the others."""
+    def variant(kind: str) -> Element:
+        if kind == "self":
+            return visibility.with_self_status(presence, room.whois)
+        if kind == "without_jid":
+            return visibility.without_real_jid(presence)
+        return presence
+
+    visibility.deliver_presence(out, variant, room.local_roles(), own, room.whois)
+
+
+def _for_viewer(room: SlaveRoom, nick: str, presence: Element,
+                viewer_role: str) -> tuple[Element, str]:
+    """§4.7: a listed presence with or without the occupant's real JID, and its
+    serialisation (cached until that roster entry changes, so that each newcomer's
+    occupant list is not serialised anew)."""
+    cached = room.rendered.get(nick)
+    if cached is None or cached[0] is not presence:
+        stripped = visibility.without_real_jid(presence)
+        cached = (presence, stanzas.render_without_to(presence), stripped,
+                  stanzas.render_without_to(stripped))
+        room.rendered[nick] = cached
+    if visibility.sees_real_jids(room.whois, viewer_role):
+        return cached[0], cached[1]
+    return cached[2], cached[3]
+
+
+def _echoed_locally(room: SlaveRoom, message: Element) -> bool:
+    """A message a local occupant sent while the link was not LIVE was shown here then
+    (link.local_echo); its broadcast is not shown again."""
+    if not message.getAttribute("id", "").startswith(xep0282.SPLIT_ID_PREFIX):
+        return False
+    sender_nick = message.getAttribute("from", "").partition("/")[2]
+    return sender_nick in room.local.values()
+
+
+# --- the slave's transforms of what the master sends -------------------------------------
+
+
+def without_dmuc(stanza: Element) -> Element:
+    """§4.9: the slave removes the dmuc element before local delivery."""
+    copy = stanzas.copy(stanza)
+    copy.children = [c for c in copy.children
+                     if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
+    return copy
+
+
+def as_listed(presence: Element) -> Element:
+    """An occupant's presence as the room lists it to a newcomer (XEP-0045 §7.2.3): without
+    the actor, reason and status codes of the broadcast that last changed it."""
+    listed = stanzas.copy(presence)
+    x = stanzas.child(listed, "x", xmlns.MUC_USER)
+    if x is not None:
+        x.children = [c for c in x.children if not (isinstance(c, Element)
+                                                    and c.name == "status")]
+        item = stanzas.child(x, "item")
+        if item is not None:
+            item.children = [c for c in item.children if not (
+                isinstance(c, Element) and c.name in ("actor", "reason"))]
+    return listed
+
+
+def gone_during_split(presence: Element) -> Element:
+    """An occupant that left while the slave was split: its unavailable presence."""
+    gone = stanzas.new("presence", {"from": presence.getAttribute("from"),
+                                    "type": "unavailable"})
+    item = stanzas.muc_item(presence)
+    x = gone.addElement((xmlns.MUC_USER, "x"))
+    new_item = x.addElement("item")
+    new_item["affiliation"] = item.getAttribute("affiliation", "none") if item is not None \
+        else "none"
+    new_item["role"] = "none"
+    if item is not None and item.getAttribute("jid"):
+        new_item["jid"] = item["jid"]
+    return gone
+
+
+def stanza_id(message: Element, room: str) -> str | None:
+    """The XEP-0359 id the room gave a message (to tell which history a resync adds)."""
+    for el in stanzas.children(message, "stanza-id", xmlns.STANZA_ID):
+        if el.getAttribute("by") == room:
+            return el.getAttribute("id")
+    return None
+
+
+def malformed(stanza: Element, out: Outbox, why: str) -> None:
+    """A stanza from the master we cannot use: logged, and answered unless an answer."""
+    out.warn(f"malformed stanza from {stanza.getAttribute('from')}: {why}")
+    if stanza.getAttribute("type") not in ("error", "result"):
+        out.send(stanzas.error_reply(stanza, "modify", "bad-request", why))

@@ -1,0 +1,298 @@
+"""A mirrored room's link to its master (XEP-0282 §4.2, §4.8, §4.10, §4.11) as a state
+machine: the states are an Enum, LINK_TRANSITIONS says which event leads from which state
+to which (anything else is an IllegalTransition), and SlaveLink carries out what each
+event means: registering, holding local stanzas while the link is not LIVE, keepalives,
+netsplit and netjoin.
+
+    UNREGISTERED --register--> REGISTERING --registered--> SYNCING --synced--> LIVE
+    REGISTERING --refused--> PASSTHROUGH        (users talk to the master directly)
+    any --bounced--> SPLIT   (PASSTHROUGH stays)   SPLIT --netjoin--> REGISTERING
+    SYNCING/LIVE/SPLIT --forgotten, master-restarted--> REGISTERING
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from twisted.words.xish.domish import Element
+
+from dmuc import xmlns
+from dmuc.outbox import Outbox
+from dmuc.protocol import keepalive, stanzas, xep0282
+from dmuc.protocol.statemachine import StateMachine
+from dmuc.slave.room import SlaveRoom
+
+MAX_QUEUED = 500  # stanzas held per room while not LIVE
+
+
+class LinkState(Enum):
+    UNREGISTERED = "unregistered"  # not mirrored yet: the first local stanza registers
+    REGISTERING = "registering"  # <register/> sent, no answer yet
+    SYNCING = "syncing"  # registered; the master's snapshot is arriving (until <synced/>)
+    LIVE = "live"  # local stanzas go to the master as they come (§4.8)
+    SPLIT = "split"  # the master is unreachable (§4.11.1): hold, answer IQs, ask often
+    PASSTHROUGH = "passthrough"  # the master refused us: local stanzas go to it unchanged
+
+
+L = LinkState
+# (state, event) -> next state. Events: "register" (we send <register/>: the first local
+# stanza, our stream (re)connected, no answer yet), "registered" (its result), "synced"
+# (the snapshot is complete), "refused" (forbidden and the like), "bounced" (an error from
+# the room), "netjoin" (heard from the master while split), "forgotten" (a keepalive
+# answered item-not-found), "master-restarted" (the master service said <restarted/>).
+LINK_TRANSITIONS: dict[tuple[LinkState, str], LinkState] = {
+    (L.UNREGISTERED, "register"): L.REGISTERING,
+    (L.REGISTERING, "register"): L.REGISTERING,  # no answer yet, or our stream came back
+    (L.SYNCING, "register"): L.REGISTERING,  # our stream came back
+    (L.LIVE, "register"): L.REGISTERING,  # our stream came back (or we restarted)
+    (L.SPLIT, "register"): L.REGISTERING,  # a room of slave.rooms, at (re)connect
+    (L.PASSTHROUGH, "register"): L.REGISTERING,  # likewise: the master may allow us now
+    (L.REGISTERING, "registered"): L.SYNCING,
+    (L.SPLIT, "registered"): L.SYNCING,  # something else bounced while we registered
+    (L.LIVE, "registered"): L.SYNCING,  # a second registration: another snapshot follows
+    (L.SYNCING, "synced"): L.LIVE,
+    (L.LIVE, "synced"): L.LIVE,  # a snapshot the master sent unasked (moderator change)
+    (L.REGISTERING, "refused"): L.PASSTHROUGH,
+    (L.SPLIT, "refused"): L.PASSTHROUGH,
+    (L.PASSTHROUGH, "refused"): L.PASSTHROUGH,  # the answer to a repeated <register/>
+    (L.UNREGISTERED, "bounced"): L.SPLIT,  # restored without a registration
+    (L.REGISTERING, "bounced"): L.SPLIT,
+    (L.SYNCING, "bounced"): L.SPLIT,
+    (L.LIVE, "bounced"): L.SPLIT,
+    (L.SPLIT, "bounced"): L.SPLIT,
+    (L.PASSTHROUGH, "bounced"): L.PASSTHROUGH,  # nothing goes through us: nothing to hold
+    (L.SPLIT, "netjoin"): L.REGISTERING,
+    (L.SYNCING, "forgotten"): L.REGISTERING,
+    (L.LIVE, "forgotten"): L.REGISTERING,
+    (L.SPLIT, "forgotten"): L.REGISTERING,
+    (L.SYNCING, "master-restarted"): L.REGISTERING,
+    (L.LIVE, "master-restarted"): L.REGISTERING,
+    (L.SPLIT, "master-restarted"): L.REGISTERING,
+}
+
+FORWARDING = frozenset({L.LIVE, L.PASSTHROUGH})  # local stanzas go out at once
+KEEPALIVE_STATES = frozenset({L.SYNCING, L.LIVE, L.SPLIT})  # we ask the master (§4.10)
+# A register answered with one of these means "not allowed to mirror", not a netsplit.
+REFUSALS = frozenset({"forbidden", "not-allowed", "service-unavailable",
+                      "feature-not-implemented"})
+# What a stored state comes back as after a restart: a room that was registered registers
+# again once connected (its state is LIVE until then, as before the restart); any other
+# waits for its next local stanza.
+RESTORED_AS = {L.SYNCING: L.LIVE, L.LIVE: L.LIVE}
+
+
+def restored_state(state: Mapping[str, Any]) -> LinkState:
+    """The state a stored room's link starts in (older stores say only "registered")."""
+    name = state.get("link")
+    if name is not None:
+        return RESTORED_AS.get(LinkState(name), L.UNREGISTERED)
+    return L.LIVE if state.get("registered") else L.UNREGISTERED
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """What every link of one slave shares."""
+
+    slave_jid: str
+    keepalive: int  # proposed at registration
+    history: int  # proposed at registration
+    new_id: Callable[[str, str], str]  # (kind, room) -> an iq id the service will route back
+
+
+class SlaveLink:
+    def __init__(self, room: SlaveRoom, config: LinkConfig,
+                 state: LinkState = L.UNREGISTERED) -> None:
+        self.room = room
+        self.config = config
+        self.machine: StateMachine[LinkState] = StateMachine(
+            f"slave link to {room.jid}", LINK_TRANSITIONS, state)
+        self.last_heard = 0.0  # the master's last stanza (or answer) for this room
+        self.last_sent = 0.0  # our last <register/> or keepalive
+        self.rejoining = False  # the current registration follows a netsplit
+
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
+
+    def to_state(self) -> dict[str, Any]:
+        return {"link": self.state.value}
+
+    def __repr__(self) -> str:
+        return f"<SlaveLink {self.room.jid} {self.state.name}>"
+
+    # --- local users -> master (§4.8) ------------------------------------------------
+
+    def submit(self, stanza: Element, full: str, out: Outbox) -> None:
+        """A local user's stanza to the room: to the master unchanged while LIVE (or
+        PASSTHROUGH); otherwise held until <synced/>, and the first one registers."""
+        state = self.state
+        if state in FORWARDING:
+            out.send(stanza)
+            return
+        if stanza.name == "iq" and state is L.SPLIT:
+            # §4.11.1: an IQ cannot wait for the netjoin; answer it now.
+            if stanza.getAttribute("type") in ("get", "set"):
+                out.send(stanzas.error_reply(stanza, "wait", "remote-server-timeout",
+                                             "The room's master is unreachable (netsplit)"))
+            return
+        nick = self.room.local.get(full)
+        is_groupchat = stanza.name == "message" and stanza.getAttribute("type") == "groupchat"
+        if is_groupchat and nick is not None and stanza.getAttribute("to") == self.room.jid:
+            # A local occupant keeps talking: shown here at once, submitted later with an
+            # id that tells us not to show it again (§4.11.1, §4.11.2).
+            out.broadcast(local_echo(stanza, self.room.jid, nick), self.room.local_sessions())
+            held = stanzas.copy(stanza)
+            held["id"] = xep0282.SPLIT_ID_PREFIX + (stanza.getAttribute("id") or "")
+            self._hold(held, out)
+        else:
+            self._hold(stanza, out)
+        if state is L.UNREGISTERED:
+            self.register("register", out)
+
+    def _hold(self, stanza: Element, out: Outbox) -> None:
+        if len(self.room.queue) >= MAX_QUEUED:
+            out.send(stanzas.error_reply(stanza, "wait", "resource-constraint",
+                                         "Too many stanzas waiting for the room"))
+            return
+        self.room.queue.append(stanza)
+
+    def flush(self, out: Outbox) -> None:
+        queued, self.room.queue = self.room.queue, []
+        for stanza in queued:
+            out.send(stanza)
+
+    # --- registration (§4.2) ---------------------------------------------------------
+
+    def register(self, event: str, out: Outbox) -> None:
+        """Send <register/> on `event` ("register", "netjoin", "forgotten",
+        "master-restarted"); the master answers with a full snapshot."""
+        before = self.state
+        self.machine.fire(event)
+        if event != "register":
+            out.info(f"netjoin with {self.room.jid}: resyncing")
+        if event != "register" or before is L.SPLIT:
+            self.rejoining = True  # for the log line of the answer
+        self.last_sent = out.now
+        out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid,
+                                     self.config.new_id("register", self.room.jid),
+                                     self.config.keepalive, self.config.history))
+
+    def register_answered(self, answer: Element, out: Outbox) -> None:
+        room = self.room
+        if answer.getAttribute("type") == "error":
+            condition = stanzas.error_condition(answer)
+            if condition not in REFUSALS:
+                self.bounced(f"registration failed ({condition})", out)
+            elif self._allowed("refused", out):
+                out.warn(f"master refused to register {self.config.slave_jid} for {room.jid} "
+                         f"({condition}); its users talk to the master directly")
+                self.machine.fire("refused")
+                self.rejoining = False
+                self.flush(out)
+            return
+        self.last_heard = out.now
+        if not self._allowed("registered", out):
+            return
+        after_split = self.rejoining or self.state is L.SPLIT
+        self.machine.fire("registered")
+        self.rejoining = False
+        registered = stanzas.child(answer, "registered", xmlns.DMUC)
+        if registered is not None:
+            room.keepalive = int(registered.getAttribute("keepalive") or room.keepalive)
+            room.history_length = int(registered.getAttribute("history")
+                                      or room.history_length)
+            room.whois = registered.getAttribute("whois") or room.whois
+        out.info(f"registered with {room.jid} (keepalive {room.keepalive}s, "
+                 f"history {room.history_length})" + (" after a netsplit" if after_split else ""))
+        # Local stanzas stay held until the snapshot that follows has arrived.
+
+    def synced(self, out: Outbox) -> None:
+        """The snapshot is complete (the roster differences are told by fanout): local
+        occupants the master no longer knows enter again, then what was held goes out."""
+        if not self._allowed("synced", out):
+            return  # e.g. the master's own netjoin snapshot while we register: ours follows
+        self.machine.fire("synced")
+        self._rejoin_local_occupants()
+        self.flush(out)
+
+    def _rejoin_local_occupants(self) -> None:
+        """After a netjoin, local occupants the master no longer knows enter again with
+        the presence they last sent (forwarded as theirs, §4.8), before anything held."""
+        room = self.room
+        for full, nick in list(room.local.items()):
+            if nick in room.roster:
+                continue
+            presence = stanzas.new("presence", {"from": full, "to": f"{room.jid}/{nick}"})
+            presence.addElement((xmlns.MUC, "x")).addElement("history")["maxstanzas"] = "0"
+            room.queue.insert(0, presence)
+
+    def unregister(self, out: Outbox) -> None:
+        """Stop mirroring (the last local occupant left); the service forgets the room."""
+        out.send(xep0282.unregister_iq(self.config.slave_jid, self.room.jid,
+                                       self.config.new_id("unregister", self.room.jid)))
+
+    # --- keepalive, netsplit and netjoin (§4.10, §4.11) ------------------------------
+
+    def tick(self, out: Outbox) -> None:
+        """Ask the master after `keepalive` seconds of silence (a quarter of that while
+        split, so that the netjoin is noticed soon); register again if a <register/>
+        went unanswered that long."""
+        state = self.state
+        if state is L.REGISTERING:
+            if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
+                             split=True):
+                self.register("register", out)
+            return
+        if state not in KEEPALIVE_STATES:
+            return
+        if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
+                         split=state is L.SPLIT):
+            self.last_sent = out.now
+            out.send(xep0282.keepalive_iq(self.config.slave_jid, self.room.jid,
+                                          self.config.new_id("keepalive", self.room.jid)))
+
+    def keepalive_answered(self, answer: Element, out: Outbox) -> None:
+        if answer.getAttribute("type") == "error":
+            condition = stanzas.error_condition(answer)
+            if condition != "item-not-found":
+                self.bounced(f"keepalive bounced ({condition})", out)
+            elif self.machine.can("forgotten"):
+                out.info(f"master forgot our registration for {self.room.jid}; "
+                         "re-registering")
+                self.register("forgotten", out)
+            return
+        self.heard(out)
+
+    def heard(self, out: Outbox) -> None:
+        """Any stanza from the master but an error: if we were split, that is the netjoin."""
+        self.last_heard = out.now
+        if self.state is L.SPLIT:
+            self.register("netjoin", out)
+
+    def bounced(self, why: str, out: Outbox) -> None:
+        """An error from the room (a bounced forward or keepalive): nothing more is
+        submitted until the netjoin."""
+        if self.state not in (L.SPLIT, L.PASSTHROUGH):
+            out.warn(f"netsplit from {self.room.jid}: {why}")
+        self.machine.fire("bounced")
+
+    def _allowed(self, event: str, out: Outbox) -> bool:
+        """An answer or notice from the network may come late or twice: in a state with no
+        transition for it, it is stale and ignored (never an IllegalTransition)."""
+        if self.machine.can(event):
+            return True
+        out.debug(f"{self.room.jid}: ignored {event!r} while {self.state.name}")
+        return False
+
+
+def local_echo(message: Element, room: str, nick: str) -> Element:
+    """A held groupchat of a local occupant as the room would relay it, for the local
+    occupants (while the link is not LIVE)."""
+    copy = stanzas.new("message", {"from": f"{room}/{nick}", "type": "groupchat",
+                                   "id": message.getAttribute("id")})
+    for el in message.elements():
+        copy.addChild(stanzas.copy(el))
+    return copy

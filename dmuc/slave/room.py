@@ -1,0 +1,101 @@
+"""A mirrored room as the slave keeps it: the master's roster, the distribution list of
+local occupants, who of this server sent presence to the room, the subject, the history
+and what waits for the master. Data only; what changes it lives in link.py (the link to
+the master) and fanout.py (what the master broadcasts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.words.xish.domish import Element
+
+from dmuc.protocol import stanzas, visibility
+from dmuc.protocol.history import History
+
+
+@dataclass
+class SlaveRoom:
+    jid: str
+    # negotiated at registration (§4.2) and stored
+    keepalive: int = 60
+    history_length: int = 20
+    whois: str = "moderators"
+    roster: dict[str, Element] = field(default_factory=dict)  # nick -> presence from master
+    local: dict[str, str] = field(default_factory=dict)  # local full JID -> nick
+    directed: set[str] = field(default_factory=set)  # local JIDs that sent presence to the room
+    subject: Element | None = None  # the last subject message, as broadcast
+    history: History = field(default_factory=History)
+    queue: list[Element] = field(default_factory=list)  # local stanzas held for the master
+    # during a resync: the roster before it (the stanza-ids of the history we had are in
+    # known_ids), so that local occupants are told only what changed
+    resync_old: dict[str, Element] | None = None
+    known_ids: set[str] = field(default_factory=set)
+    # nick -> (its roster presence, that XML, without the real JID, that XML); not stored
+    rendered: dict[str, tuple[Element, str, Element, str]] = field(
+        default_factory=dict, repr=False)
+
+    # --- persistence (the link's state is stored beside it, by the service) ------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "keepalive": self.keepalive,
+            "history_length": self.history_length,
+            "whois": self.whois,
+            "roster": {nick: p.toXml() for nick, p in self.roster.items()},
+            "local": dict(self.local),
+            "directed": sorted(self.directed),
+            "subject": self.subject.toXml() if self.subject is not None else None,
+        }
+
+    @classmethod
+    def from_state(cls, jid: str, state: dict[str, Any]) -> SlaveRoom:
+        room = cls(jid)
+        room.keepalive = int(state.get("keepalive", 60))
+        room.history_length = int(state.get("history_length", 20))
+        room.whois = state.get("whois", "moderators")
+        room.roster = {n: stanzas.parse_xml(x) for n, x in state.get("roster", {}).items()}
+        room.local = dict(state.get("local", {}))
+        room.directed = set(state.get("directed", ()))
+        if state.get("subject"):
+            room.subject = stanzas.parse_xml(state["subject"])
+        return room
+
+    # --- lookups -----------------------------------------------------------------------
+
+    def role_of(self, nick: str) -> str:
+        presence = self.roster.get(nick)
+        item = stanzas.muc_item(presence) if presence is not None else None
+        return item.getAttribute("role", "none") if item is not None else "none"
+
+    def sessions_of(self, nick: str) -> list[str]:
+        return [jid for jid, n in self.local.items() if n == nick]
+
+    def local_sessions(self) -> list[str]:
+        return list(self.local)
+
+    def local_roles(self) -> list[tuple[str, str]]:
+        """Each local session with the role of its occupant (who sees real JIDs, §4.7)."""
+        return [(full, self.role_of(nick)) for full, nick in self.local.items()]
+
+    def receives_real_jids(self) -> bool:
+        """Whether the master sends us real JIDs (§4.7: only with a local moderator)."""
+        moderators = any(self.role_of(nick) == "moderator" for nick in set(self.local.values()))
+        return visibility.slave_sees_real_jids(self.whois, moderators)
+
+    def deserted(self) -> bool:
+        """No local occupant, nobody of ours joining, nothing held: nothing to mirror for."""
+        return not self.local and not self.directed and not self.queue
+
+    # --- local users -------------------------------------------------------------------
+
+    def note_presence(self, stanza: Element, full: str) -> None:
+        """§4.5: remember which local users sent available presence to the room (the
+        ENTER check)."""
+        if stanza.name != "presence":
+            return
+        ptype = stanza.getAttribute("type")
+        if ptype is None:
+            self.directed.add(full)
+        elif ptype == "unavailable":
+            self.directed.discard(full)

@@ -1,0 +1,276 @@
+"""The XEP-0282 slave (sans-I/O): mirrors rooms of remote masters for this server's users.
+
+Local users' stanzas to a mirrored room reach the slave (Prosody's mod_dmuc_slave diverts
+them); the room's link to the master (link.py) forwards them unchanged (§4.8) or holds
+them. From the master the slave receives ONE copy of every broadcast, and fanout.py
+delivers it to the local occupants (§4.9, §4.7), with ENTER/LEAVE (§4.5, §4.6). This
+module is the entry point (connected, receive, tick): it routes each stanza to the link or
+to the fan-out, and saves the rooms a stanza touched. See docs/protocol.md for every
+stanza.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish.domish import Element
+
+from dmuc import jids, xmlns
+from dmuc.outbox import DeleteRoom, Outbox, SaveRoom
+from dmuc.protocol import stanzas, xep0282
+from dmuc.slave.fanout import Fanout, malformed
+from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
+from dmuc.slave.room import SlaveRoom
+from dmuc.storage import HistoryRecord
+
+
+@dataclass
+class SlaveSettings:
+    jid: str  # the slave component's JID, e.g. dmuc.vesa.yeggmaex.irc
+    domains: frozenset[str]  # the user domains it serves (its own server's VirtualHosts)
+    masters: frozenset[str]  # MUC services whose rooms it mirrors
+    keepalive: int = 60  # seconds of silence before a keepalive
+    history: int = 20  # history stanzas it is willing to keep per room
+    rooms: tuple[str, ...] = ()  # rooms to register for at start-up
+
+
+class SlaveService:
+    def __init__(self, settings: SlaveSettings) -> None:
+        self.settings = settings
+        self.jid = settings.jid
+        self.rooms: dict[str, SlaveRoom] = {}
+        self.links: dict[str, SlaveLink] = {}  # room JID -> its link to the master
+        self._ids = itertools.count(1)
+        self.pending_iqs: dict[str, tuple[str, str]] = {}  # id -> (kind, room)
+        self._touched: set[str] = set()  # rooms whose state changed since the last take
+        self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id)
+        self.fanout = Fanout(self.jid, settings.domains)
+
+    def restore(self, room: SlaveRoom, records: list[HistoryRecord],
+                state: Mapping[str, Any] | None = None) -> None:
+        """A room as stored before a restart (`state`: what was stored, for its link);
+        a room that was registered registers again once connected."""
+        room.history.load(records)
+        self.rooms[room.jid] = room
+        self.links[room.jid] = SlaveLink(room, self.link_config,
+                                         restored_state(state or {}))
+
+    def history_key(self, room_jid: str) -> str:
+        return self.fanout.history_key(room_jid)
+
+    def _mirror(self, room_jid: str) -> tuple[SlaveRoom, SlaveLink]:
+        """The room and its link, created (UNREGISTERED) on first use."""
+        room = self.rooms.get(room_jid)
+        if room is None:
+            room = SlaveRoom(room_jid, keepalive=self.settings.keepalive,
+                             history_length=self.settings.history)
+            self.rooms[room_jid] = room
+            self.links[room_jid] = SlaveLink(room, self.link_config)
+        return room, self.links[room_jid]
+
+    def _forget(self, room_jid: str, out: Outbox) -> None:
+        self.rooms.pop(room_jid, None)
+        self.links.pop(room_jid, None)
+        self._touched.discard(room_jid)
+        out.store(DeleteRoom(room_jid, self.history_key(room_jid)))
+
+    def _save_touched(self, out: Outbox) -> None:
+        """Every room this stanza touched is saved, with its link's state (the shell
+        coalesces the writes and reads the state when it writes)."""
+        touched, self._touched = self._touched, set()
+        for room_jid in sorted(touched):
+            room, link = self.rooms.get(room_jid), self.links.get(room_jid)
+            if room is not None and link is not None:
+                out.store(SaveRoom(room_jid, _snapshot(room, link)))
+
+    def _id(self, kind: str, room: str) -> str:
+        iq_id = f"dmuc-{kind}-{next(self._ids)}"
+        self.pending_iqs[iq_id] = (kind, room)
+        return iq_id
+
+    # --- entry points ------------------------------------------------------------------
+
+    def connected(self, now: float) -> Outbox:
+        """The component stream is up: tell Prosody's module which services to divert,
+        and (re-)register the rooms we mirror (the master may have lost us meanwhile)."""
+        out = Outbox(now)
+        for domain in sorted(self.settings.domains):
+            out.send(xep0282.mirror_iq(self.jid, domain, sorted(self.settings.masters),
+                                       self._id("mirror", domain)))
+        for room_jid in self.settings.rooms:
+            self._mirror(room_jid)
+        for room_jid, link in self.links.items():
+            if link.state in (LinkState.SYNCING, LinkState.LIVE) \
+                    or room_jid in self.settings.rooms:
+                self._touched.add(room_jid)
+                link.register("register", out)
+        self._save_touched(out)
+        return out
+
+    def receive(self, stanza: Element, now: float) -> Outbox:
+        out = Outbox(now)
+        to = jids.parse(stanza.getAttribute("to"))
+        sender = jids.parse(stanza.getAttribute("from"))
+        if to is None or sender is None:
+            return out
+        stanza["from"] = sender.full()
+        for jid in (to, sender):
+            if jid.user is not None and jid.host in self.settings.masters:
+                self._touched.add(jid.userhost())
+        is_answer = stanza.name == "iq" and stanza.getAttribute("type") in ("result", "error")
+        if to.host in self.settings.masters and to.user is not None:
+            self._from_local_user(stanza, sender, to.userhost(), out)
+        elif is_answer and stanza.getAttribute("id") in self.pending_iqs:
+            self._iq_answer(stanza, out)
+        elif to.full() == self.jid and sender.host in self.settings.masters and sender.user:
+            self._from_master(stanza, sender, out)
+        elif to.full() == self.jid or to.host == self.jid:
+            self._to_self(stanza, out)
+        elif stanza.getAttribute("type") not in ("error", "result"):
+            out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+        self._save_touched(out)
+        return out
+
+    def tick(self, now: float) -> Outbox:
+        """Keepalives (§4.10) and unanswered registrations, per link."""
+        out = Outbox(now)
+        for link in self.links.values():
+            link.tick(out)
+        return out
+
+    # --- local users -> master (§4.8) ---------------------------------------------------
+
+    def _from_local_user(self, stanza: Element, sender: JID, room_jid: str,
+                         out: Outbox) -> None:
+        if sender.host not in self.settings.domains or sender.user is None:
+            # We speak only for users of our own server.
+            out.warn(f"refused a stanza from {sender.full()} to {room_jid}: not a local user")
+            if stanza.getAttribute("type") not in ("error", "result"):
+                out.send(stanzas.error_reply(stanza, "auth", "forbidden",
+                                             "This slave serves only its own users"))
+            return
+        room, link = self._mirror(room_jid)
+        room.note_presence(stanza, sender.full())
+        link.submit(stanza, sender.full(), out)
+
+    # --- the slave's own JID ------------------------------------------------------------
+
+    def _to_self(self, stanza: Element, out: Outbox) -> None:
+        kind, stype = stanza.name, stanza.getAttribute("type")
+        service = stanza.getAttribute("from", "")
+        dmuc_x = stanzas.child(stanza, "x", xmlns.DMUC)
+        if kind == "message" and service in self.settings.masters and dmuc_x is not None \
+                and stanzas.child(dmuc_x, "restarted") is not None:
+            self._master_restarted(service, out)
+            return
+        if kind == "iq" and stype in ("result", "error"):
+            self._iq_answer(stanza, out)
+            return
+        if kind == "iq" and stype == "get":
+            payload = next(stanza.elements(), None)
+            if payload is not None and payload.uri == xmlns.PING:
+                out.send(stanzas.iq_result(stanza))
+                return
+            if payload is not None and payload.uri == xmlns.DISCO_INFO:
+                out.send(stanzas.iq_result(stanza, xep0282.slave_disco_info()))
+                return
+        if stype not in ("error", "result") and kind == "iq":
+            out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+
+    def _iq_answer(self, stanza: Element, out: Outbox) -> None:
+        pending = self.pending_iqs.pop(stanza.getAttribute("id") or "", None)
+        if pending is None:
+            return
+        kind, room_jid = pending
+        if kind == "mirror":
+            if stanza.getAttribute("type") == "error":
+                out.warn(f"Prosody on {room_jid} did not accept the mirror list: is "
+                         "mod_dmuc_slave loaded there with this component?")
+            return
+        link = self.links.get(room_jid)
+        if link is None:
+            return
+        if kind == "register":
+            link.register_answered(stanza, out)
+        elif kind == "keepalive":
+            link.keepalive_answered(stanza, out)
+        elif stanza.getAttribute("type") != "error":
+            link.last_heard = out.now
+
+    def _master_restarted(self, service: str, out: Outbox) -> None:
+        """The master (re)connected and may have lost our registrations: netjoin now for
+        every room of it we mirror, instead of waiting for the next keepalive."""
+        links = [link for room_jid, link in self.links.items()
+                 if room_jid.endswith("@" + service) and link.machine.can("master-restarted")]
+        if links:
+            out.info(f"{service} (re)connected; registering {len(links)} rooms again")
+        for link in links:
+            self._touched.add(link.room.jid)
+            link.register("master-restarted", out)
+
+    # --- master -> slave --------------------------------------------------------------
+
+    def _from_master(self, stanza: Element, sender: JID, out: Outbox) -> None:
+        room_jid = sender.userhost()
+        room, link = self.rooms.get(room_jid), self.links.get(room_jid)
+        stype = stanza.getAttribute("type")
+        if room is None or link is None:
+            if stanza.name == "iq" and stype in ("get", "set"):
+                out.send(stanzas.error_reply(stanza, "cancel", "item-not-found"))
+            return
+        if stype == "error":
+            link.bounced(f"{stanza.name} bounced ({stanzas.error_condition(stanza)})", out)
+            return
+        link.heard(out)  # the master is reachable (again)
+        if stanza.name == "iq":
+            payload = next(stanza.elements(), None)
+            if stype == "get" and payload is not None and payload.uri == xmlns.PING:
+                out.send(stanzas.iq_result(stanza))  # the master's keepalive (§4.10)
+            elif stype in ("get", "set"):
+                out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+            return
+        dmuc_x = stanzas.child(stanza, "x", xmlns.DMUC)
+        if stanza.name == "presence":
+            self._presence_from_master(room, link, stanza, sender, dmuc_x, out)
+        elif stanza.name == "message":
+            self.fanout.message(room, stanza, dmuc_x, out)
+
+    def _presence_from_master(self, room: SlaveRoom, link: SlaveLink, stanza: Element,
+                              sender: JID, dmuc_x: Element | None, out: Outbox) -> None:
+        nick = sender.resource
+        if dmuc_x is None:
+            if not nick:
+                malformed(stanza, out, "presence from the room without a nickname")
+                return
+            self.fanout.roster_update(room, stanza, nick, out)
+            return
+        enter = stanzas.child(dmuc_x, "enter")
+        leave = stanzas.child(dmuc_x, "leave")
+        if enter is not None and nick:
+            self.fanout.enter(room, stanza, nick, enter, dmuc_x, out)
+        elif leave is not None and nick:
+            if self.fanout.leave(room, stanza, leave, out) and room.deserted():
+                # Stop mirroring, so that neither side keeps the room alive with
+                # keepalives (the next local join registers again).
+                link.unregister(out)
+                self._forget(room.jid, out)
+                out.info(f"no local occupant left in {room.jid}; unregistered")
+        elif stanzas.child(dmuc_x, "destroy") is not None:
+            self.fanout.destroyed(room, stanza, out)
+            self._forget(room.jid, out)
+        elif stanzas.child(dmuc_x, "resync") is not None:
+            self.fanout.resync_start(room, out)
+        elif stanzas.child(dmuc_x, "synced") is not None:
+            self.fanout.resync_end(room, out)
+            link.synced(out)
+        else:
+            malformed(stanza, out, "unknown dmuc element")
+
+
+def _snapshot(room: SlaveRoom, link: SlaveLink) -> Callable[[], dict[str, Any]]:
+    """What SaveRoom stores for a room, read when the shell writes it."""
+    return lambda: {**room.to_state(), **link.to_state()}
