@@ -20,3 +20,16 @@ class IllegalTransition(Exception):
         super().__init__(f"{machine}: no transition from {state} on {event!r}")
         self.state = state
         self.event = event
+
+
+class BadJID(ValueError):
+    """A JID that cannot be parsed or prepared (RFC 7622): the one error that
+    `dmuc.jids.parse_strict` raises, whatever the stringprep step that refused it."""
+
+    def __init__(self, text: object, reason: str) -> None:
+        shown = repr(text)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"bad JID {shown}: {reason}")
+        self.text = text
+        self.reason = reason

@@ -5,8 +5,12 @@ Stanzas are ``twisted.words.xish.domish.Element`` trees: pure data, no I/O.
 
 from __future__ import annotations
 
+import calendar
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 from xml.sax.saxutils import quoteattr
 
 from twisted.words.xish import domish
@@ -59,16 +63,93 @@ def text_of(el: Element | None) -> str | None:
     return None if el is None else str(el)
 
 
-def copy(el: Element) -> Element:
-    """A deep copy, detached from any parent."""
+def _shallow(el: Element) -> Element:
     dup = Element((el.uri, el.name), el.defaultUri)
     dup.attributes = dict(el.attributes)
     dup.localPrefixes = dict(el.localPrefixes)
-    for node in el.children:
-        dup.children.append(copy(node) if isinstance(node, Element) else node)
-        if isinstance(node, Element):
-            dup.children[-1].parent = dup
     return dup
+
+
+def copy(el: Element) -> Element:
+    """A deep copy, detached from any parent. Iterative: no depth of nesting exhausts the
+    Python stack (the shell refuses deep stanzas anyway, see `measure`)."""
+    root = _shallow(el)
+    pending = [(el, root)]
+    while pending:
+        source, dup = pending.pop()
+        for node in source.children:
+            if isinstance(node, Element):
+                child_dup = _shallow(node)
+                child_dup.parent = dup
+                dup.children.append(child_dup)
+                pending.append((node, child_dup))
+            else:
+                dup.children.append(node)
+    return root
+
+
+# --- limits on what the cores accept ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StanzaSize:
+    """How big a stanza is: nesting depth (the stanza itself is 1), number of elements,
+    and characters (names, attribute names and values, text)."""
+
+    depth: int
+    elements: int
+    chars: int
+
+
+def measure(el: Element, *, max_depth: int | None = None, max_elements: int | None = None,
+            max_chars: int | None = None) -> StanzaSize:
+    """The size of `el`, walked iteratively. The walk stops as soon as one of the given
+    limits is exceeded (the result then exceeds that limit), so a hostile stanza costs at
+    most the limits' worth of work."""
+    depth = chars = 0
+    elements = 1
+    pending: list[tuple[Element, int]] = [(el, 1)]
+
+    def over() -> bool:
+        return ((max_depth is not None and depth > max_depth)
+                or (max_elements is not None and elements > max_elements)
+                or (max_chars is not None and chars > max_chars))
+
+    while pending and not over():
+        node, level = pending.pop()
+        depth = max(depth, level)
+        chars += len(node.name or "")
+        for key, value in node.attributes.items():
+            chars += len(key if isinstance(key, str) else key[1]) + len(value)
+        for child_node in node.children:
+            if isinstance(child_node, Element):
+                elements += 1
+                pending.append((child_node, level + 1))
+            else:
+                chars += len(child_node)
+            if over():
+                break
+    return StanzaSize(depth, elements, chars)
+
+
+# At most this many digits in an integer read from a stanza: Python's int() is quadratic in
+# the number of digits and refuses more than 4,300 (ValueError).
+MAX_INT_DIGITS = 10
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def parse_bounded_int(text: str | None, lo: int, hi: int, *,
+                      max_digits: int = MAX_INT_DIGITS) -> int | None:
+    """The integer `text` spells in ASCII digits (surrounding whitespace allowed), or None
+    when it is missing, malformed, longer than `max_digits` digits or outside [lo, hi].
+    The length is checked before int() sees the text."""
+    if text is None:
+        return None
+    text = text.strip(" \t\r\n")
+    if not text or len(text.lstrip("+-")) > max_digits or not _INT.fullmatch(text):
+        return None
+    value = int(text)
+    return value if lo <= value <= hi else None
 
 
 # --- errors -------------------------------------------------------------------------
@@ -103,6 +184,35 @@ def error_reply(
     if text:
         error.addElement((xmlns.STANZAS, "text"), content=text)
     return reply
+
+
+class _Sink(Protocol):
+    """What `refuse` writes to (an Outbox)."""
+
+    def send(self, stanza: Element) -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+
+_CONTROL = {c: " " for c in range(32)} | {0x7F: " "}
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` made safe for a single log line: control characters become spaces, and it is
+    cut at `limit` characters."""
+    text = text.translate(_CONTROL)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def refuse(out: _Sink, stanza: Element, err_type: str, condition: str,
+           text: str | None = None, *, what: str, **kwargs: object) -> None:
+    """Answer `stanza` with an error and log the refusal once, at info: every refusal
+    of the room features goes through here. `what` names the request (e.g.
+    "muc#admin set to room@service"); `kwargs` go to error_reply."""
+    out.send(error_reply(stanza, err_type, condition, text, **kwargs))  # type: ignore[arg-type]
+    because = f": {text}" if text else ""
+    out.info(one_line(f"refused {what} from {stanza.getAttribute('from')}: "
+                      f"{condition}{because}"))
 
 
 def join_error(stanza: Element, err_type: str, condition: str, text: str | None = None) -> Element:
@@ -197,9 +307,6 @@ def format_stamp(stamp: float) -> str:
 
 def parse_stamp(text: str) -> float | None:
     """XEP-0082 DateTime to POSIX seconds; None if malformed."""
-    import calendar
-    import re
-
     m = re.fullmatch(
         r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", text.strip()
     )
@@ -322,11 +429,12 @@ def form(
 
 
 def parse_form(x: Element) -> dict[str, list[str]]:
-    """Submitted form fields as var -> values."""
+    """Submitted form fields as var -> values. A field submitted twice counts once, the
+    first time (as Prosody's util.dataforms)."""
     values: dict[str, list[str]] = {}
     for field in children(x, "field"):
         var = field.getAttribute("var")
-        if var:
+        if var and var not in values:
             values[var] = [str(v) for v in children(field, "value")]
     return values
 
@@ -381,13 +489,15 @@ def render_many(stanza: Element, recipients: Iterable[str],
 def strip_stream_namespace(el: Element) -> Element:
     """Make a parsed stanza namespace-neutral (jabber:component:accept or jabber:client
     becomes None), so that copies of its children serialise without a stray xmlns."""
-    if el.uri in (xmlns.COMPONENT, xmlns.CLIENT):
-        el.uri = None
-    if el.defaultUri in (xmlns.COMPONENT, xmlns.CLIENT):
-        el.defaultUri = None
-    for node in el.children:
-        if isinstance(node, Element):
-            strip_stream_namespace(node)
+    stream = (xmlns.COMPONENT, xmlns.CLIENT)
+    pending = [el]
+    while pending:  # iterative: a deeply nested stanza must not exhaust the stack
+        node = pending.pop()
+        if node.uri in stream:
+            node.uri = None
+        if node.defaultUri in stream:
+            node.defaultUri = None
+        pending.extend(n for n in node.children if isinstance(n, Element))
     return el
 
 

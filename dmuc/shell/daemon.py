@@ -4,9 +4,12 @@ feeds parsed stanzas to a sans-I/O core and writes back what the core returns.""
 from __future__ import annotations
 
 import abc
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import service
@@ -90,18 +93,55 @@ class ComponentConnection(component.Component):
             self.xmlstream.transport.loseConnection()
 
 
+# XEP-0182: the application-specific condition of a stanza larger than we accept.
+NS_XMPP_ERRORS = "urn:xmpp:errors"
+
+
+@dataclass(frozen=True)
+class StanzaLimits:
+    """The largest stanza a core is given (see stanzas.measure). Anything bigger is
+    answered with policy-violation before any code walks it; every function that walks a
+    stanza recursively (domish's serialiser, for one) therefore only sees shallow trees."""
+
+    depth: int
+    elements: int
+    chars: int
+
+
+# From users (a JID with a localpart): deeper than any real payload (XHTML-IM, forms,
+# vCards stay under a dozen levels), far below Python's recursion limit.
+USER_LIMITS = StanzaLimits(depth=32, elements=5_000, chars=512 * 1024)
+# From servers and components (slaves, masters): a master's broadcast is a user's stanza
+# plus the dmuc wrapper, and a netjoin carries a whole room.
+# (Twisted's parser itself drops the stream at 100,000 elements or 10 MiB in a stanza.)
+PEER_LIMITS = StanzaLimits(depth=48, elements=100_000, chars=10 * 1024 * 1024)
+
+
+def _summary(element: Element) -> str:
+    """<kind from=... to=... type=... id=...> for a log line (never the whole stanza)."""
+    attrs = " ".join(f"{k}={element.getAttribute(k)!r}" for k in ("from", "to", "type", "id")
+                     if element.getAttribute(k) is not None)
+    return stanzas.one_line(f"<{element.name} {attrs}>", 300)
+
+
 class CoreHandler(subprotocols.XMPPHandler):
-    """Passes every stanza to `receive` and writes the resulting Outbox."""
+    """Passes every stanza to `receive` and writes the resulting Outbox.
+
+    One guard around everything a stanza causes: a stanza over the limits is answered
+    policy-violation, an exception internal-server-error, each with one log line."""
 
     def __init__(self, receive: Callable[[Element, float], Outbox], storage: Storage,
                  service_jid: str, on_connect: Callable[[float], Outbox] | None = None,
-                 save_delay: float = 0.0) -> None:
+                 save_delay: float = 0.0, user_limits: StanzaLimits = USER_LIMITS,
+                 peer_limits: StanzaLimits = PEER_LIMITS) -> None:
         super().__init__()
         self.receive = receive
         self.storage = storage
         self.service_jid = service_jid
         self.on_connect = on_connect
         self.save_delay = save_delay
+        self.user_limits = user_limits
+        self.peer_limits = peer_limits
         self._pending_saves: dict[str, SaveRoom] = {}
         self._save_call: Any = None
 
@@ -115,17 +155,62 @@ class CoreHandler(subprotocols.XMPPHandler):
         if getattr(element, "handled", False):
             return
         element.handled = True
-        stanzas.strip_stream_namespace(element)
         try:
-            out = self.receive(element, time.time())
-        except Exception:
-            # One bad stanza must not take the service down; answer it and log it.
-            log.failure("error handling stanza {xml}", xml=element.toXml()[:2000])
-            if element.getAttribute("type") not in ("error", "result"):
-                self.send(stanzas.render(stanzas.error_reply(
-                    element, "wait", "internal-server-error")))
+            if self._too_big(element):
+                return
+            stanzas.strip_stream_namespace(element)
+            self.write(self.receive(element, time.time()))
+        except Exception as exc:  # noqa: BLE001 - one bad stanza must not take us down
+            self._internal_error(element, exc)
+
+    def limits_for(self, element: Element) -> StanzaLimits:
+        sender = element.getAttribute("from") or ""
+        return self.user_limits if "@" in sender.split("/", 1)[0] else self.peer_limits
+
+    def _too_big(self, element: Element) -> bool:
+        """Refuse a stanza over the limits: policy-violation (RFC 6120 §8.3.3.12), with
+        XEP-0182's <stanza-too-big/> when it is too large rather than too deep."""
+        limits = self.limits_for(element)
+        size = stanzas.measure(element, max_depth=limits.depth, max_elements=limits.elements,
+                               max_chars=limits.chars)
+        if size.depth > limits.depth:
+            why = f"nested more than {limits.depth} levels deep"
+        elif size.elements > limits.elements:
+            why = f"more than {limits.elements} elements"
+        elif size.chars > limits.chars:
+            why = f"more than {limits.chars} characters"
+        else:
+            return False
+        log.info("refused {stanza}: policy-violation (stanza {why})",
+                 stanza=_summary(element), why=why)
+        if self._answerable(element):
+            reply = stanzas.error_reply(element, "modify", "policy-violation",
+                                        f"Stanza {why}", by=self.service_jid)
+            if size.depth <= limits.depth:
+                stanzas.child(reply, "error").addElement((NS_XMPP_ERRORS, "stanza-too-big"))
+            self.send(stanzas.render(reply))
+        return True
+
+    @staticmethod
+    def _answerable(element: Element) -> bool:
+        """RFC 6120 §8.3.1: never answer an error (or a result) with an error."""
+        return (element.getAttribute("type") not in ("error", "result")
+                and element.getAttribute("from") is not None)
+
+    def _internal_error(self, element: Element, exc: Exception) -> None:
+        """One log line (the full traceback only at debug level) and one
+        internal-server-error answer."""
+        log.error("internal error handling {stanza}: {error}", stanza=_summary(element),
+                  error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
+        log.debug("{traceback}", traceback="".join(traceback.format_exception(exc)))
+        if not self._answerable(element):
             return
-        self.write(out)
+        try:
+            self.send(stanzas.render(stanzas.error_reply(
+                element, "wait", "internal-server-error", by=self.service_jid)))
+        except Exception as again:  # noqa: BLE001 - e.g. the stream went away meanwhile
+            log.error("cannot answer {stanza}: {error}", stanza=_summary(element),
+                      error=stanzas.one_line(f"{type(again).__name__}: {again}", 300))
 
     def write(self, out: Outbox) -> None:
         # Everything one stanza caused goes to the socket in a single write; each
@@ -261,8 +346,6 @@ class Daemon(service.Service, abc.ABC):
 
 def fatal(message: str) -> None:
     """Log one line and stop the daemon with a non-zero exit status."""
-    import os
-
     log.critical("{message}", message=message)
     reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
     reactor.stop()

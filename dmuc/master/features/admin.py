@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
 
@@ -24,7 +25,8 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
         else:
             _set(room, stanza, payload, out)
     except Refusal as refusal:
-        out.send(stanzas.error_reply(stanza, refusal.err_type, refusal.condition, refusal.text))
+        stanzas.refuse(out, stanza, refusal.err_type, refusal.condition, refusal.text,
+                       what=f"muc#admin {stanza.getAttribute('type')} to {room.jid}")
 
 
 def _actor(room: Room, stanza: Element) -> tuple[str, str, str | None, str | None]:
@@ -95,15 +97,10 @@ def check_role_change(room: Room, actor_aff: str, actor_role: str | None, target
         raise Refusal("cancel", "not-allowed", "Only admins and owners change moderation")
 
 
-def check_affiliation_change(room: Room, actor_bare: str, actor_aff: str, target: str,
-                             new_aff: str) -> None:
-    """Owners change everything; admins handle members and outcasts below admin."""
-    target_aff = room.affiliation(target)
+def check_affiliation_change(actor_aff: str, target_aff: str, new_aff: str) -> None:
+    """mod_muc's set_affiliation rights: owners change everything; admins handle members
+    and outcasts below admin. (The last owner rule is checked on the whole request.)"""
     if actor_aff == "owner":
-        if target == actor_bare and new_aff != "owner":
-            owners = [j for j, a in room.affiliations.items() if a == "owner"]
-            if owners == [actor_bare]:
-                raise Refusal("cancel", "conflict", "A room needs at least one owner")
         return
     if actor_aff == "admin":
         if new_aff in ("owner", "admin") or AFFILIATION_RANK[target_aff] >= AFFILIATION_RANK[
@@ -114,46 +111,108 @@ def check_affiliation_change(room: Room, actor_bare: str, actor_aff: str, target
     raise Refusal("auth", "forbidden")
 
 
+@dataclass
+class Change:
+    """One <item/> of a muc#admin set: a role (target: the occupant) or an affiliation
+    (target: a bare JID) to set."""
+
+    kind: str
+    target: Any
+    value: str
+    reason: str | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.target.nick if self.kind == "role" else self.target)
+
+
+def _read_item(room: Room, item: Element) -> Change:
+    """An item as a Change; raises Refusal when it is malformed or names nobody."""
+    reason = stanzas.text_of(stanzas.child(item, "reason"))
+    role = item.getAttribute("role")
+    affiliation = item.getAttribute("affiliation")
+    nick = None
+    if item.getAttribute("nick") is not None:
+        nick = jids.prep_nick(item["nick"])
+        if nick is None:  # as mod_muc: resourceprep refused it
+            raise Refusal("modify", "jid-malformed", "Invalid nickname")
+    if role is not None and affiliation is None:
+        if role not in ROLES:
+            raise Refusal("modify", "bad-request", f"Unknown role {role}")
+        if nick is None:
+            raise Refusal("modify", "bad-request", "A role change needs a nick")
+        target = room.occupants.get(nick)
+        if target is None:
+            raise Refusal("cancel", "item-not-found", f"No occupant {nick}")
+        return Change("role", target, role, reason)
+    if affiliation is not None:
+        if affiliation not in AFFILIATIONS:
+            raise Refusal("modify", "bad-request", f"Unknown affiliation {affiliation}")
+        if item.getAttribute("jid") is not None:
+            target_jid = jids.parse(item["jid"])
+            if target_jid is None:  # as mod_muc: jid_prep refused it
+                raise Refusal("modify", "jid-malformed")
+        else:
+            occupant = room.occupants.get(nick) if nick is not None else None
+            target_jid = jids.parse(occupant.bare_jid) if occupant else None
+        if target_jid is None:
+            raise Refusal("modify", "bad-request", "An affiliation change needs a JID")
+        return Change("affiliation", target_jid.userhost(), affiliation, reason)
+    raise Refusal("modify", "bad-request")
+
+
+def _check_request(room: Room, actor_aff: str, actor_role: str | None,
+                   changes: list[Change]) -> None:
+    """The whole request against the state it would leave: each affiliation item against
+    the affiliations the earlier items leave, each role item against the target's
+    affiliation after all of them, and the room keeps an owner (mod_muc refuses the last
+    owner's own demotion with cancel/conflict; one request of several items must not get
+    round it). Raises Refusal; nothing has been changed then."""
+    stored = dict(room.affiliations)
+
+    def affiliation_of(bare_jid: str) -> str:  # room.affiliation, on the projected state
+        if bare_jid in room.service.admins:
+            return "owner"
+        found = stored.get(bare_jid)
+        if found is None and stored.get(bare_jid.split("@")[-1]) == "outcast":
+            return "outcast"
+        return found or "none"
+
+    had_owner = "owner" in stored.values()
+    for change in changes:
+        if change.kind == "affiliation":
+            check_affiliation_change(actor_aff, affiliation_of(change.target), change.value)
+            if change.value == "none":
+                stored.pop(change.target, None)
+            else:
+                stored[change.target] = change.value
+    for change in changes:
+        if change.kind == "role":
+            check_role_change(room, actor_aff, actor_role,
+                              affiliation_of(change.target.bare_jid), change.target.role,
+                              change.value)
+    if had_owner and "owner" not in stored.values():
+        raise Refusal("cancel", "conflict", "A room needs at least one owner")
+
+
 def _set(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
-    actor_bare, actor_aff, actor_role, actor_nick = _actor(room, stanza)
+    """All items or none: every item is read and checked before the first is applied."""
+    _, actor_aff, actor_role, actor_nick = _actor(room, stanza)
     items = stanzas.children(payload, "item")
     if not items:
         raise Refusal("modify", "bad-request")
-    changes: list[tuple[str, object, str, str | None]] = []
-    for item in items:
-        reason = stanzas.text_of(stanzas.child(item, "reason"))
-        role = item.getAttribute("role")
-        affiliation = item.getAttribute("affiliation")
-        if role is not None and affiliation is None:
-            if role not in ROLES:
-                raise Refusal("modify", "bad-request", f"Unknown role {role}")
-            nick = item.getAttribute("nick")
-            if nick is None:
-                raise Refusal("modify", "bad-request", "A role change needs a nick")
-            target = room.occupants.get(nick)
-            if target is None:
-                raise Refusal("cancel", "item-not-found", f"No occupant {nick}")
-            check_role_change(room, actor_aff, actor_role, room.affiliation(target.bare_jid),
-                              target.role, role)
-            changes.append(("role", target, role, reason))
-        elif affiliation is not None:
-            if affiliation not in AFFILIATIONS:
-                raise Refusal("modify", "bad-request", f"Unknown affiliation {affiliation}")
-            target_jid = jids.parse(item.getAttribute("jid"))
-            if target_jid is None and item.getAttribute("nick"):
-                occupant = room.occupants.get(item["nick"])
-                target_jid = jids.parse(occupant.bare_jid) if occupant else None
-            if target_jid is None:
-                raise Refusal("modify", "bad-request", "An affiliation change needs a JID")
-            bare = target_jid.userhost()
-            check_affiliation_change(room, actor_bare, actor_aff, bare, affiliation)
-            changes.append(("affiliation", bare, affiliation, reason))
+    changes = [_read_item(room, item) for item in items]
+    # An item repeated for the same target counts once, the last time: one request
+    # cannot make a thousand broadcasts out of one change.
+    last = {change.key: i for i, change in enumerate(changes)}
+    changes = [change for i, change in enumerate(changes) if last[change.key] == i]
+    _check_request(room, actor_aff, actor_role, changes)
+    for change in changes:
+        if change.kind == "role":
+            if room.occupants.get(change.target.nick) is change.target:  # not evicted since
+                room.set_role(change.target, change.value, out, reason=change.reason,
+                              actor_nick=actor_nick)
         else:
-            raise Refusal("modify", "bad-request")
-    for kind, target, value, reason in changes:
-        if kind == "role":
-            if target.nick in room.occupants:  # an earlier item may have removed it
-                room.set_role(target, value, out, reason=reason, actor_nick=actor_nick)
-        else:
-            room.set_affiliation(target, value, out, reason=reason, actor_nick=actor_nick)
+            room.set_affiliation(change.target, change.value, out, reason=change.reason,
+                                 actor_nick=actor_nick)
     out.send(stanzas.iq_result(stanza))

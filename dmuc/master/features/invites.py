@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.master.model import AFFILIATION_RANK, Occupant
+from dmuc.master.model import AFFILIATION_RANK, ROLE_RANK, Occupant
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
@@ -17,33 +17,45 @@ if TYPE_CHECKING:
 
 def handle(room: Room, stanza: Element, muc_user: Element, occupant: Occupant | None,
            out: Outbox) -> None:
-    for invite in stanzas.children(muc_user, "invite"):
-        if not _invite(room, stanza, invite, occupant, out):
-            return
-    for decline in stanzas.children(muc_user, "decline"):
-        _decline(room, stanza, decline, out)
+    """Relay the first <invite/> or <decline/> of the message, as mod_muc does (it reads
+    the first child of the muc#user x): one stanza never fans out into many invitations."""
+    found = [el for el in muc_user.elements() if el.name in ("invite", "decline")]
+    if not found:
+        return
+    if len(found) > 1:
+        out.info(f"{stanza.getAttribute('from')} sent {len(found)} invitations or declines "
+                 f"to {room.jid} in one message; only the first is relayed")
+    if found[0].name == "invite":
+        _invite(room, stanza, found[0], occupant, out)
+    else:
+        _decline(room, stanza, found[0], out)
 
 
 def _invite(room: Room, stanza: Element, invite: Element, occupant: Occupant | None,
-            out: Outbox) -> bool:
+            out: Outbox) -> None:
     sender = stanza.getAttribute("from")
+    what = f"invitation to {room.jid}"
     if occupant is None:
-        out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
-                                     "You are not currently connected to this chat"))
-        return False
+        stanzas.refuse(out, stanza, "cancel", "not-acceptable",
+                       "You are not currently connected to this chat", what=what)
+        return
     invitee = jids.parse(invite.getAttribute("to"))
     if invitee is None:
-        out.send(stanzas.error_reply(stanza, "modify", "jid-malformed"))
-        return False
+        stanzas.refuse(out, stanza, "cancel", "jid-malformed", what=what)  # as mod_muc
+        return
+    if ROLE_RANK[occupant.role] <= ROLE_RANK["visitor"]:
+        # mod_muc's muc-pre-invite: a visitor may not invite
+        stanzas.refuse(out, stanza, "auth", "forbidden", what=what)
+        return
     affiliation = room.affiliation(occupant.bare_jid)
     if room.config.members_only:
         may = AFFILIATION_RANK[affiliation] >= AFFILIATION_RANK["admin"] or (
             room.config.allow_member_invites and affiliation == "member"
         )
         if not may:
-            out.send(stanzas.error_reply(stanza, "auth", "forbidden",
-                                         "Only admins may invite to this members-only room"))
-            return False
+            stanzas.refuse(out, stanza, "auth", "forbidden",
+                           "Only admins may invite to this members-only room", what=what)
+            return
     invitee_jid = invitee.full()
     reason = stanzas.text_of(stanzas.child(invite, "reason"))
     msg = stanzas.new("message", {"from": room.jid, "to": invitee_jid})
@@ -64,13 +76,12 @@ def _invite(room: Room, stanza: Element, invite: Element, occupant: Occupant | N
     out.info(f"{sender} invited {invitee_jid} to {room.jid}")
     if room.config.members_only and room.affiliation(invitee.userhost()) == "none":
         room.set_affiliation(invitee.userhost(), "member", out, reason=f"Invited by {sender}")
-    return True
 
 
 def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None:
     inviter = jids.parse(decline.getAttribute("to"))
     if inviter is None:
-        out.send(stanzas.error_reply(stanza, "modify", "jid-malformed"))
+        stanzas.refuse(out, stanza, "cancel", "jid-malformed", what=f"decline to {room.jid}")
         return
     reason = stanzas.text_of(stanzas.child(decline, "reason"))
     msg = stanzas.new("message", {"from": room.jid, "to": inviter.full()})
@@ -82,3 +93,5 @@ def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None
     text = f"{jids.bare(stanza.getAttribute('from'))} declined your invitation to {room.jid}"
     msg.addElement("body", content=text + (f" ({reason})" if reason else ""))
     out.send(msg)
+    out.info(f"{stanza.getAttribute('from')} declined an invitation to {room.jid} "
+             f"from {inviter.full()}")

@@ -16,6 +16,8 @@ from dmuc.protocol import stanzas
 if TYPE_CHECKING:
     from dmuc.master.room import Room
 
+# The largest integer a form field may hold (xs:int); more digits are refused unread.
+MAX_FORM_INT = 2**31 - 1
 MAX_USERS_OPTIONS = ("5", "10", "20", "30", "50", "100", "150", "200", "500", "1000")
 ALLOW_PM_LABELS = {"visitor": "Everyone", "participant": "Participants",
                    "moderator": "Moderators", "affiliated": "Members", "none": "No one"}
@@ -114,17 +116,22 @@ def apply_form(room: Room, values: dict[str, list[str]]) -> RoomConfig:
         new.whois = whois
     max_users = single("muc#roomconfig_maxusers")
     if max_users is not None:
-        if max_users in ("", "none", "0"):
+        if max_users.strip() in ("", "none"):
             new.max_users = 0
-        elif max_users.isdecimal():  # isdigit() lets '²' through to int()
-            new.max_users = int(max_users)
         else:
-            raise Refusal("modify", "bad-request", "muc#roomconfig_maxusers: not a number")
+            # ASCII digits only, bounded before int() (5,000 digits made int() raise)
+            count = stanzas.parse_bounded_int(max_users, 0, MAX_FORM_INT)
+            if count is None:
+                raise Refusal("modify", "bad-request",
+                              f"muc#roomconfig_maxusers: not a number from 0 to {MAX_FORM_INT}")
+            new.max_users = count
     history_length = single("muc#roomconfig_historylength")
-    if history_length is not None and history_length != "":
-        if not history_length.isdecimal():
-            raise Refusal("modify", "bad-request", "muc#roomconfig_historylength: not a number")
-        new.history_length = min(int(history_length), room.service.settings.max_history_length)
+    if history_length is not None and history_length.strip() != "":
+        length = stanzas.parse_bounded_int(history_length, 0, MAX_FORM_INT)
+        if length is None:
+            raise Refusal("modify", "bad-request",
+                          f"muc#roomconfig_historylength: not a number from 0 to {MAX_FORM_INT}")
+        new.history_length = min(length, room.service.settings.max_history_length)
     allow_pm = single("muc#roomconfig_allowpm")
     if allow_pm is not None:
         legacy = {"anyone": "visitor", "participants": "participant",
@@ -137,15 +144,17 @@ def apply_form(room: Room, values: dict[str, list[str]]) -> RoomConfig:
     if broadcast is not None:
         if any(role not in BROADCAST_ROLES for role in broadcast):
             raise Refusal("modify", "bad-request", "muc#roomconfig_presencebroadcast: unknown role")
-        new.presence_broadcast = list(broadcast)
+        # a set of roles, as mod_muc keeps it: a value repeated 1,000 times is stored once
+        new.presence_broadcast = list(dict.fromkeys(broadcast))
     return new
 
 
 def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
     sender = stanza.getAttribute("from")
+    what = f"muc#owner {stanza.getAttribute('type')} to {room.jid}"
     if room.affiliation(jids.bare(sender)) != "owner":
-        out.send(stanzas.error_reply(stanza, "auth", "forbidden",
-                                     "Only owners may configure the room"))
+        stanzas.refuse(out, stanza, "auth", "forbidden", "Only owners may configure the room",
+                       what=what)
         return
     if stanza.getAttribute("type") == "get":
         out.send(stanzas.iq_result(stanza, _query_with(config_form(room))))
@@ -160,7 +169,7 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
         return
     form = stanzas.child(payload, "x", xmlns.DATA_FORMS)
     if form is None:
-        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Expected a data form"))
+        stanzas.refuse(out, stanza, "modify", "bad-request", "Expected a data form", what=what)
         return
     kind = form.getAttribute("type")
     if kind == "cancel":
@@ -169,17 +178,17 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
             room.destroy(out)  # XEP-0045 §10.1.2: cancelling the initial form
         return
     if kind != "submit":
-        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Expected type submit"))
+        stanzas.refuse(out, stanza, "modify", "bad-request", "Expected type submit", what=what)
         return
     values = stanzas.parse_form(form)
     declared = values.get("FORM_TYPE")
     if declared and declared[0] != xmlns.MUC_ROOMCONFIG:
-        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Wrong FORM_TYPE"))
+        stanzas.refuse(out, stanza, "modify", "bad-request", "Wrong FORM_TYPE", what=what)
         return
     try:
         new = apply_form(room, values)
     except Refusal as refusal:
-        out.send(stanzas.error_reply(stanza, refusal.err_type, refusal.condition, refusal.text))
+        stanzas.refuse(out, stanza, refusal.err_type, refusal.condition, refusal.text, what=what)
         return
     out.send(stanzas.iq_result(stanza))
     reconfigure(room, new, out)

@@ -24,13 +24,14 @@ def registration_form() -> Element:
 
 def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
     user = jids.bare(stanza.getAttribute("from"))
+    what = f"registration {stanza.getAttribute('type')} to {room.jid}"
     affiliation = room.affiliation(user)
     if affiliation == "outcast":
-        out.send(stanzas.error_reply(stanza, "auth", "forbidden"))
+        stanzas.refuse(out, stanza, "auth", "forbidden", what=what)
         return
     if affiliation == "none" and not room.service.settings.allow_unaffiliated_register:
-        out.send(stanzas.error_reply(stanza, "auth", "registration-required",
-                                     "Only members may register a nickname in this room"))
+        stanzas.refuse(out, stanza, "auth", "registration-required",
+                       "Only members may register a nickname in this room", what=what)
         return
     registered = room.reserved_nicks.get(user)
     if stanza.getAttribute("type") == "get":
@@ -51,17 +52,17 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
         return
     form = stanzas.child(payload, "x", xmlns.DATA_FORMS)
     if form is None or stanzas.form_type(form) != xmlns.MUC_REGISTER:
-        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Missing dataform"))
+        stanzas.refuse(out, stanza, "modify", "bad-request", "Missing dataform", what=what)
         return
     wanted = (stanzas.parse_form(form).get("muc#register_roomnick") or [""])[0]
     nick = jids.prep_nick(wanted)
     if nick is None:
-        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Invalid Nickname"))
+        stanzas.refuse(out, stanza, "modify", "bad-request", "Invalid Nickname", what=what)
         return
     holder = room.occupants.get(nick)
     reserver = room.reserved_by(nick)
     if (holder is not None and holder.bare_jid != user) or (reserver not in (None, user)):
-        out.send(stanzas.error_reply(stanza, "cancel", "conflict"))
+        stanzas.refuse(out, stanza, "cancel", "conflict", what=what)
         return
     if registered != nick:
         room.reserved_nicks[user] = nick

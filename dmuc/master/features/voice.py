@@ -35,8 +35,9 @@ def request_form(requester: str, nick: str) -> Element:
 def handle(room: Room, stanza: Element, data_form: Element, occupant: Occupant | None,
            out: Outbox) -> None:
     if occupant is None:
-        out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
-                                     "You are not currently connected to this chat"))
+        stanzas.refuse(out, stanza, "cancel", "not-acceptable",
+                       "You are not currently connected to this chat",
+                       what=f"voice request to {room.jid}")
         return
     fields = stanzas.parse_form(data_form)
     if occupant.role == "moderator":
@@ -55,16 +56,19 @@ def _response(room: Room, stanza: Element, fields: dict[str, list[str]], moderat
     try:
         allow = stanzas.parse_bool(fields.get("muc#request_allow"))
     except ValueError:
-        out.send(stanzas.error_reply(stanza, "modify", "bad-request", "Invalid form"))
+        stanzas.refuse(out, stanza, "modify", "bad-request", "Invalid form",
+                       what=f"voice request approval to {room.jid}")
         return
     if not allow:
         return
+    # single-valued fields: the first value counts (as Prosody's util.dataforms)
     target = None
-    for jid in fields.get("muc#jid", []):
+    jid = (fields.get("muc#jid") or [None])[0]
+    if jid is not None:
         target = room.occupant_by_session(jid)
-    if target is None:
-        for nick in fields.get("muc#roomnick", []):
-            target = room.occupants.get(nick)
+    nick = (fields.get("muc#roomnick") or [None])[0]
+    if target is None and nick is not None:
+        target = room.occupants.get(nick)
     if target is None or target.role != "visitor":
         return
     room.set_role(target, "participant", out, reason="Voice granted", actor_nick=moderator.nick)
