@@ -131,11 +131,12 @@ class Distribution:
         """Who gets a copy of a broadcast: the sessions reached directly, and one copy
         per slave with occupants (§4.7, §4.9). A split slave gets nothing (§4.11.1)."""
         routes = self.routes.get(room.jid)
-        if routes is None:
-            return [], []
-        direct = [s for s in routes.direct if s not in exclude] if exclude else list(routes.direct)
-        links = [link for slave in routes.sessions
-                 if (link := self.link(room.jid, slave)) is not None and not link.split]
+        direct = [] if routes is None else (
+            [s for s in routes.direct if s not in exclude] if exclude else list(routes.direct))
+        # LIVE: every slave with occupants, and one just registered whose users are about
+        # to enter (so that it misses nothing in between, e.g. after a master restart).
+        links = [link for link in self.links.get(room.jid, {}).values()
+                 if link.state is LinkState.LIVE]
         return direct, links
 
     def has_moderator(self, room: Room, link: SlaveLink) -> bool:
@@ -449,6 +450,10 @@ class Distribution:
     def tick(self, now: float, out: Outbox) -> None:
         for links in self.links.values():
             for link in links.values():
+                if not link.split and keepalive.expired(now, link.last_heard, link.last_ping,
+                                                        link.keepalive):
+                    silent = now - link.last_heard
+                    self._split(link, out, f"keepalive unanswered for {silent:.0f} s")
                 if keepalive.due(now, link.last_heard, link.last_ping, link.keepalive,
                                  link.split):
                     link.last_ping = now

@@ -1,6 +1,8 @@
 """The keepalive schedule (XEP-0282 §4.10), the same on both ends of a link: after
 `keepalive` seconds without traffic one side asks; while the link is split it asks four
-times as often, so that the netjoin is noticed soon."""
+times as often, so that the netjoin is noticed soon. A question still unanswered when
+nothing was heard for two intervals means the link is split (§4.11.1), even if nothing
+bounced: a link that silently stops carrying packets is detected within 2 x keepalive."""
 
 from __future__ import annotations
 
@@ -20,3 +22,9 @@ def interval(keepalive: int, split: bool) -> int:
 def due(now: float, last_heard: float, last_sent: float, keepalive: int, split: bool) -> bool:
     """Whether the next keepalive should go out now."""
     return now - max(last_heard, last_sent) >= interval(keepalive, split)
+
+
+def expired(now: float, last_heard: float, last_sent: float, keepalive: int) -> bool:
+    """Whether an unanswered keepalive marks the link split: one was sent after the last
+    thing heard, and nothing was heard for two intervals."""
+    return last_sent > last_heard and now - last_heard >= 2 * keepalive

@@ -248,6 +248,10 @@ class SlaveLink:
             return
         if state not in KEEPALIVE_STATES:
             return
+        if state is not L.SPLIT and keepalive.expired(out.now, self.last_heard, self.last_sent,
+                                                      self.room.keepalive):
+            self.bounced(f"keepalive unanswered for {out.now - self.last_heard:.0f} s", out)
+            state = self.state
         if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
                          split=state is L.SPLIT):
             self.last_sent = out.now

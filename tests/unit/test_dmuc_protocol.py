@@ -271,3 +271,21 @@ def test_the_slave_unregisters_when_its_last_local_occupant_leaves():
     net.join(BIGCHEESE, "BigCheese", ROOM)  # and the next local join registers again
     assert net.master.distribution.link(ROOM, vesa.jid) is not None
     assert "BigCheese" in net.master.rooms[ROOM].occupants
+
+
+def test_a_silent_link_is_detected_by_unanswered_keepalives_on_both_sides():
+    """A blackholed link (nothing bounces, nothing arrives): each side notices within two
+    keepalive intervals, and the netjoin follows once packets flow again."""
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    link = net.master.distribution.link(ROOM, vesa.jid)
+    keepalive = link.keepalive
+    net.down.add("vesa.yeggmaex.irc")  # drops silently: no error comes back
+    net.tick(keepalive)  # both sides ask; nothing arrives
+    assert not link.split and vesa.links[ROOM].state is LinkState.LIVE
+    net.tick(keepalive)  # two intervals without an answer
+    assert link.split and vesa.links[ROOM].state is LinkState.SPLIT
+    net.down.clear()
+    for _ in range(3):
+        net.tick(keepalive / 4)
+    assert not link.split and vesa.links[ROOM].state is LinkState.LIVE
