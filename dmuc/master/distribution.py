@@ -342,12 +342,13 @@ class Distribution:
             out.send(stanzas.error_reply(stanza, "auth", "forbidden",
                                          "This slave is not allowed to mirror rooms here"))
             return
-        try:
-            proposed_keepalive = int(payload.getAttribute("keepalive") or 60)
-            history = int(payload.getAttribute("history") or 0)
-        except ValueError:
-            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
-                                         "keepalive and history must be numbers"))
+        proposed_keepalive = stanzas.parse_bounded_int(payload.getAttribute("keepalive") or "60",
+                                                       0, 10**9)
+        history = stanzas.parse_bounded_int(payload.getAttribute("history") or "0", 0, 10**9)
+        if proposed_keepalive is None or history is None:
+            stanzas.refuse(out, stanza, "modify", "bad-request",
+                           "keepalive and history must be numbers",
+                           what=f"registration for {room_jid}")
             return
         every = keepalive.clamp(proposed_keepalive)
         room = self.service.rooms.get(room_jid)

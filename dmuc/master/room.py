@@ -367,9 +367,11 @@ class Room:
         *,
         created: bool = False,
     ) -> None:
-        nick = jids.prep_nick(requested_nick)
-        if nick is None:
-            out.send(stanzas.join_error(stanza, "modify", "jid-malformed", "Invalid nickname"))
+        try:
+            nick = jids.check_nick(requested_nick)
+        except Refusal as refusal:
+            out.send(stanzas.join_error(stanza, refusal.err_type, refusal.condition, refusal.text))
+            out.info(f"refused join of {sender} to {self.jid}: {refusal.text}")
             return
         bare = jids.bare(sender)
         self_codes: list[str] = []
@@ -452,13 +454,14 @@ class Room:
     def change_nick(
         self, occupant: Occupant, sender: str, requested: str, stanza: Element, out: Outbox
     ) -> None:
-        new_nick = jids.prep_nick(requested)
         target_jid = self.occupant_jid(requested)
         refusal: Refusal | None = None
+        try:
+            new_nick: str | None = jids.check_nick(requested)
+        except Refusal as invalid:
+            new_nick, refusal = None, invalid
         holder = self.occupants.get(new_nick) if new_nick is not None else None
-        if new_nick is None:
-            refusal = Refusal("modify", "jid-malformed", "Invalid nickname")
-        else:
+        if new_nick is not None:
             reserver = self.reserved_by(new_nick)
             if holder is not None and holder.bare_jid != occupant.bare_jid:
                 refusal = Refusal("cancel", "conflict", "That nickname is already in use")
@@ -471,12 +474,13 @@ class Room:
             ):
                 refusal = Refusal("cancel", "not-acceptable",
                                   "You must use your registered nickname")
-        if refusal is not None:
+        if refusal is not None or new_nick is None:
+            refusal = refusal or Refusal("modify", "jid-malformed", "Invalid nickname")
             reply = stanzas.error_reply(stanza, refusal.err_type, refusal.condition, refusal.text)
             reply["from"] = target_jid
             out.send(reply)
+            out.info(f"refused nick change of {sender} in {self.jid}: {refusal.text}")
             return
-        assert new_nick is not None
         if len(occupant.sessions) > 1 or (holder is not None and holder is not occupant):
             self._move_session(occupant, sender, new_nick, requested, stanza, out)
             return

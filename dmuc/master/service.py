@@ -13,6 +13,7 @@ from typing import Any
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
 from dmuc.master.features import affiliation_notify, history
@@ -112,8 +113,11 @@ class MUCService:
         to = jids.parse(stanza.getAttribute("to"))
         sender = jids.parse(stanza.getAttribute("from"))
         kind = stanza.name
-        if to is None or sender is None or kind not in ("message", "presence", "iq"):
+        if sender is None or kind not in ("message", "presence", "iq"):
             return out  # the server never sends us these; nothing sensible to answer
+        if to is None:
+            self._to_malformed_address(stanza, out)
+            return out
         # Replies go to the normalised address the sender used.
         stanza["from"] = sender.full()
         if sender.host == self.jid:
@@ -168,6 +172,25 @@ class MUCService:
                 room.destroy(out, reason="The room was not configured in time")
         return out
 
+    def _to_malformed_address(self, stanza: Element, out: Outbox) -> None:
+        """A 'to' that does not parse. Prosody preps addresses before routing, but its prep
+        is not strict: a nickname with unassigned code points (e.g. U+1F916) reaches us.
+        As mod_muc: jid-malformed from that occupant JID, "Nickname must pass strict
+        validation"; any other malformed address is answered from the service."""
+        if stanza.getAttribute("type") in ("error", "result"):
+            return
+        raw = stanza.getAttribute("to") or ""
+        room, slash, _ = raw.partition("/")
+        room_jid = jids.parse(room)
+        if slash and room_jid is not None and room_jid.user and room_jid.host == self.jid:
+            stanzas.refuse(out, stanza, "modify", "jid-malformed",
+                           "Nickname must pass strict validation",
+                           what=f"{stanza.name} to {room_jid.userhost()}", from_=raw,
+                           by=room_jid.userhost())
+            return
+        stanzas.refuse(out, stanza, "modify", "jid-malformed",
+                       what=f"{stanza.name} to a malformed address", from_=self.jid, by=self.jid)
+
     def _to_missing_room(self, stanza: Element, room_jid: str, nick: str | None,
                          out: Outbox) -> None:
         kind, stype = stanza.name, stanza.getAttribute("type")
@@ -180,8 +203,12 @@ class MUCService:
                 out.send(stanzas.join_error(stanza, "cancel", "not-allowed",
                                             "Room creation is restricted"))
                 return
-            if jids.prep_nick(nick) is None:
-                out.send(stanzas.join_error(stanza, "modify", "jid-malformed", "Invalid nickname"))
+            try:
+                jids.check_nick(nick)
+            except Refusal as refusal:
+                out.send(stanzas.join_error(stanza, refusal.err_type, refusal.condition,
+                                            refusal.text))
+                out.info(f"refused join of {creator} to {room_jid}: {refusal.text}")
                 return
             room = self.create_room(room_jid, creator, out)
             # As mod_muc: a password in the creating join protects the new room.

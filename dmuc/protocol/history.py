@@ -54,30 +54,33 @@ class History(list[HistoryEntry]):
         entries = list(self)
         if request is None:
             return entries
-        try:
-            since = None
-            if request.getAttribute("since"):
-                since = stanzas.parse_stamp(request["since"])
-            if request.getAttribute("seconds") is not None:
-                cutoff = now - int(request["seconds"])
-                since = cutoff if since is None else max(since, cutoff)
-            if since is not None:
-                entries = [e for e in entries if e.stamp >= since]
-            if request.getAttribute("maxstanzas") is not None:
-                count = max(int(request["maxstanzas"]), 0)
-                entries = entries[len(entries) - count:] if count else []
-            if request.getAttribute("maxchars") is not None:
-                budget = max(int(request["maxchars"]), 0)
-                chosen: list[HistoryEntry] = []
-                for entry in reversed(entries):
-                    if entry.chars > budget:
-                        break
-                    budget -= entry.chars
-                    chosen.append(entry)
-                entries = list(reversed(chosen))
-        except ValueError:
-            return entries
+        since = None
+        if request.getAttribute("since"):
+            since = stanzas.parse_stamp(request["since"])
+        seconds = _limit(request, "seconds")
+        if seconds is not None:
+            since = now - seconds if since is None else max(since, now - seconds)
+        if since is not None:
+            entries = [e for e in entries if e.stamp >= since]
+        count = _limit(request, "maxstanzas")
+        if count is not None:
+            entries = entries[len(entries) - count:] if count else []
+        budget = _limit(request, "maxchars")
+        if budget is not None:
+            chosen: list[HistoryEntry] = []
+            for entry in reversed(entries):
+                if entry.chars > budget:
+                    break
+                budget -= entry.chars
+                chosen.append(entry)
+            entries = list(reversed(chosen))
         return entries
+
+
+def _limit(request: Element, name: str) -> int | None:
+    """A non-negative limit of the request; None when absent or malformed (ignored)."""
+    value = stanzas.parse_bounded_int(request.getAttribute(name), -(10**10), 10**10)
+    return None if value is None else max(value, 0)
 
 
 def delayed(entry: HistoryEntry, room_jid: str) -> Element:

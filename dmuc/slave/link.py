@@ -201,9 +201,12 @@ class SlaveLink:
         self.rejoining = False
         registered = stanzas.child(answer, "registered", xmlns.DMUC)
         if registered is not None:
-            room.keepalive = int(registered.getAttribute("keepalive") or room.keepalive)
-            room.history_length = int(registered.getAttribute("history")
-                                      or room.history_length)
+            # The master's values, if they make sense (a malformed one keeps ours).
+            room.keepalive = stanzas.parse_bounded_int(
+                registered.getAttribute("keepalive"), keepalive.MIN_KEEPALIVE,
+                keepalive.MAX_KEEPALIVE) or room.keepalive
+            history = stanzas.parse_bounded_int(registered.getAttribute("history"), 0, 10**6)
+            room.history_length = room.history_length if history is None else history
             room.whois = registered.getAttribute("whois") or room.whois
         out.info(f"registered with {room.jid} (keepalive {room.keepalive}s, "
                  f"history {room.history_length})" + (" after a netsplit" if after_split else ""))

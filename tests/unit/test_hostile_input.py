@@ -604,8 +604,6 @@ def test_a_nick_change_to_spaces_is_refused() -> None:
     assert set(h.service.rooms[ROOM].occupants) == {"wiz", "troy"}
 
 
-@pytest.mark.xfail(strict=True, reason="needs room.py (join, change_nick) and service.py "
-                   "(_to_missing_room) to answer jids.check_nick's Refusal; see issue 8")
 def test_a_nick_of_spaces_is_refused_as_mod_muc_does() -> None:
     h = Harness()
     h.create_instant(WIZ, "wiz")
@@ -630,15 +628,19 @@ def test_a_nick_of_spaces_cannot_be_registered() -> None:
     assert len(refusal_lines(out)) == 1 and len(out.log) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="needs service.receive to answer a malformed 'to' "
-                   "(today it drops the stanza silently); see issue 8")
-@pytest.mark.parametrize("to", [f"{ROOM}/" + "x" * 1100, "bad..example", f"{ROOM}/\U0001f916"])
-def test_a_stanza_to_a_malformed_address_is_jid_malformed(to: str) -> None:
-    """Prosody refuses these before routing; behind a component that does not, the service
-    answers RFC 6120's jid-malformed instead of dropping the stanza."""
+@pytest.mark.parametrize(("to", "answered_from"), [
+    (f"{ROOM}/" + "x" * 1100, f"{ROOM}/" + "x" * 1100),
+    ("bad..example", SERVICE),
+    (f"{ROOM}/\U0001f916", f"{ROOM}/\U0001f916"),
+])
+def test_a_stanza_to_a_malformed_address_is_jid_malformed(to: str, answered_from: str) -> None:
+    """Prosody's prep is not strict: such addresses reach us. The service answers RFC 6120's
+    jid-malformed instead of dropping the stanza; a nickname that fails strict validation
+    is answered from the occupant JID, as mod_muc does."""
     h = Harness()
     out = h.send(f"<presence from='{TROY}' to='{to}'><x xmlns='{xmlns.MUC}'/></presence>")
     reply = one(out.stanzas_for(TROY))
     assert reply["type"] == "error" and error_condition(reply) == "jid-malformed"
-    assert reply["from"] == SERVICE
+    assert reply["from"] == answered_from
+    assert len(out.log) == 1
     assert h.service.rooms == {}
