@@ -162,8 +162,8 @@ def load_master_config(path: str) -> MasterConfig:
     component = _component(r)
     storage_url, log_level = _storage_url(r), _log_level(r)
     r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
-                            "enforce_reserved_nicks", "allow_unaffiliated_register",
-                            "room_defaults", "plugins"})
+                            "archive_window", "enforce_reserved_nicks",
+                            "allow_unaffiliated_register", "room_defaults", "plugins"})
     admins = r.get("muc", "admins", list, [])
     for admin in admins:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
@@ -175,6 +175,9 @@ def load_master_config(path: str) -> MasterConfig:
     max_history_length = r.get("muc", "max_history_length", int, 50)
     if max_history_length < 0:
         raise r.error("muc.max_history_length", "must not be negative")
+    archive_window = r.get("muc", "archive_window", int, 10_000)
+    if not 0 <= archive_window <= 10_000_000:
+        raise r.error("muc.archive_window", "must be between 0 and 10000000")
     defaults = r.get("muc", "room_defaults", dict, {})
     fields = RoomConfig.__dataclass_fields__
     for key, value in defaults.items():
@@ -192,6 +195,7 @@ def load_master_config(path: str) -> MasterConfig:
         create_rooms=create,
         room_locking=r.get("muc", "room_locking", bool, True),
         max_history_length=max_history_length,
+        archive_window=archive_window,
         enforce_reserved_nicks=r.get("muc", "enforce_reserved_nicks", bool, False),
         allow_unaffiliated_register=r.get("muc", "allow_unaffiliated_register", bool, False),
         room_defaults=defaults,

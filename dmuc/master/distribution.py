@@ -368,7 +368,7 @@ class Distribution:
         out.send(xep0282.registered_result(stanza, every, history, whois))
         out.info(f"slave {slave_jid} registered for {room_jid} "
                  f"(keepalive {every}s, history {history})")
-        self.snapshot(link, out)
+        self.snapshot(link, out, after=payload.getAttribute("last"))
 
     def _unregister(self, stanza: Element, link: SlaveLink | None, out: Outbox) -> None:
         """The slave stops mirroring the room; any session still reached through it leaves
@@ -386,9 +386,11 @@ class Distribution:
         self.links.get(link.room, {}).pop(link.jid, None)
         out.info(f"slave {link.jid} unregistered from {link.room}")
 
-    def snapshot(self, link: SlaveLink, out: Outbox) -> None:
+    def snapshot(self, link: SlaveLink, out: Outbox, after: str | None = None) -> None:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,
-        between <resync/> and <synced/>."""
+        between <resync/> and <synced/>. `after`: the stanza-id of the last message the
+        slave has; every message since then is replayed (§4.11.2), with at least its
+        history length."""
         room = self.service.rooms.get(link.room)
         out.send(xep0282.resync_notice(link.room, link.jid))
         if room is not None:
@@ -398,8 +400,13 @@ class Distribution:
                     continue
                 presence, xml = room.listed_presence(occupant, link.shows_jids)
                 out.broadcast(presence, [link.jid], xml)
-            if link.history:
-                for entry in room.history[-link.history:]:
+            entries, found = room.archive.replay(after, link.history)
+            if not found:
+                out.warn(f"slave {link.jid} missed more of {link.room} than the archive "
+                         f"keeps (its last message {after} is gone); replaying the newest "
+                         f"{len(entries)}")
+            if entries:
+                for entry in entries:
                     copy = xep0282.for_slave(entry.stanza, entry.stamp,
                                              entry.stanza.getAttribute("from", link.room),
                                              history=True)
@@ -410,7 +417,8 @@ class Distribution:
             copy = xep0282.for_slave(subject, out.now, link.room, history=True)
             copy["to"] = link.jid
             out.send(copy)
-        out.send(xep0282.synced_notice(link.room, link.jid))
+        newest = room.archive.newest_id() if room is not None else ""
+        out.send(xep0282.synced_notice(link.room, link.jid, newest))
 
     def _slave_presence(self, stanza: Element, x: Element, link: SlaveLink | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:

@@ -25,14 +25,16 @@ from dmuc.master.model import (
     RoomConfig,
 )
 from dmuc.outbox import Outbox, SaveRoom
-from dmuc.protocol import stanzas, visibility
-from dmuc.protocol.history import History
+from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol.history import Archive, History
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
 
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
+# Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
+MAX_REMEMBERED_SUBMISSIONS = 5000
 # Error conditions that mean the occupant's session is gone (mod_muc's is_kickable_error).
 KICKABLE_ERRORS = frozenset({
     "gone", "internal-server-error", "item-not-found", "jid-malformed", "recipient-unavailable",
@@ -63,6 +65,10 @@ class Room:
         self.locked = False
         self.created: float = 0.0  # when the room was created (a locked room expires)
         self.history = History()
+        self.archive = Archive(service.settings.archive_window)
+        # (sender, message id) of recent groupchat submissions: a slave that resubmits
+        # what it held or had in flight across a netsplit is not broadcast twice
+        self.submitted: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
@@ -719,7 +725,26 @@ class Room:
         if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
             subject.change(self, stanza, occupant, out)
             return
+        if self._resubmitted(sender, stanza.getAttribute("id"), out):
+            return
         self.broadcast_message(stanza, occupant, out)
+
+    def _resubmitted(self, sender: str, message_id: str | None, out: Outbox) -> bool:
+        """Whether a groupchat is a slave's resubmission (its id carries xep0282's
+        RESUBMIT prefix) of one the room has already broadcast: after a netsplit the
+        slave cannot know which of its stanzas in flight arrived. Plain ids are never
+        dropped: a client may reuse them."""
+        if not message_id:
+            return False
+        original = xep0282.original_id(message_id)
+        seen = (sender, original) in self.submitted
+        if seen and message_id.startswith(xep0282.RESUBMIT_ID_PREFIX):
+            out.debug(f"{self.jid}: dropped a resubmitted message {message_id} of {sender}")
+            return True
+        self.submitted[(sender, original)] = None
+        while len(self.submitted) > MAX_REMEMBERED_SUBMISSIONS:
+            self.submitted.popitem(last=False)
+        return False
 
     def broadcast_message(self, stanza: Element, occupant: Occupant, out: Outbox) -> Element:
         """Relay a groupchat message to every occupant, with a stanza-id, into history."""

@@ -35,6 +35,8 @@ class ServiceSettings:
     create_rooms: str | list[str] = "anyone"
     room_locking: bool = True
     max_history_length: int = 50
+    # messages per room kept for a slave's catch-up after a netsplit (by stanza-id)
+    archive_window: int = 10_000
     enforce_reserved_nicks: bool = False
     allow_unaffiliated_register: bool = False
     room_defaults: dict[str, Any] = field(default_factory=dict)

@@ -4,11 +4,14 @@ entry is delivered (with its XEP-0203 delay). One set of rules for both sides.""
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from twisted.words.xish.domish import Element
 
+from dmuc import xmlns
 from dmuc.protocol import stanzas
 from dmuc.storage.records import HistoryRecord
 
@@ -24,6 +27,22 @@ class HistoryEntry:
         return HistoryRecord(self.stamp, self.xml or self.stanza.toXml())
 
 
+def entry_for(message: Element, stamp: float) -> HistoryEntry:
+    """A broadcast message as history keeps it: a copy without 'to', serialised once."""
+    stored = stanzas.copy(message)
+    stored.attributes.pop("to", None)
+    xml = stored.toXml()
+    return HistoryEntry(stamp, stored, len(xml), xml)
+
+
+def stanza_id(message: Element, room_jid: str) -> str | None:
+    """The XEP-0359 id the room gave a message."""
+    for el in stanzas.children(message, "stanza-id", xmlns.STANZA_ID):
+        if el.getAttribute("by") == room_jid:
+            return el.getAttribute("id")
+    return None
+
+
 class History(list[HistoryEntry]):
     """A room's newest messages, oldest first."""
 
@@ -31,10 +50,11 @@ class History(list[HistoryEntry]):
         """Keep a broadcast message (a copy, without 'to'); None when `limit` keeps none."""
         if limit <= 0:
             return None
-        stored = stanzas.copy(message)
-        stored.attributes.pop("to", None)
-        xml = stored.toXml()
-        entry = HistoryEntry(stamp, stored, len(xml), xml)
+        return self.keep(entry_for(message, stamp), limit)
+
+    def keep(self, entry: HistoryEntry, limit: int) -> HistoryEntry | None:
+        if limit <= 0:
+            return None
         self.append(entry)
         self.trim(limit)
         return entry
@@ -88,3 +108,63 @@ def delayed(entry: HistoryEntry, room_jid: str) -> Element:
     message = stanzas.copy(entry.stanza)
     message.addChild(stanzas.delay(entry.stamp, room_jid))
     return message
+
+
+class Archive:
+    """The room's recent messages by stanza-id, beyond the history length: what a slave
+    that was split (or restarted) missed is replayed from here, exactly the gap
+    (§4.11.2). Bounded by `window` messages; O(1) to append, O(gap) to replay."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._entries: deque[tuple[int, str | None, HistoryEntry]] = deque()
+        self._seq_of: dict[str, int] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, entry: HistoryEntry, sid: str | None) -> None:
+        if self.window <= 0:
+            return
+        self._entries.append((self._next, sid, entry))
+        if sid is not None:
+            self._seq_of[sid] = self._next
+        self._next += 1
+        while len(self._entries) > self.window:
+            _, old_sid, _ = self._entries.popleft()
+            if old_sid is not None:
+                self._seq_of.pop(old_sid, None)
+
+    def last(self, count: int) -> list[HistoryEntry]:
+        if count <= 0:
+            return []
+        start = max(len(self._entries) - count, 0)
+        return [entry for _, _, entry in itertools.islice(self._entries, start, None)]
+
+    def after(self, sid: str) -> list[HistoryEntry] | None:
+        """Every message after the one with stanza-id `sid`; None if it is not (or no
+        longer) here."""
+        seq = self._seq_of.get(sid)
+        if seq is None:
+            return None
+        start = seq - self._entries[0][0] + 1
+        return [entry for _, _, entry in itertools.islice(self._entries, start, None)]
+
+    def newest_id(self) -> str:
+        """The stanza-id of the newest message ("" when there is none)."""
+        for _, sid, _ in reversed(self._entries):
+            if sid is not None:
+                return sid
+        return ""
+
+    def replay(self, after: str | None, at_least: int) -> tuple[list[HistoryEntry], bool]:
+        """What a (re)registering slave gets: everything after `after` ("" means it had
+        seen none: everything kept), and never fewer than the `at_least` newest (its
+        history). None: a first registration, the newest alone. The flag says whether the
+        gap was found (False: it is older than the window; only the newest are sent)."""
+        if after is None:
+            return self.last(at_least), True
+        gap = self.after(after) if after else self.last(len(self._entries))
+        count = max(len(gap) if gap is not None else 0, at_least)
+        return self.last(count), gap is not None

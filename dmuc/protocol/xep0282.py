@@ -14,6 +14,18 @@ from dmuc.protocol import stanzas
 # link was not live carries this id prefix when it is finally submitted, so that the slave,
 # which showed it locally at once, does not show it a second time.
 SPLIT_ID_PREFIX = "dmuc-split-"
+# A groupchat message the slave had forwarded when a netsplit was detected, without the
+# master's broadcast of it coming back: submitted again at the netjoin with this prefix,
+# and the master drops it if it did get the first one (§4.11.2).
+RESUBMIT_ID_PREFIX = "dmuc-resent-"
+
+
+def original_id(message_id: str) -> str:
+    """A message id without the prefixes a slave adds across a netsplit."""
+    for prefix in (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX):
+        if message_id.startswith(prefix):
+            return original_id(message_id[len(prefix):])
+    return message_id
 
 
 def dmuc_x() -> Element:
@@ -34,11 +46,15 @@ def mirror_iq(slave: str, domain: str, services: list[str], iq_id: str) -> Eleme
 # --- slave -> master -----------------------------------------------------------------------
 
 
-def register_iq(slave: str, room: str, iq_id: str, keepalive: int, history: int) -> Element:
-    """§4.2: a slave asks to mirror a room, proposing keepalive and history sizes."""
+def register_iq(slave: str, room: str, iq_id: str, keepalive: int, history: int,
+                last: str | None = None) -> Element:
+    """§4.2: a slave asks to mirror a room, proposing keepalive and history sizes; `last`
+    is the stanza-id of the newest message it has (the master replays what follows)."""
     register = Element((xmlns.DMUC, "register"))
     register["keepalive"] = str(keepalive)
     register["history"] = str(history)
+    if last is not None:
+        register["last"] = last
     return stanzas.iq("set", slave, room, iq_id, register)
 
 
@@ -90,10 +106,12 @@ def resync_notice(room: str, slave: str) -> Element:
     return presence
 
 
-def synced_notice(room: str, slave: str) -> Element:
-    """End of a snapshot: the slave now has the room's whole roster, history and subject."""
+def synced_notice(room: str, slave: str, last: str) -> Element:
+    """End of a snapshot: the slave now has the room's whole roster, history and subject.
+    `last`: the stanza-id of the room's newest message ("" if none yet), the place from
+    which the slave's next catch-up starts."""
     presence = stanzas.new("presence", {"from": room, "to": slave})
-    presence.addChild(dmuc_x()).addElement("synced")
+    presence.addChild(dmuc_x()).addElement("synced")["last"] = last
     return presence
 
 

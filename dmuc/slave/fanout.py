@@ -167,6 +167,12 @@ class Fanout:
         local_copy = without_dmuc(stanza)
         local_copy.attributes.pop("to", None)
         is_history = stanzas.child(dmuc_x, "history") is not None
+        sid = stanza_id(local_copy, room.jid)
+        if sid is not None:
+            room.last_id = sid  # what we have: a catch-up replays what follows it
+        sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
+        if sender_nick:
+            room.inflight.pop((sender_nick, local_copy.getAttribute("id") or ""), None)
         if stanzas.child(local_copy, "subject") is not None and stanzas.child(
                 local_copy, "body") is None:
             room.subject = local_copy
@@ -176,7 +182,6 @@ class Fanout:
             entry = self._store_history(room, local_copy, stamp, out)
             if is_history:
                 # Replayed history: show local occupants only what they missed.
-                sid = stanza_id(local_copy, room.jid)
                 missed = sid is not None and sid not in room.known_ids
                 if missed and entry is not None and not _echoed_locally(room, local_copy):
                     out.broadcast(delayed(entry, room.jid), room.local_sessions())

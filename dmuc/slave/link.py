@@ -81,7 +81,8 @@ REFUSALS = frozenset({"forbidden", "not-allowed", "service-unavailable",
 # What a stored state comes back as after a restart: a room that was registered registers
 # again once connected (its state is LIVE until then, as before the restart); any other
 # waits for its next local stanza.
-RESTORED_AS = {L.SYNCING: L.LIVE, L.LIVE: L.LIVE}
+RESTORED_AS = {L.REGISTERING: L.LIVE, L.SYNCING: L.LIVE, L.LIVE: L.LIVE, L.SPLIT: L.LIVE}
+MAX_INFLIGHT = 1000  # forwarded groupchat messages remembered until their broadcast
 
 
 def restored_state(state: Mapping[str, Any]) -> LinkState:
@@ -130,6 +131,8 @@ class SlaveLink:
         PASSTHROUGH); otherwise held until <synced/>, and the first one registers."""
         state = self.state
         if state in FORWARDING:
+            if state is L.LIVE:
+                self._track(stanza, full, out)
             out.send(stanza)
             return
         if stanza.name == "iq" and state is L.SPLIT:
@@ -151,6 +154,25 @@ class SlaveLink:
             self._hold(stanza, out)
         if state is L.UNREGISTERED:
             self.register("register", out)
+
+    def _track(self, stanza: Element, full: str, out: Outbox) -> None:
+        """Remember a local occupant's groupchat until the master's broadcast of it comes
+        back: a split found meanwhile submits it again (§4.11.2)."""
+        nick = self.room.local.get(full)
+        message_id = stanza.getAttribute("id")
+        if stanza.name != "message" or stanza.getAttribute("type") != "groupchat" \
+                or nick is None or not message_id:
+            return
+        self.room.inflight[(nick, message_id)] = (stanza, out.now)
+        while len(self.room.inflight) > MAX_INFLIGHT:
+            self.room.inflight.popitem(last=False)
+
+    def _requeue_inflight(self) -> None:
+        """A netsplit: what was in flight goes back in front of what is held."""
+        room = self.room
+        if room.inflight:
+            room.queue[:0] = room.unacknowledged()[:len(room.inflight)]
+            room.inflight.clear()
 
     def _hold(self, stanza: Element, out: Outbox) -> None:
         if len(self.room.queue) >= MAX_QUEUED:
@@ -176,9 +198,11 @@ class SlaveLink:
         if event != "register" or before is L.SPLIT:
             self.rejoining = True  # for the log line of the answer
         self.last_sent = out.now
+        self._requeue_inflight()  # the master may not have them: ask it again
         out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid,
                                      self.config.new_id("register", self.room.jid),
-                                     self.config.keepalive, self.config.history))
+                                     self.config.keepalive, self.config.history,
+                                     last=self.room.last_id))
 
     def register_answered(self, answer: Element, out: Outbox) -> None:
         room = self.room
@@ -212,12 +236,16 @@ class SlaveLink:
                  f"history {room.history_length})" + (" after a netsplit" if after_split else ""))
         # Local stanzas stay held until the snapshot that follows has arrived.
 
-    def synced(self, out: Outbox) -> None:
+    def synced(self, notice: Element, out: Outbox) -> None:
         """The snapshot is complete (the roster differences are told by fanout): local
-        occupants the master no longer knows enter again, then what was held goes out."""
+        occupants the master no longer knows enter again, then what was held goes out.
+        The notice names the room's newest message: our place for the next catch-up."""
         if not self._allowed("synced", out):
             return  # e.g. the master's own netjoin snapshot while we register: ours follows
         self.machine.fire("synced")
+        synced = stanzas.child(stanzas.child(notice, "x", xmlns.DMUC) or notice, "synced")
+        if synced is not None and synced.getAttribute("last") is not None:
+            self.room.last_id = synced["last"]
         self._rejoin_local_occupants()
         self.flush(out)
 
@@ -255,11 +283,21 @@ class SlaveLink:
                                                       self.room.keepalive):
             self.bounced(f"keepalive unanswered for {out.now - self.last_heard:.0f} s", out)
             state = self.state
+        self._expire_inflight(out.now)  # after the split check: a dead link's are requeued
         if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
                          split=state is L.SPLIT):
             self.last_sent = out.now
             out.send(xep0282.keepalive_iq(self.config.slave_jid, self.room.jid,
                                           self.config.new_id("keepalive", self.room.jid)))
+
+    def _expire_inflight(self, now: float) -> None:
+        """A message whose broadcast did not come back within three keepalive intervals
+        while no split was found (one is found within two) arrived, or was refused (the
+        refusal went to its sender): no need to remember it."""
+        horizon = now - 3 * self.room.keepalive
+        inflight = self.room.inflight
+        while inflight and next(iter(inflight.values()))[1] < horizon:
+            inflight.popitem(last=False)
 
     def keepalive_answered(self, answer: Element, out: Outbox) -> None:
         if answer.getAttribute("type") == "error":
@@ -285,6 +323,8 @@ class SlaveLink:
         if self.state not in (L.SPLIT, L.PASSTHROUGH):
             out.warn(f"netsplit from {self.room.jid}: {why}")
         self.machine.fire("bounced")
+        if self.state is L.SPLIT:
+            self._requeue_inflight()
 
     def _allowed(self, event: str, out: Outbox) -> bool:
         """An answer or notice from the network may come late or twice: in a state with no

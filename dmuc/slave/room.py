@@ -5,12 +5,13 @@ the master) and fanout.py (what the master broadcasts)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc.protocol import stanzas, visibility
+from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
 
 
@@ -27,6 +28,11 @@ class SlaveRoom:
     subject: Element | None = None  # the last subject message, as broadcast
     history: History = field(default_factory=History)
     queue: list[Element] = field(default_factory=list)  # local stanzas held for the master
+    # groupchat forwarded while LIVE whose broadcast has not come back yet: (nick, id) ->
+    # (the stanza, when sent). Submitted again if a netsplit is found meanwhile (§4.11.2).
+    inflight: OrderedDict[tuple[str, str], tuple[Element, float]] = field(
+        default_factory=OrderedDict)
+    last_id: str | None = None  # stanza-id of the newest message from the master
     # during a resync: the roster before it (the stanza-ids of the history we had are in
     # known_ids), so that local occupants are told only what changed
     resync_old: dict[str, Element] | None = None
@@ -46,6 +52,10 @@ class SlaveRoom:
             "local": dict(self.local),
             "directed": sorted(self.directed),
             "subject": self.subject.toXml() if self.subject is not None else None,
+            "last_id": self.last_id,
+            # what waits for the master survives a restart; what was in flight is
+            # submitted again (the master drops it if it had it)
+            "queue": [s.toXml() for s in self.unacknowledged()],
         }
 
     @classmethod
@@ -59,7 +69,14 @@ class SlaveRoom:
         room.directed = set(state.get("directed", ()))
         if state.get("subject"):
             room.subject = stanzas.parse_xml(state["subject"])
+        room.last_id = state.get("last_id")
+        room.queue = [stanzas.parse_xml(x) for x in state.get("queue", ())]
         return room
+
+    def unacknowledged(self) -> list[Element]:
+        """What the master may not have: the stanzas in flight (as resubmissions), then
+        the held ones, in the order the users sent them."""
+        return [resubmission(stanza) for stanza, _ in self.inflight.values()] + self.queue
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -99,3 +116,13 @@ class SlaveRoom:
             self.directed.add(full)
         elif ptype == "unavailable":
             self.directed.discard(full)
+
+
+def resubmission(stanza: Element) -> Element:
+    """A stanza in flight, to be submitted again with the id prefix that lets the master
+    drop it if the first one did arrive."""
+    copy = stanzas.copy(stanza)
+    message_id = copy.getAttribute("id") or ""
+    if not message_id.startswith(xep0282.RESUBMIT_ID_PREFIX):
+        copy["id"] = xep0282.RESUBMIT_ID_PREFIX + message_id
+    return copy

@@ -266,7 +266,7 @@ class SlaveService:
             self.fanout.resync_start(room, out)
         elif stanzas.child(dmuc_x, "synced") is not None:
             self.fanout.resync_end(room, out)
-            link.synced(out)
+            link.synced(stanza, out)
         else:
             malformed(stanza, out, "unknown dmuc element")
 

@@ -19,6 +19,8 @@ from muc_helpers import (
 from dmuc import xmlns
 from dmuc.protocol import stanzas
 from dmuc.slave.link import LinkState
+from dmuc.slave.room import SlaveRoom
+from dmuc.slave.service import SlaveService
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
 TEXT = "Phaedrus, we're all having a truly rotten time."
@@ -289,3 +291,88 @@ def test_a_silent_link_is_detected_by_unanswered_keepalives_on_both_sides():
     for _ in range(3):
         net.tick(keepalive / 4)
     assert not link.split and vesa.links[ROOM].state is LinkState.LIVE
+
+
+def _bodies(net: Net, who: str) -> list[str]:
+    return [str(stanzas.child(m, "body")) for m in net.take(who)
+            if m.name == "message" and stanzas.child(m, "body") is not None]
+
+
+def _split_vesa_silently(net: Net) -> None:
+    """Cut vesa's link without anything bouncing, and let both sides notice (2 intervals)."""
+    link = net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc"))
+    net.down.add("vesa.yeggmaex.irc")
+    net.tick(link.keepalive)
+    net.tick(link.keepalive)
+    assert link.split and net.slaves["vesa.yeggmaex.irc"].links[ROOM].state is LinkState.SPLIT
+
+
+def _heal(net: Net) -> None:
+    net.down.clear()
+    link = net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc"))
+    for _ in range(4):
+        net.tick(link.keepalive / 4)
+    assert not link.split
+    assert net.slaves["vesa.yeggmaex.irc"].links[ROOM].state is LinkState.LIVE
+
+
+def test_netjoin_replays_exactly_the_gap_however_long():
+    """50 messages while vesa is split, with a history length of 20: vesa's occupants get
+    all 50 at the netjoin, each once, in order (from the master's archive, by stanza-id)."""
+    net = occupied_room()
+    _split_vesa_silently(net)
+    net.take(EFCHEN)
+    for n in range(50):
+        net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='w{n}'>"
+                       f"<body>gap {n}</body></message>")
+    _heal(net)
+    assert _bodies(net, EFCHEN) == [f"gap {n}" for n in range(50)]
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='after'>"
+                   "<body>after</body></message>")
+    assert _bodies(net, EFCHEN) == ["after"]
+
+
+def test_a_message_in_flight_when_the_link_silently_dies_is_submitted_again_once():
+    net = occupied_room()
+    link = net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc"))
+    net.down.add("vesa.yeggmaex.irc")  # not yet noticed by anyone
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' id='e1'>"
+                   "<body>into the void</body></message>")
+    assert _bodies(net, WIZ) == []  # lost on the way
+    net.tick(link.keepalive)
+    net.tick(link.keepalive)
+    _heal(net)
+    assert _bodies(net, WIZ) == ["into the void"]
+    assert _bodies(net, EFCHEN) == ["into the void"]  # its sender sees it once, from the room
+
+
+def test_a_resubmitted_message_the_master_already_had_is_not_broadcast_twice():
+    """The message arrived, its broadcast back was lost: the slave cannot know, submits
+    it again at the netjoin, and the master drops the copy."""
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' id='e2'>"
+                   "<body>once</body></message>")
+    sent = stanzas.parse_stanza(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' "
+                                "id='e2'><body>once</body></message>")
+    vesa.rooms[ROOM].inflight[("Efchen", "e2")] = (sent, net.now)  # its echo "was lost"
+    assert _bodies(net, WIZ) == ["once"]
+    _split_vesa_silently(net)
+    _heal(net)
+    assert _bodies(net, WIZ) == []
+    assert vesa.rooms[ROOM].inflight == {}
+
+
+def test_what_a_slave_holds_and_where_it_was_survive_its_restart():
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    _split_vesa_silently(net)
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' id='e3'>"
+                   "<body>held</body></message>")
+    stored = {**vesa.rooms[ROOM].to_state(), **vesa.links[ROOM].to_state()}
+    restarted = SlaveService(vesa.settings)  # killed during the split, started again
+    restarted.restore(SlaveRoom.from_state(ROOM, stored), [], stored)
+    net.slaves["vesa.yeggmaex.irc"] = restarted
+    net.down.clear()
+    net._route(restarted.connected(net.now), source=restarted.jid)
+    assert "held" in _bodies(net, WIZ)

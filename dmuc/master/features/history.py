@@ -11,7 +11,7 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas
-from dmuc.protocol.history import delayed
+from dmuc.protocol.history import delayed, entry_for, stanza_id
 from dmuc.storage.records import HistoryRecord
 
 if TYPE_CHECKING:
@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 
 def append(room: Room, message: Element, out: Outbox) -> None:
-    """Keep a broadcast groupchat message (as broadcast, without 'to')."""
+    """Keep a broadcast groupchat message (as broadcast, without 'to'): in the history
+    joiners get, and in the archive a slave's catch-up is replayed from."""
     keep = room.config.history_length
-    entry = room.history.add(message, out.now, keep)
-    if entry is not None and room.config.persistent:
+    entry = entry_for(message, out.now)
+    room.archive.add(entry, stanza_id(message, room.jid))
+    if room.history.keep(entry, keep) is not None and room.config.persistent:
         out.store(AppendHistory(room.jid, entry.record(), keep))
 
 
@@ -47,5 +49,7 @@ def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
 
 
 def load(room: Room, records: list[HistoryRecord]) -> None:
-    """Restore history read from storage after a restart."""
+    """Restore history read from storage after a restart (the archive starts from it)."""
     room.history.load(records)
+    for entry in room.history:
+        room.archive.add(entry, stanza_id(entry.stanza, room.jid))
