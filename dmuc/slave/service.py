@@ -130,6 +130,9 @@ class SlaveService:
             self._from_master(stanza, sender, out)
         elif to.full() == self.jid or to.host == self.jid:
             self._to_self(stanza, out)
+        elif stanza.getAttribute("type") == "error" and to.host in self.settings.domains \
+                and sender.host in self.settings.masters and sender.user is not None:
+            self._bounce(stanza, to.full(), sender.userhost(), out)
         elif stanza.getAttribute("type") not in ("error", "result"):
             out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
         self._save_touched(out)
@@ -213,6 +216,22 @@ class SlaveService:
             link.register("master-restarted", out)
 
     # --- master -> slave --------------------------------------------------------------
+
+    def _bounce(self, stanza: Element, user: str, room_jid: str, out: Outbox) -> None:
+        """A local user's stanza to a mirrored room bounced (mod_dmuc_slave hands us
+        Prosody's remote-server-* bounces): a netsplit. A groupchat message in flight is
+        submitted again at the netjoin, so its sender sees no error; any other error goes
+        on to the user."""
+        room, link = self.rooms.get(room_jid), self.links.get(room_jid)
+        if room is None or link is None:
+            out.send(stanza)
+            return
+        nick = room.local.get(user)
+        resent = nick is not None and (nick, stanza.getAttribute("id") or "") in room.inflight
+        link.bounced(f"a local user's {stanza.name} bounced "
+                     f"({stanzas.error_condition(stanza)})", out)
+        if not resent:
+            out.send(stanza)
 
     def _from_master(self, stanza: Element, sender: JID, out: Outbox) -> None:
         room_jid = sender.userhost()

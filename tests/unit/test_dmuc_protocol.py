@@ -376,3 +376,27 @@ def test_what_a_slave_holds_and_where_it_was_survive_its_restart():
     net.down.clear()
     net._route(restarted.connected(net.now), source=restarted.jid)
     assert "held" in _bodies(net, WIZ)
+
+
+def test_a_bounced_forward_splits_at_once_and_its_sender_sees_no_error():
+    """mod_dmuc_slave hands the slave Prosody's bounce of a local user's stanza: the room
+    is split at once; the groupchat in flight is submitted again, so the user sees no
+    error; a bounced private message's error goes on to its sender."""
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    net.down.add("vesa.yeggmaex.irc")
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' id='e9'>"
+                   "<body>bounced</body></message>")
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}/WiZ' type='chat' id='p9'>"
+                   "<body>psst</body></message>")
+    for mid in ("e9", "p9"):
+        bounce = stanzas.parse_stanza(
+            f"<message from='{ROOM}' to='{EFCHEN}' type='error' id='{mid}'>"
+            "<error type='cancel'><remote-server-not-found "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+        net._route(vesa.receive(bounce, net.now), source=vesa.jid)
+    assert vesa.links[ROOM].state is LinkState.SPLIT
+    errors = [m.getAttribute("id") for m in net.take(EFCHEN) if m.getAttribute("type") == "error"]
+    assert errors == ["p9"]
+    _heal(net)
+    assert _bodies(net, WIZ) == ["bounced"]
