@@ -265,10 +265,10 @@ class Distribution:
             out.send(copy)
 
     def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveLink],
-                          out: Outbox) -> None:
+                          out: Outbox, stamp: float) -> None:
         """§4.9: one copy per slave, with the XEP-0203 delay inside the dmuc element."""
         for link in links:
-            copy = xep0282.for_slave(message, out.now, message.getAttribute("from"))
+            copy = xep0282.for_slave(message, stamp, message.getAttribute("from"))
             copy["to"] = link.jid
             out.send(copy)
 

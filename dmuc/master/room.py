@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
+# The oldest original time a slave may claim for a message it held through a netsplit.
+MAX_HELD_SECONDS = 86_400
 # Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
 MAX_REMEMBERED_SUBMISSIONS = 5000
 # Error conditions that mean the occupant's session is gone (mod_muc's is_kickable_error).
@@ -46,11 +48,6 @@ def _asked_nick(stanza: Element, parsed: str) -> str:
     when the address was parsed); a difference from the nick given is a 210 rewrite."""
     _, slash, raw = (stanza.getAttribute("to") or "").partition("/")
     return raw if slash else parsed
-
-
-def join_password(stanza: Element) -> str | None:
-    muc_x = stanzas.child(stanza, "x", xmlns.MUC)
-    return stanzas.text_of(stanzas.child(muc_x, "password")) if muc_x is not None else None
 
 
 class Room:
@@ -243,12 +240,14 @@ class Room:
             self.service.distribution.fan_out_presence(
                 self, lambda with_jid: build(with_jid, statuses), slaves, out)
 
-    def broadcast_groupchat(self, message: Element, out: Outbox) -> None:
+    def broadcast_groupchat(self, message: Element, out: Outbox,
+                            stamp: float | None = None) -> None:
         """A groupchat stanza to every occupant: one copy per directly reached session,
-        one per slave (§4.9)."""
+        one per slave (§4.9), stamped `stamp` (default now)."""
         direct, slaves = self.service.distribution.route(self)
         out.broadcast(message, direct)
-        self.service.distribution.fan_out_groupchat(self, message, slaves, out)
+        self.service.distribution.fan_out_groupchat(self, message, slaves, out,
+                                                    out.now if stamp is None else stamp)
 
     def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
         """An occupant's presence as the room lists it to a newcomer (no status codes),
@@ -332,7 +331,9 @@ class Room:
         self.publicise(target, out, only_to=[sender])
 
     def check_join(self, stanza: Element, sender: str, nick: str) -> None:
-        """Raise a Refusal if `sender` may not enter as `nick` (XEP-0045 §7.2.6-§7.2.11)."""
+        """Raise a Refusal if `sender` may not enter as `nick` (XEP-0045 §7.2.6-§7.2.11).
+        The core's own rules first (lock, ban, nickname in use or registered), as in
+        mod_muc's muc.lib; then the `occupant-pre-join` handlers."""
         bare = jids.bare(sender)
         affiliation = self.affiliation(bare)
         if self.locked and affiliation != "owner":
@@ -345,19 +346,8 @@ class Room:
         reserver = self.reserved_by(nick)
         if reserver is not None and reserver != bare:
             raise Refusal("cancel", "conflict", "That nickname is registered to another user")
-        if self.config.members_only and AFFILIATION_RANK[affiliation] < AFFILIATION_RANK["member"]:
-            raise Refusal("auth", "registration-required", "This room is members-only")
-        if self.config.password:  # owners too, as in mod_muc
-            given = join_password(stanza)
-            if given != self.config.password:
-                raise Refusal("auth", "not-authorized", "A password is required to enter")
-        if (
-            self.config.max_users
-            and holder is None
-            and len(self.occupants) >= self.config.max_users
-            and AFFILIATION_RANK[affiliation] < AFFILIATION_RANK["admin"]
-        ):
-            raise Refusal("wait", "service-unavailable", "This room is full")
+        # Then the settings' checks (members-only, password, occupant limit, in the order
+        # of their priorities) and operators' plugins: the first refusal returned wins.
         refusal = self.service.hooks.fire(
             "occupant-pre-join", room=self, stanza=stanza, nick=nick, sender=sender
         )
@@ -753,7 +743,7 @@ class Room:
         for el in stanza.elements():
             if el.uri == xmlns.STANZA_ID and el.getAttribute("by") == self.jid:
                 continue  # never relay a stanza-id forged in the room's name
-            if el.uri == xmlns.DELAY or el.name == "error":
+            if el.uri in (xmlns.DELAY, xmlns.DMUC) or el.name == "error":
                 continue
             msg.addChild(stanzas.copy(el))
         sid = msg.addElement((xmlns.STANZA_ID, "stanza-id"))
@@ -761,10 +751,24 @@ class Room:
         sid["by"] = self.jid
         self.service.hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant,
                                 out=out)
-        self.broadcast_groupchat(msg, out)
+        held_at = self._held_since(stanza, out.now)
+        live = msg
+        if held_at is not None:
+            # Sent during a netsplit and held by its slave: everyone sees when it was said.
+            live = stanzas.copy(msg)
+            live.addChild(stanzas.delay(held_at, self.jid))
+        self.broadcast_groupchat(live, out, held_at)
         if stanzas.child(msg, "body") is not None:
-            history.append(self, msg, out)
+            history.append(self, msg, out, held_at)
         return msg
+
+    def _held_since(self, stanza: Element, now: float) -> float | None:
+        """When a message a slave held through a netsplit was sent (§4.11.2): taken only
+        from a session behind a slave, and only if it lies in the last day."""
+        held = xep0282.held_stamp(stanza)
+        if held is None or self.service.distribution.slave_of(self, stanza["from"]) is None:
+            return None
+        return held if now - MAX_HELD_SECONDS <= held <= now else None
 
     def _private_message(
         self, stanza: Element, nick: str, sender_occupant: Occupant | None, out: Outbox

@@ -173,3 +173,20 @@ def slave_disco_info() -> Element:
     for var in (xmlns.DISCO_INFO, xmlns.PING, xmlns.DMUC):
         reply.addElement("feature")["var"] = var
     return reply
+
+
+def held(message: Element, stamp: float) -> Element:
+    """A local occupant's groupchat the slave holds through a netsplit, marked with when
+    it was sent, so that the room shows and stores it at that time (§4.11.2)."""
+    copy = stanzas.copy(message)
+    copy.addChild(dmuc_x()).addElement("held")["stamp"] = stanzas.format_stamp(stamp)
+    return copy
+
+
+def held_stamp(message: Element) -> float | None:
+    """The time a held message was sent, if it says so."""
+    for x in stanzas.children(message, "x", xmlns.DMUC):
+        marker = stanzas.child(x, "held")
+        if marker is not None:
+            return stanzas.parse_stamp(marker.getAttribute("stamp", ""))
+    return None

@@ -179,7 +179,11 @@ class Fanout:
             if is_history:
                 return
         elif stanzas.child(local_copy, "body") is not None:
-            entry = self._store_history(room, local_copy, stamp, out)
+            # Stored without a delay of its own (a held message's): history adds one.
+            stored = stanzas.copy(local_copy)
+            stored.children = [c for c in stored.children
+                               if not (isinstance(c, Element) and c.uri == xmlns.DELAY)]
+            entry = self._store_history(room, stored, stamp, out)
             if is_history:
                 # Replayed history: show local occupants only what they missed.
                 missed = sid is not None and sid not in room.known_ids

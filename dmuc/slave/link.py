@@ -147,7 +147,7 @@ class SlaveLink:
             # A local occupant keeps talking: shown here at once, submitted later with an
             # id that tells us not to show it again (§4.11.1, §4.11.2).
             out.broadcast(local_echo(stanza, self.room.jid, nick), self.room.local_sessions())
-            held = stanzas.copy(stanza)
+            held = xep0282.held(stanza, out.now)
             held["id"] = xep0282.SPLIT_ID_PREFIX + (stanza.getAttribute("id") or "")
             self._hold(held, out)
         else:

@@ -400,3 +400,34 @@ def test_a_bounced_forward_splits_at_once_and_its_sender_sees_no_error():
     assert errors == ["p9"]
     _heal(net)
     assert _bodies(net, WIZ) == ["bounced"]
+
+
+def test_a_held_message_reaches_the_room_with_the_time_it_was_said():
+    net = occupied_room()
+    _split_vesa_silently(net)
+    said_at = net.now
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' id='h1'>"
+                   "<body>said during the split</body></message>")
+    net.now += 30
+    _heal(net)
+    [got] = [m for m in net.take(WIZ) if m.name == "message"]
+    delay = stanzas.child(got, "delay", xmlns.DELAY)
+    assert delay is not None and delay["from"] == ROOM
+    assert stanzas.parse_stamp(delay["stamp"]) == int(said_at)
+    assert stanzas.child(got, "x", xmlns.DMUC) is None  # the marker stays between us
+    entry = net.master.rooms[ROOM].history[-1]
+    assert int(entry.stamp) == int(said_at)
+    assert stanzas.child(entry.stanza, "delay", xmlns.DELAY) is None
+
+
+def test_only_a_session_behind_a_slave_may_claim_when_it_spoke():
+    net = occupied_room()
+    net.user_sends(f"<message from='{DIRECT}' to='{ROOM}' type='groupchat' id='x'/>")
+    net.join(DIRECT, "Ludwig", ROOM)
+    net.take(WIZ)
+    net.user_sends(f"<message from='{DIRECT}' to='{ROOM}' type='groupchat' id='f1'>"
+                   "<body>forged</body><x xmlns='urn:xmpp:tmp:dmuc:0'>"
+                   "<held stamp='2000-01-01T00:00:00Z'/></x></message>")
+    [got] = [m for m in net.take(WIZ) if m.name == "message"]
+    assert stanzas.child(got, "delay", xmlns.DELAY) is None
+    assert stanzas.child(got, "x", xmlns.DMUC) is None

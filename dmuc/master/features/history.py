@@ -1,6 +1,7 @@
 """The room's discussion history (XEP-0045 §7.2.15): what the room keeps and stores, and
-what a joining user gets. The rules themselves (trim, selection, delay) are shared with
-the slave in dmuc.protocol.history."""
+what a joining user gets; and its length setting, as Prosody's history.lib (form field,
+muc#roominfo field, trim on change). The rules themselves (trim, selection, delay) are
+shared with the slave in dmuc.protocol.history."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
+from dmuc.hooks import Hooks
+from dmuc.master.features import roomconfig
+from dmuc.master.features.roomconfig import Field, Values
+from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import delayed, entry_for, stanza_id
@@ -17,12 +22,15 @@ from dmuc.storage.records import HistoryRecord
 if TYPE_CHECKING:
     from dmuc.master.room import Room
 
+LENGTH = "muc#roomconfig_historylength"
 
-def append(room: Room, message: Element, out: Outbox) -> None:
+
+def append(room: Room, message: Element, out: Outbox, stamp: float | None = None) -> None:
     """Keep a broadcast groupchat message (as broadcast, without 'to'): in the history
-    joiners get, and in the archive a slave's catch-up is replayed from."""
+    joiners get, and in the archive a slave's catch-up is replayed from. `stamp`: when it
+    was sent, if not now (held by a slave through a netsplit)."""
     keep = room.config.history_length
-    entry = entry_for(message, out.now)
+    entry = entry_for(message, out.now if stamp is None else stamp)
     room.archive.add(entry, stanza_id(message, room.jid))
     if room.history.keep(entry, keep) is not None and room.config.persistent:
         out.store(AppendHistory(room.jid, entry.record(), keep))
@@ -53,3 +61,38 @@ def load(room: Room, records: list[HistoryRecord]) -> None:
     room.history.load(records)
     for entry in room.history:
         room.archive.add(entry, stanza_id(entry.stanza, room.jid))
+
+
+# --- the history length setting -----------------------------------------------------------
+
+
+def config_form(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": LENGTH, "type": "text-single",
+                   "label": "Maximum number of history messages",
+                   "value": str(room.config.history_length)})
+
+
+def submitted(room: Room, values: Values, new: RoomConfig) -> None:
+    """An empty value keeps the length; any is capped by the service's maximum."""
+    value = roomconfig.text(values, LENGTH)
+    if value is not None and value.strip() != "":
+        new.history_length = min(roomconfig.count(value, LENGTH),
+                                 room.service.settings.max_history_length)
+
+
+def info(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": "muc#maxhistoryfetch",
+                   "label": "Maximum number of history messages returned",
+                   "value": str(room.config.history_length)})
+
+
+def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
+    if room.config.history_length != old.history_length:
+        trim(room, out)
+
+
+def setup(hooks: Hooks) -> None:
+    hooks.add("room-config-form", config_form, priority=70)
+    hooks.add("room-config-submitted", submitted, priority=70)
+    hooks.add("room-disco-info", info, priority=60)
+    hooks.add("room-config-applied", applied, priority=30)
