@@ -122,11 +122,16 @@ class Fanout:
     def resync_start(self, room: SlaveRoom, out: Outbox) -> None:
         """A snapshot of the master's state follows: it replaces ours; local occupants
         are told only what changed, and get what they missed."""
-        room.resync_old = dict(room.roster)
+        ids = {sid for e in room.history if (sid := stanza_id(e.stanza, room.jid)) is not None}
+        if room.resync_old is None:
+            room.resync_old = dict(room.roster)
+            room.known_ids = ids
+        else:
+            # The previous snapshot was cut off (a netsplit before <synced/>): what local
+            # occupants were last told is still the roster from before it.
+            room.known_ids |= ids
         room.roster.clear()
         room.rendered.clear()
-        room.known_ids = {sid for e in room.history
-                          if (sid := stanza_id(e.stanza, room.jid)) is not None}
         room.history.clear()
         out.store(ClearHistory(self.history_key(room.jid)))
 

@@ -8,6 +8,7 @@ from dmuc_net import Net, slave_jid
 from muc_helpers import BIGCHEESE, EFCHEN, ROOM, WIZ, WUMPUS, error_condition
 
 from dmuc import xmlns
+from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.slave.link import LinkState
 
@@ -93,3 +94,35 @@ def test_what_a_user_banned_during_the_split_said_meanwhile_never_reaches_the_ro
     assert bodies == []
     assert "Efchen" not in net.master.rooms[ROOM].occupants
     assert net.master.rooms[ROOM].affiliation("msa@vesa.yeggmaex.irc") == "outcast"
+
+
+def test_a_split_in_the_middle_of_a_snapshot_shows_nothing_twice():
+    """The link dies after <resync/> and half the roster and history: the next snapshot
+    is compared with what local occupants were last told, not with the half one."""
+    net = Net()
+    net.join(WUMPUS, "Wumpus", ROOM)
+    net.join(WIZ, "WiZ", ROOM)
+    net.join(EFCHEN, "Efchen", ROOM)
+    for n in range(5):
+        net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='m{n}'>"
+                       f"<body>m{n}</body></message>")
+    for who in (WUMPUS, WIZ, EFCHEN):
+        net.take(who)
+    vesa = net.slaves[VESA]
+    link = net.master.distribution.link(ROOM, slave_jid(VESA))
+    out = Outbox(net.now)
+    net.master.distribution.snapshot(link, out)
+    stanzas_sent = [d.stanza for d in out.deliveries]
+    half = len(stanzas_sent) // 2
+    for stanza in stanzas_sent[:half]:  # the rest is lost: the link dies here
+        copy = stanzas.copy(stanza)
+        copy["to"] = vesa.jid
+        net._route(vesa.receive(copy, net.now), source=vesa.jid)
+    bounce = stanzas.new("message", {"from": ROOM, "to": vesa.jid, "type": "error"})
+    net._route(vesa.receive(bounce, net.now), source=vesa.jid)
+    assert vesa.links[ROOM].state is LinkState.SPLIT
+    heal(net)
+    assert [s for s in net.take(EFCHEN) if s.name in ("presence", "message")] == []
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='after'>"
+                   "<body>after</body></message>")
+    assert [str(stanzas.child(m, "body")) for m in net.take(EFCHEN)] == ["after"]
