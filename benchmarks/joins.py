@@ -8,18 +8,28 @@ new presence to every occupant reached directly) and nothing more. Reported: tot
 seconds, the slowest single join (no stanza may block the reactor ~100 ms), and the mean
 time of the first and the last 1,000 joins (equal when a join is O(1)).
 
-    python -m benchmarks.joins [--occupants 10000]
+    python -m benchmarks.joins [--occupants 10000] [--rate 2500]
+
+With --daemon, the joins through one slave also go through a real `twistd dmuc-master`
+(fed by a fake Prosody at --rate joins/s) while an unrelated user pings the service every
+50 ms: the time until the last ENTER, and the ping times (no stanza may stall others).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
+from benchmarks.fake_prosody import SECRET, daemon_on_fake_server
 from dmuc import xmlns
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from testbed.configs import daemon_toml
 
 SERVICE = "channel.avalon.irc"
 ROOM = f"wallops@{SERVICE}"
@@ -67,13 +77,85 @@ def run(occupants: int, through_slave: bool) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--occupants", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=2500.0, help="joins/s (--daemon)")
+    parser.add_argument("--daemon", action="store_true", help="also through twistd")
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct joins")
     args = parser.parse_args()
-    print(f"{'joins':<22}{'occupants':>10}{'total s':>10}{'slowest ms':>12}"
+    print(f"{'joins (sans-I/O core)':<22}{'occupants':>10}{'total s':>10}{'slowest ms':>12}"
           f"{'first-1k ms':>13}{'last-1k ms':>12}{'copies':>12}")
-    for label, through_slave in (("through one slave", True), ("direct", False)):
+    runs = [("through one slave", True)] + ([] if args.no_direct else [("direct", False)])
+    for label, through_slave in runs:
         r = run(args.occupants, through_slave)
         print(f"{label:<22}{args.occupants:>10}{r['total']:>10.2f}{r['slowest_ms']:>12.2f}"
-              f"{r['first_ms']:>13.3f}{r['last_ms']:>12.3f}{r['copies']:>12,.0f}")
+              f"{r['first_ms']:>13.3f}{r['last_ms']:>12.3f}{r['copies']:>12,.0f}", flush=True)
+    if args.daemon:
+        workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-joins-"))
+        try:
+            d = asyncio.run(run_daemon(args.occupants, args.rate, workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"\ntwistd dmuc-master, {args.occupants} joins through one slave at "
+              f"{args.rate:.0f}/s: {d['total']:.2f} s; {d['pings']:.0f} pings from another "
+              f"user: p50 {d['ping_p50_ms']:.1f} ms, p99 {d['ping_p99_ms']:.1f} ms, "
+              f"max {d['ping_max_ms']:.1f} ms")
+
+
+# --- the same through the real daemon ------------------------------------------------------
+
+PINGER = "pinger@efnet.irc/r"
+
+
+async def run_daemon(occupants: int, rate: float, workdir: Path) -> dict[str, float]:
+    """`twistd dmuc-master` on a fake Prosody: a slave registers, then `occupants` users of
+    its domain join at `rate` joins/s while an unrelated user pings the service every
+    50 ms. Reports the time until the last ENTER reached the slave and the ping times."""
+
+    def config(port: int) -> str:
+        return daemon_toml(jid=SERVICE, host="127.0.0.1", port=port, secret=SECRET,
+                           db_path=workdir / "bench.db", level="warn",
+                           tables={"muc": {"room_locking": False}},
+                           slaves={SLAVE: [SLAVE_DOMAIN]})
+
+    async with daemon_on_fake_server("dmuc-master", SERVICE, workdir, config) as server:
+        registered = server.expect(b"<registered")
+        server.send(f"<iq type='set' id='r' from='{SLAVE}' to='{ROOM}'>"
+                    f"<register xmlns='{xmlns.DMUC}' keepalive='60' history='0'/></iq>")
+        await asyncio.wait_for(registered, 30)
+        last_enter = server.expect(
+            f"<enter jid='user{occupants - 1}@{SLAVE_DOMAIN}/r'".encode())
+        rtts: list[float] = []
+        done = asyncio.Event()
+
+        async def pinger() -> None:
+            n = 0
+            while not done.is_set():
+                n += 1
+                answer = server.expect(f"id='ping{n}'".encode())
+                sent = time.perf_counter()
+                server.send(f"<iq type='get' id='ping{n}' from='{PINGER}' to='{SERVICE}'>"
+                            f"<ping xmlns='{xmlns.PING}'/></iq>")
+                await asyncio.wait_for(answer, 60)
+                rtts.append(time.perf_counter() - sent)
+                await asyncio.sleep(0.05)
+
+        ping_task = asyncio.create_task(pinger())
+        started = time.perf_counter()
+        chunk = max(int(rate / 100), 1)  # every 10 ms
+        for first in range(0, occupants, chunk):
+            for i in range(first, min(first + chunk, occupants)):
+                server.send(
+                    f"<presence from='user{i}@{SLAVE_DOMAIN}/r' to='{ROOM}/nick{i}'>"
+                    f"<x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
+            await asyncio.sleep(max(started + (first + chunk) / rate - time.perf_counter(), 0))
+        await asyncio.wait_for(last_enter, 600)
+        total = time.perf_counter() - started
+        done.set()
+        await ping_task
+    rtts.sort()
+    return {"total": total, "pings": len(rtts),
+            "ping_p50_ms": rtts[len(rtts) // 2] * 1000,
+            "ping_p99_ms": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1000,
+            "ping_max_ms": rtts[-1] * 1000}
 
 
 if __name__ == "__main__":
