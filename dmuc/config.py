@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dmuc import jids
+from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
 from dmuc.storage import SQLiteStorage, StorageError
@@ -163,7 +164,8 @@ def load_master_config(path: str) -> MasterConfig:
     storage_url, log_level = _storage_url(r), _log_level(r)
     r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
                             "archive_window", "enforce_reserved_nicks",
-                            "allow_unaffiliated_register", "room_defaults", "plugins"})
+                            "allow_unaffiliated_register", "room_defaults", "plugins",
+                            "limits"})
     admins = r.get("muc", "admins", list, [])
     for admin in admins:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
@@ -200,9 +202,44 @@ def load_master_config(path: str) -> MasterConfig:
         allow_unaffiliated_register=r.get("muc", "allow_unaffiliated_register", bool, False),
         room_defaults=defaults,
         slaves={jid: frozenset(domains) for jid, domains in _slaves(r).items()},
+        limits=_limits(r),
     )
     return MasterConfig(path=path, component=component, storage_url=storage_url,
                         log_level=log_level, muc=settings, plugins=plugins)
+
+
+# [muc.limits]: key -> (kinds, lowest, highest). Rates are stanzas a second (0: off).
+_LIMIT_KEYS: dict[str, tuple[tuple[type, ...], float, float]] = {
+    "rate": ((int, float), 0, 1_000_000),
+    "burst": ((int,), 1, 1_000_000_000),
+    "slave_rate": ((int, float), 0, 1_000_000),
+    "slave_burst": ((int,), 1, 1_000_000_000),
+    "max_nick_length": ((int,), 0, 1023),
+    "max_char_count": ((int,), 0, 1_000_000_000),
+}
+
+
+def _limits(r: _Reader) -> Limits | None:
+    """[muc.limits] (features/limits.py): on with Limits' defaults when absent; None when
+    both rates are 0 and no length is bounded."""
+    table = r.get("muc", "limits", dict, {})
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        where = f"muc.limits.{key}"
+        if key not in _LIMIT_KEYS:
+            raise r.error(where, "unknown key")
+        kinds, lowest, highest = _LIMIT_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            raise r.error(where, f"must be {names}, not {type(value).__name__}")
+        if not lowest <= value <= highest:  # NaN fails this too
+            raise r.error(where, f"must be between {lowest} and {highest}")
+        values[key] = value
+    limits = Limits(**values)  # type: ignore[arg-type]
+    if not (limits.rate or limits.slave_rate or limits.max_nick_length
+            or limits.max_char_count):
+        return None
+    return limits
 
 
 def _domain_list(r: _Reader, key: str, values: Any) -> list[str]:

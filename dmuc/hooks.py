@@ -1,7 +1,38 @@
 """Event hooks: how room features and operators' plugins join in (cf. Prosody's module:hook).
 
-A handler returning something other than None stops the event and that value is the
-result of ``fire`` (e.g. a refusal from an ``occupant-pre-join`` handler).
+Handlers are called with the event's data as keyword arguments and run by priority,
+highest first. A handler returning something other than None stops the event and that
+value is the result of ``fire`` (e.g. a refusal from an ``occupant-pre-join`` handler).
+
+Room settings (one module each in dmuc.master.features, hooked before operators'
+plugins; a plugin's handler at the default priority 0 runs after them all):
+
+``room-config-form`` (room, fields)
+    append the field specs (var, type, label, value, options) of the muc#owner
+    configuration form to ``fields``; the form's order is the priority order.
+``room-config-submitted`` (room, values, new)
+    read your var(s) from ``values`` (var -> list of str) and set them on ``new``, the
+    RoomConfig being built (a plugin's own settings go in ``new.extra``); raise or
+    return a dmuc.errors.Refusal on a bad value: the first one is the answer and nothing
+    is applied.
+``room-config-applied`` (room, old, out)
+    the new configuration is in ``room.config``: do what a change of your setting implies
+    (evictions, storage), before the occupants get the status codes.
+``room-disco-features`` (room, features)
+    append the room's disco#info features.
+``room-disco-info`` (room, fields)
+    append the fields of the muc#roominfo form, in priority order.
+``occupant-pre-join`` (room, stanza, nick, sender)
+    return a Refusal to refuse the join; fired after the core's own rules (lock, ban,
+    nickname in use or registered to another user).
+
+Other events: ``room-created``, ``room-configured`` (room, old, out) and
+``room-destroyed`` (room, out); ``occupant-joined`` (room, occupant, session, out),
+``occupant-nick-changed`` (room, occupant, old_nick, out), ``occupant-left`` (room,
+occupant, out), ``affiliation-changed`` (room, jid, affiliation, out),
+``message-broadcast`` (room, stanza, occupant, out); ``room-iq``, ``service-iq``
+(stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
+result means the stanza was handled; ``service-disco-features`` (features).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,14 +14,16 @@ ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 AFFILIATION_RANK = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
 
 WHOIS_VALUES = ("moderators", "anyone")
-# Who may send private messages (the values of Prosody's muc#roomconfig_allowpm).
+# Who may send private messages (the values of Prosody's allowpm room setting).
 ALLOW_PM_VALUES = ("visitor", "participant", "moderator", "affiliated", "none")
 BROADCAST_ROLES = ("moderator", "participant", "visitor")
 
 
 @dataclass
 class RoomConfig:
-    """muc#roomconfig, with Prosody mod_muc's defaults."""
+    """muc#roomconfig, with Prosody mod_muc's defaults. Each setting is read from and
+    written to the form by its own module in dmuc.master.features; `extra` holds the
+    settings of operators' plugins (key -> JSON value), stored with the room."""
 
     name: str = ""
     description: str = ""
@@ -38,13 +41,15 @@ class RoomConfig:
     presence_broadcast: list[str] = field(default_factory=lambda: list(BROADCAST_ROLES))
     allow_member_invites: bool = False
     logging: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoomConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """Unknown keys are ignored; values are copied (two rooms never share a list)."""
+        known = {k: copy.deepcopy(v) for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
 

@@ -16,9 +16,10 @@ from dmuc import jids, xmlns
 from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
-from dmuc.master.features import affiliation_notify, history
+from dmuc.master.features import history, setup_builtin
+from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
-from dmuc.master.room import Room, join_password
+from dmuc.master.room import Room
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas, xep0282
 from dmuc.storage.records import HistoryRecord, RoomRecord
@@ -52,7 +53,7 @@ class MUCService:
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
-        affiliation_notify.setup(self.hooks)  # built-in features that work through hooks
+        setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
 
     # --- state from storage --------------------------------------------------------------
 

@@ -1,2 +1,54 @@
 """The master's room features, one concern a module, around the room core (as Prosody's
-plugins/muc/*.lib.lua around muc.lib.lua)."""
+plugins/muc/*.lib.lua around muc.lib.lua). Each room setting lives in one module, whose
+`setup(hooks)` hooks the room events it takes part in (dmuc.hooks lists them); the
+service calls every one of them, in BUILTIN_FEATURES' order, before operators' plugins
+are loaded."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from dmuc.hooks import Hooks
+from dmuc.master.features import (
+    affiliation_notify,
+    allow_pm,
+    disco,
+    history,
+    invites,
+    max_users,
+    members_only,
+    moderated,
+    password,
+    persistent,
+    presence_broadcast,
+    public,
+    room_logging,
+    roominfo,
+    subject,
+    whois,
+)
+
+BUILTIN_FEATURES: tuple[ModuleType, ...] = (
+    roominfo,  # name, description, language
+    persistent,
+    public,
+    members_only,
+    moderated,
+    password,
+    whois,
+    max_users,
+    history,
+    allow_pm,
+    subject,
+    presence_broadcast,
+    invites,
+    room_logging,
+    disco,  # the occupant count in muc#roominfo
+    affiliation_notify,
+)
+
+
+def setup_builtin(hooks: Hooks) -> None:
+    """Hook every built-in feature's handlers."""
+    for feature in BUILTIN_FEATURES:
+        feature.setup(hooks)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.hooks import Hooks
+from dmuc.master.features.roomconfig import Field
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
@@ -17,7 +19,8 @@ RESERVED_NICK_NODE = "x-roomuser-item"
 
 
 def features(room: Room) -> list[str]:
-    c = room.config
+    """The room's disco#info features: the protocols here, then each setting's own
+    (the room public or hidden, and the like) from its `room-disco-features` handler."""
     found = [
         xmlns.MUC,
         xmlns.MUC_STABLE_ID,
@@ -28,39 +31,26 @@ def features(room: Room) -> list[str]:
         xmlns.DISCO_INFO,
         xmlns.DISCO_ITEMS,
         xmlns.PING,
-        "muc_public" if c.public else "muc_hidden",
-        "muc_persistent" if c.persistent else "muc_temporary",
-        "muc_membersonly" if c.members_only else "muc_open",
-        "muc_moderated" if c.moderated else "muc_unmoderated",
-        "muc_nonanonymous" if c.whois == "anyone" else "muc_semianonymous",
-        "muc_passwordprotected" if c.password else "muc_unsecured",
     ]
     room.service.hooks.fire("room-disco-features", room=room, features=found)
     return sorted(set(found))
 
 
 def info_form(room: Room) -> Element:
-    c = room.config
-    fields = [
-        {"var": "muc#roominfo_description", "label": "Description", "value": c.description},
-        {"var": "muc#roominfo_occupants", "label": "Number of occupants",
-         "value": str(len(room.occupants))},
-        {"var": "muc#roomconfig_roomname", "label": "Title", "value": c.name},
-        {"var": "muc#roominfo_subject", "label": "Subject", "value": room.subject},
-        {"var": "muc#roominfo_subjectmod", "type": "boolean",
-         "label": "Allow anyone to set the room's subject", "value": c.change_subject},
-        {"var": "muc#roomconfig_changesubject", "type": "boolean",
-         "label": "Allow anyone to set the room's subject", "value": c.change_subject},
-        {"var": "muc#maxhistoryfetch", "label": "Maximum number of history messages returned",
-         "value": str(c.history_length)},
-        {"var": "muc#roomconfig_allowinvites", "type": "boolean",
-         "label": "Allow members to invite new members", "value": c.allow_member_invites},
-        {"var": "muc#roomconfig_allowpm", "type": "list-single",
-         "label": "Allow private messages from", "value": c.allow_pm},
-    ]
-    if c.language:
-        fields.append({"var": "muc#roominfo_lang", "label": "Language", "value": c.language})
+    """The muc#roominfo form: each field from a `room-disco-info` handler, in the order of
+    their priorities."""
+    fields: list[Field] = []
+    room.service.hooks.fire("room-disco-info", room=room, fields=fields)
     return stanzas.form(xmlns.MUC_ROOMINFO, fields, kind="result")
+
+
+def info_occupants(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": "muc#roominfo_occupants", "label": "Number of occupants",
+                   "value": str(len(room.occupants))})
+
+
+def setup(hooks: Hooks) -> None:
+    hooks.add("room-disco-info", info_occupants, priority=90)
 
 
 def room_info(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:

@@ -1,4 +1,5 @@
-"""Mediated invitations and declines (XEP-0045 §7.8.2, §7.8.3)."""
+"""Mediated invitations and declines (XEP-0045 §7.8.2, §7.8.3), and the setting that lets
+members invite to a members-only room (its form and muc#roominfo fields)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.hooks import Hooks
+from dmuc.master.features import roomconfig
+from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import AFFILIATION_RANK, ROLE_RANK, Occupant
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
+
+ALLOW_INVITES = "muc#roomconfig_allowinvites"
+LABEL = "Allow members to invite new members"
 
 
 def handle(room: Room, stanza: Element, muc_user: Element, occupant: Occupant | None,
@@ -95,3 +102,15 @@ def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None
     out.send(msg)
     out.info(f"{stanza.getAttribute('from')} declined an invitation to {room.jid} "
              f"from {inviter.full()}")
+
+
+def info(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": ALLOW_INVITES, "type": "boolean", "label": LABEL,
+                   "value": room.config.allow_member_invites})
+
+
+def setup(hooks: Hooks) -> None:
+    # Checked with the other booleans, before the password (the order of submission).
+    roomconfig.hook_boolean(hooks, ALLOW_INVITES, "allow_member_invites", LABEL, priority=30,
+                            submit_priority=104)
+    hooks.add("room-disco-info", info, priority=50)

@@ -1,4 +1,6 @@
-"""Room subject changes (XEP-0045 §8.1): moderators, or participants when allowed."""
+"""Room subject changes (XEP-0045 §8.1): moderators, or participants when allowed; that
+setting (its form field) and the subject's fields in muc#roominfo, as Prosody's
+subject.lib."""
 
 from __future__ import annotations
 
@@ -6,12 +8,18 @@ from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
+from dmuc.hooks import Hooks
+from dmuc.master.features import roomconfig
+from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
+
+CHANGE_SUBJECT = "muc#roomconfig_changesubject"
+LABEL = "Allow anyone to set the room's subject"
 
 
 def may_change(room: Room, occupant: Occupant) -> bool:
@@ -34,3 +42,19 @@ def change(room: Room, stanza: Element, occupant: Occupant, out: Outbox) -> None
     room.broadcast_groupchat(msg, out)
     room.save(out)
     out.info(f"{occupant.nick} changed the subject of {room.jid}")
+
+
+def info(room: Room, fields: list[Field]) -> None:
+    allowed = room.config.change_subject
+    fields += [
+        {"var": "muc#roominfo_subject", "label": "Subject", "value": room.subject},
+        {"var": "muc#roominfo_subjectmod", "type": "boolean", "label": LABEL, "value": allowed},
+        {"var": CHANGE_SUBJECT, "type": "boolean", "label": LABEL, "value": allowed},
+    ]
+
+
+def setup(hooks: Hooks) -> None:
+    # Checked with the other booleans, before the password (the order of submission).
+    roomconfig.hook_boolean(hooks, CHANGE_SUBJECT, "change_subject", LABEL, priority=50,
+                            submit_priority=105)
+    hooks.add("room-disco-info", info, priority=70)

@@ -1,0 +1,37 @@
+"""The roles whose presence the room broadcasts, as Prosody's presence_broadcast setting
+(muc.lib): its form field. The rule itself is applied where presence is publicised (Room)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dmuc.errors import Refusal
+from dmuc.hooks import Hooks
+from dmuc.master.features.roomconfig import Field, Values
+from dmuc.master.model import BROADCAST_ROLES, RoomConfig
+
+if TYPE_CHECKING:
+    from dmuc.master.room import Room
+
+VAR = "muc#roomconfig_presencebroadcast"
+
+
+def config_form(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": VAR, "type": "list-multi",
+                   "label": "Roles for which presence is broadcast",
+                   "value": list(room.config.presence_broadcast),
+                   "options": [(r, r.capitalize()) for r in BROADCAST_ROLES]})
+
+
+def submitted(room: Room, values: Values, new: RoomConfig) -> None:
+    roles = values.get(VAR)
+    if roles is not None:
+        if any(role not in BROADCAST_ROLES for role in roles):
+            raise Refusal("modify", "bad-request", f"{VAR}: unknown role")
+        # a set of roles, as mod_muc keeps it: a value repeated 1,000 times is stored once
+        new.presence_broadcast = list(dict.fromkeys(roles))
+
+
+def setup(hooks: Hooks) -> None:
+    hooks.add("room-config-form", config_form, priority=40)
+    hooks.add("room-config-submitted", submitted, priority=40)

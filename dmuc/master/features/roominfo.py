@@ -1,0 +1,59 @@
+"""The room's name, description and language, as Prosody's name.lib, description.lib and
+language.lib: their fields in the configuration form and in the muc#roominfo form."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dmuc.hooks import Hooks
+from dmuc.master.features import roomconfig
+from dmuc.master.features.roomconfig import Field, Values
+from dmuc.master.model import RoomConfig
+
+if TYPE_CHECKING:
+    from dmuc.master.room import Room
+
+NAME = "muc#roomconfig_roomname"
+DESCRIPTION = "muc#roomconfig_roomdesc"
+LANGUAGE = "muc#roomconfig_lang"
+ATTRS = ((NAME, "name"), (DESCRIPTION, "description"), (LANGUAGE, "language"))
+
+
+def config_form(room: Room, fields: list[Field]) -> None:
+    c = room.config
+    fields += [
+        {"var": NAME, "type": "text-single", "label": "Title", "value": c.name},
+        {"var": DESCRIPTION, "type": "text-single", "label": "Description",
+         "value": c.description},
+        {"var": LANGUAGE, "type": "text-single", "label": "Language tag", "value": c.language},
+    ]
+
+
+def submitted(room: Room, values: Values, new: RoomConfig) -> None:
+    for var, attr in ATTRS:
+        value = roomconfig.text(values, var)
+        if value is not None:
+            setattr(new, attr, value)
+
+
+def info_description(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": "muc#roominfo_description", "label": "Description",
+                   "value": room.config.description})
+
+
+def info_name(room: Room, fields: list[Field]) -> None:
+    fields.append({"var": NAME, "label": "Title", "value": room.config.name})
+
+
+def info_language(room: Room, fields: list[Field]) -> None:
+    if room.config.language:
+        fields.append({"var": "muc#roominfo_lang", "label": "Language",
+                       "value": room.config.language})
+
+
+def setup(hooks: Hooks) -> None:
+    hooks.add("room-config-form", config_form, priority=170)
+    hooks.add("room-config-submitted", submitted, priority=170)
+    hooks.add("room-disco-info", info_description, priority=100)
+    hooks.add("room-disco-info", info_name, priority=80)
+    hooks.add("room-disco-info", info_language, priority=30)
