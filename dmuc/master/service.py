@@ -17,6 +17,7 @@ from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
 from dmuc.master.features import history, setup_builtin
+from dmuc.master.features import limits as rate_limits
 from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
 from dmuc.master.room import Room
@@ -43,6 +44,8 @@ class ServiceSettings:
     room_defaults: dict[str, Any] = field(default_factory=dict)
     # XEP-0282 slaves allowed to mirror rooms: slave JID -> user domains it serves
     slaves: dict[str, frozenset[str]] = field(default_factory=dict)
+    # per-sender rate limits (features/limits.py, [muc.limits]); None: none
+    limits: rate_limits.Limits | None = None
 
 
 class MUCService:
@@ -54,6 +57,7 @@ class MUCService:
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
+        rate_limits.setup(self.hooks, self)
 
     # --- state from storage --------------------------------------------------------------
 
