@@ -165,7 +165,9 @@ def error_reply(
     keep_payload: bool = False,
     by: str | None = None,
 ) -> Element:
-    """The error answer to `stanza` (RFC 6120 §8.3), sent back to its sender."""
+    """The error answer to `stanza` (RFC 6120 §8.3), sent back to its sender. `by` names
+    the entity that generated it (XEP-0045 / RFC 6120 §8.2): by default the bare JID it
+    comes from (the room, or the service), as mod_muc does."""
     reply = new(stanza.name, {"id": stanza.getAttribute("id")})
     reply["type"] = "error"
     reply["to"] = stanza.getAttribute("from")
@@ -178,6 +180,7 @@ def error_reply(
     error["type"] = err_type
     if condition in LEGACY_ERROR_CODES:
         error["code"] = LEGACY_ERROR_CODES[condition]
+    by = by or (reply["from"] or "").partition("/")[0]
     if by:
         error["by"] = by
     error.addElement((xmlns.STANZAS, condition))

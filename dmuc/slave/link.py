@@ -139,7 +139,8 @@ class SlaveLink:
             # §4.11.1: an IQ cannot wait for the netjoin; answer it now.
             if stanza.getAttribute("type") in ("get", "set"):
                 out.send(stanzas.error_reply(stanza, "wait", "remote-server-timeout",
-                                             "The room's master is unreachable (netsplit)"))
+                                             "The room's master is unreachable (netsplit)",
+                                             by=self.config.slave_jid))
             return
         nick = self.room.local.get(full)
         is_groupchat = stanza.name == "message" and stanza.getAttribute("type") == "groupchat"
@@ -177,7 +178,8 @@ class SlaveLink:
     def _hold(self, stanza: Element, out: Outbox) -> None:
         if len(self.room.queue) >= MAX_QUEUED:
             out.send(stanzas.error_reply(stanza, "wait", "resource-constraint",
-                                         "Too many stanzas waiting for the room"))
+                                         "Too many stanzas waiting for the room",
+                                         by=self.config.slave_jid))
             return
         self.room.queue.append(stanza)
 

@@ -154,7 +154,8 @@ class SlaveService:
             out.warn(f"refused a stanza from {sender.full()} to {room_jid}: not a local user")
             if stanza.getAttribute("type") not in ("error", "result"):
                 out.send(stanzas.error_reply(stanza, "auth", "forbidden",
-                                             "This slave serves only its own users"))
+                                             "This slave serves only its own users",
+                                             by=self.jid))
             return
         room, link = self._mirror(room_jid)
         room.note_presence(stanza, sender.full())

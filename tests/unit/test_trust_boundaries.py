@@ -57,3 +57,18 @@ def test_a_slave_may_not_refuse_a_session_it_did_not_enter() -> None:
     assert out.deliveries == []
     assert [level for level, line in out.log if "did not enter through it" in line] == ["warn"]
     assert "Troy" in h.service.rooms[ROOM].occupants
+
+
+def test_every_error_the_room_or_the_service_generates_says_by_whom() -> None:
+    """As mod_muc: `by` names the room (or the service) on each error it sends."""
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")
+    outs = [
+        h.send(f"<message from='{WIZ}' to='{ROOM}' type='groupchat'><body>x</body></message>"),
+        h.send(f"<iq type='get' id='q' from='{WIZ}' to='{ROOM}'><query xmlns='nope'/></iq>"),
+        h.send(f"<iq type='get' id='q' from='{WIZ}' to='{SERVICE}'><query xmlns='nope'/></iq>"),
+        h.join(TROY, "Wumpus"),
+    ]
+    errors = [d.stanza for out in outs for d in out.deliveries if d.stanza["type"] == "error"]
+    assert len(errors) == 4
+    assert [stanzas.child(e, "error")["by"] for e in errors] == [ROOM, ROOM, SERVICE, ROOM]
