@@ -163,7 +163,7 @@ def load_master_config(path: str) -> MasterConfig:
     component = _component(r)
     storage_url, log_level = _storage_url(r), _log_level(r)
     r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
-                            "archive_window", "enforce_reserved_nicks",
+                            "archive_window", "enforce_reserved_nicks", "affiliation_notify",
                             "allow_unaffiliated_register", "room_defaults", "plugins",
                             "limits"})
     admins = r.get("muc", "admins", list, [])
@@ -200,6 +200,7 @@ def load_master_config(path: str) -> MasterConfig:
         archive_window=archive_window,
         enforce_reserved_nicks=r.get("muc", "enforce_reserved_nicks", bool, False),
         allow_unaffiliated_register=r.get("muc", "allow_unaffiliated_register", bool, False),
+        affiliation_notify=r.get("muc", "affiliation_notify", bool, False),
         room_defaults=defaults,
         slaves={jid: frozenset(domains) for jid, domains in _slaves(r).items()},
         limits=_limits(r),

@@ -649,7 +649,8 @@ class Room:
             self.affiliations[bare_jid] = affiliation
         if affiliation in ("none", "outcast"):
             self.reserved_nicks.pop(bare_jid, None)  # a registration is a membership
-        for occupant in self.occupants_of(bare_jid):
+        present = self.occupants_of(bare_jid)
+        for occupant in present:
             if affiliation == "outcast":
                 self.evict(occupant, ["301"], out, reason=reason, actor_nick=actor_nick)
                 continue
@@ -668,7 +669,8 @@ class Room:
         self.save(out)
         out.info(f"{bare_jid} is now {affiliation} of {self.jid}")
         self.service.hooks.fire("affiliation-changed", room=self, jid=bare_jid,
-                                affiliation=affiliation, out=out)
+                                affiliation=affiliation, in_room=bool(present), reason=reason,
+                                out=out)
         self.service.room_maybe_empty(self, out)
 
     # --- messages -----------------------------------------------------------------------

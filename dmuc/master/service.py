@@ -41,6 +41,8 @@ class ServiceSettings:
     archive_window: int = 10_000
     enforce_reserved_nicks: bool = False
     allow_unaffiliated_register: bool = False
+    # tell a user outside the room of its new affiliation (status 101); mod_muc does not
+    affiliation_notify: bool = False
     room_defaults: dict[str, Any] = field(default_factory=dict)
     # XEP-0282 slaves allowed to mirror rooms: slave JID -> user domains it serves
     slaves: dict[str, frozenset[str]] = field(default_factory=dict)

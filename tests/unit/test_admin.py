@@ -506,10 +506,10 @@ def test_kicking_the_last_occupant_ends_a_temporary_room():
     assert ROOM not in h.service.rooms
 
 
-def test_a_user_outside_the_room_is_told_of_a_new_affiliation_with_status_101():
+def test_a_user_outside_the_room_is_told_of_a_new_affiliation_with_status_101_if_asked():
     from muc_helpers import ROOM, WUMPUS, Harness, codes
 
-    h = Harness(room_locking=False)
+    h = Harness(room_locking=False, affiliation_notify=True)
     h.join(WUMPUS, "Wumpus")
     out = h.send(f"<iq type='set' id='m' from='{WUMPUS}' to='{ROOM}'>"
                  "<query xmlns='http://jabber.org/protocol/muc#admin'>"
@@ -531,3 +531,33 @@ def test_no_out_of_room_notice_for_an_occupant():
                  "<item affiliation='member' jid='valdis@killrc.oulubox.irc'/></query></iq>")
     assert not out.stanzas_for("valdis@killrc.oulubox.irc")
     assert [p.name for p in out.stanzas_for(VALDIS)] == ["presence"]
+
+
+def test_an_absent_users_affiliation_change_is_announced_to_the_room_as_mod_muc():
+    """XEP-0045 example 195: moderators only in a semi-anonymous room; no 101 notice to the
+    user unless configured."""
+    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness
+
+    h = Harness(room_locking=False)
+    h.join(WUMPUS, "Wumpus")  # owner, moderator
+    h.join(VALDIS, "Valdis")  # participant
+    out = h.send(f"<iq type='set' id='m' from='{WUMPUS}' to='{ROOM}'>"
+                 "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                 "<item affiliation='member' jid='rubenro@vesa.yeggmaex.irc'>"
+                 "<reason>welcome</reason></item></query></iq>")
+    assert not out.stanzas_for("rubenro@vesa.yeggmaex.irc")
+    assert not [s for s in out.stanzas_for(VALDIS) if s.name == "message"]
+    [notice] = [s for s in out.stanzas_for(WUMPUS) if s.name == "message"]
+    assert notice["from"] == ROOM and notice.getAttribute("type") is None
+    assert item(notice) == {"affiliation": "member", "jid": "rubenro@vesa.yeggmaex.irc"}
+    assert "welcome" in notice.toXml()
+    # a non-anonymous room tells everyone; a ban carries 301
+    h.send(f"<iq type='set' id='c' from='{WUMPUS}' to='{ROOM}'>"
+           "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' "
+           "type='submit'><field var='muc#roomconfig_whois'><value>anyone</value></field>"
+           "</x></query></iq>")
+    out = h.send(f"<iq type='set' id='b' from='{WUMPUS}' to='{ROOM}'>"
+                 "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                 "<item affiliation='outcast' jid='troll@evil.example'/></query></iq>")
+    [seen] = [s for s in out.stanzas_for(VALDIS) if s.name == "message"]
+    assert codes(seen) == {"301"} and item(seen)["jid"] == "troll@evil.example"
