@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from testbed.prosody import TestbedError, _live, stop_process
+from testbed.prosody import TestbedError, _live, kill_process, stop_process
 
 # the directory holding dmuc/ and twisted/plugins/ (so twistd finds the in-tree plugin)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,7 @@ class TwistdDaemon:
         self.stdout_path = self.workdir / f"{name}.stdout"
         self.proc: subprocess.Popen[bytes] | None = None
         self._stdout: IO[bytes] | None = None
+        self.paused = False  # SIGSTOPped by pause()
 
     @property
     def pid(self) -> int | None:
@@ -66,16 +68,26 @@ class TwistdDaemon:
         env.update(self.env_extra)
         return env
 
-    def start(self, wait_for: str | None = None, timeout: float = 15.0) -> TwistdDaemon:
+    def start(self, wait_for: str | None = None, timeout: float = 15.0, *,
+              keep_log: bool = False) -> TwistdDaemon:
         """Launch and wait for a log line containing ``wait_for`` (default ``self.wait_for``);
-        raise with the log tail if the process exits first or ``timeout`` s pass."""
+        raise with the log tail if the process exits first or ``timeout`` s pass.
+        ``keep_log`` appends to the log of the previous run (a restart) instead of starting a
+        fresh one, and waits for one more ``wait_for`` line than it already holds."""
         wait_for = self.wait_for if wait_for is None else wait_for
         if self.running():
             raise TestbedError(f"{self.name} already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for old in self._log_files():  # a fresh log per run
-            old.unlink()
-        self._stdout = open(self.stdout_path, "wb")
+        count = 1
+        if keep_log:
+            count += sum(wait_for in line for line in self.log_text().splitlines())
+        else:
+            for old in self._log_files():  # a fresh log per run
+                old.unlink()
+        if self._stdout is not None:
+            self._stdout.close()
+        self._stdout = open(self.stdout_path, "ab" if keep_log else "wb")
+        self.paused = False
         self.proc = subprocess.Popen(
             self.command(), cwd=self.workdir, env=self.environment(),
             stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT,
@@ -85,7 +97,7 @@ class TwistdDaemon:
         )
         _live.add(self)
         try:
-            self.wait_for_log(wait_for, timeout)
+            self.wait_for_log(wait_for, timeout, count)
         except BaseException:
             self.stop()
             raise
@@ -142,8 +154,38 @@ class TwistdDaemon:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def restart(self, wait_for: str | None = None, timeout: float = 15.0) -> TwistdDaemon:
+        """Stop (SIGTERM by PID) if running, then start again on the same config, state and
+        log (see ``start(keep_log=True)``)."""
+        self.stop()
+        return self.start(wait_for, timeout, keep_log=True)
+
+    def kill(self) -> int | None:
+        """SIGKILL by PID (kill -9: no shutdown, nothing flushed); returns the exit code."""
+        code = kill_process(self.proc) if self.proc is not None else None
+        self.paused = False
+        self.stop()  # closes its stdout file; the process is gone already
+        return code
+
+    def pause(self) -> None:
+        """SIGSTOP by PID: the process keeps its sockets but runs no code until resume()."""
+        if not self.running():
+            raise TestbedError(f"{self.name} is not running")
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT by PID."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM by PID, SIGKILL after ``timeout`` s; returns the exit code; idempotent."""
+        """SIGTERM by PID, SIGKILL after ``timeout`` s; returns the exit code; idempotent.
+        A paused process is resumed first (a stopped process does not act on SIGTERM)."""
+        if self.paused:
+            self.resume()
         code = stop_process(self.proc, timeout) if self.proc is not None else None
         if self._stdout is not None:
             self._stdout.close()

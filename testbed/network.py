@@ -26,6 +26,11 @@ stream header names. ``network.s2s_counts("killrc.oulubox.irc")`` is what avalon
         net.reset_counts()
         ...
         net.wait_counts("killrc.oulubox.irc", message=1)
+
+The same proxy breaks links on purpose, per pair of servers and in both directions:
+``net.cut("killrc.oulubox.irc")`` (avalon.irc <-> killrc), ``net.blackhole(a, b)``,
+``net.stall(a, b)``, ``net.delay(a, b, seconds)``, then ``net.heal(a, b)``. Process faults
+(kill -9, restart, SIGSTOP) and the dmuc daemons of a whole network: testbed.faults.
 """
 
 from __future__ import annotations
@@ -134,7 +139,7 @@ class NetServer:
 
 
 # ----------------------------------------------------------------------------------------------
-# the counting s2s proxy
+# the counting s2s proxy, and the faults it can inject per link
 
 
 @dataclass(frozen=True)
@@ -186,11 +191,63 @@ class _StreamScanner:
             self.broken = True  # e.g. a stream restart; stop counting this direction
 
 
+# What a link does with the bytes that reach the proxy (see S2SCounter.set_fault).
+LINK_MODES = ("ok", "cut", "blackhole", "stall", "delay")
+
+
+@dataclass
+class LinkState:
+    """The fault on one link (an unordered pair of servers). Lives in the proxy's loop; a
+    change replaces it and sets the old one's ``changed``, to wake the writers it holds."""
+
+    mode: str = "ok"
+    delay: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Closed(Exception):
+    """The connection was cut by a fault."""
+
+
+class _Conn:
+    """One proxied TCP connection: the connecting server's side (``client``) and the
+    receiving server's side (``upstream``, opened when the first bytes are let through)."""
+
+    def __init__(self, server: str, target: tuple[str, int],
+                 client: asyncio.StreamWriter) -> None:
+        self.server = server  # the receiving server (the route's)
+        self.target = target  # its real s2s address
+        self.source = "?"  # the connecting server, once its stream header names it
+        self.client = client
+        self.upstream: asyncio.StreamWriter | None = None
+        self.upstream_ready: asyncio.Future[asyncio.StreamReader] | None = None
+        self.dropped = False  # bytes were discarded (blackhole): its streams are broken
+        self.closed = False
+
+    @property
+    def link(self) -> frozenset[str] | None:
+        return None if self.source == "?" else frozenset((self.source, self.server))
+
+    def abort(self) -> None:
+        """Close both sides at once (buffered bytes are thrown away, as a reset would)."""
+        self.closed = True
+        for w in (self.client, self.upstream):
+            if w is not None:
+                w.transport.abort()
+
+
 class S2SCounter:
-    """TCP proxies in front of s2s ports that count the stanzas crossing them.
+    """TCP proxies in front of s2s ports that count the stanzas crossing them, and can
+    break each link on purpose (:meth:`set_fault`).
 
     Runs its own asyncio loop in a daemon thread. ``resolve(domain)`` maps a domain named in a
-    stream header to the server it belongs to (the key of the counts).
+    stream header to the server it belongs to (the key of the counts and of the links).
+
+    Each direction of a connection is read into a queue at once and written out by a writer
+    that applies the link's fault, so a delay is latency, not a throughput limit, and the
+    order of the bytes never changes. A connection belongs to a link once the connecting
+    server's stream header names it (its first bytes): nothing goes upstream before that
+    is known, so a new connection on a cut or blackholed link never reaches the server.
     """
 
     def __init__(self, resolve: Callable[[str], str]) -> None:
@@ -198,14 +255,20 @@ class S2SCounter:
         self._routes: list[tuple[str, int, str, int, str]] = []
         self._cond = threading.Condition()
         self._counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        # stanzas a fault threw away, and stanzas read from their sender (forwarded or not)
+        self._dropped: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        self._seen: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         self._log: list[S2SStanza] = []
         self._async_waiters: list[tuple[Callable[[], bool], asyncio.AbstractEventLoop,
                                         asyncio.Future[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.connections = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns: set[_Conn] = set()
+        self._links: dict[frozenset[str], LinkState] = {}
+        self.connections = 0  # accepted so far
+        self.refused = 0  # new connections closed at once because their link was cut
 
     def add_route(self, listen_ip: str, listen_port: int, target_ip: str, target_port: int,
                   server: str) -> None:
@@ -214,14 +277,21 @@ class S2SCounter:
 
     # -- counts
 
-    def _record(self, item: S2SStanza) -> None:
+    def _record(self, item: S2SStanza, table: str = "forwarded") -> None:
         with self._cond:
-            self._counts[(item.source, item.target)][item.kind] += 1
-            self._log.append(item)
+            self.table(table)[(item.source, item.target)][item.kind] += 1
+            if table == "forwarded":
+                self._log.append(item)
             self._cond.notify_all()
             waiters = list(self._async_waiters)
         for pred, loop, fut in waiters:
             loop.call_soon_threadsafe(self._check_async, pred, fut)
+
+    def table(self, name: str) -> dict[tuple[str, str], Counter[str]]:
+        """The counts ``"forwarded"`` (what crossed), ``"dropped"`` (what a fault threw
+        away) or ``"seen"`` (what the proxy read from the sender, held or not); read them
+        under the counter's lock (as the predicates of wait() and wait_async() are)."""
+        return {"forwarded": self._counts, "dropped": self._dropped, "seen": self._seen}[name]
 
     def _check_async(self, pred: Callable[[], bool], fut: asyncio.Future[None]) -> None:
         with self._cond:
@@ -235,6 +305,20 @@ class S2SCounter:
             c = self._counts.get((source, target), Counter())
             return {k: c[k] for k in KINDS}
 
+    def dropped(self, source: str, target: str) -> dict[str, int]:
+        """Like :meth:`counts`, for the stanzas a fault threw away (blackhole, or queued in
+        the proxy when the link was cut)."""
+        with self._cond:
+            c = self._dropped.get((source, target), Counter())
+            return {k: c[k] for k in KINDS}
+
+    def seen(self, source: str, target: str) -> dict[str, int]:
+        """Like :meth:`counts`, for the stanzas the proxy read from ``source`` (forwarded,
+        held by a stall or a delay, or dropped)."""
+        with self._cond:
+            c = self._seen.get((source, target), Counter())
+            return {k: c[k] for k in KINDS}
+
     def log(self, source: str | None = None, target: str | None = None) -> list[S2SStanza]:
         with self._cond:
             return [s for s in self._log if (source is None or s.source == source)
@@ -243,6 +327,8 @@ class S2SCounter:
     def reset(self) -> None:
         with self._cond:
             self._counts.clear()
+            self._dropped.clear()
+            self._seen.clear()
             self._log.clear()
 
     def wait(self, pred: Callable[[], bool], timeout: float) -> bool:
@@ -268,59 +354,234 @@ class S2SCounter:
             with self._cond:
                 self._async_waiters.remove(entry)
 
+    # -- faults (called from any thread; applied in the proxy's loop)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = self._loop
+        if loop is None:
+            raise TestbedError("the s2s proxy is not running")
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(10)
+
+    def set_fault(self, a: str, b: str, mode: str, delay: float = 0.0) -> int:
+        """Break the link between servers ``a`` and ``b`` (both directions, every connection
+        between them, whoever opened it):
+
+        ``cut``        close its connections now (both sides at once, what was still queued in
+                       the proxy is lost) and close every new one as soon as its stream header
+                       names the link (before any byte reaches the other server);
+        ``blackhole``  keep every connection open, accept new ones, forward nothing: the bytes
+                       are read and thrown away, so both servers' writes succeed and nothing
+                       arrives; nothing tells either side (it can only time out);
+        ``stall``      forward nothing but keep every byte, in order, until the link is healed
+                       or changed (TCP's view of a stall: nothing is lost);
+        ``delay``      forward every byte ``delay`` seconds after it reached the proxy;
+        ``ok``         heal: see :meth:`heal`.
+
+        Returns how many connections the link had when the fault was set."""
+        if mode not in LINK_MODES:
+            raise ValueError(f"unknown link mode {mode!r}; use one of {LINK_MODES}")
+        if mode == "delay" and delay <= 0:
+            raise ValueError("a delay needs delay > 0")
+        return int(self._call(self._set_fault, frozenset((a, b)), mode, float(delay)))
+
+    def heal(self, a: str, b: str) -> int:
+        """Back to normal: stalled and delayed bytes go on (in order); connections that lost
+        bytes in a blackhole are closed (their XML streams are broken; a real network would
+        have reset them), so both servers open new ones. Returns how many were closed."""
+        return int(self._call(self._set_fault, frozenset((a, b)), "ok", 0.0))
+
+    def heal_all(self) -> None:
+        """Heal every link that has a fault."""
+        for link in self._call(lambda: [k for k, v in self._links.items() if v.mode != "ok"]):
+            a, b = sorted(link)
+            self.heal(a, b)
+
+    def fault(self, a: str, b: str) -> tuple[str, float]:
+        """``(mode, delay)`` of the link between ``a`` and ``b``."""
+        state = self._call(self._links.get, frozenset((a, b)))
+        return ("ok", 0.0) if state is None else (state.mode, state.delay)
+
+    def link_connections(self, a: str, b: str) -> int:
+        """Open connections on the link between ``a`` and ``b`` (either direction)."""
+        link = frozenset((a, b))
+        return self._call(lambda: sum(1 for c in self._conns if c.link == link and not c.closed))
+
+    def _state(self, link: frozenset[str] | None) -> LinkState | None:
+        return None if link is None else self._links.get(link)
+
+    def _set_fault(self, link: frozenset[str], mode: str, delay: float) -> int:
+        old = self._links.get(link)
+        affected = [c for c in self._conns if c.link == link and not c.closed]
+        self._links[link] = LinkState(mode, delay if mode == "delay" else 0.0)
+        if old is not None:
+            old.changed.set()  # wake writers held by the old state; they look again
+        if mode == "cut":
+            for conn in affected:
+                conn.abort()
+            return len(affected)
+        if mode == "ok":
+            broken = [c for c in affected if c.dropped]
+            for conn in broken:
+                conn.abort()
+            return len(broken)
+        return len(affected)
+
     # -- proxying
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    scanner: _StreamScanner) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _scanner(self, conn: _Conn, towards_server: bool,
+                 found: list[S2SStanza]) -> _StreamScanner:
+        """Counts one direction; the connecting server's header also names the link."""
+        link = {"source": "?", "target": conn.server} if towards_server \
+            else {"source": conn.server, "target": "?"}
+
+        def on_header(attrs: dict[str, str]) -> None:
+            if attrs.get("from"):
+                link["source"] = self.resolve(attrs["from"])
+                if towards_server:
+                    conn.source = link["source"]
+            if attrs.get("to"):
+                link["target"] = self.resolve(attrs["to"])
+
+        def on_element(name: str, attrs: dict[str, str]) -> None:
+            if name in KINDS:
+                found.append(S2SStanza(link["source"], link["target"], name,
+                                       attrs.get("from"), attrs.get("to"), attrs.get("type")))
+
+        return _StreamScanner(on_header, on_element)
+
+    async def _read(self, conn: _Conn, reader: asyncio.StreamReader,
+                    queue: asyncio.Queue[Any], towards_server: bool) -> None:
+        """Read one direction into ``queue``: (when read, data, stanzas completed by it)."""
+        found: list[S2SStanza] = []
+        scanner = self._scanner(conn, towards_server, found)
         try:
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-                scanner.feed(data)  # counted once forwarded
+                scanner.feed(data)
+                items = found[:]
+                found.clear()
+                for item in items:
+                    self._record(item, "seen")
+                state = self._state(conn.link)
+                due = time.monotonic() + (state.delay if state is not None else 0.0)
+                queue.put_nowait((due, data, items))
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.close()
+            queue.put_nowait(None)
+
+    async def _gate(self, conn: _Conn, due: float) -> bool:
+        """Wait until the link lets these bytes through: True to write them, False to drop
+        them; raises _Closed if the link is cut."""
+        while True:
+            state = self._state(conn.link)
+            if conn.closed:
+                raise _Closed
+            if state is not None and state.mode == "cut":
+                if conn.upstream is None:
+                    self.refused += 1
+                conn.abort()
+                raise _Closed
+            if state is not None and state.mode == "blackhole":
+                conn.dropped = True
+                return False
+            if conn.dropped:  # healed after losing bytes: this stream is broken
+                conn.abort()
+                raise _Closed
+            wait = None if state is not None and state.mode == "stall" \
+                else due - time.monotonic()
+            if wait is not None and wait <= 0:
+                return True
+            assert state is not None  # only a (once) faulted link holds bytes back
+            try:
+                await asyncio.wait_for(state.changed.wait(), wait)
+            except TimeoutError:
+                return True
+
+    async def _write(self, conn: _Conn, queue: asyncio.Queue[Any], towards_server: bool) -> None:
+        """Write one direction out of ``queue`` through the link's fault."""
+        try:
+            while (item := await queue.get()) is not None:
+                _, data, items = item
+                if not await self._gate(conn, item[0]):
+                    for s in items:
+                        self._record(s, "dropped")
+                    continue
+                if towards_server and conn.upstream is None:
+                    await self._open_upstream(conn)
+                writer = conn.upstream if towards_server else conn.client
+                assert writer is not None
+                writer.write(data)
+                await writer.drain()
+                for s in items:  # counted once forwarded
+                    self._record(s)
+        except (ConnectionError, OSError, _Closed):
+            pass
+        finally:
+            if towards_server:
+                if conn.upstream_ready is not None and not conn.upstream_ready.done():
+                    conn.upstream_ready.cancel()  # never opened: the other side ends too
+                if conn.upstream is not None:
+                    conn.upstream.close()
+                else:
+                    conn.client.close()
+            else:
+                conn.client.close()
+            # what is still queued was lost with the connection
+            while not queue.empty():
+                rest = queue.get_nowait()
+                for s in (rest[2] if rest is not None else ()):
+                    self._record(s, "dropped")
+
+    async def _open_upstream(self, conn: _Conn) -> None:
+        assert conn.upstream_ready is not None
+        reader, writer = await asyncio.open_connection(*conn.target)
+        conn.upstream = writer
+        if conn.closed:
+            writer.transport.abort()
+            raise _Closed
+        conn.upstream_ready.set_result(reader)
+
+    async def _answers(self, conn: _Conn) -> None:
+        """The receiving server's answering stream, once the connection reaches it."""
+        assert conn.upstream_ready is not None
+        try:
+            reader = await conn.upstream_ready
+        except asyncio.CancelledError:
+            return
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        await asyncio.gather(self._read(conn, reader, queue, False),
+                             self._write(conn, queue, False))
 
     async def _handle(self, target_ip: str, target_port: int, server: str,
                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        conn = _Conn(server, (target_ip, target_port), writer)
+        conn.upstream_ready = asyncio.get_running_loop().create_future()
+        self._conns.add(conn)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
         try:
-            up_reader, up_writer = await asyncio.open_connection(target_ip, target_port)
-        except OSError:
-            writer.close()
-            return
-
-        def scanner(default_source: str, default_target: str) -> _StreamScanner:
-            link = {"source": default_source, "target": default_target}
-
-            def on_header(attrs: dict[str, str]) -> None:
-                if attrs.get("from"):
-                    link["source"] = self.resolve(attrs["from"])
-                if attrs.get("to"):
-                    link["target"] = self.resolve(attrs["to"])
-
-            def on_element(name: str, attrs: dict[str, str]) -> None:
-                if name in KINDS:
-                    self._record(S2SStanza(link["source"], link["target"], name,
-                                           attrs.get("from"), attrs.get("to"),
-                                           attrs.get("type")))
-
-            return _StreamScanner(on_header, on_element)
-
-        # the connecting server -> ``server``, and ``server``'s answering stream
-        await asyncio.gather(
-            self._pump(reader, up_writer, scanner("?", server)),
-            self._pump(up_reader, writer, scanner(server, "?")),
-        )
+            # the connecting server -> ``server``, and ``server``'s answering stream
+            await asyncio.gather(self._read(conn, reader, queue, True),
+                                 self._write(conn, queue, True), self._answers(conn))
+        finally:
+            conn.closed = True
+            self._conns.discard(conn)
 
     async def _start_servers(self) -> None:
         for listen_ip, listen_port, target_ip, target_port, server in self._routes:
             def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, *,
                         args: tuple[str, int, str] = (target_ip, target_port, server)) -> None:
-                task = asyncio.ensure_future(self._handle(*args, r, w))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._handle(*args, r, w))
 
             self._servers.append(await asyncio.start_server(
                 handler, listen_ip, listen_port, reuse_address=True))
@@ -337,10 +598,13 @@ class S2SCounter:
     async def _shutdown(self) -> None:
         for srv in self._servers:
             srv.close()
+        for conn in list(self._conns):
+            conn.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._servers.clear()
+        self._links.clear()
 
     def stop(self) -> None:
         loop, self._loop = self._loop, None
@@ -519,22 +783,25 @@ class DmucNetwork:
     def reset_counts(self) -> None:
         self.counter.reset()
 
-    def _reached(self, target: str, source: str, at_least: Mapping[str, int]
-                 ) -> Callable[[], bool]:
+    def _reached(self, target: str, source: str, at_least: Mapping[str, int],
+                 table: str = "forwarded") -> Callable[[], bool]:
         unknown = set(at_least) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown stanza kinds {sorted(unknown)}; use {KINDS}")
         src, dst = self.server(source).domain, self.server(target).domain
-        counts = self.counter._counts  # read under the counter's lock by wait()/wait_async()
+        counts = self.counter.table(table)  # read under the lock by wait()/wait_async()
         return lambda: all(counts.get((src, dst), Counter())[k] >= n
                            for k, n in at_least.items())
 
     def _timeout_error(self, target: str, source: str, at_least: Mapping[str, int],
-                       timeout: float) -> TimeoutError:
+                       timeout: float, table: str = "forwarded") -> TimeoutError:
         seen = "\n".join(f"  {s}" for s in self.s2s_log(target, source)) or "  (nothing)"
+        src, dst = self.server(source).domain, self.server(target).domain
+        have = {"forwarded": self.counter.counts, "dropped": self.counter.dropped,
+                "seen": self.counter.seen}[table](src, dst)
         return TimeoutError(
-            f"s2s {source} -> {target}: wanted at least {dict(at_least)} within {timeout} s, "
-            f"have {self.s2s_counts(target, source)}; stanzas:\n{seen}")
+            f"s2s {source} -> {target}: wanted at least {dict(at_least)} {table} within "
+            f"{timeout} s, have {have}; forwarded stanzas:\n{seen}")
 
     def wait_counts(self, target: str, *, source: str = MASTER_DOMAIN, timeout: float = 10.0,
                     **at_least: int) -> dict[str, int]:
@@ -545,34 +812,90 @@ class DmucNetwork:
         return self.s2s_counts(target, source)
 
     async def await_counts(self, target: str, *, source: str = MASTER_DOMAIN,
-                           timeout: float = 10.0, **at_least: int) -> dict[str, int]:
-        """:meth:`wait_counts` for coroutines (the test clients' event loop keeps running)."""
-        if not await self.counter.wait_async(self._reached(target, source, at_least), timeout):
-            raise self._timeout_error(target, source, at_least, timeout)
+                           timeout: float = 10.0, table: str = "forwarded",
+                           **at_least: int) -> dict[str, int]:
+        """:meth:`wait_counts` for coroutines (the test clients' event loop keeps running).
+        ``table="seen"`` waits for stanzas the proxy has read (e.g. held by a stall),
+        ``table="dropped"`` for stanzas a fault threw away."""
+        pred = self._reached(target, source, at_least, table)
+        if not await self.counter.wait_async(pred, timeout):
+            raise self._timeout_error(target, source, at_least, timeout, table)
         return self.s2s_counts(target, source)
+
+    # -- faults on the s2s links (see S2SCounter.set_fault); a link is a pair of servers,
+    # named by any of their domains or JIDs, both directions
+
+    def _pair(self, a: str, b: str) -> tuple[str, str]:
+        pa, pb = self.server(a).domain, self.server(b).domain
+        if pa == pb:
+            raise ValueError(f"{a} and {b} are on the same server: there is no s2s link")
+        return pa, pb
+
+    def cut(self, a: str, b: str = MASTER_DOMAIN) -> int:
+        """Close the link's connections and refuse new ones (until :meth:`heal`)."""
+        return self.counter.set_fault(*self._pair(a, b), "cut")
+
+    def blackhole(self, a: str, b: str = MASTER_DOMAIN) -> int:
+        """Keep the link's connections open and forward nothing (until :meth:`heal`)."""
+        return self.counter.set_fault(*self._pair(a, b), "blackhole")
+
+    def stall(self, a: str, b: str = MASTER_DOMAIN) -> int:
+        """Hold every byte on the link, losing none, until :meth:`heal`."""
+        return self.counter.set_fault(*self._pair(a, b), "stall")
+
+    def delay(self, a: str, b: str = MASTER_DOMAIN, seconds: float = 1.0) -> int:
+        """Forward every byte on the link ``seconds`` late (until :meth:`heal`)."""
+        return self.counter.set_fault(*self._pair(a, b), "delay", seconds)
+
+    def heal(self, a: str, b: str = MASTER_DOMAIN) -> int:
+        """Back to normal; held bytes go on; blackholed connections are closed."""
+        return self.counter.heal(*self._pair(a, b))
+
+    def heal_all(self) -> None:
+        self.counter.heal_all()
+
+    def link_fault(self, a: str, b: str = MASTER_DOMAIN) -> tuple[str, float]:
+        """``(mode, delay)`` of a link: ``("ok", 0.0)`` when healthy."""
+        return self.counter.fault(*self._pair(a, b))
+
+    def link_connections(self, a: str, b: str = MASTER_DOMAIN) -> int:
+        """Open s2s connections between the two servers (either direction)."""
+        return self.counter.link_connections(*self._pair(a, b))
+
+    def s2s_dropped(self, target: str, source: str = MASTER_DOMAIN) -> dict[str, int]:
+        """Stanzas from ``source``'s server to ``target``'s that a fault threw away."""
+        return self.counter.dropped(self.server(source).domain, self.server(target).domain)
+
+    def s2s_seen(self, target: str, source: str = MASTER_DOMAIN) -> dict[str, int]:
+        """Stanzas from ``source``'s server to ``target``'s that reached the proxy
+        (forwarded, held, or dropped)."""
+        return self.counter.seen(self.server(source).domain, self.server(target).domain)
 
     # -- dmuc daemon configs
 
-    def master_config(self, db_path: Path | str, extra_toml: str = "") -> str:
+    def master_config(self, db_path: Path | str, extra_toml: str = "", *,
+                      level: str = "debug") -> str:
         """TOML for ``dmuc-master`` as ``channel.avalon.irc``, with the network's slaves."""
         m = self.master
         return daemon_toml(
             jid=MUC_SERVICE, host=m.ip, port=m.component_port, secret=m.secrets[MUC_SERVICE],
-            db_path=db_path, tables={"muc": {"room_locking": False}},
+            db_path=db_path, tables={"muc": {"room_locking": False}}, level=level,
             slaves={slave_jid(d): [d] for d in SLAVE_DOMAINS} if self.slaves else None,
             extra_toml=extra_toml,
         )
 
-    def slave_config(self, domain: str, db_path: Path | str, extra_toml: str = "") -> str:
-        """TOML for ``dmuc-slave`` serving the users of ``domain`` (a slave server)."""
+    def slave_config(self, domain: str, db_path: Path | str, extra_toml: str = "", *,
+                     keepalive: int = 60, history: int = 20, level: str = "debug") -> str:
+        """TOML for ``dmuc-slave`` serving the users of ``domain`` (a slave server).
+        ``keepalive`` (seconds, 5-3600) is also what the master uses towards this slave."""
         s = self.server(domain)
         if s.role != "slave" or s.component is None:
             raise ValueError(f"{domain} has no slave component (slaves={self.slaves})")
         return daemon_toml(
             jid=s.component, host=s.ip, port=s.component_port, secret=s.secrets[s.component],
-            db_path=db_path, extra_toml=extra_toml,
+            db_path=db_path, extra_toml=extra_toml, level=level,
             tables={"slave": {"domains": [s.domain], "masters": [MUC_SERVICE],
-                              "keepalive": 60, "history": 20}},
+                              "keepalive": keepalive, "history": history}},
         )
 
     def __repr__(self) -> str:

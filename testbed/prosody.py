@@ -67,6 +67,16 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> int | Non
     return proc.wait()
 
 
+def kill_process(proc: subprocess.Popen[Any]) -> int | None:
+    """SIGKILL ``proc`` by PID (kill -9) and reap it. Returns the exit code."""
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+    return proc.wait()
+
+
 def stop_all(*servers: Any, timeout: float = 5.0) -> None:
     """SIGTERM every server first, then wait for each (Prosody with s2s links takes ~1 s to
     stop, so stopping several in parallel saves time). Accepts anything with .proc/.stop()."""
@@ -219,6 +229,7 @@ class ProsodyInstance:
         self.console_path = self.workdir / "prosody.console"
         self.proc: subprocess.Popen[bytes] | None = None
         self._console: IO[bytes] | None = None
+        self.paused = False  # SIGSTOPped by pause()
 
     # -- config
 
@@ -394,13 +405,43 @@ class ProsodyInstance:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the server by PID, SIGKILL after ``timeout`` s; idempotent."""
+        """SIGTERM the server by PID, SIGKILL after ``timeout`` s; idempotent. A paused
+        server is resumed first (a stopped process does not act on SIGTERM)."""
         if self.proc is not None:
+            if self.paused:
+                self.resume()
             stop_process(self.proc, timeout)
         if self._console is not None:
             self._console.close()
             self._console = None
         _live.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL by PID (kill -9): no goodbye to clients, peers or components."""
+        if self.proc is not None:
+            kill_process(self.proc)
+        self.paused = False
+        self.stop()
+
+    def restart(self, timeout: float = READY_TIMEOUT) -> ProsodyInstance:
+        """Stop (SIGTERM by PID) if running, and start again on the same config, data and
+        ports; the log goes on in the same file."""
+        self.stop()
+        return self.start(timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP by PID."""
+        if not self.running():
+            raise TestbedError("Prosody is not running")
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT by PID."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
 
     def __enter__(self) -> ProsodyInstance:
         return self.start()
