@@ -728,9 +728,9 @@ class Room:
         dropped: a client may reuse them."""
         if not message_id:
             return False
-        original = xep0282.original_id(message_id)
+        original, resubmitted = xep0282.original_id(message_id)
         seen = (sender, original) in self.submitted
-        if seen and message_id.startswith(xep0282.RESUBMIT_ID_PREFIX):
+        if seen and resubmitted:
             out.debug(f"{self.jid}: dropped a resubmitted message {message_id} of {sender}")
             return True
         self.submitted[(sender, original)] = None

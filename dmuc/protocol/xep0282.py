@@ -20,12 +20,17 @@ SPLIT_ID_PREFIX = "dmuc-split-"
 RESUBMIT_ID_PREFIX = "dmuc-resent-"
 
 
-def original_id(message_id: str) -> str:
-    """A message id without the prefixes a slave adds across a netsplit."""
-    for prefix in (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX):
-        if message_id.startswith(prefix):
-            return original_id(message_id[len(prefix):])
-    return message_id
+def original_id(message_id: str) -> tuple[str, bool]:
+    """A message id without the prefixes a slave (or mod_dmuc_slave) adds across a
+    netsplit, and whether one of them says it is a resubmission."""
+    resubmitted = False
+    while True:
+        if message_id.startswith(RESUBMIT_ID_PREFIX):
+            message_id, resubmitted = message_id[len(RESUBMIT_ID_PREFIX):], True
+        elif message_id.startswith(SPLIT_ID_PREFIX):
+            message_id = message_id[len(SPLIT_ID_PREFIX):]
+        else:
+            return message_id, resubmitted
 
 
 def dmuc_x() -> Element:

@@ -144,7 +144,9 @@ class SlaveLink:
             return
         nick = self.room.local.get(full)
         is_groupchat = stanza.name == "message" and stanza.getAttribute("type") == "groupchat"
-        if is_groupchat and nick is not None and stanza.getAttribute("to") == self.room.jid:
+        resent = (stanza.getAttribute("id") or "").startswith(xep0282.RESUBMIT_ID_PREFIX)
+        if is_groupchat and nick is not None and stanza.getAttribute("to") == self.room.jid \
+                and not resent:  # a resubmission was shown already, when it first went out
             # A local occupant keeps talking: shown here at once, submitted later with an
             # id that tells us not to show it again (§4.11.1, §4.11.2).
             out.broadcast(local_echo(stanza, self.room.jid, nick), self.room.local_sessions())

@@ -218,11 +218,6 @@ def test_master_kill_and_restart(rig: Rig, reports: list[FaultReport]) -> None:
                   lambda f: f.process("kill", "master"), domains=SLAVE_DOMAINS))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 7: lost 200 of 1856 deliveries (074cc93): every message killrc's users sent "
-    "while their slave was down (25 from k1 and k2, x 8 clients); mod_dmuc_slave hands "
-    "them to the absent component and Prosody bounces them (remote-server-timeout, "
-    "'Component unavailable'); nothing holds them"))
 def test_slave_kill_and_restart(rig: Rig, reports: list[FaultReport]) -> None:
     check(measure(rig, reports, "killrc slave kill -9, restarted",
                   lambda f: f.process("kill", KILLRC)))

@@ -105,6 +105,128 @@ end);
 -- Hand a local client's stanza for a room or occupant of a mirrored service to the slave.
 local missing_logged = false;
 
+-- While the slave is not connected (restarting, killed), what its users send waits here
+-- (at most `dmuc_slave_hold` stanzas for `dmuc_slave_hold_seconds`), and goes to it once
+-- it is back, in order; past either bound the user gets mod_component's error as before.
+local hold_max = module:get_option_number("dmuc_slave_hold", 2000);
+local hold_seconds = module:get_option_number("dmuc_slave_hold_seconds", 60);
+local held = {}; -- { origin, stanza, at, error reply }
+local xmlns_component = "xmpp:prosody.im/protocol/component";
+
+-- A slave killed (-9) loses what was in its socket buffers: the groupchat messages of the
+-- last `dmuc_slave_replay_seconds` before it went away are handed to it again when it is
+-- back, with the id prefix that lets the master drop those it had already (XEP-0282 as
+-- dmuc implements it, docs/protocol.md §4.11.2).
+local replay_seconds = module:get_option_number("dmuc_slave_replay_seconds", 2);
+local resent_prefix = "dmuc-resent-";
+local recent = {}; -- { origin, stanza, at } of groupchat handed to the slave, oldest first
+
+local function remember(origin, stanza)
+	if stanza.name ~= "message" or stanza.attr.type ~= "groupchat" or not stanza.attr.id then
+		return;
+	end
+	local now = os.time();
+	recent[#recent + 1] = { origin = origin, stanza = st.clone(stanza), at = now };
+	local first = 1;
+	while recent[first] and (now - recent[first].at > replay_seconds or #recent - first >= 500) do
+		first = first + 1;
+	end
+	if first > 1 then
+		local kept = {};
+		for i = first, #recent do kept[#kept + 1] = recent[i]; end
+		recent = kept;
+	end
+end
+
+local function is_not_connected(reply)
+	local err = reply.attr.type == "error" and reply:get_child("error");
+	return err and err:get_child("not-connected", xmlns_component) ~= nil;
+end
+
+local function give_up(entry, why)
+	module:log("warn", "Slave %s unavailable for %s; %s gets the error", component, why,
+		entry.stanza.attr.from or "?");
+	entry.origin.send(entry.reply);
+end
+
+local hand_over;
+
+local function hold(origin, stanza, reply)
+	if #held >= hold_max then
+		give_up({ origin = origin, stanza = stanza, reply = reply }, "too long (queue full)");
+		return;
+	end
+	if #held == 0 then
+		module:log("info", "Slave %s is not connected: holding its users' room stanzas", component);
+		module:add_timer(hold_seconds, function()
+			local now, kept = os.time(), {};
+			for _, entry in ipairs(held) do
+				if now - entry.at >= hold_seconds then
+					give_up(entry, hold_seconds .. " s");
+				else
+					kept[#kept + 1] = entry;
+				end
+			end
+			held = kept;
+			return #held > 0 and hold_seconds or nil;
+		end);
+	end
+	held[#held + 1] = { origin = origin, stanza = stanza, at = os.time(), reply = reply };
+end
+
+-- As if the stanza had been addressed to the component: mod_component sends it on; if the
+-- component is not connected it answers "Component unavailable", which we catch to hold it.
+function hand_over(target, origin, stanza)
+	local name = stanza.name .. (select(3, jid_split(stanza.attr.to)) and "/full" or "/bare");
+	local unavailable = false;
+	local watch = setmetatable({
+		send = function(reply)
+			if is_not_connected(reply) then
+				unavailable = true;
+				hold(origin, stanza, reply);
+			else
+				origin.send(reply);
+			end
+		end;
+	}, { __index = origin });
+	target.events.fire_event(name, { origin = watch, stanza = stanza });
+	if not unavailable then
+		remember(origin, stanza);
+	end
+end
+
+local function release_held()
+	local target, replay, queue = prosody.hosts[component], recent, held;
+	recent, held = {}, {};
+	if #replay + #queue == 0 then return; end
+	module:log("info", "Slave %s is (back) up: handing it %d recent messages again and %d "
+		.. "held stanzas", component, #replay, #queue);
+	for _, entry in ipairs(replay) do
+		local stanza = entry.stanza;
+		if stanza.attr.id:sub(1, #resent_prefix) ~= resent_prefix then
+			stanza.attr.id = resent_prefix .. stanza.attr.id;
+		end
+		hand_over(target, entry.origin, stanza);
+	end
+	for _, entry in ipairs(queue) do
+		-- also for a user gone meanwhile: its leave is among them and must reach the room
+		hand_over(target, entry.origin, entry.stanza);
+	end
+end
+
+-- The component's host may be activated after this VirtualHost: watch for it.
+local watching = false;
+local function watch_component()
+	local target = prosody.hosts[component];
+	if watching or not target then return; end
+	watching = true;
+	module:hook_object_event(target.events, "component-authenticated", release_held);
+end
+watch_component();
+module:hook_global("host-activated", function(host)
+	if host == component then watch_component(); end
+end);
+
 local function divert(event)
 	local origin, stanza = event.origin, event.stanza;
 	if origin.type ~= "c2s" then return; end -- only what local clients send
@@ -124,10 +246,7 @@ local function divert(event)
 		return;
 	end
 
-	-- As if the stanza had been addressed to the component: mod_component sends it on, or
-	-- bounces an error to the user while the component is not connected.
-	target.events.fire_event(stanza.name .. (resource and "/full" or "/bare"),
-		{ origin = origin, stanza = stanza });
+	hand_over(target, origin, stanza);
 	return true;
 end
 
@@ -156,10 +275,10 @@ local function bounce_to_slave(event)
 	if not node or not mirrored[host] then return; end
 	local _, condition = stanza:get_error();
 	if not bounce_conditions[condition] then return; end
-	-- "Component unavailable" (the slave itself is down) is for the user to see.
+	-- "Component unavailable" from our own slave is handled where it is sent (held);
+	-- the master's component being down is a netsplit like any other.
 	local err = stanza:get_child("error");
-	if err and (err.attr.by == component
-			or err:get_child("not-connected", "xmpp:prosody.im/protocol/component")) then
+	if err and err.attr.by == component then
 		return;
 	end
 	local target = prosody.hosts[component];
