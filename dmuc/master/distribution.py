@@ -50,8 +50,9 @@ LINK_TRANSITIONS: dict[tuple[LinkState, str], LinkState] = {
     (L.LIVE, "bounce"): L.SPLIT,
     (L.STALE, "bounce"): L.SPLIT,
     (L.SPLIT, "bounce"): L.SPLIT,
-    (L.SPLIT, "pong"): L.LIVE,  # netjoin with occupants: a snapshot brings it up to date
     (L.SPLIT, "pong-empty"): L.STALE,  # netjoin without occupants: refreshed on next ENTER
+    # (a ping answered with occupants behind it: the slave is asked to register again,
+    # and its registration makes it LIVE with exactly the gap replayed)
 }
 
 
@@ -66,6 +67,7 @@ class SlaveLink:
     history: int
     last_heard: float = 0.0
     last_ping: float = 0.0
+    seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     machine: StateMachine[LinkState] = field(init=False, repr=False)
 
@@ -80,6 +82,11 @@ class SlaveLink:
     @property
     def split(self) -> bool:
         return self.state is LinkState.SPLIT
+
+    def send(self, stanza: Element, out: Outbox) -> None:
+        """Everything for the room goes to the slave numbered, in order."""
+        self.seq += 1
+        out.send(xep0282.numbered(stanza, self.seq))
 
 
 @dataclass
@@ -183,7 +190,7 @@ class Distribution:
         request = stanzas.child(muc_x, "history") if muc_x is not None else None
         own = room.presence_of(occupant, True,
                                visibility.self_status_codes(room.config.whois, self_codes))
-        out.send(xep0282.enter(own, slave, session, request))
+        self._send(room, slave, xep0282.enter(own, slave, session, request), out)
 
     def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
                 **presence: Any) -> bool:
@@ -193,8 +200,15 @@ class Distribution:
             return False
         codes = visibility.self_status_codes(room.config.whois, presence.pop("statuses", ()))
         own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
-        out.send(xep0282.leave(own, slave, session))
+        self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True
+
+    def _send(self, room: Room, slave: str, stanza: Element, out: Outbox) -> None:
+        link = self.link(room.jid, slave)
+        if link is not None:
+            link.send(stanza, out)
+        else:
+            out.send(stanza)
 
     def forget(self, room: Room, session: str, out: Outbox) -> None:
         """A session is gone; a slave whose last session it was gets nothing more."""
@@ -262,7 +276,7 @@ class Distribution:
         for link in links:
             copy = build(self.shows_jids(room, link))
             copy["to"] = link.jid
-            out.send(copy)
+            link.send(copy, out)
 
     def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveLink],
                           out: Outbox, stamp: float) -> None:
@@ -270,7 +284,7 @@ class Distribution:
         for link in links:
             copy = xep0282.for_slave(message, stamp, message.getAttribute("from"))
             copy["to"] = link.jid
-            out.send(copy)
+            link.send(copy, out)
 
     def destroyed(self, room: Room, notice: Element | None, out: Outbox) -> None:
         """The room is gone: one notice per slave with occupants (§4.6); it tells each of
@@ -278,7 +292,7 @@ class Distribution:
         routes = self.routes.pop(room.jid, None)
         if routes is not None and notice is not None:
             for slave in sorted(routes.sessions):
-                out.send(xep0282.destroyed(notice, room.jid, slave))
+                self._send(room, slave, xep0282.destroyed(notice, room.jid, slave), out)
         self.links.pop(room.jid, None)
 
     def room_gone(self, room_jid: str) -> None:
@@ -289,7 +303,7 @@ class Distribution:
         """The slaves apply whois themselves; a roster copy that must gain or lose the
         real JIDs is sent again."""
         for link in self.live_links(room):
-            out.send(xep0282.room_settings(room.jid, link.jid, room.config.whois))
+            link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois), out)
             self._refresh_visibility(room, link, out)
 
     # --- from a slave -------------------------------------------------------------------
@@ -392,7 +406,8 @@ class Distribution:
         slave has; every message since then is replayed (§4.11.2), with at least its
         history length."""
         room = self.service.rooms.get(link.room)
-        out.send(xep0282.resync_notice(link.room, link.jid))
+        link.send(xep0282.resync_notice(link.room, link.jid), out)
+        first = len(out.deliveries)
         if room is not None:
             link.shows_jids = self.shows_jids(room, link)
             for occupant in room.occupants.values():
@@ -418,7 +433,8 @@ class Distribution:
             copy["to"] = link.jid
             out.send(copy)
         newest = room.archive.newest_id() if room is not None else ""
-        out.send(xep0282.synced_notice(link.room, link.jid, newest))
+        count = len(out.deliveries) - first
+        link.send(xep0282.synced_notice(link.room, link.jid, newest, count), out)
 
     def _slave_presence(self, stanza: Element, x: Element, link: SlaveLink | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:
@@ -479,9 +495,11 @@ class Distribution:
             return
         routes = self.routes.get(link.room)
         if routes is not None and routes.sessions.get(link.jid):
-            link.machine.fire("pong")
-            out.info(f"netjoin: slave {link.jid} is back for {link.room}; resyncing")
-            self.snapshot(link, out)
+            # The slave registers again, saying what it has: the snapshot then replays
+            # exactly what it missed (§4.11.2); until then it stays split.
+            out.info(f"netjoin: slave {link.jid} is back for {link.room}; asking it to "
+                     "register again")
+            out.send(xep0282.rejoin_request(link.room, link.jid))
         else:
             link.machine.fire("pong-empty")
             out.info(f"netjoin: slave {link.jid} is back for {link.room}")

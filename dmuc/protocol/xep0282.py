@@ -111,12 +111,15 @@ def resync_notice(room: str, slave: str) -> Element:
     return presence
 
 
-def synced_notice(room: str, slave: str, last: str) -> Element:
+def synced_notice(room: str, slave: str, last: str, count: int) -> Element:
     """End of a snapshot: the slave now has the room's whole roster, history and subject.
     `last`: the stanza-id of the room's newest message ("" if none yet), the place from
-    which the slave's next catch-up starts."""
+    which the slave's next catch-up starts; `count`: how many stanzas the snapshot had
+    between <resync/> and <synced/> (a slave that got fewer lost some)."""
     presence = stanzas.new("presence", {"from": room, "to": slave})
-    presence.addChild(dmuc_x()).addElement("synced")["last"] = last
+    synced = presence.addChild(dmuc_x()).addElement("synced")
+    synced["last"] = last
+    synced["count"] = str(count)
     return presence
 
 
@@ -195,3 +198,30 @@ def held_stamp(message: Element) -> float | None:
         if marker is not None:
             return stanzas.parse_stamp(marker.getAttribute("stamp", ""))
     return None
+
+
+# --- sequence numbers: nothing the master sends a slave for a room goes missing unnoticed ------
+
+
+def numbered(stanza: Element, seq: int) -> Element:
+    """Number a stanza the master sends a slave for a room (§4.11.2): in its dmuc element
+    (added if it has none). A gap tells the slave it lost something on the way."""
+    x = stanzas.child(stanza, "x", xmlns.DMUC)
+    if x is None:
+        x = stanza.addChild(dmuc_x())
+    x["seq"] = str(seq)
+    return stanza
+
+
+def sequence_number(stanza: Element) -> int | None:
+    x = stanzas.child(stanza, "x", xmlns.DMUC)
+    return stanzas.parse_bounded_int(x.getAttribute("seq"), 0, 2**62) if x is not None \
+        else None
+
+
+def rejoin_request(room: str, slave: str) -> Element:
+    """The master heard from a split slave again: the slave registers again (with the
+    newest message it has), so that the master replays exactly what it missed."""
+    message = stanzas.new("message", {"from": room, "to": slave, "type": "normal"})
+    message.addChild(dmuc_x()).addElement("rejoin")
+    return message

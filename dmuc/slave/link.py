@@ -113,6 +113,8 @@ class SlaveLink:
         self.last_heard = 0.0  # the master's last stanza (or answer) for this room
         self.last_sent = 0.0  # our last <register/> or keepalive
         self.rejoining = False  # the current registration follows a netsplit
+        self.expected_seq: int | None = None  # the master's next stanza number (§4.11.2)
+        self.snapshot_count = 0  # stanzas received inside the current snapshot
 
     @property
     def state(self) -> LinkState:
@@ -329,6 +331,46 @@ class SlaveLink:
         self.machine.fire("bounced")
         if self.state is L.SPLIT:
             self._requeue_inflight()
+
+    def rejoin(self, out: Outbox) -> None:
+        """The master heard from us again after it found the link split: register again,
+        with the newest message we have, and get exactly what we missed."""
+        if self._allowed("forgotten", out):
+            self.register("forgotten", out)
+
+    def in_sequence(self, stanza: Element, in_snapshot: bool, out: Outbox) -> bool:
+        """Whether to take a stanza from the master, by its number: a repeat is dropped; a
+        gap (something lost on the way, e.g. a link that dropped bytes) starts a
+        registration, whose snapshot replays what was lost. A snapshot's own stanzas are
+        counted against the count its <synced/> gives."""
+        seq = xep0282.sequence_number(stanza)
+        if seq is None:
+            if in_snapshot:
+                self.snapshot_count += 1
+            return True
+        x = stanzas.child(stanza, "x", xmlns.DMUC)
+        if x is not None and stanzas.child(x, "resync") is not None:
+            self.expected_seq, self.snapshot_count = seq + 1, 0
+            return True
+        expected, self.expected_seq = self.expected_seq, seq + 1
+        if expected is not None and seq < expected:
+            self.expected_seq = expected
+            out.debug(f"{self.room.jid}: stanza {seq} from the master came again; dropped")
+            return False
+        synced = stanzas.child(x, "synced") if x is not None else None
+        count = stanzas.parse_bounded_int(synced.getAttribute("count"), 0, 2**62) \
+            if synced is not None else None
+        lost = (seq - expected) if expected is not None and seq > expected else 0
+        if count is not None and count != self.snapshot_count:
+            lost += abs(count - self.snapshot_count)
+        if not lost:
+            return True
+        out.warn(f"lost {lost} stanzas from the master of {self.room.jid} on the way; "
+                 "registering again to get them")
+        self.expected_seq = None
+        if self.machine.can("forgotten"):
+            self.register("forgotten", out)
+        return False
 
     def _allowed(self, event: str, out: Outbox) -> bool:
         """An answer or notice from the network may come late or twice: in a state with no

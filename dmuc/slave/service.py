@@ -22,7 +22,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Outbox, SaveRoom
 from dmuc.protocol import stanzas, xep0282
-from dmuc.slave.fanout import Fanout, malformed
+from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
 from dmuc.storage import HistoryRecord
@@ -253,9 +253,17 @@ class SlaveService:
             elif stype in ("get", "set"):
                 out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
             return
+        if not link.in_sequence(stanza, room.resync_old is not None, out):
+            return  # a repeat, or after a gap (the registration it started repairs it)
         dmuc_x = stanzas.child(stanza, "x", xmlns.DMUC)
+        if dmuc_x is not None and stanza.name == "presence" \
+                and next(dmuc_x.elements(), None) is None:
+            stanza, dmuc_x = without_dmuc(stanza), None  # it carried only its number
         if stanza.name == "presence":
             self._presence_from_master(room, link, stanza, sender, dmuc_x, out)
+        elif stanza.name == "message" and dmuc_x is not None \
+                and stanzas.child(dmuc_x, "rejoin") is not None:
+            link.rejoin(out)
         elif stanza.name == "message":
             self.fanout.message(room, stanza, dmuc_x, out)
 

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +21,7 @@ import pytest
 
 from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
 from testbed.configs import daemon_toml
+from testbed.faults import DmucDaemons, FaultInjector, LogWatcher
 from testbed.network import DmucNetwork
 
 # the helper module sits next to this file; importable however pytest imports the tests
@@ -179,3 +181,42 @@ def net_client_factory(network: DmucNetwork) -> Iterator[MakeClient]:
         for task in senders:
             task.cancel()
         run(asyncio.gather(*senders, return_exceptions=True))
+
+
+# --- a network of its own per test, with every fault at hand (test_faults, test_soak) -----------
+
+# Its own addresses, so that it never meets the session's network.
+FAULT_IPS = ("127.0.2.2", "127.0.2.3", "127.0.2.4", "127.0.2.5", "127.0.2.6")
+FAULT_KEEPALIVE = 5  # seconds (the least the daemons accept): faults are noticed quickly
+
+
+@dataclass
+class Rig:
+    network: DmucNetwork
+    daemons: DmucDaemons
+    faults: FaultInjector
+    logs: LogWatcher
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    """A fresh network and daemons per test: a fault must not leave anything behind for
+    the next one. Every process is stopped by PID."""
+    net_dir, daemons_dir = make_tempdir("dmuc-faults-net-"), make_tempdir("dmuc-faults-")
+    network = DmucNetwork(net_dir, ips=FAULT_IPS, log_level="info")
+    network.start()
+    daemons = DmucDaemons(network, daemons_dir, keepalive=FAULT_KEEPALIVE)
+    try:
+        daemons.start()
+        faults = FaultInjector(network, daemons)
+        with LogWatcher.for_network(network, daemons) as logs:
+            try:
+                yield Rig(network, daemons, faults, logs)
+            finally:
+                faults.cleanup()
+    finally:
+        daemons.stop()
+        network.stop()
+        if not keep_testbed():
+            for d in (net_dir, daemons_dir):
+                shutil.rmtree(d, ignore_errors=True)

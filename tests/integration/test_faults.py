@@ -18,59 +18,23 @@ The first test checks the harness itself: each link fault on a plain chat betwee
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import pytest
-from conftest import MakeClient, keep_testbed, make_tempdir
+from conftest import MakeClient, Rig
 from traffic import FaultReport, TrafficDriver, default_people, run_fault, table
 from xmpp_client import all_of, body, error_condition, is_message, run
 
-from testbed.faults import DmucDaemons, Fault, FaultInjector, LogWatcher
+from testbed.faults import Fault, FaultInjector
 from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, SLAVE_DOMAINS, DmucNetwork
 
 pytestmark = pytest.mark.integration
 
-IPS = ("127.0.2.2", "127.0.2.3", "127.0.2.4", "127.0.2.5", "127.0.2.6")
 KILLRC = "killrc.oulubox.irc"
-KEEPALIVE = 5  # seconds (the least the daemons accept)
 PER_SERVER = 2  # clients on each users' server
 PHASES = {"before": 2.0, "during": 6.0, "after": 6.0}
 USERS_SERVERS = (*SLAVE_DOMAINS, DIRECT_DOMAIN)
-
-
-@dataclass
-class Rig:
-    network: DmucNetwork
-    daemons: DmucDaemons
-    faults: FaultInjector
-    logs: LogWatcher
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    """A fresh network and daemons per test: a fault must not leave anything behind for
-    the next one. Every process is stopped by PID."""
-    net_dir, daemons_dir = make_tempdir("dmuc-faults-net-"), make_tempdir("dmuc-faults-")
-    network = DmucNetwork(net_dir, ips=IPS, log_level="info")
-    network.start()
-    daemons = DmucDaemons(network, daemons_dir, keepalive=KEEPALIVE)
-    try:
-        daemons.start()
-        faults = FaultInjector(network, daemons)
-        with LogWatcher.for_network(network, daemons) as logs:
-            try:
-                yield Rig(network, daemons, faults, logs)
-            finally:
-                faults.cleanup()
-    finally:
-        daemons.stop()
-        network.stop()
-        if not keep_testbed():
-            for d in (net_dir, daemons_dir):
-                shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

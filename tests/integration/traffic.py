@@ -660,3 +660,84 @@ def _source(name: str) -> str:
     prefix, _, domain = name.rpartition(":")
     short = SHORT.get(domain, domain)
     return f"{prefix}:{short}" if prefix else short
+
+
+# --- a soak: many random faults under one stretch of continuous traffic ------------------------
+
+
+@dataclass
+class SoakFault:
+    name: str
+    seconds: float  # injected to healed
+    detect: float | None  # s from injection to the first netsplit line after it
+    netjoin: float | None  # s from the heal to the last netjoin line before the next fault
+
+
+@dataclass
+class SoakReport:
+    seed: int
+    faults: list[SoakFault]
+    acc: Accounting
+    tracebacks: list[str]
+    settle: float
+
+    @property
+    def ok(self) -> bool:
+        return self.acc.lost == 0 and self.acc.duplicated == 0 \
+            and self.acc.roster_mismatches == 0 and not self.tracebacks
+
+    def summary(self) -> str:
+        a = self.acc
+        detects = [f.detect for f in self.faults if f.detect is not None]
+        joins = [f.netjoin for f in self.faults if f.netjoin is not None]
+
+        def worst(values: list[float]) -> str:
+            return f"{max(values):.1f} s" if values else "-"
+
+        return (f"soak (seed {self.seed}): {len(self.faults)} faults, {a.messages} messages "
+                f"sent, {a.expected} deliveries due, lost {a.lost}, duplicated "
+                f"{a.duplicated}, roster mismatches {a.roster_mismatches}, tracebacks "
+                f"{len(self.tracebacks)}; worst detection {worst(detects)}, worst netjoin "
+                f"{worst(joins)}")
+
+    def details(self) -> str:
+        def secs(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        lines = [f"  {f.name:<44} {f.seconds:5.1f} s  detected {secs(f.detect):>5}  "
+                 f"netjoin {secs(f.netjoin):>5}" for f in self.faults]
+        if self.acc.lost_by_path:
+            lines.append("  lost by path (sender->receiver): " + ", ".join(
+                f"{k} {v}" for k, v in self.acc.lost_by_path.most_common()))
+        return "\n".join(lines)
+
+
+async def run_soak(driver: TrafficDriver, faults: Sequence[tuple[Fault, float]],
+                   logs: LogWatcher, *, seed: int, gap: float = 2.0, after: float = 6.0,
+                   quiet: float = 2.5) -> SoakReport:
+    """One stretch of traffic with the faults one after the other: each injected for its
+    seconds then healed, `gap` s of calm between them; then drain and count."""
+    driver.begin()
+    record: list[SoakFault] = []
+    split_re = re.compile("|".join(SPLIT_LINES))
+    join_re = re.compile("|".join(JOIN_LINES))
+    for fault, seconds in faults:
+        await asyncio.sleep(gap)
+        began = time.monotonic()
+        await asyncio.to_thread(fault.inject)
+        await asyncio.sleep(seconds)
+        healing = time.monotonic()
+        await asyncio.to_thread(fault.heal)
+        await asyncio.sleep(gap)
+        splits = logs.matching(split_re, after=began)
+        joins = logs.matching(join_re, after=healing)
+        record.append(SoakFault(
+            fault.name, healing - began,
+            (splits[0].at - began) if splits else None,
+            (joins[-1].at - healing) if joins else None))
+    await asyncio.sleep(after)
+    await driver.end()
+    settle = await driver.settle(quiet=quiet)
+    acc = await driver.account()
+    tracebacks = sorted({e.source for e in logs.matching(re.compile("Traceback|Unhandled"))})
+    return SoakReport(seed, record, acc, tracebacks, settle)

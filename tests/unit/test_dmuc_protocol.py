@@ -431,3 +431,21 @@ def test_only_a_session_behind_a_slave_may_claim_when_it_spoke():
     [got] = [m for m in net.take(WIZ) if m.name == "message"]
     assert stanzas.child(got, "delay", xmlns.DELAY) is None
     assert stanzas.child(got, "x", xmlns.DMUC) is None
+
+
+def test_a_broadcast_lost_on_the_way_is_noticed_by_its_number_and_replayed():
+    """A link that drops bytes without anyone noticing (too short for a keepalive): the
+    next stanza's number shows the gap, the slave registers again and gets what it lost."""
+    net = occupied_room()
+    net.down.add("vesa.yeggmaex.irc")
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='l1'>"
+                   "<body>lost on the way</body></message>")
+    net.down.clear()
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='l2'>"
+                   "<body>next</body></message>")
+    # the gap noticed, the slave registered again: both, once each, in order
+    assert _bodies(net, EFCHEN) == ["lost on the way", "next"]
+    assert net.slaves["vesa.yeggmaex.irc"].links[ROOM].state is LinkState.LIVE
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='l3'>"
+                   "<body>after</body></message>")
+    assert _bodies(net, EFCHEN) == ["after"]

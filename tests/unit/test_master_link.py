@@ -121,10 +121,15 @@ def test_link_lifecycle_through_the_core() -> None:
     kinds = [_dmuc(s) for s in _to_slave(out)]
     assert kinds.index("resync") < kinds.index("synced") < kinds.index("enter")
     assert m.link().state is LinkState.LIVE
-    # Split with an occupant behind it: the ping answer resyncs it at once.
+    # Split with an occupant behind it: the ping answer asks the slave to register again
+    # (it says what it has, and gets exactly what it missed).
     m.send(f"<presence from='{SLAVE}' to='{ROOM}' type='error'/>")
     m.now += 20
     [ping] = _to_slave(m.core.tick(m.now))
     out = m.send(f"<iq type='result' from='{SLAVE}' to='{ROOM}' id='{ping['id']}'/>")
+    assert m.link().state is LinkState.SPLIT
+    assert [_dmuc(s) for s in _to_slave(out)] == ["rejoin"]
+    out = m.send(f"<iq type='set' from='{SLAVE}' to='{ROOM}' id='r2'>"
+                 f"<register xmlns='{xmlns.DMUC}' keepalive='60' history='5' last=''/></iq>")
     assert m.link().state is LinkState.LIVE
-    assert [_dmuc(s) for s in _to_slave(out)][0] == "resync"
+    assert [_dmuc(s) for s in _to_slave(out)][1] == "resync"
