@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-single test unit lint bench deps venv clean
+.PHONY: run run-single test unit lint bench soak deps venv clean
 
 run: deps venv
 	$(BIN)/python -m testbed.demo_network
@@ -24,9 +24,18 @@ unit: venv
 lint: venv
 	$(BIN)/ruff check dmuc tests benchmarks twisted testbed
 
+# A long soak: SOAK_FAULTS random faults under continuous traffic (a fresh seed each run,
+# printed; replay one with SOAK_SEED=n). The test suite runs a short one (3 faults).
+SOAK_FAULTS ?= 20
+SOAK_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+soak: deps venv
+	DMUC_SOAK_FAULTS=$(SOAK_FAULTS) DMUC_SOAK_SEED=$(SOAK_SEED) \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/integration/test_soak.py
+
 bench: deps venv
 	$(BIN)/python -m benchmarks.broadcast
 	$(BIN)/python -m benchmarks.slave_fanout
+	$(BIN)/python -m benchmarks.joins --occupants 10000 --daemon --no-direct
 
 # Debian packages: Prosody (the XMPP server we attach to) and dnsmasq (test DNS).
 deps:
