@@ -406,7 +406,8 @@ class Distribution:
         slave has; every message since then is replayed (§4.11.2), with at least its
         history length."""
         room = self.service.rooms.get(link.room)
-        link.send(xep0282.resync_notice(link.room, link.jid), out)
+        whois = room.config.whois if room is not None else "moderators"
+        link.send(xep0282.resync_notice(link.room, link.jid, whois), out)
         first = len(out.deliveries)
         if room is not None:
             link.shows_jids = self.shows_jids(room, link)

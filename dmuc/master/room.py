@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
+# What a session that moves to another nick through its slave asks for: no history again.
+_NO_HISTORY_JOIN = stanzas.parse_xml(
+    f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
 # The oldest original time a slave may claim for a message it held through a netsplit.
 MAX_HELD_SECONDS = 86_400
 # Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
@@ -508,8 +511,16 @@ class Room:
         It sees its old self leave (303); the others see it only if no session is left."""
         old_nick = occupant.nick
         last = len(occupant.sessions) == 1
-        self.publicise(occupant, out, presence_type="unavailable", statuses=["303"],
-                       item_extra={"nick": new_nick}, only_to=None if last else [session])
+        distribution = self.service.distribution
+        # Behind a slave, the session leaves its old nick and enters the new one through
+        # the slave (which must know which nick each of its sessions holds, §4.5, §4.6).
+        through_slave = not last and distribution.slave_of(self, session) is not None
+        if through_slave:
+            distribution.leaving(self, occupant, session, out, statuses=["303"],
+                                 item_extra={"nick": new_nick})
+        else:
+            self.publicise(occupant, out, presence_type="unavailable", statuses=["303"],
+                           item_extra={"nick": new_nick}, only_to=None if last else [session])
         del occupant.sessions[session]
         del self.nick_of[session]
         if last:
@@ -527,7 +538,12 @@ class Room:
             target.sessions[session] = presence
             target.primary = session
         self.nick_of[session] = new_nick
-        self.publicise(target, out, self_statuses=["210"] if new_nick != requested else [])
+        codes = ["210"] if new_nick != requested else []
+        if through_slave:
+            self.publicise(target, out, exclude={session})
+            distribution.entered(self, target, session, _NO_HISTORY_JOIN, codes, out)
+        else:
+            self.publicise(target, out, self_statuses=codes)
         out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
     def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:

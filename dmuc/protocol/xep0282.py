@@ -104,10 +104,12 @@ def keepalive_ping(room: str, slave: str, iq_id: str) -> Element:
     return stanzas.iq("get", room, slave, iq_id, Element((xmlns.PING, "ping")))
 
 
-def resync_notice(room: str, slave: str) -> Element:
-    """Netjoin: the roster snapshot that follows replaces the slave's roster."""
+def resync_notice(room: str, slave: str, whois: str) -> Element:
+    """Netjoin: the roster snapshot that follows replaces the slave's roster. It carries
+    the room's whois, which the slave applies itself (a slave that was told nothing while
+    it had no occupant must not keep an old one)."""
     presence = stanzas.new("presence", {"from": room, "to": slave})
-    presence.addChild(dmuc_x()).addElement("resync")
+    presence.addChild(dmuc_x()).addElement("resync")["whois"] = whois
     return presence
 
 

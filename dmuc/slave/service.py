@@ -291,6 +291,9 @@ class SlaveService:
             self.fanout.destroyed(room, stanza, out)
             self._forget(room.jid, out)
         elif stanzas.child(dmuc_x, "resync") is not None:
+            whois = stanzas.child(dmuc_x, "resync").getAttribute("whois")
+            if whois in ("anyone", "moderators"):
+                room.whois = whois
             self.fanout.resync_start(room, out)
         elif stanzas.child(dmuc_x, "synced") is not None:
             self.fanout.resync_end(room, out)
