@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import pytest
 from dmuc_net import SLAVE_DOMAINS, Net, slave_jid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
