@@ -2,7 +2,8 @@
 
 Every stanza a sender addresses to the service or one of its rooms takes a token from that
 sender's bucket (a token bucket: `rate` tokens a second, at most `burst` saved up). A user
-session (a full JID) has one bucket for the whole service; an allowed XEP-0282 slave
+session (a full JID) has one bucket per room (and one for the service), as mod_muc_limits
+has one per occupant; an allowed XEP-0282 slave
 speaking for itself (registrations, keepalives, refusals: a server-level JID listed in
 [[slaves]]) has a separate, larger one. Stanzas the room must accept are never limited:
 errors (a bounce is how the room learns a session is gone), IQ results (answers to what the
@@ -52,7 +53,7 @@ MAX_TRACKED = 100_000
 class Limits:
     """The [muc.limits] table. A rate of 0 turns that limit off; so does a length of 0."""
 
-    rate: float = 10.0  # stanzas a second, per user session
+    rate: float = 10.0  # stanzas a second, per user session and room
     burst: int = 50  # stanzas a user session may send at once
     slave_rate: float = 100.0  # stanzas a second, per allowed slave (for itself)
     slave_burst: int = 1000  # e.g. re-registering every mirrored room at once
@@ -125,7 +126,9 @@ class RateLimits:
             return None
         where = to.userhost() if to.user is not None else self.service.jid
         if limiter is not None:
-            bucket = limiter.take(sender, out.now)
+            # A user's bucket is per room, as mod_muc_limits' (a busy client in many rooms
+            # is not one flooder); a slave's is one for all the rooms it mirrors.
+            bucket = limiter.take(sender if is_slave else f"{sender} {where}", out.now)
             if bucket is not None:
                 self._overactive(stanza, bucket, limiter, where, is_slave, out)
                 return True
