@@ -25,7 +25,9 @@ from dmuc.protocol import keepalive, stanzas, xep0282
 from dmuc.protocol.statemachine import StateMachine
 from dmuc.slave.room import SlaveRoom
 
-MAX_QUEUED = 500  # stanzas held per room while not LIVE
+# Stanzas held per room while not LIVE: stored with the room, far above a realistic split
+# (an hour of a busy room's local traffic); past it, local users get resource-constraint.
+MAX_QUEUED = 10_000
 
 
 class LinkState(Enum):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from conftest import MakeClient, Rig
+from conftest import FAULT_KEEPALIVE, MakeClient, Rig
 from traffic import FaultReport, TrafficDriver, default_people, run_fault, table
 from xmpp_client import all_of, body, error_condition, is_message, run
 
@@ -62,8 +62,22 @@ def measure(rig: Rig, reports: list[FaultReport], name: str,
     return report
 
 
+# A split is found within two keepalive intervals (an unanswered keepalive), plus a
+# tick and the log's resolution; a netjoin completes within a keepalive interval of the
+# heal (a split side pings every keepalive/4; the registration and snapshot follow).
+DETECTION_BOUND = 2 * FAULT_KEEPALIVE + 1.5
+NETJOIN_BOUND = FAULT_KEEPALIVE + 1.5
+
+
 def check(report: FaultReport) -> None:
+    """Nothing lost, nothing duplicated, every roster right; and the documented bounds:
+    split detection and netjoin times, no traceback in any daemon's log."""
     assert report.ok, f"{report.summary()}\n{report.details()}"
+    assert report.tracebacks == [], report.tracebacks
+    if report.detect is not None:
+        assert report.detect <= DETECTION_BOUND, (report.detect, report.details())
+    if report.netjoin is not None:
+        assert report.netjoin <= NETJOIN_BOUND, (report.netjoin, report.details())
 
 
 # ----------------------------------------------------------------------------------------------

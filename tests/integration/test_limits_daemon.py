@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from conftest import MUC_DOMAIN, MakeClient
-from test_hostile_input import MasterLog, configure, join
+from test_hostile_input_daemon import MasterLog, configure, join
 from xmpp_client import NS_CLIENT, body, error_condition, is_message, local, run, xml_str
 
 from dmuc.master.features.limits import OVERACTIVE_ROOM, Limits
