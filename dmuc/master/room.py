@@ -31,6 +31,8 @@ from dmuc.protocol.history import Archive, History
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
 
+# The answer to a stanza that needs its sender in the room (as mod_muc).
+NOT_IN_ROOM = ("cancel", "not-acceptable", "You are not currently connected to this chat")
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
 # What a session that moves to another nick through its slave asks for: no history again.
@@ -320,7 +322,7 @@ class Room:
     ) -> None:
         sender = stanza.getAttribute("from")
         if prober is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable"))
+            self._refuse(stanza, out, "cancel", "not-acceptable")
             return
         target = self.occupants.get(nick) if nick else None
         if target is None:
@@ -616,15 +618,8 @@ class Room:
 
     # --- roles and affiliations -----------------------------------------------------------
 
-    def set_role(
-        self,
-        occupant: Occupant,
-        role: str,
-        out: Outbox,
-        *,
-        reason: str | None = None,
-        actor_nick: str | None = None,
-    ) -> None:
+    def set_role(self, occupant: Occupant, role: str, out: Outbox, *,
+                 reason: str | None = None, actor_nick: str | None = None) -> None:
         if role == "none":
             self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
             out.info(f"{occupant.nick} was kicked from {self.jid}")
@@ -648,15 +643,8 @@ class Room:
             if self.service.distribution.slave_of(self, session) is None:
                 self.send_occupant_list(session, out)
 
-    def set_affiliation(
-        self,
-        bare_jid: str,
-        affiliation: str,
-        out: Outbox,
-        *,
-        reason: str | None = None,
-        actor_nick: str | None = None,
-    ) -> None:
+    def set_affiliation(self, bare_jid: str, affiliation: str, out: Outbox, *,
+                        reason: str | None = None, actor_nick: str | None = None) -> None:
         previous = self.affiliations.get(bare_jid, "none")
         is_downgrade = AFFILIATION_RANK[previous] > AFFILIATION_RANK[affiliation]
         if affiliation == "none":
@@ -719,16 +707,15 @@ class Room:
             voice.handle(self, stanza, data_form, occupant, out)
             return
         if mtype != "groupchat":
-            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
-                                         "Messages to the room must be of type groupchat"))
+            self._refuse(stanza, out, "modify", "bad-request",
+                                         "Messages to the room must be of type groupchat")
             return
         if occupant is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
-                                         "You are not currently connected to this chat"))
+            self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         if occupant.role == "visitor" or occupant.role == "none":
-            out.send(stanzas.error_reply(stanza, "auth", "forbidden",
-                                         "You do not have voice in this room"))
+            self._refuse(stanza, out, "auth", "forbidden",
+                                         "You do not have voice in this room")
             return
         if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
             subject.change(self, stanza, occupant, out)
@@ -793,21 +780,20 @@ class Room:
     ) -> None:
         mtype = stanza.getAttribute("type") or "normal"
         if mtype == "groupchat":
-            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
-                                         "Private messages may not be of type groupchat"))
+            self._refuse(stanza, out, "modify", "bad-request",
+                                         "Private messages may not be of type groupchat")
             return
         if sender_occupant is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
-                                         "You are not currently connected to this chat"))
+            self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         target = self.occupants.get(nick)
         if target is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
-                                         "That occupant is not in the room"))
+            self._refuse(stanza, out, "cancel", "item-not-found",
+                                         "That occupant is not in the room")
             return
         if not self._pm_allowed(sender_occupant, target):
-            out.send(stanzas.error_reply(stanza, "cancel", "policy-violation",
-                                         "Private messages are restricted in this room"))
+            self._refuse(stanza, out, "cancel", "policy-violation",
+                                         "Private messages are restricted in this room")
             return
         msg = stanzas.new("message", {"from": self.occupant_jid(sender_occupant.nick),
                                       "type": stanza.getAttribute("type"),
@@ -827,6 +813,12 @@ class Room:
         if allow == "affiliated":
             return self.affiliation(sender.bare_jid) not in ("none", "outcast")
         return ROLE_RANK[sender.role] >= ROLE_RANK[allow]
+
+    def _refuse(self, stanza: Element, out: Outbox, err_type: str, condition: str,
+                text: str | None = None) -> None:
+        """Answer a stanza the room refuses, and log it once (issue 8: every refusal)."""
+        stanzas.refuse(out, stanza, err_type, condition, text,
+                       what=f"{stanza.name} to {stanza.getAttribute('to')}")
 
     def subject_stanza(self, to: str) -> Element:
         from_ = self.occupant_jid(self.subject_from) if self.subject_from else self.jid
@@ -851,11 +843,10 @@ class Room:
         is_ping = payload is not None and payload.uri == xmlns.PING
         if sender_occupant is None:
             # XEP-0410: a client that is not joined learns it from this error.
-            out.send(stanzas.error_reply(stanza, "cancel", "not-acceptable",
-                                         "You are not currently connected to this chat"))
+            self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         if target is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found"))
+            self._refuse(stanza, out, "cancel", "item-not-found")
             return
         if is_ping and sender in target.sessions:
             out.send(stanzas.iq_result(stanza))  # XEP-0410 self-ping, answered by the room
