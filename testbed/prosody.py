@@ -292,7 +292,9 @@ class ProsodyInstance:
                 f"unbound = {{ resolvconf = false, hoststxt = false, forward = {lua(forward)} }}"
             )
         if self.plugin_paths:
-            lines.append(f"plugin_paths = {lua(self.plugin_paths)}")
+            # Copies in the instance's own dir (see write_config): Prosody runs as user
+            # prosody, who may not read the checkout (e.g. a clone in a 0700 temp dir).
+            lines.append(f"plugin_paths = {lua([str(self.workdir / 'plugins')])}")
         lines += [f"modules_enabled = {lua(modules)}", f"modules_disabled = {lua(disabled)}"]
         if self.extra_config:
             lines += ["", "-- extra_config", self.extra_config.strip()]
@@ -315,6 +317,8 @@ class ProsodyInstance:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
         (self.workdir / "certs").mkdir(exist_ok=True)
+        for source in self.plugin_paths:
+            shutil.copytree(source, self.workdir / "plugins", dirs_exist_ok=True)
         self.config_path.write_text(self.config_text())
         return self.config_path
 
