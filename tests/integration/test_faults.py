@@ -154,8 +154,18 @@ def test_link_faults_do_what_they_say(network: DmucNetwork,
         counted("dropped", dropped + 1)
         assert network.link_connections(KILLRC) >= 1
         assert network.heal(KILLRC) >= 1
-        chat("after the blackhole")
-        got("after the blackhole")
+        # Prosody may write the first stanza after the heal into the connection the heal
+        # reset, before it sees the reset (plain s2s loses that one; dmuc's own protocol
+        # notices by sequence number): the link carries messages again within a few tries.
+        for i in range(5):
+            chat(f"after the blackhole {i}")
+            try:
+                got(f"after the blackhole {i}", timeout=4)
+                break
+            except AssertionError:
+                continue
+        else:
+            raise AssertionError(f"nothing got through after the blackhole: {kay.dump()}")
         assert not kay.received(lambda e: body(e) == "void"), kay.dump()
     finally:
         network.heal_all()
