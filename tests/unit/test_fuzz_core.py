@@ -35,7 +35,8 @@ SLAVE_DOMAIN = "vesa.yeggmaex.irc"
 ROOMS = [f"{name}@{SERVICE}" for name in ("wallops", "ops", "fuzz")]
 USERS = ["argl@killrc.oulubox.irc/laptop", "argl@killrc.oulubox.irc/phone",
          "squit@eris.dclxvii.irc/jupiter", "ludwig@efnet.irc/vt100", "admin@avalon.irc/x",
-         f"rubenro@{SLAVE_DOMAIN}/shaver", f"msa@{SLAVE_DOMAIN}/bicycle"]
+         f"rubenro@{SLAVE_DOMAIN}/shaver", f"rubenro@{SLAVE_DOMAIN}/phone",
+         f"msa@{SLAVE_DOMAIN}/bicycle"]
 NICKS = ["WiZ", "Troy", "wumpus", "Ludwig", "n1", "BigCheese", "efchen"]
 STANZAS = int(os.environ.get("DMUC_FUZZ_STANZAS", "1500"))
 SEEDS = [int(os.environ["DMUC_FUZZ_SEED"])] if os.environ.get("DMUC_FUZZ_SEED") else \

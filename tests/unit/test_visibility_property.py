@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import pytest
 from dmuc_net import SLAVE_DOMAINS, Net, slave_jid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -151,6 +152,23 @@ def admin_item(owner: str, item: str) -> str:
 # slave (now: every snapshot carries whois). Set to True to leave those events out again.
 SKIP_SLAVE_SESSION_MOVES = False
 SKIP_WHOIS_CHANGES_WITH_STALE_SLAVES = False
+# KNOWN BUG, found after those fixes, left out of the sequences until it is fixed (then set
+# this False and remove the xfail of test_a_moderator_moving_into_a_participant_...): a
+# session behind a slave that moves into another occupant of its user, with another role,
+# keeps its old place in the slave's moderator count (distribution's routes.moderating):
+# a moderator moving into a participant leaves its slave counted as having a moderator,
+# and the master sends that slave real JIDs.
+SKIP_ROLE_CHANGING_MOVES_BEHIND_A_SLAVE = True
+
+
+def changes_role_behind_a_slave(s: Scenario, who: str, new: str) -> bool:
+    room = s.room()
+    nick = s.nick_of(who)
+    if room is None or nick is None or new == nick:
+        return False
+    holder = room.occupants.get(new)
+    return (holder is not None and holder.role != room.occupants[nick].role
+            and room.service.distribution.slave_of(room, who) is not None)
 
 
 def a_slave_is_stale(s: Scenario) -> bool:
@@ -176,6 +194,9 @@ def step(s: Scenario, data: st.DataObject) -> None:
     new = data.draw(st.sampled_from(NICKS)) if kind in ("join", "nick") or nick is None else ""
     if SKIP_SLAVE_SESSION_MOVES and kind in ("join", "nick") \
             and moves_a_session_behind_a_slave(s, who, new):
+        return
+    if SKIP_ROLE_CHANGING_MOVES_BEHIND_A_SLAVE and kind in ("join", "nick") \
+            and changes_role_behind_a_slave(s, who, new):
         return
     if kind == "join" or (nick is None and kind in ("leave", "nick", "update", "say")):
         s.send(f"{who} joins as {new}",
@@ -294,4 +315,30 @@ def test_a_whois_change_reaches_a_slave_whose_users_were_kicked() -> None:
     join(a, "v1")
     join(b, "v2")
     s.send("v1 becomes a moderator", admin_item(owner, "<item nick='v1' role='moderator'/>"))
+    assert not s.net.leaks, _report(s)
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: a session moving into another occupant "
+                   "behind a slave keeps its old role in the slave's moderator count")
+def test_a_moderator_moving_into_a_participant_leaves_no_moderator_behind_its_slave() -> None:
+    """Found by the property above after the two fixes. Vesa's only moderator (a@vesa's
+    phone, n2) moves into the nick of its user's other occupant (n3, a participant): the
+    master still counts the phone as vesa's moderator, so the next presence goes to vesa
+    with a real JID although no one there may see it."""
+    owner, phone, laptop = ("a@killrc.oulubox.irc/phone", "a@vesa.yeggmaex.irc/phone",
+                            "a@vesa.yeggmaex.irc/laptop")
+    s = Scenario(WatchedNet())
+
+    def join(who: str, nick: str) -> None:
+        s.send(f"{who} joins as {nick}",
+               f"<presence from='{who}' to='{ROOM}/{nick}'><x xmlns='{xmlns.MUC}'/></presence>")
+
+    join(owner, "n0")
+    s.send("whois=moderators", owner_form(owner, whois="moderators"))
+    join(phone, "n2")
+    s.send("n2 becomes a moderator", admin_item(owner, "<item nick='n2' role='moderator'/>"))
+    join(laptop, "n3")
+    join(phone, "n3")  # the phone moves into its user's other occupant, a participant
+    s.send("the owner shows away",
+           f"<presence from='{owner}' to='{ROOM}/n0'><show>away</show></presence>")
     assert not s.net.leaks, _report(s)
