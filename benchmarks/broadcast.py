@@ -52,7 +52,8 @@ async def run_master(occupants: int, messages: int, workdir: Path) -> dict[str, 
     def config(port: int) -> str:
         return daemon_toml(jid=SERVICE, host="127.0.0.1", port=port, secret=SECRET,
                            db_path=workdir / "bench.db", level="warn",
-                           tables={"muc": {"room_locking": False}})
+                           tables={"muc": {"room_locking": False}},
+                           extra_toml="[muc.limits]\nrate = 0\nslave_rate = 0\n")
 
     async with daemon_on_fake_server("dmuc-master", SERVICE, workdir, config) as server:
         # The i-th join sends i earlier presences to the newcomer, its own, and one to each

@@ -114,6 +114,7 @@ async def run_daemon(occupants: int, rate: float, workdir: Path) -> dict[str, fl
         return daemon_toml(jid=SERVICE, host="127.0.0.1", port=port, secret=SECRET,
                            db_path=workdir / "bench.db", level="warn",
                            tables={"muc": {"room_locking": False}},
+                           extra_toml="[muc.limits]\nrate = 0\nslave_rate = 0\n",
                            slaves={SLAVE: [SLAVE_DOMAIN]})
 
     async with daemon_on_fake_server("dmuc-master", SERVICE, workdir, config) as server:

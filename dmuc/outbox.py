@@ -10,6 +10,9 @@ from twisted.words.xish.domish import Element
 
 from dmuc.storage.records import HistoryRecord
 
+# Every log line stays one line, whatever a sender put in the names it quotes.
+_ONE_LINE = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
+
 
 @dataclass
 class Delivery:
@@ -77,13 +80,13 @@ class Outbox:
         self.storage.append(op)
 
     def info(self, message: str) -> None:
-        self.log.append(("info", message))
+        self.log.append(("info", message.translate(_ONE_LINE)))
 
     def warn(self, message: str) -> None:
-        self.log.append(("warn", message))
+        self.log.append(("warn", message.translate(_ONE_LINE)))
 
     def debug(self, message: str) -> None:
-        self.log.append(("debug", message))
+        self.log.append(("debug", message.translate(_ONE_LINE)))
 
     def stanzas_for(self, jid: str) -> list[Element]:
         """Every stanza addressed to `jid`, in order (for tests and the slave)."""

@@ -540,12 +540,14 @@ class Room:
             target.sessions[session] = presence
             target.primary = session
         self.nick_of[session] = new_nick
+        distribution.count_roles(self, target)  # the session now has the target's role
         codes = ["210"] if new_nick != requested else []
         if through_slave:
             self.publicise(target, out, exclude={session})
             distribution.entered(self, target, session, _NO_HISTORY_JOIN, codes, out)
         else:
             self.publicise(target, out, self_statuses=codes)
+        distribution.visibility_changed(self, target, out)
         out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
     def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:

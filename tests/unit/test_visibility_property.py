@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import pytest
 from dmuc_net import SLAVE_DOMAINS, Net, slave_jid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -152,13 +151,9 @@ def admin_item(owner: str, item: str) -> str:
 # slave (now: every snapshot carries whois). Set to True to leave those events out again.
 SKIP_SLAVE_SESSION_MOVES = False
 SKIP_WHOIS_CHANGES_WITH_STALE_SLAVES = False
-# KNOWN BUG, found after those fixes, left out of the sequences until it is fixed (then set
-# this False and remove the xfail of test_a_moderator_moving_into_a_participant_...): a
-# session behind a slave that moves into another occupant of its user, with another role,
-# keeps its old place in the slave's moderator count (distribution's routes.moderating):
-# a moderator moving into a participant leaves its slave counted as having a moderator,
-# and the master sends that slave real JIDs.
-SKIP_ROLE_CHANGING_MOVES_BEHIND_A_SLAVE = True
+# A third, found after those: a session behind a slave moving into its user's other
+# occupant kept its old role in the slave's moderator count (now recounted at the move).
+SKIP_ROLE_CHANGING_MOVES_BEHIND_A_SLAVE = False
 
 
 def changes_role_behind_a_slave(s: Scenario, who: str, new: str) -> bool:
@@ -318,8 +313,6 @@ def test_a_whois_change_reaches_a_slave_whose_users_were_kicked() -> None:
     assert not s.net.leaks, _report(s)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a session moving into another occupant "
-                   "behind a slave keeps its old role in the slave's moderator count")
 def test_a_moderator_moving_into_a_participant_leaves_no_moderator_behind_its_slave() -> None:
     """Found by the property above after the two fixes. Vesa's only moderator (a@vesa's
     phone, n2) moves into the nick of its user's other occupant (n3, a participant): the
