@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,14 +10,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from testbed.prosody import TestbedError, _live, kill_process, stop_process
+from testbed.prosody import Pausable, TestbedError, _live, kill_process, stop_process
 
 # the directory holding dmuc/ and twisted/plugins/ (so twistd finds the in-tree plugin)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
-class TwistdDaemon:
+class TwistdDaemon(Pausable):
     """``twistd -n <name> --config <config_path>``, logging to ``<workdir>/<name>.log``.
 
     ``start()`` returns once a log line contains ``wait_for``; ``stop()`` SIGTERMs it by PID.
@@ -49,6 +48,10 @@ class TwistdDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stdout: IO[bytes] | None = None
         self.paused = False  # SIGSTOPped by pause()
+
+    @property
+    def label(self) -> str:
+        return self.name
 
     @property
     def pid(self) -> int | None:
@@ -166,20 +169,6 @@ class TwistdDaemon:
         self.paused = False
         self.stop()  # closes its stdout file; the process is gone already
         return code
-
-    def pause(self) -> None:
-        """SIGSTOP by PID: the process keeps its sockets but runs no code until resume()."""
-        if not self.running():
-            raise TestbedError(f"{self.name} is not running")
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT by PID."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-        self.paused = False
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM by PID, SIGKILL after ``timeout`` s; returns the exit code; idempotent.

@@ -7,6 +7,7 @@ no TLS, insecure open authentication (any password works), nothing leaves loopba
 
 from __future__ import annotations
 
+import abc
 import atexit
 import os
 import pwd
@@ -160,6 +161,30 @@ def _stop_leftovers() -> None:
 # Prosody
 
 
+class Pausable(abc.ABC):
+    """SIGSTOP/SIGCONT of a process the testbed started, by PID (a fault a test injects:
+    the process keeps its sockets but runs no code until resume())."""
+
+    proc: subprocess.Popen[bytes] | None
+    paused: bool
+    label = "the process"
+
+    @abc.abstractmethod
+    def running(self) -> bool: ...
+
+    def pause(self) -> None:
+        if not self.running():
+            raise TestbedError(f"{self.label} is not running")
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+
 @dataclass
 class ComponentSpec:
     """An XEP-0114 external component block of the Prosody config."""
@@ -184,7 +209,7 @@ DEFAULT_MODULES = [
 ]
 
 
-class ProsodyInstance:
+class ProsodyInstance(Pausable):
     """A Prosody server in ``workdir`` (config, data, log, pidfile), plain TCP on ``ip``.
 
     ``c2s_port``/``component_port`` default to free ports. s2s is off unless ``s2s_port`` is given;
@@ -192,6 +217,8 @@ class ProsodyInstance:
     libunbound stalls ~30 s). ``extra_config`` is raw Lua placed in the global section.
     mod_offline is disabled so stanzas to absent users bounce instead of leaking into later tests.
     """
+
+    label = "Prosody"
 
     def __init__(
         self,
@@ -432,20 +459,6 @@ class ProsodyInstance:
         ports; the log goes on in the same file."""
         self.stop()
         return self.start(timeout)
-
-    def pause(self) -> None:
-        """SIGSTOP by PID."""
-        if not self.running():
-            raise TestbedError("Prosody is not running")
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT by PID."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-        self.paused = False
 
     def __enter__(self) -> ProsodyInstance:
         return self.start()

@@ -11,7 +11,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas, visibility, xep0282
-from dmuc.protocol.history import HistoryEntry, delayed
+from dmuc.protocol.history import HistoryEntry, delayed, stanza_id
 from dmuc.slave.room import SlaveRoom
 from dmuc.storage import slave_history_key
 
@@ -291,12 +291,6 @@ def gone_during_split(presence: Element) -> Element:
     return gone
 
 
-def stanza_id(message: Element, room: str) -> str | None:
-    """The XEP-0359 id the room gave a message (to tell which history a resync adds)."""
-    for el in stanzas.children(message, "stanza-id", xmlns.STANZA_ID):
-        if el.getAttribute("by") == room:
-            return el.getAttribute("id")
-    return None
 
 
 def malformed(stanza: Element, out: Outbox, why: str) -> None:

@@ -40,6 +40,8 @@ class SlaveRoom:
     # nick -> (its roster presence, that XML, without the real JID, that XML); not stored
     rendered: dict[str, tuple[Element, str, Element, str]] = field(
         default_factory=dict, repr=False)
+    # each held stanza's serialisation, made once: a long split saves the queue often
+    _held_xml: dict[int, tuple[Element, str]] = field(default_factory=dict, repr=False)
 
     # --- persistence (the link's state is stored beside it, by the service) ------------
 
@@ -55,7 +57,7 @@ class SlaveRoom:
             "last_id": self.last_id,
             # what waits for the master survives a restart; what was in flight is
             # submitted again (the master drops it if it had it)
-            "queue": [s.toXml() for s in self.unacknowledged()],
+            "queue": self._serialised(self.unacknowledged()),
         }
 
     @classmethod
@@ -72,6 +74,15 @@ class SlaveRoom:
         room.last_id = state.get("last_id")
         room.queue = [stanzas.parse_xml(x) for x in state.get("queue", ())]
         return room
+
+    def _serialised(self, held: list[Element]) -> list[str]:
+        cache, fresh = self._held_xml, {}
+        for stanza in held:
+            known = cache.get(id(stanza))
+            fresh[id(stanza)] = known if known is not None and known[0] is stanza \
+                else (stanza, stanza.toXml())
+        self._held_xml = fresh
+        return [fresh[id(stanza)][1] for stanza in held]
 
     def unacknowledged(self) -> list[Element]:
         """What the master may not have: the stanzas in flight (as resubmissions), then
