@@ -25,6 +25,7 @@ from dmuc.config import ConfigError
 from dmuc.log import get_logger
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom, StorageOp
 from dmuc.protocol import stanzas
+from dmuc.shell.stalls import StallWatch, freeze_startup_objects
 from dmuc.storage import RoomRecord, Storage
 
 log = get_logger("dmuc")
@@ -144,6 +145,7 @@ class CoreHandler(subprotocols.XMPPHandler):
         self.peer_limits = peer_limits
         self._pending_saves: dict[str, SaveRoom] = {}
         self._save_call: Any = None
+        self.stalls = StallWatch()
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
@@ -155,6 +157,7 @@ class CoreHandler(subprotocols.XMPPHandler):
         if getattr(element, "handled", False):
             return
         element.handled = True
+        started = time.perf_counter()
         try:
             if self._too_big(element):
                 return
@@ -162,6 +165,8 @@ class CoreHandler(subprotocols.XMPPHandler):
             self.write(self.receive(element, time.time()))
         except Exception as exc:  # noqa: BLE001 - one bad stanza must not take us down
             self._internal_error(element, exc)
+        finally:
+            self.stalls.observe(time.perf_counter() - started, _summary(element))
 
     def limits_for(self, element: Element) -> StanzaLimits:
         sender = element.getAttribute("from") or ""
@@ -315,6 +320,8 @@ class Daemon(service.Service, abc.ABC):
 
     @defer.inlineCallbacks
     def _start(self):  # type: ignore[no-untyped-def]
+        freeze_startup_objects()
+        self.handler.stalls.watch_collections()
         try:
             yield self.storage.open()
             restored = yield self.restore()
@@ -336,6 +343,7 @@ class Daemon(service.Service, abc.ABC):
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
+        self.handler.stalls.stop_watching_collections()
         if self._ticker.running:
             self._ticker.stop()
         if self.connection.running:
