@@ -188,7 +188,8 @@ class AdminCommands:
             return
         action = request.getAttribute("action") or "execute"
         if action not in ACTIONS:
-            _refuse(out, stanza, "malformed-action", f"Unknown action {action!r}", what)
+            _refuse(out, stanza, "malformed-action",
+                    f"Unknown action {stanzas.one_line(action, 40)!r}", what)
             return
         form = stanzas.child(request, "x", xmlns.DATA_FORMS)
         values = stanzas.parse_form(form) if form is not None \
