@@ -183,9 +183,14 @@ def test_an_admin_lists_resyncs_and_destroys(dmuc: Daemons,
     answer = execute(admin, RESYNC, action="complete", sid=sid, room=room)
     assert answer["command"]["status"] == "completed"
     assert answer["command"]["notes"] == [
-        ("info", f"Asked {slave_jid(VESA)} to register again for 1 room:\n{room}")]
+        ("info", f"Asked {slave_jid(VESA)} to register again for {room}")]
     dmuc.master.wait_for_log(registered, count=before + 1)
     dmuc.slave.wait_for_log(f"netjoin with {room}: resyncing")
+    # all its rooms, in one request
+    answer = execute(admin, RESYNC, slave=slave_jid(VESA), room="*")
+    assert answer["command"]["status"] == "completed"
+    dmuc.slave.wait_for_log("an admin forced a resync; registering")
+    dmuc.master.wait_for_log(registered, count=before + 2)
     direct.send_raw(f"<message to='{room}' type='groupchat'><body>still here</body></message>")
     run(behind_slave.expect(lambda e: body(e) == "still here"))
 

@@ -333,11 +333,15 @@ def test_list_rooms_in_the_core() -> None:
 
 def test_long_lists_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adhoc, "MAX_ROWS", 3)
+    monkeypatch.setattr(adhoc, "MAX_OPTIONS", 3)
     h = Service()
     for i in range(5):
         h.create_instant(WUMPUS, "Wumpus", room=f"r{i}@{SERVICE}", persistentroom="1")
+        h.send(f"<presence from='{WUMPUS}' to='r{i}@{SERVICE}/Wumpus' type='unavailable'/>")
+    h.join(DIRECT, "Efchen", room=f"r4@{SERVICE}")
     cmd = command_of(h.run(ADMIN, adhoc.NODE_LIST_ROOMS)[0])
-    assert [r["jid"] for r in table(cmd)] == [f"r{i}@{SERVICE}" for i in range(3)]
+    # the busiest first, then by name
+    assert [r["jid"] for r in table(cmd)] == [f"r{i}@{SERVICE}" for i in (4, 0, 1)]
     assert ("warn", "Showing the first 3 of 5 rooms") in notes(cmd)
     cmd = command_of(h.run(ADMIN, adhoc.NODE_DESTROY)[0])
     assert len(options(form_fields(cmd)["rooms"])) == 3
@@ -455,8 +459,7 @@ def test_resync_in_two_stages() -> None:
     net.master_log.clear()
     cmd = command_of(net.run(adhoc.NODE_RESYNC, sid=sid, fields={"room": ROOM}))
     assert cmd["status"] == "completed"
-    assert notes(cmd) == [("info", f"Asked {slave_jid(VESA)} to register again for 1 room:\n"
-                                   f"{ROOM}")]
+    assert notes(cmd) == [("info", f"Asked {slave_jid(VESA)} to register again for {ROOM}")]
     # the slave got the <rejoin/> and registered again: its snapshot followed
     assert any(f"{ADMIN} forced a resync of slave {slave_jid(VESA)} for {ROOM}" in line
                for line in net.master_log)
@@ -475,7 +478,10 @@ def test_resync_all_rooms_of_a_slave_in_one_request() -> None:
     cmd = command_of(net.run(adhoc.NODE_RESYNC, fields={"slave": slave_jid(VESA),
                                                         "room": adhoc.ALL_ROOMS}))
     assert cmd["status"] == "completed"
-    assert notes(cmd)[0][1].startswith(f"Asked {slave_jid(VESA)} to register again for 2 rooms")
+    assert notes(cmd) == [("info", f"Asked {slave_jid(VESA)} to register again for all its "
+                                   "rooms (2 rooms registered here)")]
+    assert any(f"{ADMIN} forced a resync of slave {slave_jid(VESA)} for all its rooms" in line
+               for line in net.master_log)
     for room in (ROOM, "other@" + SERVICE):
         assert sum(f"slave {slave_jid(VESA)} registered for {room}" in line
                    for line in net.master_log) == 1
@@ -488,10 +494,22 @@ def test_resync_all_rooms_of_a_slave_in_one_request() -> None:
     assert sum("registered for" in line for line in net.master_log) == 2
 
 
+def test_resync_all_rooms_brings_back_a_registration_the_master_lost() -> None:
+    net = AdminNet()
+    room_with_slave_occupant(net)
+    lost = net.master.distribution.links[ROOM].pop(slave_jid(VESA))
+    net.master_log.clear()
+    cmd = command_of(net.run(adhoc.NODE_RESYNC, fields={"slave": slave_jid(VESA), "room": ""}))
+    assert notes(cmd) == [("info", f"Asked {slave_jid(VESA)} to register again for all its "
+                                   "rooms (0 rooms registered here)")]
+    link = net.master.distribution.link(ROOM, slave_jid(VESA))
+    assert link is not None and link is not lost and link.state is LinkState.LIVE
+    assert sum(f"slave {slave_jid(VESA)} registered for {ROOM}" in line
+               for line in net.master_log) == 1
+
+
 @pytest.mark.parametrize(("fields", "note"), [
     ({"slave": "dmuc.nowhere.irc"}, "slave: not a slave of this service"),
-    ({"slave": slave_jid("eris.dclxvii.irc"), "room": "*"},
-     f"{slave_jid('eris.dclxvii.irc')} is registered for no room"),
     ({"slave": slave_jid(VESA), "room": "other@" + SERVICE},
      f"room: {slave_jid(VESA)} is not registered for other@{SERVICE}"),
 ])

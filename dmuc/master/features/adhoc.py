@@ -13,8 +13,9 @@ The commands (their nodes):
   the state of each link (LIVE / STALE / SPLIT, since when, the stanza count, when it was
   last heard); a result table at once.
 - ``urn:xmpp:tmp:dmuc:0#resync``: choose a slave, then one of its rooms or all of them;
-  each is asked to register again (`<rejoin/>`, what the master does at a netjoin), and
-  its snapshot replays what it is missing. A first form that already names the room
+  the slave is asked to register again, for one room with the `<rejoin/>` the master sends
+  at a netjoin, for all with the `<restarted/>` it sends when it reconnects, and each
+  snapshot replays what it is missing. A first form that already names the room
   completes at once.
 
 As mod_adhoc: the commands list (disco#items on the commands node) holds only what the
@@ -42,7 +43,7 @@ from dmuc.hooks import Hooks
 from dmuc.master.distribution import LinkState, SlaveLink
 from dmuc.master.features.roomconfig import Field, Values, text
 from dmuc.outbox import Outbox
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
@@ -56,7 +57,11 @@ ACTIONS = ("execute", "cancel", "prev", "next", "complete")
 MAX_SESSIONS_PER_ADMIN = 8  # open at once; a new one ends the oldest
 SESSION_LIFETIME = 600.0  # seconds a session may stay idle
 ENDED_REMEMBERED = 16  # ended session ids remembered per admin (for session-expired)
-MAX_ROWS = 1000  # rows of a table, options of a list: one stanza stays well under 512 kB
+# Rows of a result table (250 rows of list-rooms: about 40 ms to build and serialise, 85 kB)
+# and options of a form's list (1,000 rooms: about 10 ms, 100 kB): each answer stays one
+# short burst of work, and well under Prosody's stanza size limits.
+MAX_ROWS = 250
+MAX_OPTIONS = 1000
 MAX_DESTROY = 100  # rooms destroyed by one submission: it stays one short burst of work
 MAX_NAMED = 20  # rooms named in a note
 ALL_ROOMS = "*"  # the resync's "all its rooms" option (a room JID always has an '@')
@@ -341,7 +346,8 @@ ROOM_COLUMNS = (("jid", "Room"), ("name", "Name"), ("occupants", "Occupants"),
 
 def _list_rooms(cmds: AdminCommands, session: Session) -> Done:
     service = cmds.service
-    names = sorted(service.rooms)
+    # the busiest first: a long list is cut where it matters least
+    names = sorted(service.rooms, key=lambda jid: (-len(service.rooms[jid].occupants), jid))
     rows = []
     for room_jid in names[:MAX_ROWS]:
         room = service.rooms[room_jid]
@@ -363,7 +369,7 @@ def _list_rooms(cmds: AdminCommands, session: Session) -> Done:
 # --- destroy rooms (mod_muc's "Destroy Rooms", with a reason and an alternate venue) ---------
 
 def _destroy_form(cmds: AdminCommands, session: Session) -> Step:
-    rooms = sorted(cmds.service.rooms)[:MAX_ROWS]
+    rooms = sorted(cmds.service.rooms)[:MAX_OPTIONS]
     fields: list[Field] = [
         {"var": "rooms", "type": "list-multi", "label": "Rooms to destroy:",
          "required": True, "options": [(jid, jid) for jid in rooms]},
@@ -469,7 +475,7 @@ def _resync_form(cmds: AdminCommands, session: Session) -> Step:
     chosen = text(session.values, "slave")
     if session.stage == 0:
         options = [(slave, f"{slave} ({len(links)} rooms)")
-                   for slave, links in sorted(by_slave.items())][:MAX_ROWS]
+                   for slave, links in sorted(by_slave.items())][:MAX_OPTIONS]
         form = stanzas.form(NODE_RESYNC, [
             {"var": "slave", "type": "list-single", "label": "Slave", "required": True,
              "value": chosen, "options": options}],
@@ -477,7 +483,8 @@ def _resync_form(cmds: AdminCommands, session: Session) -> Step:
         return Step(form, ("next", "complete"), "next")
     links = by_slave.get(chosen or "", [])
     options = [(ALL_ROOMS, f"All its rooms ({len(links)})")]
-    options += [(link.room, f"{link.room} ({link.state.name})") for link in links[:MAX_ROWS]]
+    options += [(link.room, f"{link.room} ({link.state.name})")
+                for link in links[:MAX_OPTIONS]]
     form = stanzas.form(NODE_RESYNC, [
         {"var": "slave", "type": "fixed", "value": chosen},
         {"var": "room", "type": "list-single", "label": "Room", "value": ALL_ROOMS,
@@ -499,25 +506,31 @@ def _resync(cmds: AdminCommands, session: Session, values: Values, action: str,
             return _resync_form(cmds, session)
     slave = text(session.values, "slave") or ""
     room_name = (text(values, "room") or "").strip()
-    links = _links_of(cmds).get(slave, [])
-    if room_name and room_name != ALL_ROOMS:
-        room_jid = jids.parse(room_name)
-        link = distribution.link(room_jid.userhost(), slave) if room_jid is not None else None
-        if link is None:
-            return failed(f"room: {slave} is not registered for "
-                          f"{stanzas.one_line(room_name, 100)}")
-        links = [link]
-    if not links:
-        return failed(f"{slave} is registered for no room")
-    for link in links:
-        distribution.ask_rejoin(link, out, f"{session.requester} forced a resync of slave "
-                                           f"{slave} for {link.room}")
-    split = sum(1 for link in links if link.split)
-    note = (f"Asked {slave} to register again for {_count(len(links), 'room')}:\n"
-            + _first([link.room for link in links]))
-    if split:
-        note += f"\n({split} of these links are split: the slave may not hear it)"
+    if not room_name or room_name == ALL_ROOMS:
+        return _resync_all(cmds, session, slave, out)
+    room_jid = jids.parse(room_name)
+    link = distribution.link(room_jid.userhost(), slave) if room_jid is not None else None
+    if link is None:
+        return failed(f"room: {slave} is not registered for "
+                      f"{stanzas.one_line(room_name, 100)}")
+    distribution.ask_rejoin(link, out, f"{session.requester} forced a resync of slave "
+                                       f"{slave} for {link.room}")
+    note = f"Asked {slave} to register again for {link.room}"
+    if link.split:
+        note += " (the link is split: the slave may not hear it)"
     return Done([("info", note)])
+
+
+def _resync_all(cmds: AdminCommands, session: Session, slave: str, out: Outbox) -> Done:
+    """Every room of the slave: the one <restarted/> the master sends each slave when it
+    reconnects, rather than one <rejoin/> a room (a slave may mirror thousands). The slave
+    registers again every room of the service it mirrors, even one the master has lost."""
+    known = len(_links_of(cmds).get(slave, []))
+    out.send(xep0282.master_restarted(cmds.service.jid, slave))
+    out.info(f"{session.requester} forced a resync of slave {slave} for all its rooms "
+             f"({known} registered here); asking it to register them again")
+    return Done([("info", f"Asked {slave} to register again for all its rooms "
+                          f"({_count(known, 'room')} registered here)")])
 
 
 def setup(hooks: Hooks, service: MUCService) -> AdminCommands:
