@@ -57,8 +57,8 @@ ACTIONS = ("execute", "cancel", "prev", "next", "complete")
 MAX_SESSIONS_PER_ADMIN = 8  # open at once; a new one ends the oldest
 SESSION_LIFETIME = 600.0  # seconds a session may stay idle
 ENDED_REMEMBERED = 16  # ended session ids remembered per admin (for session-expired)
-# Rows of a result table (250 rows of list-rooms: about 40 ms to build and serialise, 85 kB)
-# and options of a form's list (1,000 rooms: about 10 ms, 100 kB): each answer stays one
+# Rows of a result table (250 rows of list-rooms: about 15 ms of CPU to build and serialise,
+# 85 kB) and options of a form's list (1,000 rooms: about 7 ms, 100 kB): each answer stays one
 # short burst of work, and well under Prosody's stanza size limits.
 MAX_ROWS = 250
 MAX_OPTIONS = 1000
