@@ -69,6 +69,7 @@ class SlaveLink:
     last_ping: float = 0.0
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
+    since: float = 0.0  # when it entered its present state (for the admins' view)
     machine: StateMachine[LinkState] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +83,14 @@ class SlaveLink:
     @property
     def split(self) -> bool:
         return self.state is LinkState.SPLIT
+
+    def fire(self, event: str, now: float) -> LinkState:
+        """Move the link's state machine, noting when its state changed."""
+        before = self.machine.state
+        state = self.machine.fire(event)
+        if state is not before:
+            self.since = now
+        return state
 
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
@@ -173,7 +182,7 @@ class Distribution:
             return False
         routes.direct.pop(session, None)
         if link.state is LinkState.STALE:
-            link.machine.fire("refresh")
+            link.fire("refresh", out.now)
             self.snapshot(link, out)
         routes.via[session] = link.jid
         routes.sessions.setdefault(link.jid, set()).add(session)
@@ -227,7 +236,7 @@ class Distribution:
             if not behind:
                 del routes.sessions[slave]
                 if link is not None:
-                    link.machine.fire("quiet")
+                    link.fire("quiet", out.now)
             elif link is not None:
                 self._refresh_visibility(room, link, out)
 
@@ -370,12 +379,12 @@ class Distribution:
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
         if link is None:
-            link = SlaveLink(slave_jid, room_jid, domains, every, history)
+            link = SlaveLink(slave_jid, room_jid, domains, every, history, since=out.now)
             self.links.setdefault(room_jid, {})[slave_jid] = link
         else:
             if link.split:
                 out.info(f"netjoin: slave {slave_jid} registered again for {room_jid}")
-            link.machine.fire("register")
+            link.fire("register", out.now)
         link.domains, link.keepalive, link.history = domains, every, history
         link.last_heard = out.now
         whois = room.config.whois if room else "moderators"
@@ -498,17 +507,22 @@ class Distribution:
         if routes is not None and routes.sessions.get(link.jid):
             # The slave registers again, saying what it has: the snapshot then replays
             # exactly what it missed (§4.11.2); until then it stays split.
-            out.info(f"netjoin: slave {link.jid} is back for {link.room}; asking it to "
-                     "register again")
-            out.send(xep0282.rejoin_request(link.room, link.jid))
+            self.ask_rejoin(link, out, f"netjoin: slave {link.jid} is back for {link.room}")
         else:
-            link.machine.fire("pong-empty")
+            link.fire("pong-empty", out.now)
             out.info(f"netjoin: slave {link.jid} is back for {link.room}")
+
+    def ask_rejoin(self, link: SlaveLink, out: Outbox, why: str) -> None:
+        """Ask a slave to register again for a room, saying what it has: its snapshot then
+        replays exactly what it is missing (§4.11.2). At a netjoin, and when an admin
+        forces a resync (features/adhoc.py)."""
+        out.info(f"{why}; asking it to register again")
+        out.send(xep0282.rejoin_request(link.room, link.jid))
 
     def _split(self, link: SlaveLink, out: Outbox, why: str) -> None:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
-        link.machine.fire("bounce")
+        link.fire("bounce", out.now)
 
 
 def _is(payload: Element | None, name: str) -> bool:

@@ -16,7 +16,7 @@ from dmuc import jids, xmlns
 from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
-from dmuc.master.features import history, setup_builtin
+from dmuc.master.features import adhoc, history, setup_builtin
 from dmuc.master.features import limits as rate_limits
 from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
@@ -60,6 +60,7 @@ class MUCService:
         self.distribution = Distribution(self)
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
+        self.admin_commands = adhoc.setup(self.hooks, self)  # XEP-0050, for the admins
 
     # --- state from storage --------------------------------------------------------------
 

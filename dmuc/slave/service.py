@@ -211,7 +211,8 @@ class SlaveService:
         links = [link for room_jid, link in self.links.items()
                  if room_jid.endswith("@" + service) and link.machine.can("master-restarted")]
         if links:
-            out.info(f"{service} (re)connected; registering {len(links)} rooms again")
+            out.info(f"{service} (re)connected, or an admin forced a resync; registering "
+                     f"{len(links)} rooms again")
         for link in links:
             self._touched.add(link.room.jid)
             link.register("master-restarted", out)
