@@ -30,6 +30,7 @@ from dmuc import xmlns
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from dmuc.shell.stalls import freeze_startup_objects
 from testbed.configs import daemon_toml
 
 SERVICE = "channel.avalon.irc"
@@ -59,16 +60,21 @@ def run(occupants: int, through_slave: bool) -> dict[str, float]:
             f"<register xmlns='{xmlns.DMUC}' keepalive='60' history='0'/></iq>")
         service.receive(register, now)
     domain = SLAVE_DOMAIN if through_slave else "efnet.irc"
-    joins = [_join(f"user{i}@{domain}/r", f"nick{i}") for i in range(occupants)]
     times: list[float] = []
     copies = 0
-    started = time.perf_counter()
-    for stanza in joins:
-        t0 = time.perf_counter()
-        out = service.receive(stanza, now)
-        times.append(time.perf_counter() - t0)
-        copies += _copies(out)
-    total = time.perf_counter() - started
+    # As the daemon does at start-up: what lives before the room fills is not walked by
+    # the collector (each join is parsed just before it is fed, as a stanza arrives).
+    freeze_startup_objects()
+    try:
+        for i in range(occupants):
+            stanza = _join(f"user{i}@{domain}/r", f"nick{i}")
+            t0 = time.perf_counter()
+            out = service.receive(stanza, now)
+            times.append(time.perf_counter() - t0)
+            copies += _copies(out)
+    finally:
+        gc.unfreeze()
+    total = sum(times)
     window = min(1000, occupants)
     return {"total": total, "slowest_ms": max(times) * 1000,
             "first_ms": sum(times[:window]) / window * 1000,
