@@ -3,8 +3,9 @@ Prosody 13's plugins/muc/vcard.lib.lua with its mod_vcard.
 
 * vcard-temp get on the room JID: the room's vCard, to anyone; item-not-found if none.
 * vcard-temp set on the room JID: owners only (others: forbidden); the vCard is stored
-  with the room (room.data) and may be at most MAX_VCARD_CHARS characters (Prosody is
-  bounded by its stanza size limit, 256 KiB on c2s): over that, not-acceptable.
+  with the room (room.data, written with every save of the room) and may be at most
+  MAX_VCARD_CHARS characters, a photo of about 96 KB (Prosody is bounded only by its
+  stanza size limit, 256 KiB on c2s): over that, not-acceptable.
 * disco#info: feature vcard-temp and the field muc#roominfo_avatarhash (the SHA-1, in
   hex, of the PHOTO's decoded BINVAL; no value without a photo).
 * The avatar's hash as XEP-0153 presence from the room JID
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 VCARD_KEY = "vcard"  # in room.data: the vCard, serialised
 HASH_KEY = "avatar_hash"  # in room.data: the photo's SHA-1 (hex), when it has one
-MAX_VCARD_CHARS = 256 * 1024
+MAX_VCARD_CHARS = 128 * 1024
 AVATAR_HASH_FIELD = "muc#roominfo_avatarhash"
 
 
