@@ -259,3 +259,45 @@ def test_users_behind_slaves_get_the_avatar_hash_and_read_the_vcard():
                    "<vCard xmlns='vcard-temp'/></iq>")
     [answer] = [s for s in net.take(BIGCHEESE) if s.name == "iq"]
     assert answer["type"] == "result" and payload(answer).name == "vCard"
+
+
+def split_vesa(net: Net) -> None:
+    link = net.master.distribution.link(ROOM, slave_jid("vesa.yeggmaex.irc"))
+    net.down.add("vesa.yeggmaex.irc")
+    net.tick(link.keepalive)
+    net.tick(link.keepalive)
+    assert net.slaves["vesa.yeggmaex.irc"].links[ROOM].state is LinkState.SPLIT
+
+
+def heal(net: Net) -> None:
+    net.down.clear()
+    for _ in range(4):
+        net.tick(15)
+    assert net.slaves["vesa.yeggmaex.irc"].links[ROOM].state is LinkState.LIVE
+
+
+def test_what_changed_during_a_netsplit_reaches_the_split_side_with_the_masters_ids():
+    """The vCard set and a user who left while vesa was split: at the netjoin the
+    snapshot brings the new avatar hash and the departure, with the leaver's id."""
+    net = occupied_net()
+    room = net.master.rooms[ROOM]
+    wiz = occupant_id.occupant_id(room, room.occupants["WiZ"])
+    split_vesa(net)
+    net.user_sends(f"<iq type='set' id='v' from='{WUMPUS}' to='{ROOM}'>{VCARD}</iq>")
+    net.user_sends(f"<presence from='{WIZ}' to='{ROOM}/WiZ' type='unavailable'/>")
+    net.take(EFCHEN)
+    heal(net)
+    got = net.take(EFCHEN)
+    [hashes] = [s for s in got if s.name == "presence" and s["from"] == ROOM]
+    assert str(stanzas.child(stanzas.child(hashes, "x", xmlns.VCARD_UPDATE),
+                             "photo")) == PHOTO_SHA1
+    [gone] = [s for s in from_nick(got, "WiZ") if s.getAttribute("type") == "unavailable"]
+    assert ids_in(gone) == [wiz]
+
+
+def test_the_slave_keeps_the_avatar_across_its_restart():
+    net = occupied_net()
+    net.user_sends(f"<iq type='set' id='v' from='{WUMPUS}' to='{ROOM}'>{VCARD}</iq>")
+    slave_room = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
+    restored = type(slave_room).from_state(ROOM, slave_room.to_state())
+    assert restored.avatar is not None and restored.avatar.toXml() == slave_room.avatar.toXml()
