@@ -7,13 +7,17 @@ A network of its own (127.0.7.x), so that it never meets another module's.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import re
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from conftest import make_tempdir, running
+from conftest import make_tempdir, running, write_master_config
 from test_dmuc_slaves import (  # noqa: F401 - fixtures, used by name
     ERIS,
     KILLRC,
@@ -46,6 +50,8 @@ from xmpp_client import (
     xml_str,
 )
 
+from dmuc.master.features.occupant_id import compute
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
 from testbed.network import DmucNetwork, slave_jid
 
 pytestmark = pytest.mark.integration
@@ -229,3 +235,87 @@ def test_the_rooms_vcard_and_avatar_directly_and_through_slaves(
     ludwig.drain()
     ludwig.send_raw(f"<presence to='{room}/Ludwig'><x xmlns='{NS_MUC}'/></presence>")
     assert photo_of(run(ludwig.expect(avatar_presence(room)))) == PHOTO_SHA1
+
+
+# ----------------------------------------------------------------------------------------------
+# against Prosody 0.12's own mod_muc: the same ids from the same salt, in the same places
+
+REFERENCE_MUC = "realmuc.avalon.irc"  # Prosody's mod_muc
+OUR_MUC = "channel.avalon.irc"  # dmuc-master
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[ProsodyInstance]:
+    """One Prosody with its own mod_muc and our master beside it."""
+    workdir = make_tempdir("dmuc-occid-ref-")
+    prosody = ProsodyInstance(
+        workdir, ip="127.0.7.9", virtualhosts=["avalon.irc"],
+        components=[ComponentSpec(OUR_MUC, secrets.token_hex(16))],
+        extra_config=f'Component "{REFERENCE_MUC}" "muc"\n    muc_room_locking = false\n')
+    for started in running(prosody, workdir):
+        master_dir = workdir / "master"
+        master_dir.mkdir()
+        config = write_master_config(master_dir / "master.toml", started,
+                                     master_dir / "master.db", component=OUR_MUC,
+                                     extra_toml="[muc]\nroom_locking = false\n")
+        daemon = TwistdDaemon("dmuc-master", config, master_dir)
+        daemon.start(wait_for="component connected")
+        try:
+            yield started
+        finally:
+            daemon.stop()
+
+
+def neighbours(elem: ET.Element) -> tuple[str | None, str | None]:
+    """The tags just before and after the occupant-id element (None: none there)."""
+    tags = [child.tag for child in elem if not child.tag.endswith("}stanza-id")]
+    at = tags.index(f"{{{NS_OCCUPANT_ID}}}occupant-id")
+    return (tags[at - 1] if at else None, tags[at + 1] if at + 1 < len(tags) else None)
+
+
+def prosody_salt(prosody: ProsodyInstance, room_node: str) -> str:
+    """The occupant-id salt mod_muc stored with a persistent room (internal storage)."""
+    path = Path(prosody.workdir, "data", REFERENCE_MUC.replace(".", "%2e"), "config",
+                f"{room_node}.dat")
+    found = re.search(r'\["occupant_id_salt"\] = "([^"]+)"', path.read_text())
+    assert found, path.read_text()
+    return found.group(1)
+
+
+def test_ids_and_their_places_are_prosodys(reference: ProsodyInstance) -> None:
+    alice = Client("alice@avalon.irc/a", host=reference.ip, port=reference.c2s_port)
+    bob = Client("bob@avalon.irc/b", host=reference.ip, port=reference.c2s_port)
+    run(asyncio.gather(alice.connect(), bob.connect()))
+    try:
+        places = {}
+        for service in (REFERENCE_MUC, OUR_MUC):
+            room = f"ref@{service}"
+            join(alice, room, "alice")
+            configure(alice, room, persistentroom=True)
+            join(bob, room, "bob")
+            alice.drain()
+            bob.send_raw(f"<presence to='{room}/bob'><status>s</status>{FORGED}</presence>")
+            seen = [run(c.expect(is_presence(from_=f"{room}/bob", type_="available")))
+                    for c in (alice, bob)]
+            bob.send_raw(f"<message to='{room}' type='groupchat'><body>b</body>{FORGED}"
+                         "</message>")
+            seen += [run(c.expect(is_groupchat(room, "bob", "b"))) for c in (alice, bob)]
+            bob.send_raw(f"<message to='{room}/alice' type='chat'><body>p</body>{FORGED}"
+                         "</message>")
+            seen.append(run(alice.expect(is_message(from_=f"{room}/bob", type_="chat"))))
+            bob.send_raw(f"<presence to='{room}/bob' type='unavailable'/>")
+            seen.append(run(alice.expect(is_presence(from_=f"{room}/bob",
+                                                     type_="unavailable"))))
+            ids = {the_id(e) for e in seen}
+            assert len(ids) == 1, [xml_str(e) for e in seen]
+            places[service] = [neighbours(e) for e in seen]
+            if service == REFERENCE_MUC:
+                expected = compute("bob@avalon.irc", prosody_salt(reference, "ref"))
+                assert ids == {expected}  # our computation, on Prosody's own salt
+            for c in (alice, bob):
+                c.drain()
+        assert places[OUR_MUC] == places[REFERENCE_MUC]
+        for service in (REFERENCE_MUC, OUR_MUC):
+            assert NS_OCCUPANT_ID in features(disco_info(alice, f"ref@{service}"))
+    finally:
+        run(asyncio.gather(alice.disconnect(), bob.disconnect(), return_exceptions=True))
