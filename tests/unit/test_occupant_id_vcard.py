@@ -301,3 +301,17 @@ def test_the_slave_keeps_the_avatar_across_its_restart():
     slave_room = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
     restored = type(slave_room).from_state(ROOM, slave_room.to_state())
     assert restored.avatar is not None and restored.avatar.toXml() == slave_room.avatar.toXml()
+
+
+def test_each_occupants_id_is_computed_once_however_many_copies(monkeypatch):
+    calls = []
+    real = occupant_id.compute
+    monkeypatch.setattr(occupant_id, "compute",
+                        lambda bare, salt: calls.append(bare) or real(bare, salt))
+    net = occupied_net()  # 4 occupants, 3 slaves, one direct user: many copies each
+    for n in range(5):
+        net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat'><body>{n}</body>"
+                       "</message>")
+        net.user_sends(f"<presence from='{WIZ}' to='{ROOM}/WiZ'><status>{n}</status>"
+                       "</presence>")
+    assert sorted(calls) == sorted(b.split("/")[0] for b in (WUMPUS, WIZ, EFCHEN, DIRECT))
