@@ -287,6 +287,15 @@ class Distribution:
             copy["to"] = link.jid
             link.send(copy, out)
 
+    def fan_out_room_stanza(self, room: Room, stanza: Element, links: Iterable[SlaveLink],
+                            out: Outbox) -> None:
+        """A stanza from the room itself (e.g. its avatar presence): one copy per slave,
+        delivered by it to its local occupants."""
+        for link in links:
+            copy = stanzas.copy(stanza)
+            copy["to"] = link.jid
+            link.send(copy, out)
+
     def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveLink],
                           out: Outbox, stamp: float) -> None:
         """§4.9: one copy per slave, with the XEP-0203 delay inside the dmuc element."""
@@ -442,6 +451,11 @@ class Distribution:
             copy = xep0282.for_slave(subject, out.now, link.room, history=True)
             copy["to"] = link.jid
             out.send(copy)
+            extra: list[Element] = []  # the room's own state from its features (avatar)
+            self.service.hooks.fire("slave-snapshot", room=room, extra=extra)
+            for stanza in extra:
+                stanza["to"] = link.jid
+                out.send(stanza)
         newest = room.archive.newest_id() if room is not None else ""
         count = len(out.deliveries) - first
         link.send(xep0282.synced_notice(link.room, link.jid, newest, count), out)

@@ -21,7 +21,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Outbox, SaveRoom
-from dmuc.protocol import stanzas, xep0282
+from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
@@ -158,6 +158,8 @@ class SlaveService:
                                              by=self.jid))
             return
         room, link = self._mirror(room_jid)
+        if stanza.name != "iq":
+            occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
         room.note_presence(stanza, sender.full())
         link.submit(stanza, sender.full(), out)
 
@@ -272,6 +274,9 @@ class SlaveService:
                               sender: JID, dmuc_x: Element | None, out: Outbox) -> None:
         nick = sender.resource
         if dmuc_x is None:
+            if not nick and stanzas.child(stanza, "x", xmlns.VCARD_UPDATE) is not None:
+                self.fanout.room_avatar(room, stanza, out)
+                return
             if not nick:
                 malformed(stanza, out, "presence from the room without a nickname")
                 return

@@ -18,6 +18,7 @@ from dmuc.master.features import (
     max_users,
     members_only,
     moderated,
+    occupant_id,
     password,
     persistent,
     presence_broadcast,
@@ -25,6 +26,7 @@ from dmuc.master.features import (
     room_logging,
     roominfo,
     subject,
+    vcard,
     whois,
 )
 
@@ -45,6 +47,8 @@ BUILTIN_FEATURES: tuple[ModuleType, ...] = (
     room_logging,
     disco,  # the occupant count in muc#roominfo
     affiliation_notify,
+    occupant_id,  # XEP-0421
+    vcard,  # the room's vCard and avatar (XEP-0486)
 )
 
 
