@@ -1,0 +1,5 @@
+"""`python -m dmuc.admin`: the same as the dmuc-admin console script."""
+
+from dmuc.admin.cli import main
+
+main()
