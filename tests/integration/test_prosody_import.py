@@ -249,7 +249,8 @@ def test_rooms_made_by_prosody_look_the_same_on_dmuc(workdir: Path) -> None:
         config = workdir / "master.toml"
         config.write_text(daemon_toml(jid=FILE_MUC, host=prosody.ip,
                                       port=prosody.component_port, secret=secret,
-                                      db_path=store, level="info"))
+                                      db_path=store, level="info",
+                                      slaves={"dmuc.other.example": ["other.example"]}))
         master = TwistdDaemon("dmuc-master", config, workdir / "master")
         master.start(wait_for="component connected")
         assert "restored 2 persistent rooms" in master.log_text()
@@ -261,6 +262,7 @@ def test_rooms_made_by_prosody_look_the_same_on_dmuc(workdir: Path) -> None:
         run(bob.disconnect())
         status = dmuc_admin("--config", str(config), "list-slaves").stdout
         assert f"master {FILE_MUC}: pid {master.pid}" in status, status
+        assert "dmuc.other.example\tunregistered\tsince 20" in status, status
     finally:
         if master is not None:
             master.stop()
