@@ -61,9 +61,9 @@ def admin_sections() -> dict[str, list[str]]:
     parser = build_parser()
     commands = next(a for a in parser._actions
                     if isinstance(a, argparse._SubParsersAction))
-    synopsis = [f"`dmuc-admin` [`-c` *FILE*] [`--storage` *URL*] [`--service` *JID*] "
-                f"*COMMAND* ...", ""]
-    for name, sub in commands.choices.items():
+    synopsis = ["`dmuc-admin` [`-c` *FILE*] [`--storage` *URL*] [`--service` *JID*] "
+                "*COMMAND* ...", ""]
+    for sub in commands.choices.values():
         synopsis += [f"`{_usage(sub)}`", ""]
     body: list[str] = []
     for name, sub in commands.choices.items():
