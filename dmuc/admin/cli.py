@@ -228,9 +228,9 @@ def cmd_list_slaves(args: argparse.Namespace, target: Target, storage: Storage):
         if record is None:
             _write(f"{jid}\t{UNREGISTERED}\tsince -\tdomains {domains}\t(no state recorded)")
             continue
-        rooms = " ".join(f"{k}={v}" for k, v in record.get("rooms", {}).items()) or "no rooms"
+        counts = " ".join(f"{k}={v}" for k, v in record.get("rooms", {}).items())
         _write(f"{jid}\t{record.get('state')}\tsince {_when(record.get('since'), now)}\t"
-               f"domains {domains}\trooms {rooms}")
+               f"domains {domains}\t{'rooms ' + counts if counts else 'no rooms'}")
     return 0
 
 
