@@ -86,6 +86,7 @@ class Target:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.slaves: dict[str, frozenset[str]] = {}
+        self.max_history: int | None = None  # the master's, when its config is read
         url, service = args.storage, args.service
         if url is None or service is None:
             try:
@@ -95,6 +96,7 @@ class Target:
             url = url or cfg.storage_url
             service = service or cfg.component.jid
             self.slaves = dict(cfg.muc.slaves)
+            self.max_history = cfg.muc.max_history_length
         self.url: str = url
         self.service: str = service
 
@@ -129,7 +131,7 @@ def cmd_import(args: argparse.Namespace, target: Target, storage: Storage):  # t
     counts = {"imported": 0, "replaced": 0, "unchanged": 0, "skipped": 0, "conflicts": 0}
     verb = "would import" if args.dry_run else "imported"
     for room in rooms:
-        converted = prosody_import.convert(room, target.service)
+        converted = prosody_import.convert(room, target.service, target.max_history)
         if converted.state is None:
             counts["skipped"] += 1
             _write(f"skipped   {converted.jid}: {converted.skipped}")
@@ -218,6 +220,9 @@ def cmd_list_slaves(args: argparse.Namespace, target: Target, storage: Storage):
     daemon = records.pop(DAEMON_KEY, None)
     if daemon is None:
         _write(f"the master of {target.service} has recorded no state in this store")
+    elif daemon.get("stopped"):
+        _write(f"master {target.service}: stopped {_when(daemon.get('stopped'), now)} "
+               "(the states below are as it left them)")
     else:
         _write(f"master {target.service}: pid {daemon.get('pid')}, started "
                f"{_when(daemon.get('started'), now)}, last recorded "

@@ -19,7 +19,7 @@ from dmuc.admin.errors import LuaDataError
 
 # Bounds for untrusted input: nesting (Prosody's serializer stops at 127) and size.
 MAX_DEPTH = 128
-MAX_CHARS = 64 * 1024 * 1024
+MAX_CHARS = 64 * 1024 * 1024  # bytes
 
 _SIMPLE_ESCAPES = {
     "a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11,
@@ -36,8 +36,11 @@ _KEYWORDS = {"true": True, "false": False, "nil": None}
 _LONG_BRACKET = re.compile(r"\[(=*)\[")
 
 
-def loads(text: str) -> Any:
-    """The value of a Prosody data file: `return <literal>;` (or a bare literal)."""
+def loads(data: bytes | str) -> Any:
+    """The value of a Prosody data file: `return <literal>;` (or a bare literal). A str is
+    taken as the file's text in UTF-8."""
+    raw = data.encode("utf-8", errors="surrogateescape") if isinstance(data, str) else data
+    text = raw.decode("latin-1")  # one char per byte: strings are rebuilt byte by byte
     if len(text) > MAX_CHARS:
         raise LuaDataError(f"data file larger than {MAX_CHARS} characters")
     parser = _Parser(text)
@@ -56,10 +59,10 @@ def loads(text: str) -> Any:
 
 
 def load_file(path: str) -> Any:
-    with open(path, encoding="latin-1") as f:  # bytes as read; strings are \ddd-escaped
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        return loads(text)
+        return loads(data)
     except LuaDataError as exc:
         raise LuaDataError(f"{path}: {exc}") from None
 
@@ -160,8 +163,7 @@ class _Parser:
             if c == "\n":
                 self.fail("unfinished string")
             if c != "\\":
-                out += c.encode("latin-1", errors="strict") if ord(c) < 256 \
-                    else c.encode("utf-8")
+                out.append(ord(c))  # a byte (see loads)
                 self.pos += 1
                 continue
             self.pos += 1
@@ -213,7 +215,7 @@ class _Parser:
         elif self.peek(start - self.pos) == "\n":
             start += 1
         end, self.pos = self._long_end(opening)
-        return _decode(self.text[start:end].encode("latin-1", errors="surrogateescape"))
+        return _decode(self.text[start:end].encode("latin-1"))
 
     def table(self, depth: int) -> dict[Any, Any] | list[Any]:
         self.pos += 1  # {

@@ -192,8 +192,10 @@ def _bool(value: Any) -> bool:
     return value is not None and value is not False
 
 
-def convert(room: ProsodyRoom, service: str) -> Converted:
-    """dmuc's state (Room.to_state) for one Prosody room, moved to `service`."""
+def convert(room: ProsodyRoom, service: str, max_history: int | None = None) -> Converted:
+    """dmuc's state (Room.to_state) for one Prosody room, moved to `service`; a history
+    length is capped at `max_history` (the master's muc.max_history_length), as mod_muc
+    caps it at max_history_messages."""
     node, host, resource = _split(room.jid)
     target = f"{node}@{service}" if node else ""
     if not node or resource:
@@ -224,6 +226,9 @@ def convert(room: ProsodyRoom, service: str) -> Converted:
     length = data.get("history_length", PROSODY_DEFAULT_HISTORY)
     if isinstance(length, (int, float)) and length >= 0 and length == length:
         cfg.history_length = int(min(length, 1_000_000))
+        if max_history is not None and cfg.history_length > max_history:
+            notes.append(f"history length {cfg.history_length} capped at {max_history}")
+            cfg.history_length = max_history
     else:
         notes.append(f"history_length {length!r} unusable, kept {cfg.history_length}")
     broadcast = data.get("presence_broadcast")

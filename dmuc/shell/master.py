@@ -44,14 +44,13 @@ class MasterService(Daemon):
     # STATUS_SECONDS when changed (the heartbeat always), never on the stanza path.
     STATUS_SECONDS = 5.0
 
-    def record_status(self) -> None:
-        if not self.running or self.storage is None:
-            return
+    def record_status(self, stopped: bool = False) -> None:
         now = time.time()
         where = status_service(self.cfg.component.jid)
         records = dict(self.slave_status.changes(now))
         records[DAEMON_KEY] = {"pid": os.getpid(), "started": self.started, "updated": now,
-                               "rooms": len(self.muc.rooms)}
+                               "rooms": len(self.muc.rooms), **({"stopped": now} if stopped
+                                                                else {})}
         for key, state in records.items():
             d = self.storage.save_room(where, RoomRecord(key, state))
             d.addErrback(lambda f: log.error("storage write failed (status): {err}",
@@ -59,12 +58,18 @@ class MasterService(Daemon):
 
     def startService(self) -> None:
         super().startService()
-        # the first record once storage is open and the rooms restored
-        self._starting.addCallback(lambda _: self._status_call.start(self.STATUS_SECONDS))
+        self._starting.addCallback(self._start_recording)
+
+    def _start_recording(self, _: object) -> None:
+        """The first record once the store is open and the rooms restored (a store that
+        failed to open stops the daemon instead: nothing to record then)."""
+        if self.connection.running:
+            self._status_call.start(self.STATUS_SECONDS)
 
     def stopService(self):  # type: ignore[no-untyped-def]
         if self._status_call.running:
             self._status_call.stop()
+            self.record_status(stopped=True)  # queued before the store closes
         return super().stopService()
 
     @defer.inlineCallbacks

@@ -263,6 +263,9 @@ def test_rooms_made_by_prosody_look_the_same_on_dmuc(workdir: Path) -> None:
         status = dmuc_admin("--config", str(config), "list-slaves").stdout
         assert f"master {FILE_MUC}: pid {master.pid}" in status, status
         assert "dmuc.other.example\tunregistered\tsince 20" in status, status
+        master.stop()
+        stopped = dmuc_admin("--config", str(config), "list-slaves").stdout
+        assert f"master {FILE_MUC}: stopped 20" in stopped, stopped
     finally:
         if master is not None:
             master.stop()

@@ -208,3 +208,13 @@ def test_every_subcommand_has_help() -> None:
     assert set(commands.choices) == {"import-prosody", "list-rooms", "show-room",
                                      "list-slaves"}
     assert "import-prosody" in _admin("--help").stdout
+
+
+def test_history_length_is_capped_at_the_masters_maximum() -> None:
+    room = prosody_import.ProsodyRoom(f"r@{HOST}", {"persistent": True, "history_length": 80},
+                                      {}, {}, "t")
+    converted = prosody_import.convert(room, HOST, max_history=50)
+    assert converted.state is not None and converted.state["config"]["history_length"] == 50
+    assert "capped at 50" in "; ".join(converted.notes)
+    uncapped = prosody_import.convert(room, HOST)
+    assert uncapped.state is not None and uncapped.state["config"]["history_length"] == 80
