@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.python import usage
 
 from dmuc.config import MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.log import set_level
 from dmuc.master.service import MUCService
-from dmuc.shell.daemon import CoreHandler, Daemon, config_options
-from dmuc.storage import open_storage
+from dmuc.master.status import DAEMON_KEY, SlaveStatus
+from dmuc.shell.daemon import CoreHandler, Daemon, config_options, log
+from dmuc.storage import RoomRecord, open_storage, status_service
 
 Options = config_options("dmuc-master", load_master_config)
 
@@ -32,6 +36,41 @@ class MasterService(Daemon):
         handler = CoreHandler(self.muc.receive, storage, cfg.component.jid,
                               on_connect=self.muc.connected)
         super().__init__("dmuc-master", cfg, storage, handler, self.muc.tick)
+        self.slave_status = SlaveStatus(self.muc.distribution)
+        self.started = time.time()
+        self._status_call = task.LoopingCall(self.record_status)
+
+    # The slaves' link states and a heartbeat, for dmuc-admin list-slaves: written every
+    # STATUS_SECONDS when changed (the heartbeat always), never on the stanza path.
+    STATUS_SECONDS = 5.0
+
+    def record_status(self, stopped: bool = False) -> None:
+        now = time.time()
+        where = status_service(self.cfg.component.jid)
+        records = dict(self.slave_status.changes(now))
+        records[DAEMON_KEY] = {"pid": os.getpid(), "started": self.started, "updated": now,
+                               "rooms": len(self.muc.rooms), **({"stopped": now} if stopped
+                                                                else {})}
+        for key, state in records.items():
+            d = self.storage.save_room(where, RoomRecord(key, state))
+            d.addErrback(lambda f: log.error("storage write failed (status): {err}",
+                                             err=f.getErrorMessage()))
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting.addCallback(self._start_recording)
+
+    def _start_recording(self, _: object) -> None:
+        """The first record once the store is open and the rooms restored (a store that
+        failed to open stops the daemon instead: nothing to record then)."""
+        if self.connection.running:
+            self._status_call.start(self.STATUS_SECONDS)
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        if self._status_call.running:
+            self._status_call.stop()
+            self.record_status(stopped=True)  # queued before the store closes
+        return super().stopService()
 
     @defer.inlineCallbacks
     def restore(self):  # type: ignore[no-untyped-def]
