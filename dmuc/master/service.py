@@ -61,6 +61,16 @@ class MUCService:
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
 
+    def reconfigure(self, settings: ServiceSettings, now: float) -> Outbox:
+        """A configuration reload: the new settings apply from now on (room defaults to
+        rooms created afterwards), the [[slaves]] allow list as Distribution.set_allowed.
+        The caller keeps what was set up at start (the JID, the rate limits)."""
+        out = Outbox(now)
+        self.settings = settings
+        self.admins = settings.admins
+        self.distribution.set_allowed(dict(settings.slaves), out)
+        return out
+
     # --- state from storage --------------------------------------------------------------
 
     def restore_room(self, record: RoomRecord, records: Iterable[HistoryRecord]) -> Room:

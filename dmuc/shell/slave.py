@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
+
+from prometheus_client.core import Metric
 from twisted.application import service
 from twisted.internet import defer
 from twisted.python import usage
 
 from dmuc.config import SlaveConfig, load_slave_config
 from dmuc.log import get_logger, set_level
+from dmuc.shell import metrics
 from dmuc.shell.daemon import CoreHandler, Daemon, config_options
+from dmuc.slave.link import LinkState
 from dmuc.slave.room import SlaveRoom
 from dmuc.slave.service import SlaveService, SlaveSettings
 from dmuc.storage import HistoryRecord, open_storage, slave_history_key
@@ -43,6 +49,51 @@ class SlaveDaemon(Daemon):
                 slave_history_key(self.slave.jid, record.jid), room.history_length)
             self.slave.restore(room, history, record.state)
         return f"restored {len(records)} mirrored rooms"
+
+    def load_config(self, path: str) -> SlaveConfig:
+        return load_slave_config(path)
+
+    def apply_config(self, new: SlaveConfig) -> SlaveConfig:
+        """The keepalive and history proposed from now on; the domains, masters and rooms
+        (Prosody's mirror list, registrations at start) wait for a restart."""
+        old: SlaveConfig = self.cfg
+        self.slave.reconfigure(new.keepalive, new.history)
+        return dataclasses.replace(new, domains=old.domains, masters=old.masters,
+                                   rooms=old.rooms)
+
+    def summary(self) -> str:
+        live = sum(link.state is LinkState.LIVE for link in self.slave.links.values())
+        local = sum(len(room.local) for room in self.slave.rooms.values())
+        return (f"mirroring {len(self.slave.rooms)} rooms ({live} live) for {local} "
+                "local sessions")
+
+    def reload_summary(self) -> str:
+        cfg: SlaveConfig = self.cfg
+        return f"keepalive {cfg.keepalive} s, history {cfg.history} (new registrations)"
+
+    def core_metrics(self) -> Iterable[Metric]:
+        """Read from the core at scrape time: O(rooms + local sessions)."""
+        rooms, links = self.slave.rooms, self.slave.links
+        yield metrics.gauge("dmuc_rooms", "Rooms mirrored", len(rooms))
+        yield metrics.gauge("dmuc_occupants", "Local occupants (nicknames) in mirrored rooms",
+                            sum(len(set(room.local.values())) for room in rooms.values()))
+        yield metrics.gauge("dmuc_slave_local_sessions",
+                            "Local user sessions in mirrored rooms",
+                            sum(len(room.local) for room in rooms.values()))
+        yield metrics.labelled_gauge(
+            "dmuc_slave_link_state", "Each mirrored room's link to its master (1: its state)",
+            ["room", "state"],
+            [([jid, link.state.name], 1) for jid, link in sorted(links.items())])
+        counts = {state: 0 for state in LinkState}
+        for link in links.values():
+            counts[link.state] += 1
+        yield metrics.labelled_gauge("dmuc_slave_links", "Mirrored rooms by link state",
+                                     ["state"], [([s.name], n) for s, n in counts.items()])
+        yield metrics.labelled_gauge(
+            "dmuc_slave_held_stanzas",
+            "Local stanzas held for the master (while the link is not live), per room",
+            ["room"], [([jid], len(room.queue)) for jid, room in sorted(rooms.items())])
+        yield from metrics.split_counts(self.slave.splits)
 
 
 def makeService(options: usage.Options) -> service.IService:
