@@ -458,8 +458,18 @@ class Daemon(service.Service, abc.ABC):
         if self._reloading is not None:
             return self._reloading.addCallback(lambda _: self.reload())
         self._reloading = self._reload()
+        self._reloading.addErrback(self._reload_failed)
         self._reloading.addBoth(self._reload_done)
         return self._reloading
+
+    def _reload_failed(self, failure: Any) -> bool:
+        """A bug, not a bad file: one line (the traceback at debug level); the daemon
+        keeps running on whatever was applied."""
+        log.error("configuration reload failed: {error}", error=stanzas.one_line(
+            f"{failure.type.__name__}: {failure.getErrorMessage()}", 300))
+        log.debug("{traceback}", traceback=failure.getTraceback())
+        self.notifier.reloaded(self._status_now())
+        return False
 
     def _reload_done(self, result: object) -> object:
         self._reloading = None
@@ -483,8 +493,8 @@ class Daemon(service.Service, abc.ABC):
             new, component=old.component, storage_url=old.storage_url))
         metrics_note = yield self._reload_metrics(new.metrics_listen)
         self.cfg = dataclasses.replace(new, metrics_listen=self.metrics.address)
-        log.info("configuration reloaded from {path}: log level {level}, {summary}; "
-                 "metrics {metrics}", path=path, level=new.log_level,
+        log.info("configuration reloaded from {path}: log level {threshold}, {summary}; "
+                 "metrics {metrics}", path=path, threshold=new.log_level,
                  summary=self.reload_summary(), metrics=metrics_note)
         if waiting:
             log.warn("configuration reload: not applied until a restart: {keys}",

@@ -63,7 +63,8 @@ class MasterService(Daemon):
     def summary(self) -> str:
         links = self.muc.distribution.links_by_state()
         linked = {slave for (slave, state) in links if state is LinkState.LIVE}
-        return (f"{len(self.muc.rooms)} rooms, {len(linked)} of "
+        rooms = len(self.muc.rooms)
+        return (f"{rooms} room{'' if rooms == 1 else 's'}, {len(linked)} of "
                 f"{len(self.muc.distribution.allowed)} slaves linked")
 
     def core_metrics(self) -> Iterable[Metric]:
