@@ -166,12 +166,13 @@ def _metrics(r: _Reader) -> tuple[str, int] | None:
     if not listen:
         return None
     host, colon, port = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    bracketed = host.startswith("[") and host.endswith("]")
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
     except ValueError:
         address = None
+    if address is not None and (address.version == 6) != bracketed:
+        address = None  # an IPv6 address goes in brackets, an IPv4 one does not
     if not colon or address is None or not port.isdigit() or not 0 < int(port) < 65536:
         raise r.error("metrics.listen",
                       f"{listen!r} is not ADDRESS:PORT (an IP address, e.g. 127.0.0.1:9250)")

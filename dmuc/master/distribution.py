@@ -421,8 +421,9 @@ class Distribution:
                      if slave in room_links]
             for link in links:
                 self._drop(link, out)
+            rooms = f"{len(links)} room{'' if len(links) == 1 else 's'}"
             out.warn(f"slave {slave} removed from the [[slaves]] allow list: refused from "
-                     f"now on; dropped its links to {len(links)} rooms")
+                     f"now on; dropped its links to {rooms}")
         for room_links in self.links.values():
             for link in room_links.values():
                 link.domains = self.allowed.get(link.jid, link.domains)

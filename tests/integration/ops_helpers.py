@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from xmpp_client import NS_MUC, Client, body, is_message, is_presence, run
 
 from testbed import TwistdDaemon
 
@@ -41,6 +42,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[key]
 
 
+def value_or_0(samples: Samples, name: str, **labels: str) -> float:
+    """A sample's value, 0 when the daemon has no such series (e.g. a removed slave)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
 def refused(url: str) -> bool:
     """True when nothing listens there any more."""
     try:
@@ -64,6 +70,22 @@ def wait_for_metric(url: str, check: Callable[[Samples], bool], timeout: float =
             raise AssertionError(f"{url}: {what or 'condition'} not reached within {timeout} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def join(client: Client, room: str, nick: str) -> None:
+    """Enter a room: own presence, then the subject; the inbox is left empty."""
+    client.send_raw(f"<presence to='{room}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
+    run(client.expect(is_presence(from_=f"{room}/{nick}", type_="available")))
+    run(client.expect(lambda e: e.tag.endswith("}message") and e.find("{*}subject") is not None))
+    client.drain()
+
+
+def say(client: Client, room: str, text: str) -> None:
+    client.send_raw(f"<message to='{room}' type='groupchat'><body>{text}</body></message>")
+
+
+def hear(client: Client, text: str, timeout: float = 15) -> None:
+    run(client.expect(lambda e: is_message(type_="groupchat")(e) and body(e) == text, timeout))
 
 
 def sighup(daemon: TwistdDaemon) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from cast import CAST
 from conftest import SPARE_COMPONENT, keep_testbed, make_tempdir, write_master_config
-from ops_helpers import NotifySocket, refused, scrape, sighup, value
-from xmpp_client import NS_DISCO_INFO, NS_MUC, Client, body, is_message, is_presence, run
+from ops_helpers import NotifySocket, hear, join, refused, say, scrape, sighup, value
+from xmpp_client import NS_DISCO_INFO, Client, run
 
 from testbed import ProsodyInstance, TwistdDaemon, free_port
 
@@ -41,16 +41,9 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def join(client: Client, room: str, nick: str) -> None:
-    client.send_raw(f"<presence to='{room}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
-    run(client.expect(is_presence(from_=f"{room}/{nick}", type_="available")))
-    run(client.expect(lambda e: e.tag.endswith("}message") and e.find("{*}subject") is not None))
-    client.drain()
-
-
 def say_and_hear(speaker: Client, listener: Client, text: str) -> None:
-    speaker.send_raw(f"<message to='{ROOM}' type='groupchat'><body>{text}</body></message>")
-    run(listener.expect(lambda e: is_message(type_="groupchat")(e) and body(e) == text))
+    say(speaker, ROOM, text)
+    hear(listener, text)
 
 
 def disco_features(client: Client, to: str) -> set[str]:
