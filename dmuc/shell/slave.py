@@ -64,8 +64,9 @@ class SlaveDaemon(Daemon):
     def summary(self) -> str:
         live = sum(link.state is LinkState.LIVE for link in self.slave.links.values())
         local = sum(len(room.local) for room in self.slave.rooms.values())
-        return (f"mirroring {len(self.slave.rooms)} rooms ({live} live) for {local} "
-                "local sessions")
+        rooms = len(self.slave.rooms)
+        return (f"mirroring {rooms} room{'' if rooms == 1 else 's'} ({live} live) for {local} "
+                f"local session{'' if local == 1 else 's'}")
 
     def reload_summary(self) -> str:
         cfg: SlaveConfig = self.cfg

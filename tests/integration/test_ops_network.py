@@ -17,6 +17,7 @@ import pytest
 from cast import CAST, DIRECT_USER
 from conftest import FAULT_KEEPALIVE, keep_testbed, make_tempdir
 from ops_helpers import (
+    NotifySocket,
     Samples,
     hear,
     join,
@@ -49,6 +50,7 @@ class OpsRig:
     faults: FaultInjector
     master_url: str
     slave_url: str
+    slave_notify: NotifySocket  # the killrc slave's $NOTIFY_SOCKET
 
 
 def with_metrics(config: Path, port: int) -> None:
@@ -65,14 +67,17 @@ def ops_rig() -> Iterator[OpsRig]:
         master_port, slave_port = free_port("127.0.0.1"), free_port("127.0.0.1")
         with_metrics(daemons.master.config_path, master_port)  # type: ignore[arg-type]
         with_metrics(daemons.slaves[KILLRC].config_path, slave_port)  # type: ignore[arg-type]
+        notify = NotifySocket(daemons_dir / "notify.sock")
+        daemons.slaves[KILLRC].env_extra.update(notify.env)
         daemons.start()
         faults = FaultInjector(network, daemons)
         try:
             yield OpsRig(network, daemons, faults, f"http://127.0.0.1:{master_port}/metrics",
-                         f"http://127.0.0.1:{slave_port}/metrics")
+                         f"http://127.0.0.1:{slave_port}/metrics", notify)
         finally:
             faults.cleanup()
             daemons.stop()
+            notify.close()
     finally:
         network.stop()
         if not keep_testbed():
@@ -93,6 +98,9 @@ def test_metrics_netsplit_and_reload_through_a_slave(ops_rig: OpsRig) -> None:
                             port=rig.network.server(jid).c2s_port)
                for nick, jid in people.items()}
     wumpus, ludwig, arthur = clients.values()
+    ready = rig.slave_notify.expect("READY", "1")
+    assert ready["STATUS"] == (f"connected to Prosody as {KILLRC_SLAVE}: mirroring 0 rooms "
+                               "(0 live) for 0 local sessions")
     try:
         run(asyncio.gather(*(c.connect() for c in clients.values())))
         for nick, client in clients.items():
@@ -177,6 +185,9 @@ def test_metrics_netsplit_and_reload_through_a_slave(ops_rig: OpsRig) -> None:
         slave_config.write_text(text.replace(f"keepalive = {FAULT_KEEPALIVE}\n",
                                              "keepalive = 7\n"))
         sighup(slave)
+        rig.slave_notify.expect("RELOADING", "1")
+        assert rig.slave_notify.expect("READY", "1")["STATUS"].startswith(
+            f"connected to Prosody as {KILLRC_SLAVE}: mirroring 1 room")
         assert "keepalive 7 s, history 20 (new registrations)" in slave.wait_for_log(
             "configuration reloaded")
 

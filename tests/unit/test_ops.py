@@ -5,8 +5,12 @@ settings applied to the cores."""
 
 from __future__ import annotations
 
+import configparser
 import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -231,3 +235,33 @@ def test_slave_reconfigure_applies_to_the_next_registrations() -> None:
                               f"<x xmlns='{xmlns.MUC}'/></presence>"), 1002.0)
     payload = next(next(s for s in out.stanzas_for(new_room) if s.name == "iq").elements())
     assert (payload.getAttribute("keepalive"), payload.getAttribute("history")) == ("120", "7")
+
+
+# --- the systemd units -------------------------------------------------------------------
+
+UNITS = Path(__file__).resolve().parents[2] / "etc" / "systemd"
+
+
+@pytest.mark.parametrize("name", ["dmuc-master.service", "dmuc-slave.service"])
+def test_systemd_unit(tmp_path: Path, name: str) -> None:
+    """Type=notify with the watchdog and a reload by SIGHUP, the hardening kept; and
+    `systemd-analyze verify` accepts it (where systemd is installed), with ExecStart
+    pointing at this venv's twistd."""
+    text = (UNITS / name).read_text()
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(text)
+    service = unit["Service"]
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["RestartPreventExitStatus"] == "2"
+    for hardening in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp"):
+        assert hardening in service
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        twistd = Path(sys.executable).parent / "twistd"
+        (tmp_path / name).write_text(text.replace("/usr/bin/twistd", str(twistd)))
+        result = subprocess.run([analyze, "verify", str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and not result.stderr.strip(), result.stderr
