@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
@@ -22,6 +23,7 @@ from dmuc.storage import HistoryRecord, open_storage, slave_history_key
 log = get_logger("dmuc.slave")
 
 SAVE_DELAY = 0.2  # room state writes are coalesced over this long
+PER_ROOM_SERIES = 200  # rooms with a series of their own in a scrape, at most
 
 
 Options = config_options("dmuc-slave", load_slave_config)
@@ -73,27 +75,43 @@ class SlaveDaemon(Daemon):
         return f"keepalive {cfg.keepalive} s, history {cfg.history} (new registrations)"
 
     def core_metrics(self) -> Iterable[Metric]:
-        """Read from the core at scrape time: O(rooms + local sessions)."""
+        """Read from the core at scrape time, in one pass over the rooms."""
         rooms, links = self.slave.rooms, self.slave.links
+        counts = {state: 0 for state in LinkState}
+        occupants = sessions = held = 0
+        troubled: list[tuple[int, str]] = []  # (held, room) of rooms whose link is not LIVE
+        for jid, room in rooms.items():
+            link = links.get(jid)
+            state = link.state if link is not None else LinkState.UNREGISTERED
+            counts[state] += 1
+            sessions += len(room.local)
+            occupants += len(set(room.local.values())) if len(room.local) > 1 else len(room.local)
+            held += len(room.queue)
+            if state is not LinkState.LIVE or room.queue:
+                troubled.append((len(room.queue), jid))
         yield metrics.gauge("dmuc_rooms", "Rooms mirrored", len(rooms))
         yield metrics.gauge("dmuc_occupants", "Local occupants (nicknames) in mirrored rooms",
-                            sum(len(set(room.local.values())) for room in rooms.values()))
+                            occupants)
         yield metrics.gauge("dmuc_slave_local_sessions",
-                            "Local user sessions in mirrored rooms",
-                            sum(len(room.local) for room in rooms.values()))
-        yield metrics.labelled_gauge(
-            "dmuc_slave_link_state", "Each mirrored room's link to its master (1: its state)",
-            ["room", "state"],
-            [([jid, link.state.name], 1) for jid, link in sorted(links.items())])
-        counts = {state: 0 for state in LinkState}
-        for link in links.values():
-            counts[link.state] += 1
+                            "Local user sessions in mirrored rooms", sessions)
         yield metrics.labelled_gauge("dmuc_slave_links", "Mirrored rooms by link state",
                                      ["state"], [([s.name], n) for s, n in counts.items()])
+        yield metrics.gauge("dmuc_slave_held_stanzas_all",
+                            "Local stanzas held for the master, in all rooms", held)
+        # Per room only where something is wrong (a link not LIVE, stanzas held), and at
+        # most PER_ROOM_SERIES rooms, those holding the most first: a scrape must stay
+        # cheap (it runs in the reactor) when thousands of rooms are split at once.
+        worst = heapq.nlargest(PER_ROOM_SERIES, troubled)
+        yield metrics.labelled_gauge(
+            "dmuc_slave_link_state",
+            "1 for the link state of each room whose link to its master is not LIVE",
+            ["room", "state"],
+            [([jid, links[jid].state.name if jid in links else "UNREGISTERED"], 1)
+             for _, jid in worst])
         yield metrics.labelled_gauge(
             "dmuc_slave_held_stanzas",
-            "Local stanzas held for the master (while the link is not live), per room",
-            ["room"], [([jid], len(room.queue)) for jid, room in sorted(rooms.items())])
+            "Local stanzas held for the master, per room whose link is not LIVE",
+            ["room"], [([jid], n) for n, jid in worst])
         yield from metrics.split_counts(self.slave.splits)
 
 
