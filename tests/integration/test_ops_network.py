@@ -3,7 +3,8 @@ the master's endpoint counts occupants directly and through the killrc slave, an
 slave's its mirrored room; a cut link is a netsplit on both sides (the slave holds what
 its user says meanwhile) and its heal a netjoin; a master reload that removes the slave
 from the allow list drops its link (its user leaves with 333, comes back directly) without
-the component connection dropping; a slave reload applies its new keepalive."""
+the component connection dropping; a slave reload applies its new keepalive. The slave
+tells a test-owned $NOTIFY_SOCKET READY=1 once, and STATUS= as its Prosody goes and comes."""
 
 from __future__ import annotations
 
@@ -203,6 +204,17 @@ def test_metrics_netsplit_and_reload_through_a_slave(ops_rig: OpsRig) -> None:
             assert daemon.log_text().count("component connected") == 1, daemon
             assert "Traceback" not in daemon.log_text()
             assert daemon.running()
+
+        # the slave's Prosody restarts: STATUS says so both ways; READY=1 was said once
+        restart = rig.faults.process("restart", f"prosody:{KILLRC}")
+        restart.inject()
+        down = rig.slave_notify.expect("STATUS")
+        assert down["STATUS"].startswith("disconnected from Prosody") and "READY" not in down
+        restart.heal()
+        up = rig.slave_notify.expect("STATUS")
+        assert up["STATUS"].startswith(f"connected to Prosody as {KILLRC_SLAVE}"), up
+        assert "READY" not in up
+        slave.wait_for_log("component connected", count=2)
     finally:
         run(asyncio.gather(*(c.disconnect() for c in clients.values()),
                            return_exceptions=True))
