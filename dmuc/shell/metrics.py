@@ -10,7 +10,6 @@ date per stanza.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -136,7 +135,3 @@ def shell_state(connected: bool, storage_queue: int) -> list[Metric]:
                   "Storage writes issued and not yet done, and saves being coalesced",
                   storage_queue)]
 
-
-def all_states(states: Iterable[Any]) -> list[str]:
-    """The label values of an Enum's members (every state gets a sample, 0 or not)."""
-    return [state.name for state in states]
