@@ -25,7 +25,7 @@ from dmuc import jids, xmlns
 from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
-from dmuc.protocol.statemachine import StateMachine
+from dmuc.protocol.statemachine import SplitCounter, StateMachine, TransitionObserver
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -70,11 +70,12 @@ class SlaveLink:
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
+    observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[LinkState] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.machine = StateMachine(f"link {self.jid} for {self.room}", LINK_TRANSITIONS,
-                                    LinkState.LIVE)
+                                    LinkState.LIVE, self.observer)
 
     @property
     def state(self) -> LinkState:
@@ -121,6 +122,7 @@ class Distribution:
         self.routes: dict[str, RoomRoutes] = {}  # room -> its sessions behind slaves
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
+        self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -388,7 +390,8 @@ class Distribution:
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
         if link is None:
-            link = SlaveLink(slave_jid, room_jid, domains, every, history, since=out.now)
+            link = SlaveLink(slave_jid, room_jid, domains, every, history, since=out.now,
+                             observer=self.splits)
             self.links.setdefault(room_jid, {})[slave_jid] = link
         else:
             if link.split:
@@ -408,6 +411,12 @@ class Distribution:
         out.send(stanzas.iq_result(stanza))
         if link is None:
             return
+        self._drop(link, out)
+        out.info(f"slave {link.jid} unregistered from {link.room}")
+
+    def _drop(self, link: SlaveLink, out: Outbox) -> None:
+        """Forget a link; any session still reached through it leaves (status 333: it
+        cannot be reached any more)."""
         room = self.service.rooms.get(link.room)
         routes = self.routes.get(link.room)
         if room is not None and routes is not None:
@@ -416,7 +425,46 @@ class Distribution:
                 if occupant is not None:
                     room.remove_session(occupant, session, out, statuses=("333",))
         self.links.get(link.room, {}).pop(link.jid, None)
-        out.info(f"slave {link.jid} unregistered from {link.room}")
+
+    def set_allowed(self, allowed: dict[str, frozenset[str]], out: Outbox) -> None:
+        """A new [[slaves]] allow list (a configuration reload). A slave no longer listed
+        is treated as any unknown slave from now on: its links are dropped (its sessions
+        leave with status 333), its next keepalive is answered item-not-found and its
+        registration forbidden, so its users talk to the master directly. A listed slave
+        whose domains changed keeps its links with the new domains."""
+        removed = sorted(set(self.allowed) - set(allowed))
+        self.allowed = dict(allowed)
+        for slave in removed:
+            links = [room_links[slave] for room_links in self.links.values()
+                     if slave in room_links]
+            for link in links:
+                self._drop(link, out)
+            rooms = f"{len(links)} room{'' if len(links) == 1 else 's'}"
+            out.warn(f"slave {slave} removed from the [[slaves]] allow list: refused from "
+                     f"now on; dropped its links to {rooms}")
+        for room_links in self.links.values():
+            for link in room_links.values():
+                link.domains = self.allowed.get(link.jid, link.domains)
+
+    # --- counts for the metrics (read at scrape time) ----------------------------------
+
+    def sessions_by_route(self) -> tuple[int, dict[str, int]]:
+        """Occupant sessions reached directly, and through each slave."""
+        direct, via = 0, {}
+        for routes in self.routes.values():
+            direct += len(routes.direct)
+            for slave, sessions in routes.sessions.items():
+                via[slave] = via.get(slave, 0) + len(sessions)
+        return direct, via
+
+    def links_by_state(self) -> dict[tuple[str, LinkState], int]:
+        """(slave, state) -> how many rooms' links are in that state."""
+        counts: dict[tuple[str, LinkState], int] = {}
+        for room_links in self.links.values():
+            for link in room_links.values():
+                key = (link.jid, link.state)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def snapshot(self, link: SlaveLink, out: Outbox, after: str | None = None) -> None:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,

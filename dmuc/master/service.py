@@ -62,6 +62,16 @@ class MUCService:
         rate_limits.setup(self.hooks, self)
         self.admin_commands = adhoc.setup(self.hooks, self)  # XEP-0050, for the admins
 
+    def reconfigure(self, settings: ServiceSettings, now: float) -> Outbox:
+        """A configuration reload: the new settings apply from now on (room defaults to
+        rooms created afterwards), the [[slaves]] allow list as Distribution.set_allowed.
+        The caller keeps what was set up at start (the JID, the rate limits)."""
+        out = Outbox(now)
+        self.settings = settings
+        self.admins = settings.admins
+        self.distribution.set_allowed(dict(settings.slaves), out)
+        return out
+
     # --- state from storage --------------------------------------------------------------
 
     def restore_room(self, record: RoomRecord, records: Iterable[HistoryRecord]) -> Room:

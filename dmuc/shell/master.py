@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Iterable
 
+from prometheus_client.core import Metric
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.python import usage
@@ -12,8 +15,10 @@ from twisted.python import usage
 from dmuc.config import MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.log import set_level
+from dmuc.master.distribution import LinkState
 from dmuc.master.service import MUCService
 from dmuc.master.status import DAEMON_KEY, SlaveStatus
+from dmuc.shell import metrics
 from dmuc.shell.daemon import CoreHandler, Daemon, config_options, log
 from dmuc.storage import RoomRecord, open_storage, status_service
 
@@ -80,6 +85,47 @@ class MasterService(Daemon):
             history = yield self.storage.load_history(record.jid, keep)
             self.muc.restore_room(record, history)
         return f"restored {len(records)} persistent rooms"
+
+    def load_config(self, path: str) -> MasterConfig:
+        return load_master_config(path)
+
+    def apply_config(self, new: MasterConfig) -> MasterConfig:
+        """[muc] (room defaults for rooms created from now on) and the [[slaves]] allow
+        list; the JID, rate limits and plugins were set up at start and stay."""
+        old: MasterConfig = self.cfg
+        settings = dataclasses.replace(new.muc, jid=old.muc.jid, limits=old.muc.limits)
+        self.handler.write(self.muc.reconfigure(settings, time.time()))
+        return dataclasses.replace(new, muc=settings, plugins=old.plugins)
+
+    def summary(self) -> str:
+        links = self.muc.distribution.links_by_state()
+        linked = {slave for (slave, state) in links if state is LinkState.LIVE}
+        rooms = len(self.muc.rooms)
+        return (f"{rooms} room{'' if rooms == 1 else 's'}, {len(linked)} of "
+                f"{len(self.muc.distribution.allowed)} slaves linked")
+
+    def core_metrics(self) -> Iterable[Metric]:
+        """Read from the core at scrape time: O(rooms + links), nothing per stanza."""
+        rooms = self.muc.rooms
+        distribution = self.muc.distribution
+        yield metrics.gauge("dmuc_rooms", "Rooms of this service", len(rooms))
+        yield metrics.gauge("dmuc_occupants", "Occupants (nicknames) in all rooms",
+                            sum(len(room.occupants) for room in rooms.values()))
+        direct, via = distribution.sessions_by_route()
+        yield metrics.labelled_gauge(
+            "dmuc_master_sessions",
+            "Occupant sessions by route: reached directly, or through a slave (its JID)",
+            ["route"], [(["direct"], direct), *(([slave], n) for slave, n in sorted(via.items()))])
+        links = distribution.links_by_state()
+        slaves = sorted(set(distribution.allowed) | {slave for slave, _ in links})
+        yield metrics.labelled_gauge(
+            "dmuc_master_slave_links", "Rooms each slave is registered for, by link state",
+            ["slave", "state"],
+            [([slave, state.name], links.get((slave, state), 0))
+             for slave in slaves for state in LinkState])
+        yield metrics.gauge("dmuc_master_allowed_slaves", "Slaves in the [[slaves]] allow list",
+                            len(distribution.allowed))
+        yield from metrics.split_counts(distribution.splits)
 
 
 def makeService(options: usage.Options) -> service.IService:

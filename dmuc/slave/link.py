@@ -22,7 +22,7 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, occupant_id, stanzas, xep0282
-from dmuc.protocol.statemachine import StateMachine
+from dmuc.protocol.statemachine import StateMachine, TransitionObserver
 from dmuc.slave.room import SlaveRoom
 
 # Stanzas held per room while not LIVE: stored with the room, far above a realistic split
@@ -103,6 +103,7 @@ class LinkConfig:
     keepalive: int  # proposed at registration
     history: int  # proposed at registration
     new_id: Callable[[str, str], str]  # (kind, room) -> an iq id the service will route back
+    observer: TransitionObserver | None = None  # told of every state change (metrics)
 
 
 class SlaveLink:
@@ -111,7 +112,7 @@ class SlaveLink:
         self.room = room
         self.config = config
         self.machine: StateMachine[LinkState] = StateMachine(
-            f"slave link to {room.jid}", LINK_TRANSITIONS, state)
+            f"slave link to {room.jid}", LINK_TRANSITIONS, state, config.observer)
         self.last_heard = 0.0  # the master's last stanza (or answer) for this room
         self.last_sent = 0.0  # our last <register/> or keepalive
         self.rejoining = False  # the current registration follows a netsplit
