@@ -107,9 +107,10 @@ class PostgresInstance(Pausable):
                 str(self._bindir / "postgres"), "-D", str(self.data_dir),
                 "-k", str(self.workdir), "-p", str(self.port),
                 "-c", f"listen_addresses={self.ip}",
-                # a throwaway cluster: durability against power loss is not needed
-                "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off"]),
+                # a throwaway cluster: no fsync (durability against power loss is not
+                # needed), but commits still reach the OS, so a crash (stop("immediate"))
+                # loses nothing committed
+                "-c", "fsync=off", "-c", "full_page_writes=off"]),
             cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True)
         self.paused = False

@@ -43,6 +43,17 @@ def postgres() -> Iterator[PostgresInstance]:
 
 
 @pytest.fixture
+def own_postgres() -> Iterator[PostgresInstance]:
+    """A server of the test's own, which it may stop and start (by PID)."""
+    server = new_postgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        stop_postgres(server)
+
+
+@pytest.fixture
 def new_database(postgres: PostgresInstance) -> Callable[[], str]:
     """``new_database()`` -> the storage URL of a new, empty database of the session's
     server (one per call: tests never see each other's rows)."""

@@ -285,8 +285,8 @@ class PostgresStorage:
         op = self._queue.popleft()
         if self._failures:
             log.info("storage {db}: database reachable again after {n} failed attempts; "
-                     "{waiting} queued operations follow", db=self.display, n=self._failures,
-                     waiting=len(self._queue))
+                     "applying the {waited} operations that waited", db=self.display,
+                     n=self._failures, waited=len(self._queue) + 1)
             self._failures = 0
         op.done.callback(result)
         self._next()
