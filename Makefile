@@ -37,11 +37,19 @@ bench: deps venv
 	$(BIN)/python -m benchmarks.slave_fanout
 	$(BIN)/python -m benchmarks.joins --occupants 10000 --daemon --no-direct
 
-# Debian packages: Prosody (the XMPP server we attach to) and dnsmasq (test DNS).
+# Debian packages: Prosody (the XMPP server we attach to), dnsmasq (test DNS) and
+# PostgreSQL (the tests initdb throwaway servers; the package's own cluster is not needed,
+# so it is told not to create one).
+NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.conf
 deps:
 	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base; }
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  $(SUDO) mkdir -p $(dir $(NO_MAIN_CLUSTER)) && \
+	  echo "create_main_cluster = false" | $(SUDO) tee $(NO_MAIN_CLUSTER) >/dev/null && \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
 venv: $(VENV)/.installed
 

@@ -25,7 +25,7 @@ from dmuc.config import ConfigError
 from dmuc.log import get_logger
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom, StorageOp
 from dmuc.protocol import stanzas
-from dmuc.storage import RoomRecord, Storage
+from dmuc.storage import RoomRecord, Storage, url_for_log
 
 log = get_logger("dmuc")
 
@@ -319,9 +319,10 @@ class Daemon(service.Service, abc.ABC):
             yield self.storage.open()
             restored = yield self.restore()
         except Exception as exc:  # noqa: BLE001 - reported to the operator and fatal
-            fatal(f"{self.label}: storage {self.cfg.storage_url}: {exc}")
+            fatal(f"{self.label}: storage {url_for_log(self.cfg.storage_url)}: {exc}")
             return
-        log.info("{restored} from {url}", restored=restored, url=self.cfg.storage_url)
+        log.info("{restored} from {url}", restored=restored,
+                 url=url_for_log(self.cfg.storage_url))
         self.connection.startService()
 
     def _tick(self) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dmuc.storage.postgres import URL_SCHEMES as POSTGRES_URL_SCHEMES
-from dmuc.storage.postgres import PostgresStorage
+from dmuc.storage.postgres import PostgresStorage, without_password
 from dmuc.storage.records import (
     HistoryRecord,
     RoomRecord,
@@ -15,7 +15,8 @@ from dmuc.storage.records import (
 from dmuc.storage.sqlite import SQLiteStorage
 
 __all__ = ["POSTGRES_URL_SCHEMES", "HistoryRecord", "PostgresStorage", "RoomRecord",
-           "Storage", "StorageError", "SQLiteStorage", "open_storage", "slave_history_key"]
+           "Storage", "StorageError", "SQLiteStorage", "open_storage", "slave_history_key",
+           "url_for_log"]
 
 
 def open_storage(url: str) -> Storage:
@@ -28,3 +29,8 @@ def open_storage(url: str) -> Storage:
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise StorageError(f"unsupported storage URL scheme {scheme!r} "
                        "(supported: sqlite, postgresql)")
+
+
+def url_for_log(url: str) -> str:
+    """A storage URL as log lines show it: never a database password."""
+    return without_password(url) if url.startswith(POSTGRES_URL_SCHEMES) else url

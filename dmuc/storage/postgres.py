@@ -17,6 +17,7 @@ operations issued after it wait behind it; nothing is dropped and the order is k
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,6 +110,18 @@ def _loads(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_URL_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^@/?#]*@")
+_QUERY_PASSWORD = re.compile(r"(?<=[?&])password=[^&#]*(&|$)")
+
+
+def without_password(url: str) -> str:
+    """A PostgreSQL URL as it may appear in a log line or an error: without its password
+    (in the user part or as a query parameter)."""
+    url = _URL_PASSWORD.sub(r"\1@", url)
+    url = _QUERY_PASSWORD.sub("", url)
+    return url.rstrip("?&")
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
@@ -164,17 +177,17 @@ class PostgresStorage:
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
-            raise StorageError(f"malformed PostgreSQL URL {url!r}: {_one_line(exc)}") from exc
+            raise StorageError(f"malformed PostgreSQL URL {without_password(url)!r}: "
+                               f"{_one_line(exc)}") from exc
         if not params.get("dbname"):
-            raise StorageError(f"malformed PostgreSQL URL {url!r}: no database name")
+            raise StorageError(
+                f"malformed PostgreSQL URL {without_password(url)!r}: no database name")
         port = str(params.get("port", "5432"))
         if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
-            raise StorageError(f"malformed PostgreSQL URL {url!r}: {port!r} is not a port")
+            raise StorageError(
+                f"malformed PostgreSQL URL {without_password(url)!r}: {port!r} is not a port")
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
-        shown = {k: v for k, v in params.items() if k != "password"}
-        display = f"postgresql://{shown.get('user', '')}@{shown.get('host', '')}" \
-                  f"{':' + port if 'port' in shown else ''}/{shown['dbname']}"
-        return cls(make_conninfo(**params), display)
+        return cls(make_conninfo(**params), without_password(url))
 
     # -- lifecycle ------------------------------------------------------------------
 

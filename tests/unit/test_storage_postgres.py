@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -24,6 +25,7 @@ from dmuc.storage import (
     StorageError,
     open_storage,
     slave_history_key,
+    url_for_log,
 )
 from dmuc.storage import postgres as postgres_mod
 from testbed.postgres import PostgresInstance
@@ -58,10 +60,32 @@ def logged() -> Iterator[list[str]]:
 def test_url_accepted_and_password_never_shown() -> None:
     store = open_storage("postgresql://dmuc:s3cret@db.example.org:6543/muc?sslmode=require")
     assert isinstance(store, PostgresStorage)
-    assert store.display == "postgresql://dmuc@db.example.org:6543/muc"
+    assert store.display == "postgresql://dmuc@db.example.org:6543/muc?sslmode=require"
     assert "s3cret" in store.conninfo and "connect_timeout" in store.conninfo
-    short = PostgresStorage.from_url("postgres://dmuc@localhost/dmuc")
-    assert short.display == "postgresql://dmuc@localhost/dmuc"
+    in_query = PostgresStorage.from_url("postgres://dmuc@localhost/dmuc?password=s3cret")
+    assert in_query.display == "postgres://dmuc@localhost/dmuc"
+    assert url_for_log("postgres://u:pw@h/d?sslmode=disable&password=pw&port=5") == \
+        "postgres://u@h/d?sslmode=disable&port=5"
+    assert url_for_log("sqlite:///var/lib/dmuc/m.db") == "sqlite:///var/lib/dmuc/m.db"
+    socket = PostgresStorage.from_url("postgresql://dmuc@%2Frun%2Fpostgresql/dmuc")
+    assert "host=/run/postgresql" in socket.conninfo
+    with pytest.raises(StorageError) as info:
+        PostgresStorage.from_url("postgresql://dmuc:s3cret@localhost")
+    assert "s3cret" not in str(info.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unix_socket_url(postgres: PostgresInstance, new_database: Callable[[], str]):
+    """The README's URL form: the server's socket dir as the host, percent-encoded."""
+    name = new_database().rsplit("/", 1)[1]
+    socket_dir = quote(str(postgres.workdir), safe="")
+    store = open_storage(f"postgresql://dmuc@{socket_dir}:{postgres.port}/{name}")
+    yield store.open()
+    try:
+        yield store.save_room(MASTER, RoomRecord(ROOM, {"via": "socket"}))
+        assert (yield store.load_rooms(MASTER)) == [RoomRecord(ROOM, {"via": "socket"})]
+    finally:
+        yield store.close()
 
 
 @pytest.mark.parametrize("url, reason", [
