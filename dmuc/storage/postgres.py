@@ -65,7 +65,12 @@ MIGRATIONS: list[Migration] = [
 URL_SCHEMES = ("postgresql://", "postgres://")
 # pg_advisory_xact_lock key of schema migrations (any constant; "dmuc" in ASCII).
 MIGRATION_LOCK = 0x646D7563
-CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+# libpq settings, unless the URL says otherwise: give up connecting after 10 s, and notice a
+# connection that died silently (a peer or firewall gone) within about a minute, so that
+# the writes waiting behind it are retried instead of stalling for TCP's long timeouts.
+CONNECTION_DEFAULTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                       "keepalives_interval": 10, "keepalives_count": 3,
+                       "tcp_user_timeout": 60_000}
 RETRY_FIRST_DELAY = 0.5  # seconds before the first retry; doubled up to the maximum
 RETRY_MAX_DELAY = 30.0
 # How long close() keeps retrying the operations still queued while the database is
@@ -186,7 +191,8 @@ class PostgresStorage:
         if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
             raise StorageError(
                 f"malformed PostgreSQL URL {without_password(url)!r}: {port!r} is not a port")
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        for key, value in CONNECTION_DEFAULTS.items():
+            params.setdefault(key, value)
         return cls(make_conninfo(**params), without_password(url))
 
     # -- lifecycle ------------------------------------------------------------------

@@ -1,23 +1,28 @@
-"""``twistd dmuc-master`` on PostgreSQL when the database goes away: stanzas are still
-answered from memory, the writes wait in order (one log line per retry, with backoff) and
-are applied when PostgreSQL is back, nothing dropped. (The restart scenario of
-test_master_daemon.py runs on PostgreSQL too.)"""
+"""The daemons on PostgreSQL: a master and its slaves sharing one database (started at
+once on it while it is empty), and ``twistd dmuc-master`` when the database goes away:
+stanzas are still answered from memory, the writes wait in order (one log line per retry,
+with backoff) and are applied when PostgreSQL is back, nothing dropped. (The restart
+scenario of test_master_daemon.py runs on PostgreSQL too.)"""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from cast import CAST, room_jid
-from conftest import keep_testbed, make_tempdir, write_master_config
+from cast import CAST, DIRECT_USER, room_jid
+from conftest import MakeClient, keep_testbed, make_tempdir, write_master_config
 from test_master_daemon import assert_no_traceback, configure, discard, join, new_prosody
 from xmpp_client import NS_CLIENT, Client, all_of, body, is_message, run
 
 from testbed import ProsodyInstance, TwistdDaemon
+from testbed.faults import DmucDaemons
+from testbed.network import MUC_SERVICE, DmucNetwork, slave_jid
 from testbed.postgres import PostgresInstance
 
 pytestmark = pytest.mark.integration
@@ -53,6 +58,21 @@ def stored_history(url: str, room: str) -> list[str]:
     return [re.search(r"<body>(.*?)</body>", xml).group(1) for (xml,) in rows]
 
 
+def room_state(url: str, room: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT state FROM rooms WHERE jid = %s", (room,)).fetchone()
+    return row[0] if row else ""
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Until `condition()` holds: the daemon writes after it answers, and its database
+    offers the test no event to wait for, so it is polled (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.02)
+
+
 def test_master_serves_and_queues_writes_while_postgres_is_down(
         own_postgres: PostgresInstance, prosody_and_workdir: tuple[ProsodyInstance, Path]
 ) -> None:
@@ -73,7 +93,7 @@ def test_master_serves_and_queues_writes_while_postgres_is_down(
         join(wumpus, room, "Wumpus")
         configure(wumpus, room, persistentroom=True, historylength=50)
         say(wumpus, room, "Wumpus", "before")
-        assert stored_history(url, room) == ["before"]
+        eventually(lambda: stored_history(url, room) == ["before"])
 
         own_postgres.stop("immediate")  # by PID, like a crash
         during = [f"during {n}" for n in range(1, 6)]
@@ -89,11 +109,8 @@ def test_master_serves_and_queues_writes_while_postgres_is_down(
         master.wait_for_log("retry 3 in", timeout=20)  # three failed attempts so far
         own_postgres.start()
         master.wait_for_log("database reachable again", timeout=30)
+        eventually(lambda: "Written later" in room_state(url, room))  # the last write
         assert stored_history(url, room) == ["before", *during]
-        with psycopg.connect(url) as conn:
-            (state,) = conn.execute("SELECT state FROM rooms WHERE jid = %s",
-                                    (room,)).fetchone()
-        assert "Written later" in state
 
         log = master.log_text().splitlines()
         retries = [m for line in log if (m := RETRY.search(line))]
@@ -129,3 +146,67 @@ def test_master_serves_and_queues_writes_while_postgres_is_down(
         for client in (wumpus, valdis):
             run(client.disconnect())
         master.stop()
+
+
+def test_master_and_slaves_share_one_database(network: DmucNetwork,
+                                              net_client_factory: MakeClient,
+                                              new_database: Callable[[], str]) -> None:
+    """The master and three slaves start at the same moment on one empty database (each
+    migrates it under the lock: one schema), keep their rows apart (the same room is a
+    master's persistent room and two slaves' mirrored copy), and all restore their own."""
+    url = new_database()
+    workdir = make_tempdir("dmuc-pg-shared-")
+    daemons = DmucDaemons(network, workdir, storage_url=url)
+    room = f"shared@{MUC_SERVICE}"
+    killrc, eris = "killrc.oulubox.irc", "eris.dclxvii.irc"
+    try:
+        daemons.start()  # in parallel
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT version FROM dmuc_schema").fetchall() == [(1,)]
+        wumpus = net_client_factory(CAST["Wumpus"])  # behind killrc's slave
+        wiz = net_client_factory(CAST["WiZ"])  # behind eris's slave
+        ludwig = net_client_factory(DIRECT_USER[1])  # straight to the master
+        join(wumpus, room, "Wumpus")
+        configure(wumpus, room, persistentroom=True, historylength=10)
+        join(wiz, room, "WiZ")
+        join(ludwig, room, DIRECT_USER[0])
+        for client in (wumpus, wiz, ludwig):
+            client.drain()
+        for nick, client in (("Wumpus", wumpus), ("WiZ", wiz)):
+            text = f"{nick} was here"
+            client.send_raw(f"<message to='{room}' type='groupchat'><body>{text}</body>"
+                            "</message>")
+            run(asyncio.gather(*(c.expect(all_of(is_message(from_=f"{room}/{nick}"),
+                                                  lambda e, t=text: body(e) == t))
+                                 for c in (wumpus, wiz, ludwig))))
+        daemons.stop()  # SIGTERM: everything issued is written
+
+        with psycopg.connect(url) as conn:
+            rooms = conn.execute("SELECT service, jid FROM rooms ORDER BY service").fetchall()
+            keys = conn.execute("SELECT room, count(*) FROM history GROUP BY room"
+                                " ORDER BY room").fetchall()
+        assert rooms == sorted([(MUC_SERVICE, room), (slave_jid(killrc), room),
+                                (slave_jid(eris), room)])
+        # two entries each: the master's under the room JID, each slave's under its own key
+        assert keys == sorted([(room, 2), (f"{slave_jid(killrc)}|{room}", 2),
+                               (f"{slave_jid(eris)}|{room}", 2)])
+
+        daemons.master.start(keep_log=True)
+        daemons.master.wait_for_log(f"restored 1 persistent rooms from {url}")
+        for domain in (killrc, eris):
+            slave = daemons.start_slave(domain)
+            slave.wait_for_log(f"restored 1 mirrored rooms from {url}")
+            slave.wait_for_log(f"registered with {room}", count=2)
+        # the slaves' users are back in the restored room (a direct user is not: a master
+        # restart ends its sessions, as mod_muc's)
+        wumpus.send_raw(f"<message to='{room}' type='groupchat'><body>still here</body>"
+                        "</message>")
+        run(asyncio.gather(*(c.expect(all_of(is_message(from_=f"{room}/Wumpus"),
+                                              lambda e: body(e) == "still here"))
+                             for c in (wumpus, wiz))))
+        for daemon in daemons.all:
+            assert_no_traceback(daemon)
+    finally:
+        daemons.stop()
+        if not keep_testbed():
+            shutil.rmtree(workdir, ignore_errors=True)

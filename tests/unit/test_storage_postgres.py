@@ -61,7 +61,8 @@ def test_url_accepted_and_password_never_shown() -> None:
     store = open_storage("postgresql://dmuc:s3cret@db.example.org:6543/muc?sslmode=require")
     assert isinstance(store, PostgresStorage)
     assert store.display == "postgresql://dmuc@db.example.org:6543/muc?sslmode=require"
-    assert "s3cret" in store.conninfo and "connect_timeout" in store.conninfo
+    assert "s3cret" in store.conninfo
+    assert "connect_timeout=10" in store.conninfo and "tcp_user_timeout=" in store.conninfo
     in_query = PostgresStorage.from_url("postgres://dmuc@localhost/dmuc?password=s3cret")
     assert in_query.display == "postgres://dmuc@localhost/dmuc"
     assert url_for_log("postgres://u:pw@h/d?sslmode=disable&password=pw&port=5") == \
