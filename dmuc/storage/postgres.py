@@ -9,13 +9,17 @@ The schema version lives in the table ``dmuc_schema`` (PostgreSQL has no user_ve
 :data:`MIGRATIONS` brings a database up to date inside one transaction that first takes
 an advisory lock, so daemons opening the same database at once migrate it once.
 
-A lost connection (or another transient error) does not fail an operation: it stays at
-the head of the queue and is retried with backoff, one log line per attempt, while the
-operations issued after it wait behind it; nothing is dropped and the order is kept.
+Operations queue in the adapter and run in issue order; those that waited for the one
+before them run together in one transaction (a busy room costs one commit per batch, not
+per message).  A lost connection (or another transient error) does not fail an
+operation: its batch stays at the head of the queue and is retried with backoff, one log
+line per attempt, while the operations issued after it wait behind it; nothing is
+dropped and the order is kept.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import deque
@@ -76,6 +80,8 @@ RETRY_MAX_DELAY = 30.0
 # How long close() keeps retrying the operations still queued while the database is
 # unreachable, before it gives them up (with one error line counting them).
 CLOSE_PATIENCE = 10.0
+# At most this many queued operations share one transaction.
+MAX_BATCH = 100
 # psycopg's errors that a new connection or a later attempt may cure: connection lost or
 # refused, server shutting down, serialisation failures, out of resources.
 TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -157,6 +163,11 @@ class _Operation:
     done: Deferred
 
 
+def _run_batch(txn: Any, batch: list[_Operation]) -> list[Any]:
+    """The interactions of a batch in order, in one transaction (adbapi commits)."""
+    return [op.interaction(txn, *op.args) for op in batch]
+
+
 class PostgresStorage:
     """Rooms and history in one PostgreSQL database, which master and slaves may share."""
 
@@ -167,7 +178,8 @@ class PostgresStorage:
         self._closing = False  # close() waits for the queue to drain
         self._queue: deque[_Operation] = deque()
         self._busy = False
-        self._failures = 0  # consecutive transient failures of the operation at the head
+        self._failures = 0  # consecutive transient failures of the batch at the head
+        self._unbatched = 0  # how many at the head to run one per transaction (see _failed)
         self._retry_call: Any = None
         self._give_up_at: float | None = None  # set by close()
         self._drained: list[Deferred] = []
@@ -283,8 +295,9 @@ class PostgresStorage:
             self._next()
         return op.done
 
-    # -- the queue: one operation at a time, retried at the head while the database is
-    #    unreachable --------------------------------------------------------------------
+    # -- the queue: operations run in issue order, those waiting together in one
+    #    transaction (one commit instead of one each); the batch at the head is retried
+    #    while the database is unreachable ---------------------------------------------
 
     def _next(self) -> None:
         self._retry_call = None
@@ -295,24 +308,36 @@ class PostgresStorage:
                 d.callback(None)
             return
         self._busy = True
-        op = self._queue[0]
+        size = 1 if self._unbatched else MAX_BATCH
+        batch = list(itertools.islice(self._queue, size))
         assert self._pool is not None
-        self._pool.runInteraction(op.interaction, *op.args).addCallbacks(
-            self._succeeded, self._failed, errbackArgs=(op,))
+        self._pool.runInteraction(_run_batch, batch).addCallbacks(
+            self._succeeded, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _succeeded(self, result: object) -> None:
-        op = self._queue.popleft()
+    def _succeeded(self, results: list[object], batch: list[_Operation]) -> None:
         if self._failures:
             log.info("storage {db}: database reachable again after {n} failed attempts; "
                      "applying the {waited} operations that waited", db=self.display,
-                     n=self._failures, waited=len(self._queue) + 1)
+                     n=self._failures, waited=len(self._queue))
             self._failures = 0
-        op.done.callback(result)
+        for _ in batch:
+            self._queue.popleft()
+        self._unbatched = max(0, self._unbatched - len(batch))
+        for op, result in zip(batch, results):
+            op.done.callback(result)
         self._next()
 
-    def _failed(self, f: Failure, op: _Operation) -> None:
+    def _failed(self, f: Failure, batch: list[_Operation]) -> None:
+        op = batch[0]
         if not f.check(*TRANSIENT_ERRORS):
+            if len(batch) > 1:
+                # One of them failed and none was committed: run them one at a time, so
+                # that only that one fails.
+                self._unbatched = len(batch)
+                self._next()
+                return
             self._queue.popleft()
+            self._unbatched = max(0, self._unbatched - 1)
             self._failures = 0
             if f.check(psycopg.Error):
                 f = Failure(StorageError(
@@ -339,7 +364,7 @@ class PostgresStorage:
         log.error("storage {db}: closing with {n} operations not applied, the database is "
                   "unreachable: {error}", db=self.display, n=len(dropped),
                   error=_one_line(f.value))
-        self._failures = 0
+        self._failures = self._unbatched = 0
         for op in dropped:
             op.done.errback(StorageError(
                 f"storage {self.display}: {op.what} not applied: database unreachable"))

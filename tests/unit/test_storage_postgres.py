@@ -195,6 +195,33 @@ def test_master_and_slave_share_one_database(new_database: Callable[[], str]):
         yield slave.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_one_failing_operation_among_queued_ones_fails_alone(new_database: Callable[[], str]):
+    """Queued operations share a transaction; when one fails (text with a NUL byte, which
+    PostgreSQL refuses), the others are applied all the same, in order."""
+    store = open_storage(new_database())
+    yield store.open()
+    try:
+        issued = [store.save_room(MASTER, RoomRecord(f"a@{MASTER}", {})),
+                  store.save_room(MASTER, RoomRecord(f"b@{MASTER}", {})),
+                  store.append_history(ROOM, HistoryRecord(1.0, "<a>\x00</a>"), keep=5),
+                  store.append_history(ROOM, _record(2), keep=5),
+                  store.save_room(MASTER, RoomRecord(f"c@{MASTER}", {}))]
+        results = yield defer.DeferredList(issued, consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, True, False, True, True]
+        failure = results[2][1]
+        assert failure.check(StorageError) and "append_history failed" in str(failure.value)
+        rooms = yield store.load_rooms(MASTER)
+        assert [r.jid for r in rooms] == [f"{n}@{MASTER}" for n in "abc"]
+        assert (yield store.load_history(ROOM, 10)) == [_record(2)]
+        # and batching goes on afterwards
+        yield defer.gatherResults([store.append_history(ROOM, _record(n), keep=5)
+                                   for n in range(3, 9)])
+        assert (yield store.load_history(ROOM, 10)) == [_record(n) for n in range(4, 9)]
+    finally:
+        yield store.close()
+
+
 # -- the server goes away --------------------------------------------------------------
 
 
