@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from dmuc.config import ConfigError, load_master_config
 from dmuc.storage import (
@@ -41,13 +41,12 @@ def _record(n: int) -> HistoryRecord:
 
 @pytest.fixture
 def logged() -> Iterator[list[str]]:
-    """The text of every log event emitted while the test runs."""
+    """The text of every dmuc.storage log event emitted while the test runs."""
     lines: list[str] = []
 
     def observe(event: dict) -> None:
         if event.get("log_namespace") == "dmuc.storage":
-            from_format = event.get("log_format", "")
-            lines.append(from_format.format(**event))
+            lines.append(formatEvent(event))
 
     globalLogPublisher.addObserver(observe)
     yield lines
