@@ -42,13 +42,21 @@ bench: deps venv
 	$(BIN)/python -m benchmarks.joins --occupants 10000 --daemon --no-direct
 
 # Debian packages: Prosody (the XMPP server we attach to), dnsmasq (test DNS),
-# lua-dbi-sqlite3 (Prosody's SQL storage, for the import test), man-db (man page check).
+# lua-dbi-sqlite3 (Prosody's SQL storage, for the import test), man-db (man page check)
+# and PostgreSQL (the tests initdb throwaway servers; the package's own cluster is not
+# needed, so it is told not to create one).
+NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.conf
 deps:
 	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null \
 	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base \
 	    lua-dbi-sqlite3 man-db; }
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  $(SUDO) mkdir -p $(dir $(NO_MAIN_CLUSTER)) && \
+	  echo "create_main_cluster = false" | $(SUDO) tee $(NO_MAIN_CLUSTER) >/dev/null && \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
 venv: $(VENV)/.installed
 

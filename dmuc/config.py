@@ -17,7 +17,7 @@ from dmuc import jids
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
-from dmuc.storage import SQLiteStorage, StorageError
+from dmuc.storage import POSTGRES_URL_SCHEMES, PostgresStorage, SQLiteStorage, StorageError
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -133,8 +133,15 @@ def _component(r: _Reader) -> ComponentConfig:
 def _storage_url(r: _Reader) -> str:
     url = r.get("storage", "url", str)
     r.check_unknown("storage", {"url"})
+    if url.startswith(POSTGRES_URL_SCHEMES):
+        try:
+            PostgresStorage.from_url(url)
+        except StorageError as exc:
+            raise r.error("storage.url", str(exc)) from exc
+        return url
     if not url.startswith("sqlite:"):
-        raise r.error("storage.url", f"unsupported scheme in {url!r} (supported: sqlite)")
+        raise r.error("storage.url",
+                      f"unsupported scheme in {url!r} (supported: sqlite, postgresql)")
     try:
         storage = SQLiteStorage.from_url(url)
     except StorageError as exc:

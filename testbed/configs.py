@@ -32,12 +32,14 @@ def daemon_toml(
     tables: Mapping[str, Mapping[str, Any]] | None = None,
     slaves: Mapping[str, Iterable[str]] | None = None,
     extra_toml: str = "",
+    storage_url: str | None = None,
 ) -> str:
     """The [component], [storage] and [log] tables every daemon needs, then `tables`
-    (e.g. {"muc": {...}} or {"slave": {...}}), the master's [[slaves]], and raw extra TOML."""
+    (e.g. {"muc": {...}} or {"slave": {...}}), the master's [[slaves]], and raw extra TOML.
+    Storage is the SQLite file `db_path` unless `storage_url` names another database."""
     sections: dict[str, Mapping[str, Any]] = {
         "component": {"jid": jid, "host": host, "port": port, "secret": secret},
-        "storage": {"url": f"sqlite:///{Path(db_path).resolve()}"},
+        "storage": {"url": storage_url or f"sqlite:///{Path(db_path).resolve()}"},
         "log": {"level": level},
         **(tables or {}),
     }

@@ -64,24 +64,28 @@ class DmucDaemons:
     """``dmuc-master`` and one ``dmuc-slave`` per slave server of ``network``, each in a
     workdir of its own under ``workdir`` (config, SQLite file, log), started in parallel and
     stopped by PID. ``keepalive`` is the slaves' (and so the master's, negotiated) keepalive
-    in seconds (5-3600); short keepalives make faults detected quickly."""
+    in seconds (5-3600); short keepalives make faults detected quickly. ``storage_url``
+    puts them all in one database instead (e.g. PostgreSQL)."""
 
     def __init__(self, network: DmucNetwork, workdir: Path | str, *, keepalive: int = 60,
-                 history: int = 20, level: str = "info") -> None:
+                 history: int = 20, level: str = "info",
+                 storage_url: str | None = None) -> None:
         self.network = network
         self.workdir = Path(workdir)
         self.keepalive = keepalive
         master_dir = self.workdir / "master"
         master_dir.mkdir(parents=True, exist_ok=True)
         config = master_dir / "master.toml"
-        config.write_text(network.master_config(master_dir / "master.db", level=level))
+        config.write_text(network.master_config(master_dir / "master.db", level=level,
+                                                storage_url=storage_url))
         self.master = TwistdDaemon("dmuc-master", config, master_dir)
         self.slaves: dict[str, TwistdDaemon] = {}
         for domain in SLAVE_DOMAINS:
             d = self.workdir / domain
             d.mkdir(parents=True, exist_ok=True)
             (d / "slave.toml").write_text(network.slave_config(
-                domain, d / "slave.db", keepalive=keepalive, history=history, level=level))
+                domain, d / "slave.db", keepalive=keepalive, history=history, level=level,
+                storage_url=storage_url))
             self.slaves[domain] = TwistdDaemon("dmuc-slave", d / "slave.toml", d)
 
     @property

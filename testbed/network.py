@@ -874,9 +874,11 @@ class DmucNetwork:
     # -- dmuc daemon configs
 
     def master_config(self, db_path: Path | str, extra_toml: str = "", *,
-                      level: str = "debug", admins: Sequence[str] = ()) -> str:
+                      level: str = "debug", admins: Sequence[str] = (),
+                      storage_url: str | None = None) -> str:
         """TOML for ``dmuc-master`` as ``channel.avalon.irc``, with the network's slaves
-        (and ``admins``: the service's admins, ``[muc] admins``)."""
+        (and ``admins``: the service's admins, ``[muc] admins``; storage: the SQLite file
+        ``db_path``, or ``storage_url``)."""
         m = self.master
         muc: dict[str, Any] = {"room_locking": False}
         if admins:
@@ -885,11 +887,12 @@ class DmucNetwork:
             jid=MUC_SERVICE, host=m.ip, port=m.component_port, secret=m.secrets[MUC_SERVICE],
             db_path=db_path, tables={"muc": muc}, level=level,
             slaves={slave_jid(d): [d] for d in SLAVE_DOMAINS} if self.slaves else None,
-            extra_toml=extra_toml,
+            extra_toml=extra_toml, storage_url=storage_url,
         )
 
     def slave_config(self, domain: str, db_path: Path | str, extra_toml: str = "", *,
-                     keepalive: int = 60, history: int = 20, level: str = "debug") -> str:
+                     keepalive: int = 60, history: int = 20, level: str = "debug",
+                     storage_url: str | None = None) -> str:
         """TOML for ``dmuc-slave`` serving the users of ``domain`` (a slave server).
         ``keepalive`` (seconds, 5-3600) is also what the master uses towards this slave."""
         s = self.server(domain)
@@ -897,7 +900,7 @@ class DmucNetwork:
             raise ValueError(f"{domain} has no slave component (slaves={self.slaves})")
         return daemon_toml(
             jid=s.component, host=s.ip, port=s.component_port, secret=s.secrets[s.component],
-            db_path=db_path, extra_toml=extra_toml, level=level,
+            db_path=db_path, extra_toml=extra_toml, level=level, storage_url=storage_url,
             tables={"slave": {"domains": [s.domain], "masters": [MUC_SERVICE],
                               "keepalive": keepalive, "history": history}},
         )

@@ -33,7 +33,7 @@ from dmuc.shell import metrics
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
-from dmuc.storage import RoomRecord, Storage
+from dmuc.storage import RoomRecord, Storage, url_for_log
 
 log = get_logger("dmuc")
 
@@ -399,9 +399,10 @@ class Daemon(service.Service, abc.ABC):
             yield self.storage.open()
             restored = yield self.restore()
         except Exception as exc:  # noqa: BLE001 - reported to the operator and fatal
-            fatal(f"{self.label}: storage {self.cfg.storage_url}: {exc}")
+            fatal(f"{self.label}: storage {url_for_log(self.cfg.storage_url)}: {exc}")
             return
-        log.info("{restored} from {url}", restored=restored, url=self.cfg.storage_url)
+        log.info("{restored} from {url}", restored=restored,
+                 url=url_for_log(self.cfg.storage_url))
         self.notifier.status(f"{restored}; connecting to Prosody")
         self.connection.startService()
 

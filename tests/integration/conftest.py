@@ -104,11 +104,14 @@ def client_factory(prosody: ProsodyInstance) -> Iterator[MakeClient]:
 
 
 def write_master_config(path: Path, prosody: ProsodyInstance, db_path: Path,
-                        extra_toml: str = "", component: str = MUC_DOMAIN) -> Path:
-    """Write the master's TOML config for ``component`` of ``prosody``."""
+                        extra_toml: str = "", component: str = MUC_DOMAIN,
+                        storage_url: str | None = None) -> Path:
+    """Write the master's TOML config for ``component`` of ``prosody`` (storage: the SQLite
+    file ``db_path``, or ``storage_url``)."""
     spec = prosody.component(component)
     path.write_text(daemon_toml(jid=spec.domain, host=prosody.ip, port=prosody.component_port,
-                                secret=spec.secret, db_path=db_path, extra_toml=extra_toml))
+                                secret=spec.secret, db_path=db_path, extra_toml=extra_toml,
+                                storage_url=storage_url))
     return path
 
 

@@ -234,16 +234,21 @@ class Restarted:
         self.__dict__.update(kw)
 
 
-@pytest.fixture(scope="module")
-def restarted() -> Iterator[Restarted]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def restarted(request: pytest.FixtureRequest) -> Iterator[Restarted]:
     """A master with a persistent room (config, a member with a registered nick, an outcast,
     a subject, history) and an occupied temporary room, stopped (SIGTERM) and replaced by
-    a new master on the same SQLite file. It has a Prosody of its own, as the new master
-    stays connected until the module ends."""
+    a new master on the same database (an SQLite file, or a database of the session's
+    PostgreSQL). It has a Prosody of its own, as the new master stays connected until the
+    module ends."""
     own_prosody = new_prosody("dmuc-daemon-restart-prosody-")
     own_prosody.start()
     workdir = make_tempdir("dmuc-daemon-restart-")
-    config = write_master_config(workdir / "master.toml", own_prosody, workdir / "master.db")
+    storage_url = None
+    if request.param == "postgresql":
+        storage_url = request.getfixturevalue("postgres").create_database("dmuc_restart")
+    config = write_master_config(workdir / "master.toml", own_prosody, workdir / "master.db",
+                                 storage_url=storage_url)
     factory = _client_factory()
     clients = next(factory)
     first = TwistdDaemon("dmuc-master", config, workdir)
@@ -280,6 +285,7 @@ def restarted() -> Iterator[Restarted]:
         first_log = first.log_text()  # the next start in this workdir replaces the log
         second.start()
         yield Restarted(room=room, temp=temp, first_log=first_log, second=second,
+                        storage=storage_url or f"sqlite:///{workdir / 'master.db'}",
                         first_status=first_status, before=before, wumpus=wumpus,
                         clients=clients, prosody=own_prosody)
     finally:
@@ -298,7 +304,7 @@ def test_persistent_room_survives_restart(restarted: Restarted) -> None:
     assert r.first_status in (0, -15)
     assert "Server Shut Down" in r.first_log
     assert "Traceback" not in r.first_log, r.first_log
-    assert "restored 1 persistent rooms" in r.second.log_text()
+    assert f"restored 1 persistent rooms from {r.storage}" in r.second.log_text()
 
     bigcheese, troy, phaedrus = r.clients(r.prosody, "BigCheese", "Troy", "Phaedrus")
     pres, history, subject = join(bigcheese, room, "BigCheese")

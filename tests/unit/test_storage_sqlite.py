@@ -1,16 +1,21 @@
-"""Tests for the SQLite storage adapter (dmuc.storage.sqlite)."""
+"""Tests for the storage adapters: SQLite (dmuc.storage.sqlite) and, for every test that
+takes ``storage_url``, PostgreSQL (dmuc.storage.postgres) on the session's real server."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
+import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from dmuc.storage import HistoryRecord, RoomRecord, StorageError, open_storage
+from dmuc.storage import HistoryRecord, RoomRecord, Storage, StorageError, open_storage
+from dmuc.storage import postgres as postgres_mod
 from dmuc.storage import sqlite as sqlite_mod
 from dmuc.storage.sqlite import SQLiteStorage
 
@@ -29,10 +34,70 @@ def _record(n: int, **extra: object) -> HistoryRecord:
 
 
 @defer.inlineCallbacks
-def _opened(path: Path):
-    store = SQLiteStorage.from_url(_url(path))
+def _opened(where: Path | str):
+    """Open the storage of a URL, or of an SQLite file."""
+    store = open_storage(where if isinstance(where, str) else _url(where))
     yield store.open()
     return store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new, empty database of each backend."""
+    if request.param == "sqlite":
+        return _url(tmp_path / "m.db")
+    new_database: Callable[[], str] = request.getfixturevalue("new_database")
+    return new_database()
+
+
+# -- what differs between the backends, for the tests that look into the database itself
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def _module(url: str) -> ModuleType:
+    return sqlite_mod if _is_sqlite(url) else postgres_mod
+
+
+def _query(url: str, sql: str, *args: object) -> list[tuple]:
+    """Run one statement on a database outside the adapter; ? placeholders."""
+    if _is_sqlite(url):
+        with sqlite3.connect(url[len("sqlite://"):]) as conn:
+            rows = conn.execute(sql, args).fetchall()
+        conn.close()
+        return rows
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql.replace("?", "%s"), args)
+        return cur.fetchall() if cur.description else []
+
+
+def _stored_version(url: str) -> int:
+    if _is_sqlite(url):
+        return _query(url, "PRAGMA user_version")[0][0]
+    return _query(url, "SELECT version FROM dmuc_schema")[0][0]
+
+
+def _set_version(url: str, version: int) -> None:
+    if _is_sqlite(url):
+        _query(url, f"PRAGMA user_version = {version}")
+    else:
+        _query(url, "CREATE TABLE dmuc_schema (version INTEGER NOT NULL)")
+        _query(url, "INSERT INTO dmuc_schema (version) VALUES (?)", version)
+
+
+def _tables(url: str) -> set[str]:
+    if _is_sqlite(url):
+        return {r[0] for r in _query(url, "SELECT name FROM sqlite_master")}
+    return {r[0] for r in _query(
+        url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def _count_history(store: Storage, room: str):
+    sql = "SELECT count(*) FROM history WHERE room = " + (
+        "?" if isinstance(store, SQLiteStorage) else "%s")
+    return store._pool.runQuery(sql, (room,))
 
 
 # -- URLs --------------------------------------------------------------------------
@@ -109,12 +174,17 @@ def test_connection_pragmas(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_too_new_schema_rejected(tmp_path: Path):
-    path = tmp_path / "m.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute(f"PRAGMA user_version = {len(sqlite_mod.MIGRATIONS) + 1}")
-    conn.close()
-    store = SQLiteStorage.from_url(_url(path))
+def test_open_creates_schema(storage_url: str):
+    store = yield _opened(storage_url)
+    yield store.close()
+    assert _stored_version(storage_url) == len(_module(storage_url).MIGRATIONS)
+    assert {"rooms", "history"} <= _tables(storage_url)
+
+
+@pytest_twisted.inlineCallbacks
+def test_too_new_schema_rejected(storage_url: str):
+    _set_version(storage_url, len(_module(storage_url).MIGRATIONS) + 1)
+    store = open_storage(storage_url)
     with pytest.raises(StorageError, match="newer"):
         yield store.open()
     # The failed open leaves the storage closed.
@@ -123,9 +193,9 @@ def test_too_new_schema_rejected(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_later_migration_applied_on_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    path = tmp_path / "m.db"
-    store = yield _opened(path)
+def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest.MonkeyPatch):
+    module = _module(storage_url)
+    store = yield _opened(storage_url)
     yield store.save_room(SERVICE, RoomRecord(ROOM, {"a": 1}))
     yield store.close()
 
@@ -133,12 +203,12 @@ def test_later_migration_applied_on_reopen(tmp_path: Path, monkeypatch: pytest.M
         cursor.execute("INSERT INTO roster (jid) VALUES ('u@example.org')")
 
     migrations = [
-        *sqlite_mod.MIGRATIONS,
+        *module.MIGRATIONS,
         "CREATE TABLE roster (jid TEXT PRIMARY KEY); CREATE INDEX roster_jid ON roster (jid);",
         add_row,
     ]
-    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", migrations)
-    store = yield _opened(path)
+    monkeypatch.setattr(module, "MIGRATIONS", migrations)
+    store = yield _opened(storage_url)
     try:
         rows = yield store._pool.runQuery("SELECT jid FROM roster")
         assert rows == [("u@example.org",)]
@@ -146,28 +216,24 @@ def test_later_migration_applied_on_reopen(tmp_path: Path, monkeypatch: pytest.M
         assert rooms == [RoomRecord(ROOM, {"a": 1})]
     finally:
         yield store.close()
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations)
-    conn.close()
+    assert _stored_version(storage_url) == len(migrations)
 
 
 @pytest_twisted.inlineCallbacks
-def test_failing_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    path = tmp_path / "m.db"
+def test_failing_migration_rolls_back(storage_url: str, monkeypatch: pytest.MonkeyPatch):
+    module = _module(storage_url)
     monkeypatch.setattr(
-        sqlite_mod,
+        module,
         "MIGRATIONS",
-        [*sqlite_mod.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
+        [*module.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
     )
-    store = SQLiteStorage.from_url(_url(path))
+    store = open_storage(storage_url)
     with pytest.raises(StorageError, match="nosuchtable"):
         yield store.open()
-    with sqlite3.connect(path) as conn:
-        # Nothing of the failed upgrade is left: not even migration 1.
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
-    conn.close()
-    assert names == []
+    # Nothing of the failed upgrade is left: not even migration 1 (nor a version table).
+    assert _tables(storage_url) == set()
+    if _is_sqlite(storage_url):
+        assert _stored_version(storage_url) == 0
 
 
 @pytest_twisted.inlineCallbacks
@@ -193,8 +259,8 @@ def test_not_a_database(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_open_twice_and_close_twice(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_open_twice_and_close_twice(storage_url: str):
+    store = yield _opened(storage_url)
     with pytest.raises(StorageError, match="already open"):
         yield store.open()
     yield store.close()
@@ -207,8 +273,8 @@ def test_open_twice_and_close_twice(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_rooms_round_trip(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_rooms_round_trip(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         assert (yield store.load_rooms(SERVICE)) == []
         state = {
@@ -235,8 +301,8 @@ def test_rooms_round_trip(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_save_room_snapshots_state(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_save_room_snapshots_state(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         state = {"n": 1}
         d = store.save_room(SERVICE, RoomRecord(ROOM, state))
@@ -248,8 +314,8 @@ def test_save_room_snapshots_state(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_services_are_separate(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_services_are_separate(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         yield store.save_room(SERVICE, RoomRecord(ROOM, {"s": 1}))
         yield store.save_room(OTHER_SERVICE, RoomRecord(ROOM, {"s": 2}))
@@ -263,8 +329,8 @@ def test_services_are_separate(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_delete_room_deletes_history(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_delete_room_deletes_history(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         yield store.save_room(SERVICE, RoomRecord(ROOM, {}))
         yield store.append_history(ROOM, _record(1), keep=10)
@@ -280,8 +346,8 @@ def test_delete_room_deletes_history(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_history_order_limit_and_extra(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_history_order_limit_and_extra(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         assert (yield store.load_history(ROOM, 5)) == []
         for n in range(5):
@@ -301,8 +367,8 @@ def test_history_order_limit_and_extra(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_history_order_is_insertion_not_stamp(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_history_order_is_insertion_not_stamp(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         yield store.append_history(ROOM, HistoryRecord(stamp=50.0, xml="<a/>"), keep=10)
         yield store.append_history(ROOM, HistoryRecord(stamp=10.0, xml="<b/>"), keep=10)
@@ -312,8 +378,8 @@ def test_history_order_is_insertion_not_stamp(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_history_trim(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_history_trim(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         for n in range(6):
             yield store.append_history(ROOM, _record(n), keep=3)
@@ -325,7 +391,7 @@ def test_history_trim(tmp_path: Path):
         assert (yield store.load_history(ROOM, 100)) == [_record(6)]
         assert (yield store.load_history(ROOM2, 100)) == [_record(50)]
 
-        rows = yield store._pool.runQuery("SELECT count(*) FROM history WHERE room = ?", (ROOM,))
+        rows = yield _count_history(store, ROOM)
         assert rows[0][0] == 1
 
         # keep=0 deletes all of the room's history, the new entry included.
@@ -337,8 +403,8 @@ def test_history_trim(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_negative_arguments_rejected(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_negative_arguments_rejected(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         with pytest.raises(ValueError):
             yield store.append_history(ROOM, _record(1), keep=-1)
@@ -350,8 +416,8 @@ def test_negative_arguments_rejected(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_clear_history_keeps_room(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_clear_history_keeps_room(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         yield store.save_room(SERVICE, RoomRecord(ROOM, {"k": "v"}))
         yield store.append_history(ROOM, _record(1), keep=10)
@@ -365,8 +431,8 @@ def test_clear_history_keeps_room(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_writes_applied_in_issue_order(tmp_path: Path):
-    store = yield _opened(tmp_path / "m.db")
+def test_writes_applied_in_issue_order(storage_url: str):
+    store = yield _opened(storage_url)
     try:
         # Issue without waiting; the last save must win and trims must see prior inserts.
         ds = [store.save_room(SERVICE, RoomRecord(ROOM, {"v": i})) for i in range(20)]
@@ -382,9 +448,8 @@ def test_writes_applied_in_issue_order(tmp_path: Path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_reopen_persists(tmp_path: Path):
-    path = tmp_path / "m.db"
-    store = yield _opened(path)
+def test_reopen_persists(storage_url: str):
+    store = yield _opened(storage_url)
     yield store.save_room(SERVICE, RoomRecord(ROOM, {"persistent": True}))
     d1 = store.append_history(ROOM, _record(1, nick="a"), keep=10)
     d2 = store.append_history(ROOM, _record(2), keep=10)
@@ -392,7 +457,7 @@ def test_reopen_persists(tmp_path: Path):
     yield store.close()
     assert d1.called and d2.called
 
-    again = yield _opened(path)
+    again = yield _opened(storage_url)
     try:
         assert (yield again.load_rooms(SERVICE)) == [RoomRecord(ROOM, {"persistent": True})]
         assert (yield again.load_history(ROOM, 10)) == [_record(1, nick="a"), _record(2)]
