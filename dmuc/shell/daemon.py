@@ -17,13 +17,26 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish.domish import Element
 from wokkel import component, subprotocols
 
 from dmuc.config import ConfigError
 from dmuc.log import get_logger
-from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom, StorageOp
+from dmuc.outbox import (
+    AppendArchive,
+    AppendHistory,
+    ClearHistory,
+    DeleteArchive,
+    DeleteRoom,
+    ExpireArchive,
+    Outbox,
+    QueryArchive,
+    RetractArchived,
+    SaveRoom,
+    StorageOp,
+)
 from dmuc.protocol import stanzas
 from dmuc.storage import RoomRecord, Storage
 
@@ -255,10 +268,42 @@ class CoreHandler(subprotocols.XMPPHandler):
             d = s.append_history(op.key, op.record, op.keep)
         elif isinstance(op, ClearHistory):
             d = s.clear_history(op.key)
+        elif isinstance(op, AppendArchive):
+            d = s.append_archive(op.room_jid, op.record)
+        elif isinstance(op, RetractArchived):
+            d = s.retract_archive(op.room_jid, op.sid, op.tombstone_xml)
+        elif isinstance(op, ExpireArchive):
+            d = s.expire_archive(op.older_than)
+            d.addCallback(_log_expired)
+        elif isinstance(op, DeleteArchive):
+            d = s.delete_archive(op.room_jid)
+        elif isinstance(op, QueryArchive):
+            return self._query(op)
         else:
             raise TypeError(f"cannot store {op!r}")
         d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
                                          op=type(op).__name__, err=f.getErrorMessage()))
+        return d
+
+    def _query(self, op: QueryArchive) -> Deferred:
+        """Run an archive read, then hand its page (or the failure) back to the core and
+        write what the core answers."""
+        d = self.storage.query_archive(op.room_jid, op.query)
+
+        def answer(result: object) -> None:
+            value = result.value if isinstance(result, Failure) else result
+            out = Outbox(time.time())
+            try:
+                op.answer(value, out)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - one bad answer must not take us down
+                log.error("internal error answering an archive query of {room}: {error}",
+                          room=op.room_jid,
+                          error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
+                return
+            if self.xmlstream is not None:
+                self.write(out)
+
+        d.addBoth(answer)
         return d
 
     def _write_saves(self) -> list[Deferred]:
@@ -271,6 +316,11 @@ class CoreHandler(subprotocols.XMPPHandler):
     def flush(self) -> Deferred:
         """Write the saves still being coalesced (on stop)."""
         return defer.gatherResults(self._write_saves(), consumeErrors=True)
+
+
+def _log_expired(count: int) -> None:
+    if count:
+        log.info("archive retention: deleted {count} expired messages", count=count)
 
 
 def config_options(daemon: str, loader: Callable[[str], Any]) -> type[usage.Options]:

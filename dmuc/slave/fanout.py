@@ -11,7 +11,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas, visibility, xep0282
-from dmuc.protocol.history import HistoryEntry, delayed, stanza_id
+from dmuc.protocol.history import HistoryEntry, delayed, moderated_id, stanza_id
 from dmuc.slave.room import SlaveRoom
 from dmuc.storage import slave_history_key
 
@@ -126,6 +126,7 @@ class Fanout:
         if room.resync_old is None:
             room.resync_old = dict(room.roster)
             room.known_ids = ids
+            room.replay_after = room.last_id or None
         else:
             # The previous snapshot was cut off (a netsplit before <synced/>): what local
             # occupants were last told is still the roster from before it.
@@ -141,6 +142,7 @@ class Fanout:
         old = room.resync_old or {}
         room.resync_old = None
         room.known_ids = set()
+        room.replay_after = None
         local_nicks = set(room.local.values())
         for nick, presence in room.roster.items():
             before = old.get(nick)
@@ -178,6 +180,18 @@ class Fanout:
         sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
         if sender_nick:
             room.inflight.pop((sender_nick, local_copy.getAttribute("id") or ""), None)
+        retracted = moderated_id(local_copy, room.jid)
+        if retracted is not None:
+            # XEP-0425: a moderator retracted a message; joiners no longer get it
+            self._drop_from_history(room, retracted, out)
+            if is_history:
+                # Replayed at a netjoin: local occupants get it if it came after what we
+                # had (their clients may show the message).
+                if room.replay_after is None:
+                    out.broadcast(local_copy, room.local_sessions())
+                return
+        if is_history and sid is not None and sid == room.replay_after:
+            room.replay_after = None  # what follows in the snapshot is what we missed
         if stanzas.child(local_copy, "subject") is not None and stanzas.child(
                 local_copy, "body") is None:
             room.subject = local_copy
@@ -198,6 +212,15 @@ class Fanout:
         if is_history or _echoed_locally(room, local_copy):
             return
         out.broadcast(local_copy, room.local_sessions())
+
+    def _drop_from_history(self, room: SlaveRoom, sid: str, out: Outbox) -> None:
+        """Forget a moderated message; the stored history is rewritten without it."""
+        if not room.history.remove_id(sid, room.jid):
+            return
+        key = self.history_key(room.jid)
+        out.store(ClearHistory(key))
+        for entry in room.history:
+            out.store(AppendHistory(key, entry.record(), room.history_length))
 
     def _store_history(self, room: SlaveRoom, message: Element, stamp: float,
                        out: Outbox) -> HistoryEntry | None:

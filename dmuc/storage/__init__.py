@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 from dmuc.storage.records import (
+    ArchiveIdNotFound,
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
     HistoryRecord,
     RoomRecord,
     Storage,
@@ -12,7 +16,8 @@ from dmuc.storage.records import (
 )
 from dmuc.storage.sqlite import SQLiteStorage
 
-__all__ = ["HistoryRecord", "RoomRecord", "Storage", "StorageError", "SQLiteStorage",
+__all__ = ["ArchiveIdNotFound", "ArchivePage", "ArchiveQuery", "ArchiveRecord",
+           "HistoryRecord", "RoomRecord", "Storage", "StorageError", "SQLiteStorage",
            "open_storage", "slave_history_key"]
 
 

@@ -94,6 +94,7 @@ def test_the_config_form_has_every_setting_in_its_order_with_its_label_and_optio
         ("muc#roomconfig_allowinvites", "boolean", "Allow members to invite new members"),
         ("muc#roomconfig_enablelogging", "boolean",
          "Store and show the room's history to new occupants (logged)"),
+        ("muc#roomconfig_enablearchiving", "boolean", "Archive chat on server"),
     ]
 
     def options(var: str) -> list[tuple[str, str]]:
