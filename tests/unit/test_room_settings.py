@@ -230,7 +230,7 @@ def test_a_plugin_field_comes_after_the_built_in_settings(with_plugin):
     h = with_plugin
     h.create_instant(WIZ, "wiz")
     fields = _fields(_config_form(h))
-    assert [f["var"] for f in fields[-2:]] == ["muc#roomconfig_enablelogging", PREFIX]
+    assert [f["var"] for f in fields[-2:]] == ["muc#roomconfig_enablearchiving", PREFIX]
     assert fields[-1]["label"] == "Nicknames must start with"
     assert field_values(_config_form(h), PREFIX) == [""]
 
@@ -333,6 +333,7 @@ HOMES = {
     "muc#roomconfig_presencebroadcast": "presence_broadcast.py",
     "muc#roomconfig_allowinvites": "invites.py",
     "muc#roomconfig_enablelogging": "room_logging.py",
+    "muc#roomconfig_enablearchiving": "mam.py",
     "muc#roominfo_occupants": "disco.py",
 }
 FEATURE_NAMES = sorted(name for name in HOMES if name.startswith("muc_"))

@@ -239,12 +239,16 @@ def result_message(room_jid: str, to: str, queryid: str | None, record: ArchiveR
 
 
 def _in_client_namespace(message: Element) -> Element:
-    """The forwarded message says its namespace (jabber:client), as XEP-0297 requires."""
-    wrapped = Element((xmlns.CLIENT, message.name), xmlns.CLIENT)
-    wrapped.attributes = dict(message.attributes)
-    for child in message.children:
-        wrapped.addChild(child)
-    return wrapped
+    """The forwarded message says its namespace (jabber:client), as XEP-0297 requires; so
+    do its children that had none (a stanza's own namespace is implied on the wire)."""
+    pending = [message]
+    while pending:
+        el = pending.pop()
+        if not el.uri:
+            el.uri = xmlns.CLIENT
+            el.defaultUri = xmlns.CLIENT
+        pending.extend(el.elements())
+    return message
 
 
 def fin(page: ArchivePage) -> Element:
