@@ -126,7 +126,6 @@ class Fanout:
         if room.resync_old is None:
             room.resync_old = dict(room.roster)
             room.known_ids = ids
-            room.replay_after = room.last_id or None
         else:
             # The previous snapshot was cut off (a netsplit before <synced/>): what local
             # occupants were last told is still the roster from before it.
@@ -142,7 +141,6 @@ class Fanout:
         old = room.resync_old or {}
         room.resync_old = None
         room.known_ids = set()
-        room.replay_after = None
         local_nicks = set(room.local.values())
         for nick, presence in room.roster.items():
             before = old.get(nick)
@@ -185,13 +183,11 @@ class Fanout:
             # XEP-0425: a moderator retracted a message; joiners no longer get it
             self._drop_from_history(room, retracted, out)
             if is_history:
-                # Replayed at a netjoin: local occupants get it if it came after what we
-                # had (their clients may show the message).
-                if room.replay_after is None:
+                # Replayed at a netjoin: we still had the message, so its retraction is
+                # news here; local occupants' clients may show the message.
+                if retracted in room.known_ids:
                     out.broadcast(local_copy, room.local_sessions())
                 return
-        if is_history and sid is not None and sid == room.replay_after:
-            room.replay_after = None  # what follows in the snapshot is what we missed
         if stanzas.child(local_copy, "subject") is not None and stanzas.child(
                 local_copy, "body") is None:
             room.subject = local_copy

@@ -37,9 +37,6 @@ class SlaveRoom:
     # known_ids), so that local occupants are told only what changed
     resync_old: dict[str, Element] | None = None
     known_ids: set[str] = field(default_factory=set)
-    # during a resync: the stanza-id we had last, until the snapshot passes it (what
-    # follows it we missed); None once passed, or when we had nothing
-    replay_after: str | None = None
     # nick -> (its roster presence, that XML, without the real JID, that XML); not stored
     rendered: dict[str, tuple[Element, str, Element, str]] = field(
         default_factory=dict, repr=False)
