@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
+from dmuc.config import ConfigError, load_master_config
 from dmuc.master.features import mam
 from dmuc.outbox import (
     AppendArchive,
@@ -522,3 +523,43 @@ def test_query_parsing_caps_max_at_the_service_limit():
         "<set xmlns='http://jabber.org/protocol/rsm'><max>500</max></set></query>"), WIZ)
     assert query.max == 5
     assert mam.parse_query(room, parse("<query xmlns='urn:xmpp:mam:2'/>"), WIZ).max == 5
+
+
+# --- configuration --------------------------------------------------------------------------
+
+CONFIG = """
+[component]
+jid = "channel.avalon.irc"
+secret = "s"
+[storage]
+url = "sqlite:///{db}"
+[muc]
+{muc}
+"""
+
+
+@pytest.mark.parametrize(("line", "seconds"), [
+    ("", 7 * 86_400.0), ('archive_expires_after = "never"', None),
+    ("archive_expires_after = 3600", 3600.0), ('archive_expires_after = "30d"', 30 * 86_400.0),
+    ('archive_expires_after = "2w"', 14 * 86_400.0),
+    ('archive_expires_after = "1m"', 31 * 86_400.0),
+])
+def test_retention_is_configured_as_mod_muc_mam(tmp_path, line, seconds):
+    path = tmp_path / "m.toml"
+    path.write_text(CONFIG.format(db=tmp_path / "x.db", muc=line))
+    assert load_master_config(str(path)).muc.archive_expires_after == seconds
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ('archive_expires_after = "soon"', "muc.archive_expires_after"),
+    ("archive_expires_after = 0", "muc.archive_expires_after"),
+    ("archive_cleanup_interval = 0", "muc.archive_cleanup_interval"),
+    ("archive_max_results = 0", "muc.archive_max_results"),
+    ('archive_max_results = "50"', "muc.archive_max_results"),
+])
+def test_a_bad_archive_setting_names_its_key(tmp_path, line, key):
+    path = tmp_path / "m.toml"
+    path.write_text(CONFIG.format(db=tmp_path / "x.db", muc=line))
+    with pytest.raises(ConfigError) as error:
+        load_master_config(str(path))
+    assert error.value.key == key
