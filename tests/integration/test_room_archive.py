@@ -172,13 +172,24 @@ def test_a_moderator_behind_a_slave_retracts_a_message_everywhere(net: Net) -> N
     assert history_on_join(valdis, room, "Valdis") == ["hello"]  # behind killrc's
     found, complete, _ = run(archive(efchen, room))
     assert complete and found[0] == (spam, "") and found[1][1] == "hello"
+    # the XEP-0425 v0.2 form (Conversations, Gajim of 2023) is understood as well
+    older = say(cheese, room, "BigCheese", "more spam", witness=ludwig)
+    answer = run(wumpus.iq(
+        f"<iq type='set' to='{room}'><apply-to xmlns='urn:xmpp:fasten:0' id='{older}'>"
+        "<moderate xmlns='urn:xmpp:message-moderate:0'>"
+        "<retract xmlns='urn:xmpp:message-retract:0'/></moderate></apply-to></iq>"))
+    assert answer.get("type") == "result"
+    notice = run(ludwig.expect(is_retraction(room, older)))
+    assert child(notice, "apply-to", "urn:xmpp:fasten:0").get("id") == older
+    assert "more spam" not in history_on_join(net.client(CAST["Troy"]), room, "Troy")
 
 
 def test_paging_across_a_netsplit_and_its_netjoin(net: Net) -> None:
     room = f"mam-split@{MUC_SERVICE}"
-    wumpus, ludwig, cheese = (net.client(j) for j in (CAST["Wumpus"], LUDWIG,
+    ludwig, wumpus, cheese = (net.client(j) for j in (LUDWIG, CAST["Wumpus"],
                                                       CAST["BigCheese"]))
-    for client, nick in ((wumpus, "Wumpus"), (ludwig, "Ludwig"), (cheese, "BigCheese")):
+    # Ludwig (direct) owns this room: here the moderator is not behind a slave
+    for client, nick in ((ludwig, "Ludwig"), (wumpus, "Wumpus"), (cheese, "BigCheese")):
         join(client, room, nick)
     before = [say(ludwig, room, "Ludwig", f"b{n}", witness=cheese) for n in range(3)]
     first_page, complete, last = run(archive(cheese, room, 2))
@@ -194,7 +205,7 @@ def test_paging_across_a_netsplit_and_its_netjoin(net: Net) -> None:
         run(archive(cheese, room, 2, after=last))
     assert (refused.value.condition, refused.value.etype) == ("remote-server-timeout", "wait")
     during = [say(ludwig, room, "Ludwig", f"d{n}", witness=wumpus) for n in range(2)]
-    moderate(wumpus, room, before[2])  # retracted while vesa is split off
+    moderate(ludwig, room, before[2])  # retracted while vesa is split off
     net.network.heal(VESA, MASTER_DOMAIN)
     wait_for_text(slave.log_text, f"registered with {room}", registered + 1,
                   timeout=3 * FAULT_KEEPALIVE)
