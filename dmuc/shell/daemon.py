@@ -38,7 +38,7 @@ from dmuc.outbox import (
     StorageOp,
 )
 from dmuc.protocol import stanzas
-from dmuc.storage import RoomRecord, Storage
+from dmuc.storage import ArchiveRecord, RoomRecord, Storage
 
 log = get_logger("dmuc")
 
@@ -157,6 +157,9 @@ class CoreHandler(subprotocols.XMPPHandler):
         self.peer_limits = peer_limits
         self._pending_saves: dict[str, SaveRoom] = {}
         self._save_call: Any = None
+        # archive appends of one reactor turn, written in one transaction
+        self._pending_archive: list[tuple[str, ArchiveRecord]] = []
+        self._archive_call: Any = None
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
@@ -254,8 +257,17 @@ class CoreHandler(subprotocols.XMPPHandler):
             if self._save_call is None:
                 self._save_call = reactor.callLater(self.save_delay, self._write_saves)
             return
+        if isinstance(op, AppendArchive):
+            # One transaction for every message archived in this reactor turn (a busy
+            # room would otherwise cost a thread hop per message).
+            self._pending_archive.append((op.room_jid, op.record))
+            if self._archive_call is None:
+                self._archive_call = reactor.callLater(0, self._write_archive)
+            return
         if isinstance(op, DeleteRoom):
             self._pending_saves.pop(op.room_jid, None)
+        if isinstance(op, (QueryArchive, RetractArchived, ExpireArchive, DeleteArchive)):
+            self._write_archive()  # what was archived before comes first
         self._write(op)
 
     def _write(self, op: StorageOp) -> Deferred:
@@ -268,8 +280,6 @@ class CoreHandler(subprotocols.XMPPHandler):
             d = s.append_history(op.key, op.record, op.keep)
         elif isinstance(op, ClearHistory):
             d = s.clear_history(op.key)
-        elif isinstance(op, AppendArchive):
-            d = s.append_archive(op.room_jid, op.record)
         elif isinstance(op, RetractArchived):
             d = s.retract_archive(op.room_jid, op.sid, op.tombstone_xml)
         elif isinstance(op, ExpireArchive):
@@ -306,6 +316,18 @@ class CoreHandler(subprotocols.XMPPHandler):
         d.addBoth(answer)
         return d
 
+    def _write_archive(self) -> Deferred:
+        if self._archive_call is not None and self._archive_call.active():
+            self._archive_call.cancel()
+        self._archive_call = None
+        pending, self._pending_archive = self._pending_archive, []
+        if not pending:
+            return defer.succeed(None)
+        d = self.storage.append_archive(pending)
+        d.addErrback(lambda f: log.error("storage write failed (AppendArchive of {n}): {err}",
+                                         n=len(pending), err=f.getErrorMessage()))
+        return d
+
     def _write_saves(self) -> list[Deferred]:
         if self._save_call is not None and self._save_call.active():
             self._save_call.cancel()
@@ -315,7 +337,8 @@ class CoreHandler(subprotocols.XMPPHandler):
 
     def flush(self) -> Deferred:
         """Write the saves still being coalesced (on stop)."""
-        return defer.gatherResults(self._write_saves(), consumeErrors=True)
+        return defer.gatherResults([self._write_archive(), *self._write_saves()],
+                                   consumeErrors=True)
 
 
 def _log_expired(count: int) -> None:

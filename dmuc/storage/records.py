@@ -7,6 +7,7 @@ Writes are applied in the order they are issued.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -106,8 +107,9 @@ class Storage(Protocol):
 
     # -- the room archive (XEP-0313) -----------------------------------------------------
 
-    def append_archive(self, room_jid: str, record: ArchiveRecord) -> Deferred[None]:
-        """Add one message to a room's archive (a stanza-id already there is kept)."""
+    def append_archive(self, entries: Sequence[tuple[str, ArchiveRecord]]) -> Deferred[None]:
+        """Add messages, each (room JID, record), to the rooms' archives, in order, in one
+        transaction (a stanza-id already there is kept)."""
 
     def query_archive(self, room_jid: str, query: ArchiveQuery) -> Deferred[ArchivePage]:
         """One page of a room's archive; fails with ArchiveIdNotFound for an unknown

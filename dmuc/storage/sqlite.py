@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
@@ -322,15 +322,16 @@ class SQLiteStorage:
 
     # -- the room archive (XEP-0313) ---------------------------------------------------
 
-    def append_archive(self, room_jid: str, record: ArchiveRecord) -> Deferred[None]:
-        """Add one message to a room's archive (a stanza-id already there is kept)."""
-        row = (room_jid, record.sid, float(record.stamp), record.nick, record.sender,
-               record.xml, int(record.retracted))
+    def append_archive(self, entries: Sequence[tuple[str, ArchiveRecord]]) -> Deferred[None]:
+        """Add messages, each (room JID, record), to the rooms' archives, in order, in one
+        transaction (a stanza-id already there is kept)."""
+        rows = [(room_jid, r.sid, float(r.stamp), r.nick, r.sender, r.xml, int(r.retracted))
+                for room_jid, r in entries]
 
         def q(txn: Any) -> None:
-            txn.execute(
+            txn.executemany(
                 "INSERT INTO archive (room, sid, stamp, nick, sender, xml, retracted)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sid) DO NOTHING", row)
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sid) DO NOTHING", rows)
 
         return self._run("append_archive", q)
 

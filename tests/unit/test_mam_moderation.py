@@ -54,7 +54,7 @@ def settle(store: SQLiteStorage, out: Outbox) -> defer.Deferred:
     sent: list[Element] = [d.stanza for d in out.deliveries if d.recipients is None]
     for op in out.storage:
         if isinstance(op, AppendArchive):
-            yield store.append_archive(op.room_jid, op.record)
+            yield store.append_archive([(op.room_jid, op.record)])
         elif isinstance(op, RetractArchived):
             yield store.retract_archive(op.room_jid, op.sid, op.tombstone_xml)
         elif isinstance(op, ExpireArchive):
@@ -288,10 +288,10 @@ def test_a_destroyed_room_takes_its_archive_with_it():
 def test_the_adapter_pages_counts_retracts_and_expires():
     store = yield opened()
     for n in range(6):
-        yield store.append_archive(ROOM, ArchiveRecord(f"s{n}", 100.0 + n, "troy" if n % 2
-                                                       else "wiz", "t@x", f"<m>{n}</m>"))
-    yield store.append_archive(ROOM, ArchiveRecord("s0", 1.0, "x", "x", "<dup/>"))  # kept
-    yield store.append_archive("other@" + SERVICE, ArchiveRecord("o1", 100.0, "a", "a", "<o/>"))
+        yield store.append_archive([(ROOM, ArchiveRecord(
+            f"s{n}", 100.0 + n, "troy" if n % 2 else "wiz", "t@x", f"<m>{n}</m>"))])
+    yield store.append_archive([(ROOM, ArchiveRecord("s0", 1.0, "x", "x", "<dup/>")),  # kept
+                                ("other@" + SERVICE, ArchiveRecord("o1", 100.0, "a", "a", "<o/>"))])
     got = yield store.query_archive(ROOM, ArchiveQuery(max=10))
     assert [r.sid for r in got.records] == [f"s{n}" for n in range(6)] and got.complete
     assert got.records[0].xml == "<m>0</m>" and got.count == 6

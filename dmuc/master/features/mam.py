@@ -161,6 +161,9 @@ def parse_query(room: Room, payload: Element, asker: str) -> ArchiveQuery:
         query.after = _text(values, "after-id")
         if "ids" in values:
             query.ids = [v for v in values["ids"] if v]
+            if len(query.ids) > limit:
+                raise QueryRefused("modify", "policy-violation",
+                                   f"At most {limit} ids in one query")
         with_jid = _text(values, "with")
         if with_jid is not None:
             _filter_with(room, query, with_jid, asker)
