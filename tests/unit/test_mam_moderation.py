@@ -37,7 +37,13 @@ from dmuc.outbox import (
 )
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import stanza_id
-from dmuc.storage import ArchiveIdNotFound, ArchiveQuery, ArchiveRecord, SQLiteStorage
+from dmuc.shell.daemon import CoreHandler
+from dmuc.storage import (
+    ArchiveIdNotFound,
+    ArchiveQuery,
+    ArchiveRecord,
+    SQLiteStorage,
+)
 
 
 @defer.inlineCallbacks
@@ -563,3 +569,23 @@ def test_a_bad_archive_setting_names_its_key(tmp_path, line, key):
     with pytest.raises(ConfigError) as error:
         load_master_config(str(path))
     assert error.value.key == key
+
+
+# --- the shell's persistence path ------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_shell_batches_archive_appends_and_a_query_sees_them():
+    store = yield opened()
+    handler = CoreHandler(lambda stanza, now: Outbox(now), store, SERVICE)
+    answered: defer.Deferred = defer.Deferred()
+    for n in range(3):
+        handler.persist(AppendArchive(ROOM, ArchiveRecord(f"s{n}", 1.0 + n, "troy", "t@x",
+                                                          f"<m>{n}</m>")))
+    assert len(handler._pending_archive) == 3  # one transaction for the three, later
+    handler.persist(QueryArchive(ROOM, ArchiveQuery(max=10),
+                                 lambda page, out: answered.callback(page)))
+    assert handler._pending_archive == []  # written first, before the query
+    page = yield answered
+    assert [r.sid for r in page.records] == ["s0", "s1", "s2"]
+    yield store.close()
