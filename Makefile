@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-single test unit lint bench soak deps venv clean
+.PHONY: run run-single test unit lint bench soak deps venv clean man
 
 run: deps venv
 	$(BIN)/python -m testbed.demo_network
@@ -24,6 +24,10 @@ unit: venv
 lint: venv
 	$(BIN)/ruff check dmuc tests benchmarks twisted testbed
 
+# The man pages (docs/man/*.8) from their sources (docs/man/*.8.md); installed by pip.
+man: venv
+	$(BIN)/python docs/man/build_man.py
+
 # A long soak: SOAK_FAULTS random faults under continuous traffic (a fresh seed each run,
 # printed; replay one with SOAK_SEED=n). The test suite runs a short one (3 faults).
 SOAK_FAULTS ?= 20
@@ -37,11 +41,14 @@ bench: deps venv
 	$(BIN)/python -m benchmarks.slave_fanout
 	$(BIN)/python -m benchmarks.joins --occupants 10000 --daemon --no-direct
 
-# Debian packages: Prosody (the XMPP server we attach to) and dnsmasq (test DNS).
+# Debian packages: Prosody (the XMPP server we attach to), dnsmasq (test DNS),
+# lua-dbi-sqlite3 (Prosody's SQL storage, for the import test), man-db (man page check).
 deps:
-	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null || { \
+	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null \
+	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base \
+	    lua-dbi-sqlite3 man-db; }
 
 venv: $(VENV)/.installed
 

@@ -102,6 +102,7 @@ async def daemon_on_fake_server(
     path = workdir / f"{plugin}.toml"
     path.write_text(config(listener.sockets[0].getsockname()[1]))
     daemon = TwistdDaemon(plugin, path, workdir)
+    server.daemon = daemon  # its log, for what the daemon reports about itself
     await asyncio.get_running_loop().run_in_executor(
         None, lambda: daemon.start(wait_for="starting up", timeout=30))
     try:

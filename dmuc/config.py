@@ -6,6 +6,7 @@ plugin prints it as one line and exits non-zero.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -44,6 +45,7 @@ class MasterConfig:
     log_level: str
     muc: ServiceSettings  # the [muc] table and the [[slaves]] allow list, as the core takes them
     plugins: list[str] = field(default_factory=list)
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen; None: no endpoint
 
 
 @dataclass
@@ -57,6 +59,7 @@ class SlaveConfig:
     rooms: list[str] = field(default_factory=list)
     keepalive: int = 60
     history: int = 20
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen; None: no endpoint
 
 
 class _Reader:
@@ -156,10 +159,49 @@ def _log_level(r: _Reader) -> str:
     return level
 
 
+def _metrics(r: _Reader) -> tuple[str, int] | None:
+    """[metrics] listen = "127.0.0.1:9250" (or "[::1]:9250"): where the Prometheus endpoint
+    listens; absent or "": no endpoint (the default)."""
+    listen = r.get("metrics", "listen", str, "")
+    r.check_unknown("metrics", {"listen"})
+    if not listen:
+        return None
+    host, colon, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        address = None
+    if address is not None and (address.version == 6) != bracketed:
+        address = None  # an IPv6 address goes in brackets, an IPv4 one does not
+    if not colon or address is None or not port.isdigit() or not 0 < int(port) < 65536:
+        raise r.error("metrics.listen",
+                      f"{listen!r} is not ADDRESS:PORT (an IP address, e.g. 127.0.0.1:9250)")
+    return str(address), int(port)
+
+
+def restart_keys(old: MasterConfig | SlaveConfig, new: MasterConfig | SlaveConfig) -> list[str]:
+    """The keys whose change a reload cannot apply (the component connection, storage,
+    what is set up once at start): they wait for a restart."""
+    keys = {"component.jid": (old.component.jid, new.component.jid),
+            "component.host": (old.component.host, new.component.host),
+            "component.port": (old.component.port, new.component.port),
+            "component.secret": (old.component.secret, new.component.secret),
+            "storage.url": (old.storage_url, new.storage_url)}
+    if isinstance(old, MasterConfig) and isinstance(new, MasterConfig):
+        keys["muc.limits"] = (old.muc.limits, new.muc.limits)
+        keys["muc.plugins"] = (old.plugins, new.plugins)
+    elif isinstance(old, SlaveConfig) and isinstance(new, SlaveConfig):
+        keys["slave.domains"] = (old.domains, new.domains)
+        keys["slave.masters"] = (old.masters, new.masters)
+        keys["slave.rooms"] = (old.rooms, new.rooms)
+    return [key for key, (was, now) in keys.items() if was != now]
+
+
 def load_master_config(path: str) -> MasterConfig:
     r = _Reader(path, read_toml(path))
     for table in r.data:
-        if table not in ("component", "storage", "log", "muc", "slaves"):
+        if table not in ("component", "storage", "log", "muc", "slaves", "metrics"):
             raise r.error(table, "unknown table")
     component = _component(r)
     storage_url, log_level = _storage_url(r), _log_level(r)
@@ -212,7 +254,8 @@ def load_master_config(path: str) -> MasterConfig:
         archive_max_results=_bounded_int(r, "archive_max_results", 50, 1, 10_000),
     )
     return MasterConfig(path=path, component=component, storage_url=storage_url,
-                        log_level=log_level, muc=settings, plugins=plugins)
+                        log_level=log_level, muc=settings, plugins=plugins,
+                        metrics_listen=_metrics(r))
 
 
 # mod_muc_mam's muc_log_expires_after units: days, weeks, months (31 days), years
@@ -315,10 +358,10 @@ def _slaves(r: _Reader) -> dict[str, list[str]]:
 def load_slave_config(path: str) -> SlaveConfig:
     r = _Reader(path, read_toml(path))
     for table in r.data:
-        if table not in ("component", "storage", "log", "slave"):
+        if table not in ("component", "storage", "log", "slave", "metrics"):
             raise r.error(table, "unknown table")
     cfg = SlaveConfig(path=path, component=_component(r), storage_url=_storage_url(r),
-                      log_level=_log_level(r))
+                      log_level=_log_level(r), metrics_listen=_metrics(r))
     r.table("slave")
     r.check_unknown("slave", {"domains", "masters", "rooms", "keepalive", "history"})
     cfg.domains = _domain_list(r, "slave.domains", r.get("slave", "domains", list))

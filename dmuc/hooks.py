@@ -30,7 +30,11 @@ Other events: ``room-created``, ``room-configured`` (room, old, out) and
 ``room-destroyed`` (room, out); ``occupant-joined`` (room, occupant, session, out),
 ``occupant-nick-changed`` (room, occupant, old_nick, out), ``occupant-left`` (room,
 occupant, out), ``affiliation-changed`` (room, jid, affiliation, out),
-``message-broadcast`` (room, stanza, occupant, out); ``room-iq``, ``service-iq``
+``message-broadcast`` (room, stanza, occupant, out), ``private-message`` (room, stanza,
+occupant, out: the relayed copy, from the sender's occupant), ``occupant-presence``
+(room, occupant, stanza: each presence the room builds about an occupant, any variant),
+``slave-snapshot`` (room, extra: append stanzas from the room JID that a XEP-0282
+snapshot carries after the subject); ``room-iq``, ``service-iq``
 (stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
 result means the stanza was handled; ``service-disco-features`` (features).
 """

@@ -874,12 +874,16 @@ class DmucNetwork:
     # -- dmuc daemon configs
 
     def master_config(self, db_path: Path | str, extra_toml: str = "", *,
-                      level: str = "debug") -> str:
-        """TOML for ``dmuc-master`` as ``channel.avalon.irc``, with the network's slaves."""
+                      level: str = "debug", admins: Sequence[str] = ()) -> str:
+        """TOML for ``dmuc-master`` as ``channel.avalon.irc``, with the network's slaves
+        (and ``admins``: the service's admins, ``[muc] admins``)."""
         m = self.master
+        muc: dict[str, Any] = {"room_locking": False}
+        if admins:
+            muc["admins"] = list(admins)
         return daemon_toml(
             jid=MUC_SERVICE, host=m.ip, port=m.component_port, secret=m.secrets[MUC_SERVICE],
-            db_path=db_path, tables={"muc": {"room_locking": False}}, level=level,
+            db_path=db_path, tables={"muc": muc}, level=level,
             slaves={slave_jid(d): [d] for d in SLAVE_DOMAINS} if self.slaves else None,
             extra_toml=extra_toml,
         )

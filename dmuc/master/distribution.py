@@ -25,7 +25,7 @@ from dmuc import jids, xmlns
 from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
-from dmuc.protocol.statemachine import StateMachine
+from dmuc.protocol.statemachine import SplitCounter, StateMachine, TransitionObserver
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -69,11 +69,13 @@ class SlaveLink:
     last_ping: float = 0.0
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
+    since: float = 0.0  # when it entered its present state (for the admins' view)
+    observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[LinkState] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.machine = StateMachine(f"link {self.jid} for {self.room}", LINK_TRANSITIONS,
-                                    LinkState.LIVE)
+                                    LinkState.LIVE, self.observer)
 
     @property
     def state(self) -> LinkState:
@@ -82,6 +84,14 @@ class SlaveLink:
     @property
     def split(self) -> bool:
         return self.state is LinkState.SPLIT
+
+    def fire(self, event: str, now: float) -> LinkState:
+        """Move the link's state machine, noting when its state changed."""
+        before = self.machine.state
+        state = self.machine.fire(event)
+        if state is not before:
+            self.since = now
+        return state
 
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
@@ -112,6 +122,7 @@ class Distribution:
         self.routes: dict[str, RoomRoutes] = {}  # room -> its sessions behind slaves
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
+        self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class Distribution:
             return False
         routes.direct.pop(session, None)
         if link.state is LinkState.STALE:
-            link.machine.fire("refresh")
+            link.fire("refresh", out.now)
             self.snapshot(link, out)
         routes.via[session] = link.jid
         routes.sessions.setdefault(link.jid, set()).add(session)
@@ -227,7 +238,7 @@ class Distribution:
             if not behind:
                 del routes.sessions[slave]
                 if link is not None:
-                    link.machine.fire("quiet")
+                    link.fire("quiet", out.now)
             elif link is not None:
                 self._refresh_visibility(room, link, out)
 
@@ -275,6 +286,15 @@ class Distribution:
         """§4.7: one copy of a presence per slave, with real JIDs only where allowed."""
         for link in links:
             copy = build(self.shows_jids(room, link))
+            copy["to"] = link.jid
+            link.send(copy, out)
+
+    def fan_out_room_stanza(self, room: Room, stanza: Element, links: Iterable[SlaveLink],
+                            out: Outbox) -> None:
+        """A stanza from the room itself (e.g. its avatar presence): one copy per slave,
+        delivered by it to its local occupants."""
+        for link in links:
+            copy = stanzas.copy(stanza)
             copy["to"] = link.jid
             link.send(copy, out)
 
@@ -370,12 +390,13 @@ class Distribution:
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
         if link is None:
-            link = SlaveLink(slave_jid, room_jid, domains, every, history)
+            link = SlaveLink(slave_jid, room_jid, domains, every, history, since=out.now,
+                             observer=self.splits)
             self.links.setdefault(room_jid, {})[slave_jid] = link
         else:
             if link.split:
                 out.info(f"netjoin: slave {slave_jid} registered again for {room_jid}")
-            link.machine.fire("register")
+            link.fire("register", out.now)
         link.domains, link.keepalive, link.history = domains, every, history
         link.last_heard = out.now
         whois = room.config.whois if room else "moderators"
@@ -390,6 +411,12 @@ class Distribution:
         out.send(stanzas.iq_result(stanza))
         if link is None:
             return
+        self._drop(link, out)
+        out.info(f"slave {link.jid} unregistered from {link.room}")
+
+    def _drop(self, link: SlaveLink, out: Outbox) -> None:
+        """Forget a link; any session still reached through it leaves (status 333: it
+        cannot be reached any more)."""
         room = self.service.rooms.get(link.room)
         routes = self.routes.get(link.room)
         if room is not None and routes is not None:
@@ -398,7 +425,46 @@ class Distribution:
                 if occupant is not None:
                     room.remove_session(occupant, session, out, statuses=("333",))
         self.links.get(link.room, {}).pop(link.jid, None)
-        out.info(f"slave {link.jid} unregistered from {link.room}")
+
+    def set_allowed(self, allowed: dict[str, frozenset[str]], out: Outbox) -> None:
+        """A new [[slaves]] allow list (a configuration reload). A slave no longer listed
+        is treated as any unknown slave from now on: its links are dropped (its sessions
+        leave with status 333), its next keepalive is answered item-not-found and its
+        registration forbidden, so its users talk to the master directly. A listed slave
+        whose domains changed keeps its links with the new domains."""
+        removed = sorted(set(self.allowed) - set(allowed))
+        self.allowed = dict(allowed)
+        for slave in removed:
+            links = [room_links[slave] for room_links in self.links.values()
+                     if slave in room_links]
+            for link in links:
+                self._drop(link, out)
+            rooms = f"{len(links)} room{'' if len(links) == 1 else 's'}"
+            out.warn(f"slave {slave} removed from the [[slaves]] allow list: refused from "
+                     f"now on; dropped its links to {rooms}")
+        for room_links in self.links.values():
+            for link in room_links.values():
+                link.domains = self.allowed.get(link.jid, link.domains)
+
+    # --- counts for the metrics (read at scrape time) ----------------------------------
+
+    def sessions_by_route(self) -> tuple[int, dict[str, int]]:
+        """Occupant sessions reached directly, and through each slave."""
+        direct, via = 0, {}
+        for routes in self.routes.values():
+            direct += len(routes.direct)
+            for slave, sessions in routes.sessions.items():
+                via[slave] = via.get(slave, 0) + len(sessions)
+        return direct, via
+
+    def links_by_state(self) -> dict[tuple[str, LinkState], int]:
+        """(slave, state) -> how many rooms' links are in that state."""
+        counts: dict[tuple[str, LinkState], int] = {}
+        for room_links in self.links.values():
+            for link in room_links.values():
+                key = (link.jid, link.state)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def snapshot(self, link: SlaveLink, out: Outbox, after: str | None = None) -> None:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,
@@ -433,6 +499,11 @@ class Distribution:
             copy = xep0282.for_slave(subject, out.now, link.room, history=True)
             copy["to"] = link.jid
             out.send(copy)
+            extra: list[Element] = []  # the room's own state from its features (avatar)
+            self.service.hooks.fire("slave-snapshot", room=room, extra=extra)
+            for stanza in extra:
+                stanza["to"] = link.jid
+                out.send(stanza)
         newest = room.archive.newest_id() if room is not None else ""
         count = len(out.deliveries) - first
         link.send(xep0282.synced_notice(link.room, link.jid, newest, count), out)
@@ -498,17 +569,22 @@ class Distribution:
         if routes is not None and routes.sessions.get(link.jid):
             # The slave registers again, saying what it has: the snapshot then replays
             # exactly what it missed (§4.11.2); until then it stays split.
-            out.info(f"netjoin: slave {link.jid} is back for {link.room}; asking it to "
-                     "register again")
-            out.send(xep0282.rejoin_request(link.room, link.jid))
+            self.ask_rejoin(link, out, f"netjoin: slave {link.jid} is back for {link.room}")
         else:
-            link.machine.fire("pong-empty")
+            link.fire("pong-empty", out.now)
             out.info(f"netjoin: slave {link.jid} is back for {link.room}")
+
+    def ask_rejoin(self, link: SlaveLink, out: Outbox, why: str) -> None:
+        """Ask a slave to register again for a room, saying what it has: its snapshot then
+        replays exactly what it is missing (§4.11.2). At a netjoin, and when an admin
+        forces a resync (features/adhoc.py)."""
+        out.info(f"{why}; asking it to register again")
+        out.send(xep0282.rejoin_request(link.room, link.jid))
 
     def _split(self, link: SlaveLink, out: Outbox, why: str) -> None:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
-        link.machine.fire("bounce")
+        link.fire("bounce", out.now)
 
 
 def _is(payload: Element | None, name: str) -> bool:

@@ -65,6 +65,8 @@ class Occupant:
     primary: str = ""
     # with_jid -> its listed presence and that serialised (Room.listed_presence's cache)
     listed: dict[bool, tuple[Element, str]] = field(default_factory=dict, repr=False)
+    # its XEP-0421 occupant-id, computed once (features/occupant_id.py)
+    occupant_id: str = field(default="", repr=False)
 
     @property
     def presence(self) -> Element | None:

@@ -75,6 +75,9 @@ class Room:
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self.destroyed = False
+        # What the room's features keep with it (as Prosody's room._data), stored with the
+        # room: e.g. the occupant-id salt, the room's vCard.
+        self.data: dict[str, Any] = {}
 
     # --- persistence --------------------------------------------------------------------
 
@@ -85,6 +88,7 @@ class Room:
             "reserved_nicks": dict(self.reserved_nicks),
             "subject": self.subject,
             "subject_from": self.subject_from,
+            "data": dict(self.data),
         }
 
     @classmethod
@@ -94,6 +98,7 @@ class Room:
         room.reserved_nicks = dict(state.get("reserved_nicks", {}))
         room.subject = state.get("subject", "")
         room.subject_from = state.get("subject_from", "")
+        room.data = dict(state.get("data", {}))
         return room
 
     def save(self, out: Outbox) -> None:
@@ -186,9 +191,12 @@ class Room:
             actor_nick=actor_nick,
         )
         base = base if base is not None else occupant.presence
-        return stanzas.occupant_presence(
+        presence = stanzas.occupant_presence(
             base, self.occupant_jid(from_nick or occupant.nick), x, presence_type
         )
+        self.service.hooks.fire("occupant-presence", room=self, occupant=occupant,
+                                stanza=presence)
+        return presence
 
     def self_codes(self, extra: Iterable[str] = ()) -> list[str]:
         """Status codes of the copy an occupant gets of its own presence."""
@@ -805,6 +813,8 @@ class Room:
             if el.uri not in (xmlns.MUC, xmlns.MUC_USER):  # never relay a forged muc#user
                 msg.addChild(stanzas.copy(el))
         msg.addElement((xmlns.MUC_USER, "x"))  # as mod_muc: marks a private message
+        self.service.hooks.fire("private-message", room=self, stanza=msg,
+                                occupant=sender_occupant, out=out)
         out.broadcast(msg, target.session_jids())
 
     def _pm_allowed(self, sender: Occupant, target: Occupant) -> bool:
@@ -904,6 +914,8 @@ class Room:
                 destroy_el.addElement("password", content=password)
             notice = stanzas.occupant_presence(None, self.occupant_jid(occupant.nick), x,
                                                "unavailable")
+            self.service.hooks.fire("occupant-presence", room=self, occupant=occupant,
+                                    stanza=notice)
             direct = [s for s in occupant.session_jids()
                       if distribution.slave_of(self, s) is None]
             out.broadcast(notice, direct)

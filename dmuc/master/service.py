@@ -16,7 +16,7 @@ from dmuc import jids, xmlns
 from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
-from dmuc.master.features import history, mam, setup_builtin
+from dmuc.master.features import adhoc, history, mam, setup_builtin
 from dmuc.master.features import limits as rate_limits
 from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
@@ -67,6 +67,17 @@ class MUCService:
         self.retention = mam.Retention.of(settings)
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
+        self.admin_commands = adhoc.setup(self.hooks, self)  # XEP-0050, for the admins
+
+    def reconfigure(self, settings: ServiceSettings, now: float) -> Outbox:
+        """A configuration reload: the new settings apply from now on (room defaults to
+        rooms created afterwards), the [[slaves]] allow list as Distribution.set_allowed.
+        The caller keeps what was set up at start (the JID, the rate limits)."""
+        out = Outbox(now)
+        self.settings = settings
+        self.admins = settings.admins
+        self.distribution.set_allowed(dict(settings.slaves), out)
+        return out
 
     # --- state from storage --------------------------------------------------------------
 

@@ -164,10 +164,12 @@ def error_reply(
     from_: str | None = None,
     keep_payload: bool = False,
     by: str | None = None,
+    app_condition: tuple[str, str] | None = None,
 ) -> Element:
     """The error answer to `stanza` (RFC 6120 §8.3), sent back to its sender. `by` names
     the entity that generated it (XEP-0045 / RFC 6120 §8.2): by default the bare JID it
-    comes from (the room, or the service), as mod_muc does."""
+    comes from (the room, or the service), as mod_muc does. `app_condition` (namespace,
+    name): an application-specific condition after the text (RFC 6120 §8.4)."""
     reply = new(stanza.name, {"id": stanza.getAttribute("id")})
     reply["type"] = "error"
     reply["to"] = stanza.getAttribute("from")
@@ -186,6 +188,8 @@ def error_reply(
     error.addElement((xmlns.STANZAS, condition))
     if text:
         error.addElement((xmlns.STANZAS, "text"), content=text)
+    if app_condition is not None:
+        error.addElement(app_condition)
     return reply
 
 
@@ -395,7 +399,8 @@ def form(
     title: str | None = None,
     instructions: str | None = None,
 ) -> Element:
-    """Build a data form. Each field: var, type, label, value (str, bool, list), options."""
+    """Build a data form. Each field: var, type, label, value (str, bool, list), options,
+    required."""
     x = Element((xmlns.DATA_FORMS, "x"))
     x["type"] = kind
     if title:
@@ -422,12 +427,32 @@ def form(
             values = []
         else:
             values = [str(value)]
+        if spec.get("required"):
+            field.addElement("required")
         for v in values:
             field.addElement("value", content=v)
         for opt_value, opt_label in spec.get("options", ()):
             option = field.addElement("option")
             option["label"] = opt_label
             option.addElement("value", content=opt_value)
+    return x
+
+
+def table_form(form_type: str, columns: Sequence[tuple[str, str]],
+               rows: Iterable[dict[str, str]], *, title: str | None = None) -> Element:
+    """A multi-item result form (XEP-0004 §3.4): `columns` are (var, label) of the
+    <reported/> fields, each row one <item/> with a value for each of them."""
+    x = form(form_type, (), kind="result", title=title)
+    reported = x.addElement("reported")
+    for var, label in columns:
+        field = reported.addElement("field")
+        field["var"], field["label"] = var, label
+    for row in rows:
+        item = x.addElement("item")
+        for var, _ in columns:
+            field = item.addElement("field")
+            field["var"] = var
+            field.addElement("value", content=row.get(var, ""))
     return x
 
 

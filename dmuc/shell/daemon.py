@@ -4,17 +4,21 @@ feeds parsed stanzas to a sans-I/O core and writes back what the core returns.""
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.core import Metric
 from twisted.application import service
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -22,8 +26,8 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish.domish import Element
 from wokkel import component, subprotocols
 
-from dmuc.config import ConfigError
-from dmuc.log import get_logger
+from dmuc.config import ConfigError, restart_keys
+from dmuc.log import get_logger, set_level
 from dmuc.outbox import (
     AppendArchive,
     AppendHistory,
@@ -38,6 +42,10 @@ from dmuc.outbox import (
     StorageOp,
 )
 from dmuc.protocol import stanzas
+from dmuc.shell import metrics
+from dmuc.shell.metrics import Metrics
+from dmuc.shell.sdnotify import Notifier
+from dmuc.shell.stalls import StallWatch, freeze_startup_objects
 from dmuc.storage import ArchiveRecord, RoomRecord, Storage
 
 log = get_logger("dmuc")
@@ -160,24 +168,47 @@ class CoreHandler(subprotocols.XMPPHandler):
         # archive appends of one reactor turn, written in one transaction
         self._pending_archive: list[tuple[str, ArchiveRecord]] = []
         self._archive_call: Any = None
+        self.stalls = StallWatch()
+        self._writing = 0  # storage writes issued and not done yet
+        self.metrics: Metrics | None = None  # set by the Daemon
+        self.on_link: Callable[[bool], None] | None = None  # told when the stream comes/goes
+
+    @property
+    def storage_queue(self) -> int:
+        return self._writing + len(self._pending_saves) + len(self._pending_archive)
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
             self.xmlstream.addObserver(f"/{kind}", self.on_stanza)
         if self.on_connect is not None:
             self.write(self.on_connect(time.time()))  # the core's greeting, every connect
+        if self.on_link is not None:
+            self.on_link(True)
+
+    def connectionLost(self, reason: object) -> None:
+        super().connectionLost(reason)
+        if self.on_link is not None:
+            self.on_link(False)
 
     def on_stanza(self, element: Element) -> None:
         if getattr(element, "handled", False):
             return
         element.handled = True
+        began = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.received(element.name)
         try:
             if self._too_big(element):
                 return
             stanzas.strip_stream_namespace(element)
-            self.write(self.receive(element, time.time()))
+            out = self.receive(element, time.time())
+            self.write(out)
+            if self.metrics is not None and any(d.recipients for d in out.deliveries):
+                self.metrics.fanout.observe(time.perf_counter() - began)
         except Exception as exc:  # noqa: BLE001 - one bad stanza must not take us down
             self._internal_error(element, exc)
+        finally:
+            self.stalls.observe(time.perf_counter() - began, _summary(element))
 
     def limits_for(self, element: Element) -> StanzaLimits:
         sender = element.getAttribute("from") or ""
@@ -238,6 +269,9 @@ class CoreHandler(subprotocols.XMPPHandler):
             else:
                 chunks.extend(stanzas.render_many(delivery.stanza, delivery.recipients,
                                                   delivery.xml))
+            if self.metrics is not None:
+                self.metrics.sent(delivery.stanza.name, 1 if delivery.recipients is None
+                                  else len(delivery.recipients))
         if chunks:
             self.send("".join(chunks))
         for level, message in out.log:
@@ -291,6 +325,8 @@ class CoreHandler(subprotocols.XMPPHandler):
             return self._query(op)
         else:
             raise TypeError(f"cannot store {op!r}")
+        self._writing += 1
+        d.addBoth(self._written, time.perf_counter())
         d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
                                          op=type(op).__name__, err=f.getErrorMessage()))
         return d
@@ -324,9 +360,17 @@ class CoreHandler(subprotocols.XMPPHandler):
         if not pending:
             return defer.succeed(None)
         d = self.storage.append_archive(pending)
+        self._writing += 1
+        d.addBoth(self._written, time.perf_counter())
         d.addErrback(lambda f: log.error("storage write failed (AppendArchive of {n}): {err}",
                                          n=len(pending), err=f.getErrorMessage()))
         return d
+
+    def _written(self, result: object, began: float) -> object:
+        self._writing -= 1
+        if self.metrics is not None:
+            self.metrics.storage_write.observe(time.perf_counter() - began)
+        return result
 
     def _write_saves(self) -> list[Deferred]:
         if self._save_call is not None and self._save_call.active():
@@ -366,9 +410,14 @@ def config_options(daemon: str, loader: Callable[[str], Any]) -> type[usage.Opti
 
 class Daemon(service.Service, abc.ABC):
     """A dmuc daemon: opens storage, restores its state, then connects to Prosody; runs the
-    core's timers every second while connected; flushes and closes storage on stop."""
+    core's timers every second while connected; flushes and closes storage on stop.
+
+    Operations: tells systemd (sd_notify) when it is ready, how it is doing and that it is
+    alive; serves Prometheus metrics where ``[metrics] listen`` says; on SIGHUP re-reads
+    its configuration file and applies what it can without dropping the connection."""
 
     TICK_SECONDS = 1.0
+    STATUS_EVERY = 30  # ticks between STATUS= updates while connected
 
     def __init__(self, label: str, cfg: Any, storage: Storage, handler: CoreHandler,
                  tick: Callable[[float], Outbox]) -> None:
@@ -381,13 +430,44 @@ class Daemon(service.Service, abc.ABC):
         handler.setHandlerParent(self.connection)
         self._tick_core = tick
         self._ticker = task.LoopingCall(self._tick)
+        self._ticks = 0
+        self.notifier = Notifier()
+        self.metrics = Metrics(self._collect)
+        handler.metrics = self.metrics
+        handler.on_link = self._link_changed
+        self._previous_sighup: Any = None
+        self._reloading: Deferred | None = None
 
     @abc.abstractmethod
     def restore(self) -> Deferred:
         """Load the daemon's state from storage; fires with a line for the log."""
 
+    @abc.abstractmethod
+    def load_config(self, path: str) -> Any:
+        """Read and check the configuration file (raises ConfigError)."""
+
+    @abc.abstractmethod
+    def apply_config(self, new: Any) -> Any:
+        """Apply a reloaded configuration to the core; returns the configuration now in
+        force (the new one, with the keys that wait for a restart kept as they were)."""
+
+    @abc.abstractmethod
+    def summary(self) -> str:
+        """A few words on the core's state, for STATUS= and the log."""
+
+    @abc.abstractmethod
+    def core_metrics(self) -> Iterable[Metric]:
+        """The core's state as metric families, read at scrape time."""
+
+    def _collect(self) -> Iterable[Metric]:
+        yield from self.core_metrics()
+        yield from metrics.shell_state(self.handler.xmlstream is not None,
+                                       self.handler.storage_queue)
+
     @defer.inlineCallbacks
     def _start(self):  # type: ignore[no-untyped-def]
+        freeze_startup_objects()
+        self.handler.stalls.watch_collections()
         try:
             yield self.storage.open()
             restored = yield self.restore()
@@ -395,26 +475,153 @@ class Daemon(service.Service, abc.ABC):
             fatal(f"{self.label}: storage {self.cfg.storage_url}: {exc}")
             return
         log.info("{restored} from {url}", restored=restored, url=self.cfg.storage_url)
+        self.notifier.status(f"{restored}; connecting to Prosody")
         self.connection.startService()
 
     def _tick(self) -> None:
         if self.handler.xmlstream is not None:
             self.handler.write(self._tick_core(time.time()))
+            self._ticks += 1
+            if self._ticks % self.STATUS_EVERY == 0:
+                self.notifier.status(self._status())
+
+    def _status(self) -> str:
+        return f"connected to Prosody as {self.cfg.component.jid}: {self.summary()}"
+
+    def _link_changed(self, up: bool) -> None:
+        """READY=1 after the first handshake (the state was restored before connecting)."""
+        if up:
+            self.notifier.mark_ready(self._status())
+        elif self.running:
+            self.notifier.status(f"disconnected from Prosody "
+                                 f"({self.cfg.component.host}:{self.cfg.component.port}); "
+                                 "reconnecting")
 
     def startService(self) -> None:
         super().startService()
+        if self.cfg.metrics_listen is not None:
+            try:
+                self.metrics.listen(self.cfg.metrics_listen)
+            except CannotListenError as exc:
+                # before the reactor runs: stop it as soon as it does
+                reactor.callWhenRunning(fatal, f"{self.label}: metrics.listen: cannot listen "
+                                        f"on {_address(self.cfg.metrics_listen)}: "
+                                        f"{exc.socketError}")
+                return
+            log.info("metrics at {url}", url=self.metrics.url)
+        self._previous_sighup = signal.signal(
+            signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
+        self.notifier.start_watchdog()
         self._starting = self._start()
         self._ticker.start(self.TICK_SECONDS, now=False)
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[no-untyped-def]
         super().stopService()
+        self.handler.stalls.stop_watching_collections()
+        self.notifier.stopping()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         if self._ticker.running:
             self._ticker.stop()
         if self.connection.running:
             self.connection.stopService()
+        yield self.metrics.close()
         yield self.handler.flush()
         yield self.storage.close()
+        self.notifier.stop()
+
+    # --- reload (SIGHUP) ----------------------------------------------------------------
+
+    def reload(self) -> Deferred:
+        """Re-read the configuration file and apply it (one reload at a time: a SIGHUP
+        during a reload waits for it)."""
+        if self._reloading is not None:
+            return self._reloading.addCallback(lambda _: self.reload())
+        self._reloading = self._reload()
+        self._reloading.addErrback(self._reload_failed)
+        self._reloading.addBoth(self._reload_done)
+        return self._reloading
+
+    def _reload_failed(self, failure: Any) -> bool:
+        """A bug, not a bad file: one line (the traceback at debug level); the daemon
+        keeps running on whatever was applied."""
+        log.error("configuration reload failed: {error}", error=stanzas.one_line(
+            f"{failure.type.__name__}: {failure.getErrorMessage()}", 300))
+        log.debug("{traceback}", traceback=failure.getTraceback())
+        self.notifier.reloaded(self._status_now())
+        return False
+
+    def _reload_done(self, result: object) -> object:
+        self._reloading = None
+        return result
+
+    @defer.inlineCallbacks
+    def _reload(self):  # type: ignore[no-untyped-def]
+        self.notifier.reloading()
+        path = self.cfg.path
+        try:
+            new = self.load_config(path)
+        except ConfigError as exc:
+            log.error("configuration reload refused: {error}; the running configuration "
+                      "is kept", error=exc)
+            self.notifier.reloaded(self._status_now())
+            return False
+        old = self.cfg
+        waiting = restart_keys(old, new)
+        set_level(new.log_level)
+        new = self.apply_config(dataclasses.replace(
+            new, component=old.component, storage_url=old.storage_url))
+        metrics_note = yield self._reload_metrics(new.metrics_listen)
+        self.cfg = dataclasses.replace(new, metrics_listen=self.metrics.address)
+        log.info("configuration reloaded from {path}: log level {threshold}, {summary}; "
+                 "metrics {metrics}", path=path, threshold=new.log_level,
+                 summary=self.reload_summary(), metrics=metrics_note)
+        if waiting:
+            log.warn("configuration reload: not applied until a restart: {keys}",
+                     keys=", ".join(waiting))
+        self.notifier.reloaded(self._status_now())
+        return True
+
+    def reload_summary(self) -> str:
+        """What a reload applied, for its log line."""
+        return self.summary()
+
+    def _status_now(self) -> str:
+        if self.handler.xmlstream is not None:
+            return self._status()
+        return "not connected to Prosody; reconnecting"
+
+    @defer.inlineCallbacks
+    def _reload_metrics(self, wanted: tuple[str, int] | None):  # type: ignore[no-untyped-def]
+        """Turn the endpoint on, off or move it. A new address is opened before the old
+        one is closed: if it cannot be, the old endpoint stays (and the log says so)."""
+        current = self.metrics.address
+        if wanted == current:
+            return f"at {self.metrics.url}" if current else "off"
+        if wanted is None:
+            yield self.metrics.close()
+            return "off"
+        old_port = self.metrics.port
+        try:
+            self.metrics.listen(wanted)
+        except CannotListenError as exc:
+            self.metrics.port, self.metrics.address = old_port, current
+            log.error("configuration reload: metrics.listen: cannot listen on {address}: "
+                      "{error}; {kept}", address=_address(wanted), error=exc.socketError,
+                      kept=f"kept {_address(current)}" if current else "metrics stay off")
+            return f"at {self.metrics.url}" if current else "off"
+        if old_port is not None:
+            yield defer.maybeDeferred(old_port.stopListening)
+        return f"at {self.metrics.url}"
+
+
+def _address(address: tuple[str, int] | None) -> str:
+    if address is None:
+        return "-"
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def fatal(message: str) -> None:

@@ -10,7 +10,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
-from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol import occupant_id, stanzas, visibility, xep0282
 from dmuc.protocol.history import HistoryEntry, delayed, moderated_id, stanza_id
 from dmuc.slave.room import SlaveRoom
 from dmuc.storage import slave_history_key
@@ -58,6 +58,8 @@ class Fanout:
         subject = room.subject if room.subject is not None else stanzas.subject_message(
             room.jid, "")
         out.broadcast(stanzas.copy(subject), [full])
+        if _photo(room.avatar) and len(room.sessions_of(nick)) == 1:
+            out.broadcast(room.avatar, [full])  # as the master to a direct occupant
         out.info(f"{full} entered {room.jid} as {nick}")
 
     def leave(self, room: SlaveRoom, stanza: Element, leave: Element, out: Outbox) -> bool:
@@ -78,12 +80,25 @@ class Fanout:
         notice = without_dmuc(stanza)
         for full, nick in room.local.items():
             copy = stanzas.copy(notice)
+            # each occupant's own id, from the roster the master sent (never computed here)
+            occupant_id.place(copy, occupant_id.of(room.roster.get(nick)),
+                              stanzas.child(copy, "x", xmlns.MUC_USER))
             copy["from"] = f"{room.jid}/{nick}"
             copy["to"] = full
             out.send(copy)
         out.info(f"{room.jid} was destroyed by its master")
 
     # --- presence updates (§4.7) -----------------------------------------------------
+
+    def room_avatar(self, room: SlaveRoom, stanza: Element, out: Outbox) -> None:
+        """The room's avatar presence (XEP-0486, §4.13): kept for entering users, and
+        delivered to the local occupants when it changed."""
+        presence = without_dmuc(stanza)
+        presence.attributes.pop("to", None)
+        changed = _photo(room.avatar) != _photo(presence)  # none known: no photo
+        room.avatar = presence
+        if changed and room.local:
+            out.broadcast(presence, room.local_sessions())
 
     def roster_update(self, room: SlaveRoom, stanza: Element, nick: str, out: Outbox) -> None:
         """§4.7: store the change, then deliver it to every local occupant."""
@@ -260,6 +275,13 @@ def _for_viewer(room: SlaveRoom, nick: str, presence: Element,
     return cached[2], cached[3]
 
 
+def _photo(avatar: Element | None) -> str:
+    """The photo hash the room's avatar presence names ('': none)."""
+    x = stanzas.child(avatar, "x", xmlns.VCARD_UPDATE) if avatar is not None else None
+    photo = stanzas.child(x, "photo") if x is not None else None
+    return str(photo).strip() if photo is not None else ""
+
+
 def _echoed_locally(room: SlaveRoom, message: Element) -> bool:
     """A message a local occupant sent while the link was not LIVE was shown here then
     (link.local_echo); its broadcast is not shown again."""
@@ -307,6 +329,7 @@ def gone_during_split(presence: Element) -> Element:
     new_item["role"] = "none"
     if item is not None and item.getAttribute("jid"):
         new_item["jid"] = item["jid"]
+    occupant_id.place(gone, occupant_id.of(presence), x)
     return gone
 
 

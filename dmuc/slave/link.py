@@ -21,8 +21,8 @@ from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
 from dmuc.outbox import Outbox
-from dmuc.protocol import keepalive, stanzas, xep0282
-from dmuc.protocol.statemachine import StateMachine
+from dmuc.protocol import keepalive, occupant_id, stanzas, xep0282
+from dmuc.protocol.statemachine import StateMachine, TransitionObserver
 from dmuc.slave.room import SlaveRoom
 
 # Stanzas held per room while not LIVE: stored with the room, far above a realistic split
@@ -103,6 +103,7 @@ class LinkConfig:
     keepalive: int  # proposed at registration
     history: int  # proposed at registration
     new_id: Callable[[str, str], str]  # (kind, room) -> an iq id the service will route back
+    observer: TransitionObserver | None = None  # told of every state change (metrics)
 
 
 class SlaveLink:
@@ -111,7 +112,7 @@ class SlaveLink:
         self.room = room
         self.config = config
         self.machine: StateMachine[LinkState] = StateMachine(
-            f"slave link to {room.jid}", LINK_TRANSITIONS, state)
+            f"slave link to {room.jid}", LINK_TRANSITIONS, state, config.observer)
         self.last_heard = 0.0  # the master's last stanza (or answer) for this room
         self.last_sent = 0.0  # our last <register/> or keepalive
         self.rejoining = False  # the current registration follows a netsplit
@@ -153,7 +154,9 @@ class SlaveLink:
                 and not resent:  # a resubmission was shown already, when it first went out
             # A local occupant keeps talking: shown here at once, submitted later with an
             # id that tells us not to show it again (§4.11.1, §4.11.2).
-            out.broadcast(local_echo(stanza, self.room.jid, nick), self.room.local_sessions())
+            echo = local_echo(stanza, self.room.jid, nick,
+                              occupant_id.of(self.room.roster.get(nick)))
+            out.broadcast(echo, self.room.local_sessions())
             held = xep0282.held(stanza, out.now)
             held["id"] = xep0282.SPLIT_ID_PREFIX + (stanza.getAttribute("id") or "")
             self._hold(held, out)
@@ -383,11 +386,13 @@ class SlaveLink:
         return False
 
 
-def local_echo(message: Element, room: str, nick: str) -> Element:
+def local_echo(message: Element, room: str, nick: str, sender_id: str | None) -> Element:
     """A held groupchat of a local occupant as the room would relay it, for the local
-    occupants (while the link is not LIVE)."""
+    occupants (while the link is not LIVE), with the sender's occupant-id as the master
+    gave it in the roster (XEP-0421)."""
     copy = stanzas.new("message", {"from": f"{room}/{nick}", "type": "groupchat",
                                    "id": message.getAttribute("id")})
     for el in message.elements():
         copy.addChild(stanzas.copy(el))
+    occupant_id.place(copy, sender_id)
     return copy

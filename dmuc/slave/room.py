@@ -26,6 +26,7 @@ class SlaveRoom:
     local: dict[str, str] = field(default_factory=dict)  # local full JID -> nick
     directed: set[str] = field(default_factory=set)  # local JIDs that sent presence to the room
     subject: Element | None = None  # the last subject message, as broadcast
+    avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
     history: History = field(default_factory=History)
     queue: list[Element] = field(default_factory=list)  # local stanzas held for the master
     # groupchat forwarded while LIVE whose broadcast has not come back yet: (nick, id) ->
@@ -55,6 +56,7 @@ class SlaveRoom:
             "directed": sorted(self.directed),
             "subject": self.subject.toXml() if self.subject is not None else None,
             "last_id": self.last_id,
+            "avatar": self.avatar.toXml() if self.avatar is not None else None,
             # what waits for the master survives a restart; what was in flight is
             # submitted again (the master drops it if it had it)
             "queue": self._serialised(self.unacknowledged()),
@@ -72,6 +74,8 @@ class SlaveRoom:
         if state.get("subject"):
             room.subject = stanzas.parse_xml(state["subject"])
         room.last_id = state.get("last_id")
+        if state.get("avatar"):
+            room.avatar = stanzas.parse_xml(state["avatar"])
         room.queue = [stanzas.parse_xml(x) for x in state.get("queue", ())]
         return room
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.words.protocols.jabber.jid import JID
@@ -21,7 +21,8 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Outbox, SaveRoom
-from dmuc.protocol import stanzas, xep0282
+from dmuc.protocol import occupant_id, stanzas, xep0282
+from dmuc.protocol.statemachine import SplitCounter
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
@@ -47,7 +48,9 @@ class SlaveService:
         self._ids = itertools.count(1)
         self.pending_iqs: dict[str, tuple[str, str]] = {}  # id -> (kind, room)
         self._touched: set[str] = set()  # rooms whose state changed since the last take
-        self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id)
+        self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
+        self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id,
+                                      self.splits)
         self.fanout = Fanout(self.jid, settings.domains)
 
     def restore(self, room: SlaveRoom, records: list[HistoryRecord],
@@ -58,6 +61,14 @@ class SlaveService:
         self.rooms[room.jid] = room
         self.links[room.jid] = SlaveLink(room, self.link_config,
                                          restored_state(state or {}))
+
+    def reconfigure(self, keepalive: int, history: int) -> None:
+        """A configuration reload: the keepalive and history this slave proposes apply to
+        every registration from now on (new rooms, and each link's next registration)."""
+        self.settings = replace(self.settings, keepalive=keepalive, history=history)
+        self.link_config = replace(self.link_config, keepalive=keepalive, history=history)
+        for link in self.links.values():
+            link.config = self.link_config
 
     def history_key(self, room_jid: str) -> str:
         return self.fanout.history_key(room_jid)
@@ -158,6 +169,8 @@ class SlaveService:
                                              by=self.jid))
             return
         room, link = self._mirror(room_jid)
+        if stanza.name != "iq":
+            occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
         room.note_presence(stanza, sender.full())
         link.submit(stanza, sender.full(), out)
 
@@ -211,7 +224,8 @@ class SlaveService:
         links = [link for room_jid, link in self.links.items()
                  if room_jid.endswith("@" + service) and link.machine.can("master-restarted")]
         if links:
-            out.info(f"{service} (re)connected; registering {len(links)} rooms again")
+            out.info(f"{service} (re)connected, or an admin forced a resync; registering "
+                     f"{len(links)} rooms again")
         for link in links:
             self._touched.add(link.room.jid)
             link.register("master-restarted", out)
@@ -271,6 +285,9 @@ class SlaveService:
                               sender: JID, dmuc_x: Element | None, out: Outbox) -> None:
         nick = sender.resource
         if dmuc_x is None:
+            if not nick and stanzas.child(stanza, "x", xmlns.VCARD_UPDATE) is not None:
+                self.fanout.room_avatar(room, stanza, out)
+                return
             if not nick:
                 malformed(stanza, out, "presence from the room without a nickname")
                 return

@@ -13,12 +13,13 @@ from dmuc.storage.records import (
     Storage,
     StorageError,
     slave_history_key,
+    status_service,
 )
 from dmuc.storage.sqlite import SQLiteStorage
 
 __all__ = ["ArchiveIdNotFound", "ArchivePage", "ArchiveQuery", "ArchiveRecord",
            "HistoryRecord", "RoomRecord", "Storage", "StorageError", "SQLiteStorage",
-           "open_storage", "slave_history_key"]
+           "open_storage", "slave_history_key", "status_service"]
 
 
 def open_storage(url: str) -> Storage:

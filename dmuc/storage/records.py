@@ -129,3 +129,9 @@ def slave_history_key(slave_jid: str, room_jid: str) -> str:
     """History rows of a slave's copy of a room. The master keys its rows by the room JID;
     a slave by this key, so that master and slaves can share one database."""
     return f"{slave_jid}|{room_jid}"
+
+
+def status_service(service: str) -> str:
+    """Where the master records its slaves' link states and its heartbeat: the rooms of
+    this pseudo-service (a key per slave), so that every adapter keeps them as it is."""
+    return f"{service}|status"

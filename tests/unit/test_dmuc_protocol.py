@@ -49,7 +49,7 @@ def test_first_local_join_registers_the_slave_and_enters_through_it():
     assert link is not None and not link.split
     got = net.take(BIGCHEESE)
     own = [s for s in got if s.name == "presence"]
-    assert [s["from"] for s in own] == [f"{ROOM}/BigCheese"]
+    assert [s["from"] for s in own] == [f"{ROOM}/BigCheese"]  # (no avatar presence: none)
     assert {"110", "201"} <= codes(own[0])
     assert all(dmuc_x(s) is None for s in got)  # the slave strips its protocol element
     subject = [s for s in got if s.name == "message"]

@@ -349,6 +349,7 @@ def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_
     store = yield opened()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
+    spam_seen = room.h.service.rooms[ROOM].archive.get(spam).stanza
     kept = yield room.say(TROY, "fine")
     out = room.h.send(moderate_v1(WIZ, spam))
     sent = yield settle(store, out)
@@ -359,6 +360,8 @@ def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_
     moderated = stanzas.child(stanzas.child(notice, "retract", xmlns.RETRACT_1), "moderated",
                               xmlns.MODERATE_1)
     assert moderated["by"] == f"{ROOM}/wiz"
+    wiz_id = stanzas.child(moderated, "occupant-id", xmlns.OCCUPANT_ID)["id"]
+    assert wiz_id and wiz_id != stanzas.child(spam_seen, "occupant-id", xmlns.OCCUPANT_ID)["id"]
     apply_to = stanzas.child(notice, "apply-to", xmlns.FASTEN)
     assert apply_to["id"] == spam and stanzas.child(
         stanzas.child(apply_to, "moderated", xmlns.MODERATE_0), "retract", xmlns.RETRACT_0)
@@ -375,6 +378,8 @@ def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_
                           "message")
     assert stanzas.child(stone, "retracted", xmlns.RETRACT_1) is not None
     assert stanzas.child(stone, "moderated", xmlns.MODERATE_0) is not None
+    assert stanzas.child(stone, "occupant-id", xmlns.OCCUPANT_ID)["id"] == stanzas.child(
+        spam_seen, "occupant-id", xmlns.OCCUPANT_ID)["id"]  # still says whose it was
     assert retracted_id(stanzas.child(stanzas.child(stanzas.child(sent[2], "result"),
                                                     "forwarded"), "message")) == spam
     # the older form is answered too

@@ -20,6 +20,7 @@ from dmuc.master.features import (
     members_only,
     moderated,
     moderation,
+    occupant_id,
     password,
     persistent,
     presence_broadcast,
@@ -27,6 +28,7 @@ from dmuc.master.features import (
     room_logging,
     roominfo,
     subject,
+    vcard,
     whois,
 )
 
@@ -49,6 +51,8 @@ BUILTIN_FEATURES: tuple[ModuleType, ...] = (
     moderation,  # XEP-0425
     disco,  # the occupant count in muc#roominfo
     affiliation_notify,
+    occupant_id,  # XEP-0421
+    vcard,  # the room's vCard and avatar (XEP-0486)
 )
 
 

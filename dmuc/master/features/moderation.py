@@ -20,8 +20,9 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
 from dmuc.master.features import history, mam
+from dmuc.master.features import occupant_id as occupant_ids
 from dmuc.outbox import Outbox, QueryArchive, RetractArchived
-from dmuc.protocol import stanzas
+from dmuc.protocol import occupant_id, stanzas
 from dmuc.protocol.history import entry_for, stanza_id
 from dmuc.storage.records import ArchivePage, ArchiveQuery
 
@@ -91,7 +92,9 @@ def retract_message(room: Room, request: Element, sid: str, original: Element,
         out.store(RetractArchived(room.jid, sid, tombstone(room, sid, original, actor_nick,
                                                            reason, out.now).toXml()))
     history.retract(room, sid, out)
-    notice = announcement(room.jid, sid, actor_nick, reason)
+    moderator_id = occupant_ids.compute(jids.bare(request.getAttribute("from")),
+                                        occupant_ids.room_salt(room))
+    notice = announcement(room.jid, sid, actor_nick, reason, moderator_id)
     room.broadcast_groupchat(notice, out)
     mam.archive(room, notice, None, out)  # a client syncing its archive learns of it
     room.archive.add(entry_for(notice, out.now), stanza_id(notice, room.jid))
@@ -100,14 +103,18 @@ def retract_message(room: Room, request: Element, sid: str, original: Element,
     out.info(f"{request.getAttribute('from')} retracted message {sid} in {room.jid}{because}")
 
 
-def announcement(room_jid: str, sid: str, actor_nick: str, reason: str | None) -> Element:
-    """The broadcast: XEP-0424 <retract id/> with <moderated/> (v0.3+), and the v0.2 form
-    fastened to the message, as mod_muc_moderation sends both; a stanza-id of its own."""
+def announcement(room_jid: str, sid: str, actor_nick: str, reason: str | None,
+                 moderator_id: str | None = None) -> Element:
+    """The broadcast: XEP-0424 <retract id/> with <moderated/> (v0.3+, with the moderator's
+    XEP-0421 occupant-id), and the v0.2 form fastened to the message, as
+    mod_muc_moderation sends both; a stanza-id of its own."""
     message = stanzas.new("message", {"from": room_jid, "type": "groupchat",
                                       "id": uuid.uuid4().hex})
     retract = message.addElement((xmlns.RETRACT_1, "retract"))
     retract["id"] = sid
-    retract.addElement((xmlns.MODERATE_1, "moderated"))["by"] = actor_nick
+    by = retract.addElement((xmlns.MODERATE_1, "moderated"))
+    by["by"] = actor_nick
+    occupant_id.place(by, moderator_id)
     if reason:
         retract.addElement("reason", content=reason)
     apply_to = message.addElement((xmlns.FASTEN, "apply-to"))
@@ -143,6 +150,7 @@ def tombstone(room: Room, sid: str, original: Element, actor_nick: str,
     own = stone.addElement((xmlns.STANZA_ID, "stanza-id"))
     own["id"] = sid
     own["by"] = room.jid
+    occupant_id.place(stone, occupant_id.of(original), own)  # whose message it was
     return stone
 
 

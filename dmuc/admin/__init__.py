@@ -1,0 +1,1 @@
+"""dmuc-admin: the operator's command line (import from Prosody, inspect the store)."""
