@@ -64,7 +64,7 @@ class MUCService:
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
-        self.retention = mam.Retention.of(settings)
+        self.retention = mam.Retention()
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
         self.admin_commands = adhoc.setup(self.hooks, self)  # XEP-0050, for the admins
@@ -192,7 +192,7 @@ class MUCService:
         end of rooms left locked."""
         out = Outbox(now)
         self.distribution.tick(now, out)
-        self.retention.tick(now, out)
+        self.retention.tick(self.settings, now, out)
         for room in list(self.rooms.values()):
             if room.locked and now - room.created > LOCKED_ROOM_LIFETIME:
                 # As mod_muc: a room its owner never configured goes away.

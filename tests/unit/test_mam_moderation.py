@@ -3,6 +3,8 @@ SQLite adapter answering the core's storage records; and through slaves (dmuc_ne
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import pytest_twisted
 from dmuc_net import Net, slave_jid
@@ -277,6 +279,11 @@ def test_retention_runs_from_the_timer_every_interval_not_per_stanza():
             if isinstance(op, ExpireArchive)] == [ExpireArchive(now + 600 - 3600)]
     never = Harness(archive_expires_after=None)
     assert [op for op in never.service.tick(now).storage if isinstance(op, ExpireArchive)] == []
+    # a reload's new retention applies from the next cleanup
+    h.service.reconfigure(dataclasses.replace(h.service.settings, archive_expires_after=60.0),
+                          now + 700)
+    assert [op for op in h.service.tick(now + 1200).storage
+            if isinstance(op, ExpireArchive)] == [ExpireArchive(now + 1200 - 60)]
 
 
 def test_a_destroyed_room_takes_its_archive_with_it():

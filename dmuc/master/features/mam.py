@@ -67,24 +67,19 @@ def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox
 @dataclass
 class Retention:
     """The retention timer (muc_log_expires_after, muc_log_cleanup_interval): every
-    `interval` seconds, one ExpireArchive for everything older than `expires_after`
-    (None: kept for ever). Run from the service's tick, never per stanza."""
+    `archive_cleanup_interval` seconds, one ExpireArchive for everything older than
+    `archive_expires_after` (None: kept for ever), read from the service's settings each
+    time (a reload applies them). Run from the service's tick, never per stanza."""
 
-    expires_after: float | None
-    interval: float
     next_run: float | None = None
 
-    def tick(self, now: float, out: Outbox) -> None:
-        if self.expires_after is None:
+    def tick(self, settings: ServiceSettings, now: float, out: Outbox) -> None:
+        if settings.archive_expires_after is None:
             return
         if self.next_run is not None and now < self.next_run:
             return
-        self.next_run = now + self.interval
-        out.store(ExpireArchive(now - self.expires_after))
-
-    @classmethod
-    def of(cls, settings: ServiceSettings) -> Retention:
-        return cls(settings.archive_expires_after, settings.archive_cleanup_interval)
+        self.next_run = now + settings.archive_cleanup_interval
+        out.store(ExpireArchive(now - settings.archive_expires_after))
 
 
 # --- queries -------------------------------------------------------------------------
