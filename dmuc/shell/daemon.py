@@ -461,8 +461,10 @@ class Daemon(service.Service, abc.ABC):
 
     def _collect(self) -> Iterable[Metric]:
         yield from self.core_metrics()
+        stalls = self.handler.stalls
         yield from metrics.shell_state(self.handler.xmlstream is not None,
-                                       self.handler.storage_queue)
+                                       self.handler.storage_queue, stalls.stalls,
+                                       stalls.slowest)
 
     @defer.inlineCallbacks
     def _start(self):  # type: ignore[no-untyped-def]

@@ -128,8 +128,16 @@ def split_counts(splits: SplitCounter) -> list[Metric]:
                                 value=splits.netjoins)]
 
 
-def shell_state(connected: bool, storage_queue: int) -> list[Metric]:
-    return [gauge("dmuc_component_connected",
+def shell_state(connected: bool, storage_queue: int, stalls: int,
+                slowest: float) -> list[Metric]:
+    held = CounterMetricFamily(
+        "dmuc_reactor_stalls", "Stanzas or full garbage collections that held the reactor "
+        "over 100 ms (each one is logged)", value=stalls)
+    return [held,
+            gauge("dmuc_reactor_slowest_stall_seconds",
+                  "The longest time one stanza or collection held the reactor, over 100 ms",
+                  slowest),
+            gauge("dmuc_component_connected",
                   "1 while the XEP-0114 connection to Prosody is up", int(connected)),
             gauge("dmuc_storage_queue_length",
                   "Storage writes issued and not yet done, and saves being coalesced",

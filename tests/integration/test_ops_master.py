@@ -91,6 +91,7 @@ def test_master_notifies_systemd_serves_metrics_and_reloads(
         assert value(samples, "dmuc_occupants") == 2
         assert value(samples, "dmuc_master_sessions", route="direct") == 2
         assert value(samples, "dmuc_component_connected") == 1
+        assert value(samples, "dmuc_reactor_stalls_total") >= 0
         assert value(samples, "dmuc_stanzas_in_total", kind="message") >= 3
         assert value(samples, "dmuc_stanzas_in_total", kind="presence") >= 2
         # each groupchat went to both occupants
