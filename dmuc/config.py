@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,8 @@ def load_master_config(path: str) -> MasterConfig:
     r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
                             "archive_window", "enforce_reserved_nicks", "affiliation_notify",
                             "allow_unaffiliated_register", "room_defaults", "plugins",
-                            "limits"})
+                            "limits", "archive_expires_after", "archive_cleanup_interval",
+                            "archive_max_results"})
     admins = r.get("muc", "admins", list, [])
     for admin in admins:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
@@ -253,10 +255,43 @@ def load_master_config(path: str) -> MasterConfig:
         room_defaults=defaults,
         slaves={jid: frozenset(domains) for jid, domains in _slaves(r).items()},
         limits=_limits(r),
+        archive_expires_after=_expires_after(r),
+        archive_cleanup_interval=_bounded_int(r, "archive_cleanup_interval", 4 * 3600,
+                                              1, 365 * 86_400),
+        archive_max_results=_bounded_int(r, "archive_max_results", 50, 1, 10_000),
     )
     return MasterConfig(path=path, component=component, storage_url=storage_url,
                         log_level=log_level, muc=settings, plugins=plugins,
                         metrics_listen=_metrics(r))
+
+
+# mod_muc_mam's muc_log_expires_after units: days, weeks, months (31 days), years
+_EXPIRY_UNITS = {"": 1, "d": 86_400, "w": 7 * 86_400, "m": 31 * 86_400,
+                 "y": 365.2425 * 86_400}
+
+
+def _expires_after(r: _Reader) -> float | None:
+    """muc.archive_expires_after: seconds, or "never", or as Prosody ("1w", "30d", "2m",
+    "1y"); one week by default."""
+    value = r.get("muc", "archive_expires_after", (int, str), "1w")
+    key = "muc.archive_expires_after"
+    if isinstance(value, int):
+        if value <= 0:
+            raise r.error(key, "must be a positive number of seconds")
+        return float(value)
+    if value.strip().lower() == "never":
+        return None
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([dwmy]?)\s*", value.lower())
+    if match is None or int(match.group(1)) == 0:
+        raise r.error(key, f"{value!r} is not \"never\", seconds, or a number with d, w, m, y")
+    return int(match.group(1)) * _EXPIRY_UNITS[match.group(2)]
+
+
+def _bounded_int(r: _Reader, key: str, default: int, lowest: int, highest: int) -> int:
+    value = r.get("muc", key, int, default)
+    if not lowest <= value <= highest:
+        raise r.error(f"muc.{key}", f"must be between {lowest} and {highest}")
+    return value
 
 
 # [muc.limits]: key -> (kinds, lowest, highest). Rates are stanzas a second (0: off).

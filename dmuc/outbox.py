@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc.storage.records import HistoryRecord
+from dmuc.storage.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord
 
 # Every log line stays one line, whatever a sender put in the names it quotes.
 _ONE_LINE = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
@@ -58,7 +58,49 @@ class ClearHistory:
     key: str
 
 
-StorageOp = SaveRoom | DeleteRoom | AppendHistory | ClearHistory
+@dataclass
+class AppendArchive:
+    """Add a message to a room's archive (XEP-0313)."""
+
+    room_jid: str
+    record: ArchiveRecord
+
+
+@dataclass
+class RetractArchived:
+    """Replace an archived message with its XEP-0425 tombstone."""
+
+    room_jid: str
+    sid: str
+    tombstone_xml: str
+
+
+@dataclass
+class ExpireArchive:
+    """Delete archived messages said before `older_than` (the retention timer)."""
+
+    older_than: float
+
+
+@dataclass
+class DeleteArchive:
+    room_jid: str
+
+
+@dataclass
+class QueryArchive:
+    """Read a page of a room's archive, then answer: the shell runs the query and calls
+    `answer(page, out)` with the page (or the storage's exception) and a fresh Outbox,
+    which it then writes like any other. The core stays free of I/O and the reactor
+    never waits for the database."""
+
+    room_jid: str
+    query: ArchiveQuery
+    answer: Callable[[ArchivePage | Exception, Outbox], None]
+
+
+StorageOp = (SaveRoom | DeleteRoom | AppendHistory | ClearHistory | AppendArchive
+             | RetractArchived | ExpireArchive | DeleteArchive | QueryArchive)
 
 
 @dataclass

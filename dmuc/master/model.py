@@ -41,6 +41,7 @@ class RoomConfig:
     presence_broadcast: list[str] = field(default_factory=lambda: list(BROADCAST_ROLES))
     allow_member_invites: bool = False
     logging: bool = False
+    archiving: bool = True  # the room's XEP-0313 archive (mod_muc_mam's muc_log_by_default)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
-from dmuc.master.features import history, invites, iq_handlers, subject, voice
+from dmuc.master.features import history, invites, iq_handlers, mam, subject, voice
 from dmuc.master.model import (
     AFFILIATION_RANK,
     ROLE_RANK,
@@ -775,6 +775,7 @@ class Room:
         self.broadcast_groupchat(live, out, held_at)
         if stanzas.child(msg, "body") is not None:
             history.append(self, msg, out, held_at)
+        mam.archive(self, msg, occupant, out, held_at)
         return msg
 
     def _held_since(self, stanza: Element, now: float) -> float | None:

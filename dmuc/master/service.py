@@ -16,7 +16,7 @@ from dmuc import jids, xmlns
 from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
-from dmuc.master.features import adhoc, history, setup_builtin
+from dmuc.master.features import adhoc, history, mam, setup_builtin
 from dmuc.master.features import limits as rate_limits
 from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
@@ -48,6 +48,12 @@ class ServiceSettings:
     slaves: dict[str, frozenset[str]] = field(default_factory=dict)
     # per-sender rate limits (features/limits.py, [muc.limits]); None: none
     limits: rate_limits.Limits | None = None
+    # the rooms' XEP-0313 archives (features/mam.py): retention in seconds (None: for
+    # ever; mod_muc_mam's muc_log_expires_after, 1 week), how often expired messages are
+    # deleted (muc_log_cleanup_interval), the most messages a query page returns
+    archive_expires_after: float | None = 7 * 86_400
+    archive_cleanup_interval: float = 4 * 3600
+    archive_max_results: int = 50
 
 
 class MUCService:
@@ -58,6 +64,7 @@ class MUCService:
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
+        self.retention = mam.Retention()
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
         self.admin_commands = adhoc.setup(self.hooks, self)  # XEP-0050, for the admins
@@ -185,6 +192,7 @@ class MUCService:
         end of rooms left locked."""
         out = Outbox(now)
         self.distribution.tick(now, out)
+        self.retention.tick(self.settings, now, out)
         for room in list(self.rooms.values()):
             if room.locked and now - room.created > LOCKED_ROOM_LIFETIME:
                 # As mod_muc: a room its owner never configured goes away.

@@ -43,8 +43,31 @@ def stanza_id(message: Element, room_jid: str) -> str | None:
     return None
 
 
+def moderated_id(message: Element, room_jid: str) -> str | None:
+    """The stanza-id a room's XEP-0425 announcement retracts (either form), if it is one:
+    only the room itself (its bare JID) speaks for a moderator."""
+    if message.getAttribute("from") != room_jid:
+        return None
+    retract = stanzas.child(message, "retract", xmlns.RETRACT_1)
+    if retract is not None and stanzas.child(retract, "moderated", xmlns.MODERATE_1) is not None:
+        return retract.getAttribute("id")
+    apply_to = stanzas.child(message, "apply-to", xmlns.FASTEN)
+    if apply_to is not None and stanzas.child(apply_to, "moderated",
+                                              xmlns.MODERATE_0) is not None:
+        return apply_to.getAttribute("id")
+    return None
+
+
 class History(list[HistoryEntry]):
     """A room's newest messages, oldest first."""
+
+    def remove_id(self, sid: str, room_jid: str) -> bool:
+        """Drop the message with stanza-id `sid` (moderated); whether it was here."""
+        kept = [e for e in self if stanza_id(e.stanza, room_jid) != sid]
+        if len(kept) == len(self):
+            return False
+        self[:] = kept
+        return True
 
     def add(self, message: Element, stamp: float, limit: int) -> HistoryEntry | None:
         """Keep a broadcast message (a copy, without 'to'); None when `limit` keeps none."""
@@ -117,7 +140,8 @@ class Archive:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self._entries: deque[tuple[int, str | None, HistoryEntry]] = deque()
+        # a retracted message keeps its place (a slave's `last` may name it) without entry
+        self._entries: deque[tuple[int, str | None, HistoryEntry | None]] = deque()
         self._seq_of: dict[str, int] = {}
         self._next = 0
 
@@ -137,10 +161,31 @@ class Archive:
                 self._seq_of.pop(old_sid, None)
 
     def last(self, count: int) -> list[HistoryEntry]:
-        if count <= 0:
-            return []
-        start = max(len(self._entries) - count, 0)
-        return [entry for _, _, entry in itertools.islice(self._entries, start, None)]
+        return self._newest(count, None)
+
+    def _newest(self, at_least: int, after_seq: int | None) -> list[HistoryEntry]:
+        """Every message after position `after_seq` (None: none), and at least the
+        `at_least` newest, oldest first; retracted ones left out."""
+        chosen: list[HistoryEntry] = []
+        for seq, _, entry in reversed(self._entries):
+            if len(chosen) >= at_least and (after_seq is None or seq <= after_seq):
+                break
+            if entry is not None:
+                chosen.append(entry)
+        chosen.reverse()
+        return chosen
+
+    def get(self, sid: str) -> HistoryEntry | None:
+        """The message with that stanza-id, if it is here and not retracted."""
+        seq = self._seq_of.get(sid)
+        return None if seq is None else self._entries[seq - self._entries[0][0]][2]
+
+    def retract(self, sid: str) -> None:
+        """A moderated message is no longer replayed to slaves (XEP-0425)."""
+        seq = self._seq_of.get(sid)
+        if seq is not None:
+            index = seq - self._entries[0][0]
+            self._entries[index] = (seq, sid, None)
 
     def after(self, sid: str) -> list[HistoryEntry] | None:
         """Every message after the one with stanza-id `sid`; None if it is not (or no
@@ -149,7 +194,8 @@ class Archive:
         if seq is None:
             return None
         start = seq - self._entries[0][0] + 1
-        return [entry for _, _, entry in itertools.islice(self._entries, start, None)]
+        return [entry for _, _, entry in itertools.islice(self._entries, start, None)
+                if entry is not None]
 
     def newest_id(self) -> str:
         """The stanza-id of the newest message ("" when there is none)."""
@@ -165,6 +211,5 @@ class Archive:
         gap was found (False: it is older than the window; only the newest are sent)."""
         if after is None:
             return self.last(at_least), True
-        gap = self.after(after) if after else self.last(len(self._entries))
-        count = max(len(gap) if gap is not None else 0, at_least)
-        return self.last(count), gap is not None
+        seq = self._seq_of.get(after) if after else -1
+        return self._newest(at_least, seq), seq is not None

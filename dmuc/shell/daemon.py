@@ -21,19 +21,32 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import LogLevel
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish.domish import Element
 from wokkel import component, subprotocols
 
 from dmuc.config import ConfigError, restart_keys
 from dmuc.log import get_logger, set_level
-from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom, StorageOp
+from dmuc.outbox import (
+    AppendArchive,
+    AppendHistory,
+    ClearHistory,
+    DeleteArchive,
+    DeleteRoom,
+    ExpireArchive,
+    Outbox,
+    QueryArchive,
+    RetractArchived,
+    SaveRoom,
+    StorageOp,
+)
 from dmuc.protocol import stanzas
 from dmuc.shell import metrics
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
-from dmuc.storage import RoomRecord, Storage, url_for_log
+from dmuc.storage import ArchiveRecord, RoomRecord, Storage, url_for_log
 
 log = get_logger("dmuc")
 
@@ -152,6 +165,9 @@ class CoreHandler(subprotocols.XMPPHandler):
         self.peer_limits = peer_limits
         self._pending_saves: dict[str, SaveRoom] = {}
         self._save_call: Any = None
+        # archive appends of one reactor turn, written in one transaction
+        self._pending_archive: list[tuple[str, ArchiveRecord]] = []
+        self._archive_call: Any = None
         self.stalls = StallWatch()
         self._writing = 0  # storage writes issued and not done yet
         self.metrics: Metrics | None = None  # set by the Daemon
@@ -159,7 +175,7 @@ class CoreHandler(subprotocols.XMPPHandler):
 
     @property
     def storage_queue(self) -> int:
-        return self._writing + len(self._pending_saves)
+        return self._writing + len(self._pending_saves) + len(self._pending_archive)
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
@@ -275,8 +291,17 @@ class CoreHandler(subprotocols.XMPPHandler):
             if self._save_call is None:
                 self._save_call = reactor.callLater(self.save_delay, self._write_saves)
             return
+        if isinstance(op, AppendArchive):
+            # One transaction for every message archived in this reactor turn (a busy
+            # room would otherwise cost a thread hop per message).
+            self._pending_archive.append((op.room_jid, op.record))
+            if self._archive_call is None:
+                self._archive_call = reactor.callLater(0, self._write_archive)
+            return
         if isinstance(op, DeleteRoom):
             self._pending_saves.pop(op.room_jid, None)
+        if isinstance(op, (QueryArchive, RetractArchived, ExpireArchive, DeleteArchive)):
+            self._write_archive()  # what was archived before comes first
         self._write(op)
 
     def _write(self, op: StorageOp) -> Deferred:
@@ -289,12 +314,56 @@ class CoreHandler(subprotocols.XMPPHandler):
             d = s.append_history(op.key, op.record, op.keep)
         elif isinstance(op, ClearHistory):
             d = s.clear_history(op.key)
+        elif isinstance(op, RetractArchived):
+            d = s.retract_archive(op.room_jid, op.sid, op.tombstone_xml)
+        elif isinstance(op, ExpireArchive):
+            d = s.expire_archive(op.older_than)
+            d.addCallback(_log_expired)
+        elif isinstance(op, DeleteArchive):
+            d = s.delete_archive(op.room_jid)
+        elif isinstance(op, QueryArchive):
+            return self._query(op)
         else:
             raise TypeError(f"cannot store {op!r}")
         self._writing += 1
         d.addBoth(self._written, time.perf_counter())
         d.addErrback(lambda f: log.error("storage write failed ({op}): {err}",
                                          op=type(op).__name__, err=f.getErrorMessage()))
+        return d
+
+    def _query(self, op: QueryArchive) -> Deferred:
+        """Run an archive read, then hand its page (or the failure) back to the core and
+        write what the core answers."""
+        d = self.storage.query_archive(op.room_jid, op.query)
+
+        def answer(result: object) -> None:
+            value = result.value if isinstance(result, Failure) else result
+            out = Outbox(time.time())
+            try:
+                op.answer(value, out)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - one bad answer must not take us down
+                log.error("internal error answering an archive query of {room}: {error}",
+                          room=op.room_jid,
+                          error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
+                return
+            if self.xmlstream is not None:
+                self.write(out)
+
+        d.addBoth(answer)
+        return d
+
+    def _write_archive(self) -> Deferred:
+        if self._archive_call is not None and self._archive_call.active():
+            self._archive_call.cancel()
+        self._archive_call = None
+        pending, self._pending_archive = self._pending_archive, []
+        if not pending:
+            return defer.succeed(None)
+        d = self.storage.append_archive(pending)
+        self._writing += 1
+        d.addBoth(self._written, time.perf_counter())
+        d.addErrback(lambda f: log.error("storage write failed (AppendArchive of {n}): {err}",
+                                         n=len(pending), err=f.getErrorMessage()))
         return d
 
     def _written(self, result: object, began: float) -> object:
@@ -312,7 +381,13 @@ class CoreHandler(subprotocols.XMPPHandler):
 
     def flush(self) -> Deferred:
         """Write the saves still being coalesced (on stop)."""
-        return defer.gatherResults(self._write_saves(), consumeErrors=True)
+        return defer.gatherResults([self._write_archive(), *self._write_saves()],
+                                   consumeErrors=True)
+
+
+def _log_expired(count: int) -> None:
+    if count:
+        log.info("archive retention: deleted {count} expired messages", count=count)
 
 
 def config_options(daemon: str, loader: Callable[[str], Any]) -> type[usage.Options]:

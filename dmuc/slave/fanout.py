@@ -11,7 +11,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import occupant_id, stanzas, visibility, xep0282
-from dmuc.protocol.history import HistoryEntry, delayed, stanza_id
+from dmuc.protocol.history import HistoryEntry, delayed, moderated_id, stanza_id
 from dmuc.slave.room import SlaveRoom
 from dmuc.storage import slave_history_key
 
@@ -193,6 +193,16 @@ class Fanout:
         sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
         if sender_nick:
             room.inflight.pop((sender_nick, local_copy.getAttribute("id") or ""), None)
+        retracted = moderated_id(local_copy, room.jid)
+        if retracted is not None:
+            # XEP-0425: a moderator retracted a message; joiners no longer get it
+            self._drop_from_history(room, retracted, out)
+            if is_history:
+                # Replayed at a netjoin: we still had the message, so its retraction is
+                # news here; local occupants' clients may show the message.
+                if retracted in room.known_ids:
+                    out.broadcast(local_copy, room.local_sessions())
+                return
         if stanzas.child(local_copy, "subject") is not None and stanzas.child(
                 local_copy, "body") is None:
             room.subject = local_copy
@@ -213,6 +223,15 @@ class Fanout:
         if is_history or _echoed_locally(room, local_copy):
             return
         out.broadcast(local_copy, room.local_sessions())
+
+    def _drop_from_history(self, room: SlaveRoom, sid: str, out: Outbox) -> None:
+        """Forget a moderated message; the stored history is rewritten without it."""
+        if not room.history.remove_id(sid, room.jid):
+            return
+        key = self.history_key(room.jid)
+        out.store(ClearHistory(key))
+        for entry in room.history:
+            out.store(AppendHistory(key, entry.record(), room.history_length))
 
     def _store_history(self, room: SlaveRoom, message: Element, stamp: float,
                        out: Outbox) -> HistoryEntry | None:

@@ -6,6 +6,10 @@ from __future__ import annotations
 from dmuc.storage.postgres import URL_SCHEMES as POSTGRES_URL_SCHEMES
 from dmuc.storage.postgres import PostgresStorage, without_password
 from dmuc.storage.records import (
+    ArchiveIdNotFound,
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
     HistoryRecord,
     RoomRecord,
     Storage,
@@ -15,8 +19,9 @@ from dmuc.storage.records import (
 )
 from dmuc.storage.sqlite import SQLiteStorage
 
-__all__ = ["POSTGRES_URL_SCHEMES", "HistoryRecord", "PostgresStorage", "RoomRecord",
-           "Storage", "StorageError", "SQLiteStorage", "open_storage", "slave_history_key",
+__all__ = ["POSTGRES_URL_SCHEMES", "ArchiveIdNotFound", "ArchivePage", "ArchiveQuery",
+           "ArchiveRecord", "HistoryRecord", "PostgresStorage", "RoomRecord", "Storage",
+           "StorageError", "SQLiteStorage", "open_storage", "slave_history_key",
            "status_service", "url_for_log"]
 
 

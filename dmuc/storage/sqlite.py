@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
@@ -18,7 +18,15 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from dmuc.storage.records import HistoryRecord, RoomRecord, StorageError
+from dmuc.storage.records import (
+    ArchiveIdNotFound,
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
+    HistoryRecord,
+    RoomRecord,
+    StorageError,
+)
 
 _T = TypeVar("_T")
 
@@ -43,6 +51,25 @@ MIGRATIONS: list[Migration] = [
         extra TEXT  -- JSON object
     );
     CREATE INDEX history_room_id ON history (room, id);
+    """,
+    # 2: the room archive (XEP-0313), kept by stanza-id, in the order the room said it.
+    """
+    CREATE TABLE archive (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        room TEXT NOT NULL,
+        sid TEXT NOT NULL,  -- the XEP-0359 stanza-id the room gave the message
+        stamp REAL NOT NULL,
+        nick TEXT NOT NULL,  -- the sender's nickname ('with' an occupant JID)
+        sender TEXT NOT NULL,  -- the sender's bare real JID ('with' a real JID)
+        xml TEXT NOT NULL,
+        retracted INTEGER NOT NULL DEFAULT 0  -- 1: xml is a XEP-0425 tombstone
+    );
+    CREATE UNIQUE INDEX archive_room_sid ON archive (room, sid);
+    CREATE INDEX archive_room_id ON archive (room, id);
+    CREATE INDEX archive_room_stamp ON archive (room, stamp);
+    CREATE INDEX archive_stamp ON archive (stamp);
+    CREATE INDEX archive_room_nick ON archive (room, nick, id);
+    CREATE INDEX archive_room_sender ON archive (room, sender, id);
     """,
 ]
 
@@ -292,3 +319,108 @@ class SQLiteStorage:
             txn.execute("DELETE FROM history WHERE room = ?", (room_jid,))
 
         return self._run("clear_history", q)
+
+    # -- the room archive (XEP-0313) ---------------------------------------------------
+
+    def append_archive(self, entries: Sequence[tuple[str, ArchiveRecord]]) -> Deferred[None]:
+        """Add messages, each (room JID, record), to the rooms' archives, in order, in one
+        transaction (a stanza-id already there is kept)."""
+        rows = [(room_jid, r.sid, float(r.stamp), r.nick, r.sender, r.xml, int(r.retracted))
+                for room_jid, r in entries]
+
+        def q(txn: Any) -> None:
+            txn.executemany(
+                "INSERT INTO archive (room, sid, stamp, nick, sender, xml, retracted)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sid) DO NOTHING", rows)
+
+        return self._run("append_archive", q)
+
+    def query_archive(self, room_jid: str, query: ArchiveQuery) -> Deferred[ArchivePage]:
+        """One page of a room's archive (see select_archive_page)."""
+        return self._run("query_archive", select_archive_page, room_jid, query)
+
+    def retract_archive(self, room_jid: str, sid: str, tombstone_xml: str) -> Deferred[bool]:
+        """Replace an archived message with its tombstone; whether it was there."""
+
+        def q(txn: Any) -> bool:
+            txn.execute("UPDATE archive SET xml = ?, retracted = 1 WHERE room = ? AND sid = ?",
+                        (tombstone_xml, room_jid, sid))
+            return bool(txn.rowcount and txn.rowcount > 0)
+
+        return self._run("retract_archive", q)
+
+    def expire_archive(self, older_than: float) -> Deferred[int]:
+        """Delete every room's archived messages said before `older_than`; how many."""
+
+        def q(txn: Any) -> int:
+            txn.execute("DELETE FROM archive WHERE stamp < ?", (float(older_than),))
+            return max(txn.rowcount or 0, 0)
+
+        return self._run("expire_archive", q)
+
+    def delete_archive(self, room_jid: str) -> Deferred[None]:
+        """Forget a room's archive (the room was destroyed)."""
+
+        def q(txn: Any) -> None:
+            txn.execute("DELETE FROM archive WHERE room = ?", (room_jid,))
+
+        return self._run("delete_archive", q)
+
+
+def _archive_position(txn: Any, room_jid: str, sid: str, mark: str) -> int:
+    txn.execute(f"SELECT id FROM archive WHERE room = {mark} AND sid = {mark}", (room_jid, sid))
+    row = txn.fetchone()
+    if row is None:
+        raise ArchiveIdNotFound(f"no message {sid!r} in the archive of {room_jid}")
+    return int(row[0])
+
+
+def select_archive_page(txn: Any, room_jid: str, query: ArchiveQuery,
+                        mark: str = "?") -> ArchivePage:
+    """A MAM page in one transaction, as Prosody's archive:find with limit max+1: the
+    filters (start, end, with, ids) give `count`; `after` walks forward from a message,
+    `before` (or `last`) backwards from one (or from the end); at most `max` messages,
+    returned oldest first. Plain SQL: any DB-API driver runs it, given its parameter
+    mark (`?` for sqlite3, `%s` for psycopg)."""
+    where, params = [f"room = {mark}"], [room_jid]
+    if query.start is not None:
+        where.append(f"stamp >= {mark}")
+        params.append(query.start)
+    if query.end is not None:
+        where.append(f"stamp <= {mark}")
+        params.append(query.end)
+    if query.nick is not None:
+        where.append(f"nick = {mark}")
+        params.append(query.nick)
+    if query.sender is not None:
+        where.append(f"sender = {mark}")
+        params.append(query.sender)
+    if query.ids is not None:
+        if not query.ids:
+            return ArchivePage([], 0, True)
+        where.append(f"sid IN ({', '.join(mark for _ in query.ids)})")
+        params.extend(query.ids)
+    filters = " AND ".join(where)
+    txn.execute(f"SELECT COUNT(*) FROM archive WHERE {filters}", params)
+    count = int(txn.fetchone()[0])
+    paging, paging_params = [], []
+    if query.after is not None:
+        paging.append(f"id > {mark}")
+        paging_params.append(_archive_position(txn, room_jid, query.after, mark))
+    if query.before is not None:
+        paging.append(f"id < {mark}")
+        paging_params.append(_archive_position(txn, room_jid, query.before, mark))
+    backwards = query.before is not None or query.last
+    order = "DESC" if backwards else "ASC"
+    txn.execute(
+        "SELECT sid, stamp, nick, sender, xml, retracted FROM archive"
+        f" WHERE {' AND '.join([filters, *paging])} ORDER BY id {order} LIMIT {mark}",
+        [*params, *paging_params, max(query.max, 0) + 1])
+    rows = txn.fetchall()
+    complete = len(rows) <= query.max
+    records = [ArchiveRecord(sid=sid, stamp=stamp, nick=nick, sender=sender, xml=xml,
+                             retracted=bool(retracted))
+               for sid, stamp, nick, sender, xml, retracted in rows[:max(query.max, 0)]]
+    if backwards:
+        records.reverse()
+    return ArchivePage(records, count, complete)

@@ -94,6 +94,7 @@ def test_the_config_form_has_every_setting_in_its_order_with_its_label_and_optio
         ("muc#roomconfig_allowinvites", "boolean", "Allow members to invite new members"),
         ("muc#roomconfig_enablelogging", "boolean",
          "Store and show the room's history to new occupants (logged)"),
+        ("muc#roomconfig_enablearchiving", "boolean", "Archive chat on server"),
     ]
 
     def options(var: str) -> list[tuple[str, str]]:
@@ -231,7 +232,7 @@ def test_a_plugin_field_comes_after_the_built_in_settings(with_plugin):
     h = with_plugin
     h.create_instant(WIZ, "wiz")
     fields = _fields(_config_form(h))
-    assert [f["var"] for f in fields[-2:]] == ["muc#roomconfig_enablelogging", PREFIX]
+    assert [f["var"] for f in fields[-2:]] == ["muc#roomconfig_enablearchiving", PREFIX]
     assert fields[-1]["label"] == "Nicknames must start with"
     assert field_values(_config_form(h), PREFIX) == [""]
 
@@ -334,6 +335,7 @@ HOMES = {
     "muc#roomconfig_presencebroadcast": "presence_broadcast.py",
     "muc#roomconfig_allowinvites": "invites.py",
     "muc#roomconfig_enablelogging": "room_logging.py",
+    "muc#roomconfig_enablearchiving": "mam.py",
     "muc#roominfo_occupants": "disco.py",
     "muc#roominfo_avatarhash": "vcard.py",
 }

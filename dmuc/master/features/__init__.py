@@ -15,9 +15,11 @@ from dmuc.master.features import (
     disco,
     history,
     invites,
+    mam,
     max_users,
     members_only,
     moderated,
+    moderation,
     occupant_id,
     password,
     persistent,
@@ -45,6 +47,8 @@ BUILTIN_FEATURES: tuple[ModuleType, ...] = (
     presence_broadcast,
     invites,
     room_logging,
+    mam,  # the room's archive (XEP-0313) and its setting
+    moderation,  # XEP-0425
     disco,  # the occupant count in muc#roominfo
     affiliation_notify,
     occupant_id,  # XEP-0421

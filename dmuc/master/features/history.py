@@ -43,6 +43,15 @@ def trim(room: Room, out: Outbox) -> None:
         out.store(ClearHistory(room.jid))
 
 
+def retract(room: Room, sid: str, out: Outbox) -> None:
+    """A moderated message (XEP-0425) leaves the history joiners get and the archive
+    slaves are replayed from; stored history is rewritten without it (it is short)."""
+    room.archive.retract(sid)
+    if room.history.remove_id(sid, room.jid) and room.config.persistent:
+        out.store(ClearHistory(room.jid))
+        store_all(room, out)
+
+
 def store_all(room: Room, out: Outbox) -> None:
     """The room became persistent: what it kept so far goes to storage too."""
     for entry in room.history:

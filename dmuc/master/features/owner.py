@@ -107,6 +107,8 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
         codes.append("172" if new.whois == "anyone" else "173")
     if new.logging != old.logging:
         codes.append("170" if new.logging else "171")
+    if new.archiving != old.archiving and ("170" if new.archiving else "171") not in codes:
+        codes.append("170" if new.archiving else "171")  # as mod_muc_mam
     room.service.hooks.fire("room-config-applied", room=room, old=old, out=out)
     if codes and not was_locked and room.occupants:
         room.broadcast_groupchat(stanzas.status_message(room.jid, codes), out)
