@@ -2,7 +2,7 @@
 
 Fills one in-memory database with `--rows` archived messages spread over 20 rooms (the
 schema of dmuc.storage.sqlite's migrations), then times the page query the master runs for
-a MAM request (dmuc.storage.sqlite.select_archive_page: the count and one page of 50), for
+a MAM request (dmuc.storage.archive_sql.select_archive_page: the count and one page of 50), for
 the shapes clients send: the first page, the last page (an empty RSM <before/>), a page
 after an id in the middle, a 'with' an occupant JID, and a start/end hour. The query runs
 in the storage thread, never in the reactor; this says how long a client waits for it.
@@ -17,6 +17,7 @@ import sqlite3
 import time
 
 from dmuc.storage import sqlite as sqlite_adapter
+from dmuc.storage.archive_sql import select_archive_page
 from dmuc.storage.records import ArchiveQuery
 
 ROOMS = 20
@@ -54,7 +55,7 @@ def main() -> None:
         times = []
         for _ in range(REPEATS):
             start = time.perf_counter()
-            page = sqlite_adapter.select_archive_page(cursor, room, query)
+            page = select_archive_page(cursor, room, query)
             times.append(time.perf_counter() - start)
         times.sort()
         print(f"  {label:28} {times[REPEATS // 2] * 1000:7.2f} ms  "

@@ -58,3 +58,13 @@ def new_database(postgres: PostgresInstance) -> Callable[[], str]:
     """``new_database()`` -> the storage URL of a new, empty database of the session's
     server (one per call: tests never see each other's rows)."""
     return lambda: postgres.create_database(f"dmuc_test_{os.getpid()}_{next(_database_names)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new, empty database of each backend: the tests that take it run on
+    SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'm.db'}"
+    new_database: Callable[[], str] = request.getfixturevalue("new_database")
+    return new_database()

@@ -23,7 +23,7 @@ import itertools
 import json
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,7 +35,15 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from dmuc.log import get_logger
-from dmuc.storage.records import HistoryRecord, RoomRecord, StorageError
+from dmuc.storage.archive_sql import select_archive_page
+from dmuc.storage.records import (
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
+    HistoryRecord,
+    RoomRecord,
+    StorageError,
+)
 
 log = get_logger("dmuc.storage")
 
@@ -63,6 +71,25 @@ MIGRATIONS: list[Migration] = [
         extra TEXT  -- JSON object
     );
     CREATE INDEX history_room_id ON history (room, id);
+    """,
+    # 2: the room archive (XEP-0313), kept by stanza-id, in the order the room said it.
+    """
+    CREATE TABLE archive (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        room TEXT NOT NULL,
+        sid TEXT NOT NULL,  -- the XEP-0359 stanza-id the room gave the message
+        stamp DOUBLE PRECISION NOT NULL,
+        nick TEXT NOT NULL,  -- the sender's nickname ('with' an occupant JID)
+        sender TEXT NOT NULL,  -- the sender's bare real JID ('with' a real JID)
+        xml TEXT NOT NULL,
+        retracted INTEGER NOT NULL DEFAULT 0  -- 1: xml is a XEP-0425 tombstone
+    );
+    CREATE UNIQUE INDEX archive_room_sid ON archive (room, sid);
+    CREATE INDEX archive_room_id ON archive (room, id);
+    CREATE INDEX archive_room_stamp ON archive (room, stamp);
+    CREATE INDEX archive_stamp ON archive (stamp);
+    CREATE INDEX archive_room_nick ON archive (room, nick, id);
+    CREATE INDEX archive_room_sender ON archive (room, sender, id);
     """,
 ]
 
@@ -452,3 +479,50 @@ class PostgresStorage:
             txn.execute("DELETE FROM history WHERE room = %s", (room_jid,))
 
         return self._run("clear_history", q)
+
+    # -- the room archive (XEP-0313) ---------------------------------------------------
+
+    def append_archive(self, entries: Sequence[tuple[str, ArchiveRecord]]) -> Deferred[None]:
+        """Add messages, each (room JID, record), to the rooms' archives, in order, in one
+        transaction (a stanza-id already there is kept)."""
+        rows = [(room_jid, r.sid, float(r.stamp), r.nick, r.sender, r.xml, int(r.retracted))
+                for room_jid, r in entries]
+
+        def q(txn: Any) -> None:
+            txn.executemany(
+                "INSERT INTO archive (room, sid, stamp, nick, sender, xml, retracted)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (room, sid) DO NOTHING",
+                rows)
+
+        return self._run("append_archive", q)
+
+    def query_archive(self, room_jid: str, query: ArchiveQuery) -> Deferred[ArchivePage]:
+        """One page of a room's archive (see select_archive_page)."""
+        return self._run("query_archive", select_archive_page, room_jid, query, "%s")
+
+    def retract_archive(self, room_jid: str, sid: str, tombstone_xml: str) -> Deferred[bool]:
+        """Replace an archived message with its tombstone; whether it was there."""
+
+        def q(txn: Any) -> bool:
+            txn.execute("UPDATE archive SET xml = %s, retracted = 1"
+                        " WHERE room = %s AND sid = %s", (tombstone_xml, room_jid, sid))
+            return bool(txn.rowcount and txn.rowcount > 0)
+
+        return self._run("retract_archive", q)
+
+    def expire_archive(self, older_than: float) -> Deferred[int]:
+        """Delete every room's archived messages said before `older_than`; how many."""
+
+        def q(txn: Any) -> int:
+            txn.execute("DELETE FROM archive WHERE stamp < %s", (float(older_than),))
+            return max(txn.rowcount or 0, 0)
+
+        return self._run("expire_archive", q)
+
+    def delete_archive(self, room_jid: str) -> Deferred[None]:
+        """Forget a room's archive (the room was destroyed)."""
+
+        def q(txn: Any) -> None:
+            txn.execute("DELETE FROM archive WHERE room = %s", (room_jid,))
+
+        return self._run("delete_archive", q)

@@ -4,6 +4,7 @@ SQLite adapter answering the core's storage records; and through slaves (dmuc_ne
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 
 import pytest
 import pytest_twisted
@@ -44,19 +45,31 @@ from dmuc.storage import (
     ArchiveIdNotFound,
     ArchiveQuery,
     ArchiveRecord,
-    SQLiteStorage,
+    Storage,
+    open_storage,
 )
 
 
-@defer.inlineCallbacks
-def opened() -> defer.Deferred:
-    store = SQLiteStorage(":memory:")
-    yield store.open()
-    return store
+@pytest.fixture
+def store_at(storage_url: str) -> Iterator[Callable[[], defer.Deferred]]:
+    """``opened()`` -> an open adapter on a new database, SQLite or PostgreSQL (each test
+    taking it runs on both); closed after the test."""
+    stores: list[Storage] = []
+
+    @defer.inlineCallbacks
+    def opened() -> defer.Deferred:
+        store = open_storage(storage_url)
+        yield store.open()
+        stores.append(store)
+        return store
+
+    yield opened
+    for store in stores:
+        pytest_twisted.blockon(store.close())
 
 
 @defer.inlineCallbacks
-def settle(store: SQLiteStorage, out: Outbox) -> defer.Deferred:
+def settle(store: Storage, out: Outbox) -> defer.Deferred:
     """Apply the core's archive records to the real adapter, in order, as the shell does;
     a QueryArchive's answer goes back to the core. Every stanza sent, in order."""
     sent: list[Element] = [d.stanza for d in out.deliveries if d.recipients is None]
@@ -83,7 +96,7 @@ def settle(store: SQLiteStorage, out: Outbox) -> defer.Deferred:
 class Room:
     """A room with a moderator (WiZ) and a participant (Troy), and its archive."""
 
-    def __init__(self, store: SQLiteStorage, **config: str) -> None:
+    def __init__(self, store: Storage, **config: str) -> None:
         self.store = store
         self.h = Harness(room_locking=False)
         self.h.create_instant(WIZ, "wiz", **config)
@@ -146,8 +159,8 @@ def page(max_: int, after: str | None = None, before: str | None = None) -> str:
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_query_returns_the_messages_with_their_stanza_ids_as_mod_muc_mam():
-    store = yield opened()
+def test_a_query_returns_the_messages_with_their_stanza_ids_as_mod_muc_mam(store_at):
+    store = yield store_at()
     room = Room(store)
     sids = []
     for text in ("one", "two", "three"):
@@ -171,8 +184,8 @@ def test_a_query_returns_the_messages_with_their_stanza_ids_as_mod_muc_mam():
 
 
 @pytest_twisted.inlineCallbacks
-def test_rsm_paging_forward_backward_and_the_complete_flag():
-    store = yield opened()
+def test_rsm_paging_forward_backward_and_the_complete_flag(store_at):
+    store = yield store_at()
     room = Room(store)
     sids = []
     for n in range(5):
@@ -198,8 +211,8 @@ def test_rsm_paging_forward_backward_and_the_complete_flag():
 
 
 @pytest_twisted.inlineCallbacks
-def test_start_end_and_with_filters():
-    store = yield opened()
+def test_start_end_and_with_filters(store_at):
+    store = yield store_at()
     room = Room(store, whois="anyone")
     yield room.say(TROY, "early")
     room.h.now += 100
@@ -224,8 +237,8 @@ def test_start_end_and_with_filters():
 
 
 @pytest_twisted.inlineCallbacks
-def test_only_moderators_search_a_semi_anonymous_archive_by_real_jid():
-    store = yield opened()
+def test_only_moderators_search_a_semi_anonymous_archive_by_real_jid(store_at):
+    store = yield store_at()
     room = Room(store)
     yield room.say(WIZ, "hi")
     sent = yield room.query(TROY, form(**{"with": "squit@eris.dclxvii.irc"}))
@@ -236,8 +249,8 @@ def test_only_moderators_search_a_semi_anonymous_archive_by_real_jid():
 
 
 @pytest_twisted.inlineCallbacks
-def test_outcasts_and_non_members_of_a_members_only_room_are_refused():
-    store = yield opened()
+def test_outcasts_and_non_members_of_a_members_only_room_are_refused(store_at):
+    store = yield store_at()
     room = Room(store, membersonly="1")
     sent = yield room.query(EFCHEN)
     assert error_condition(sent[-1]) == "forbidden"
@@ -298,8 +311,8 @@ def test_a_destroyed_room_takes_its_archive_with_it():
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_adapter_pages_counts_retracts_and_expires():
-    store = yield opened()
+def test_the_adapter_pages_counts_retracts_and_expires(store_at):
+    store = yield store_at()
     for n in range(6):
         yield store.append_archive([(ROOM, ArchiveRecord(
             f"s{n}", 100.0 + n, "troy" if n % 2 else "wiz", "t@x", f"<m>{n}</m>"))])
@@ -352,8 +365,8 @@ def retracted_id(message: Element) -> str | None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_archive():
-    store = yield opened()
+def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_archive(store_at):
+    store = yield store_at()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
     spam_seen = room.h.service.rooms[ROOM].archive.get(spam).stanza
@@ -397,8 +410,8 @@ def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_message_no_longer_in_memory_is_found_in_the_archive():
-    store = yield opened()
+def test_a_message_no_longer_in_memory_is_found_in_the_archive(store_at):
+    store = yield store_at()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
     room.h.service.rooms[ROOM].archive.retract(spam)  # as if it had left the window
@@ -587,8 +600,8 @@ def test_a_bad_archive_setting_names_its_key(tmp_path, line, key):
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_shell_batches_archive_appends_and_a_query_sees_them():
-    store = yield opened()
+def test_the_shell_batches_archive_appends_and_a_query_sees_them(store_at):
+    store = yield store_at()
     handler = CoreHandler(lambda stanza, now: Outbox(now), store, SERVICE)
     answered: defer.Deferred = defer.Deferred()
     for n in range(3):

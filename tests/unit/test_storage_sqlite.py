@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -39,15 +38,6 @@ def _opened(where: Path | str):
     store = open_storage(where if isinstance(where, str) else _url(where))
     yield store.open()
     return store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a new, empty database of each backend."""
-    if request.param == "sqlite":
-        return _url(tmp_path / "m.db")
-    new_database: Callable[[], str] = request.getfixturevalue("new_database")
-    return new_database()
 
 
 # -- what differs between the backends, for the tests that look into the database itself
