@@ -18,6 +18,9 @@ SPLIT_ID_PREFIX = "dmuc-split-"
 # master's broadcast of it coming back: submitted again at the netjoin with this prefix,
 # and the master drops it if it did get the first one (§4.11.2).
 RESUBMIT_ID_PREFIX = "dmuc-resent-"
+# A groupchat message a local user sent without an id gets one with this prefix from its
+# slave, so that it can be submitted again like any other (§4.11.2).
+SLAVE_ID_PREFIX = "dmuc-id-"
 
 
 def original_id(message_id: str) -> tuple[str, bool]:

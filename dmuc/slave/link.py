@@ -12,6 +12,7 @@ netsplit and netjoin.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -135,6 +136,11 @@ class SlaveLink:
         """A local user's stanza to the room: to the master unchanged while LIVE (or
         PASSTHROUGH); otherwise held until <synced/>, and the first one registers."""
         state = self.state
+        if stanza.name == "message" and stanza.getAttribute("type") == "groupchat" \
+                and not stanza.getAttribute("id"):
+            # Only an id lets a message lost on the way be submitted again, and the master
+            # drop it if it did arrive (§4.11.2): a client that gave none gets one.
+            stanza["id"] = xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
         if state in FORWARDING:
             if state is L.LIVE:
                 self._track(stanza, full, out)

@@ -17,7 +17,7 @@ from muc_helpers import (
 )
 
 from dmuc import xmlns
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 from dmuc.slave.link import LinkState
 from dmuc.slave.room import SlaveRoom
 from dmuc.slave.service import SlaveService
@@ -400,6 +400,28 @@ def test_a_bounced_forward_splits_at_once_and_its_sender_sees_no_error():
     assert errors == ["p9"]
     _heal(net)
     assert _bodies(net, WIZ) == ["bounced"]
+
+
+def test_a_message_without_an_id_lost_on_the_way_is_submitted_again_once():
+    """A client may send groupchat without an id: its slave gives it one, so that a
+    message bounced (or silently lost) before the split is noticed is submitted again at
+    the netjoin like any other, and its sender sees neither an error nor a copy twice."""
+    net = occupied_room()
+    vesa = net.slaves["vesa.yeggmaex.irc"]
+    net.down.add("vesa.yeggmaex.irc")
+    net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat'>"
+                   "<body>no id, bounced</body></message>")
+    [(_, given)] = vesa.rooms[ROOM].inflight
+    assert given.startswith(xep0282.SLAVE_ID_PREFIX)
+    bounce = stanzas.parse_stanza(
+        f"<message from='{ROOM}' to='{EFCHEN}' type='error' id='{given}'>"
+        "<error type='cancel'><remote-server-not-found "
+        "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    net._route(vesa.receive(bounce, net.now), source=vesa.jid)
+    assert [m for m in net.take(EFCHEN) if m.getAttribute("type") == "error"] == []
+    _heal(net)
+    assert _bodies(net, WIZ) == ["no id, bounced"]
+    assert _bodies(net, EFCHEN) == ["no id, bounced"]
 
 
 def test_a_held_message_reaches_the_room_with_the_time_it_was_said():
