@@ -469,6 +469,27 @@ def test_nick_change_of_a_slave_side_user(cast: Callable[..., People]) -> None:
     everyone_gets([*others, phaedrus], is_groupchat(room, "WiZ", "still there?"))
 
 
+def test_a_groupchat_without_an_id_gets_one_on_a_slave_side(cast: Callable[..., People]) -> None:
+    """A client that sends groupchat without an id (as `say` does): mod_dmuc_slave gives
+    it one before the slave sees it, so that it can be handed over again after a crash
+    and submitted again after a netsplit (docs/protocol.md §4.11.2); everyone gets it
+    once, and its sender's echo carries that id. A direct user's message is left as sent."""
+    room = room_of("noid")
+    people = cast("Phaedrus", "WiZ", "Ludwig")
+    enter_all(people, room)
+    say(people["Phaedrus"], room, "no id from killrc")
+    echo, *others = everyone_gets([people["Phaedrus"], people["WiZ"], people["Ludwig"]],
+                                  is_groupchat(room, "Phaedrus", "no id from killrc"))
+    assert (echo.get("id") or "").startswith("dmuc-id-"), xml_str(echo)
+    assert {o.get("id") for o in others} == {echo.get("id")}
+    say(people["Ludwig"], room, "no id from efnet")
+    [direct_echo] = everyone_gets([people["Ludwig"]],
+                                  is_groupchat(room, "Ludwig", "no id from efnet"))
+    assert direct_echo.get("id") is None, xml_str(direct_echo)
+    for c in people.values():
+        assert_nothing_more(c, is_groupchat(room, "Phaedrus", "no id from killrc"))
+
+
 def test_moderator_on_killrc_kicks_a_user_on_eris(cast: Callable[..., People]) -> None:
     room = room_of("kick")
     people = cast("Wumpus", "Valdis", "WiZ", "Troy", "BigCheese", "Ludwig")

@@ -36,6 +36,7 @@
 local jid_split = require "util.jid".split;
 local jid_prepped_split = require "util.jid".prepped_split;
 local st = require "util.stanza";
+local new_id = require "util.id".medium;
 
 local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
 
@@ -246,6 +247,11 @@ local function divert(event)
 		return;
 	end
 
+	if stanza.name == "message" and stanza.attr.type == "groupchat" and not stanza.attr.id then
+		-- Only an id lets the message be handed over again after a crash of the slave, and
+		-- the master drop it if it had it (docs/protocol.md §4.11.2).
+		stanza.attr.id = "dmuc-id-" .. new_id();
+	end
 	hand_over(target, origin, stanza);
 	return true;
 end
