@@ -232,7 +232,8 @@ class Room:
             targets, slaves = self.service.distribution.route(self, exclude)
         broadcast_role = occupant.role if occupant.role != "none" else None
         visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
-        visible = visible or presence_type == "unavailable"
+        # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
+        visible = visible or presence_type == "unavailable" or only_to is not None
         def variant(kind: str) -> Element:
             if kind == "self":
                 return build(True, self.self_codes([*statuses, *self_statuses]))

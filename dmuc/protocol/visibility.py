@@ -76,9 +76,15 @@ def without_real_jid(presence: Element) -> Element:
     return copy
 
 
-def with_self_status(presence: Element, whois: str) -> Element:
-    """The copy an occupant gets of its own presence: status 110 (and 100 if non-anonymous)."""
+def with_self_status(presence: Element, whois: str, real_jid: str | None = None) -> Element:
+    """The copy an occupant gets of its own presence: status 110 (and 100 if non-anonymous),
+    and its own real JID `real_jid` in the item if the presence came without one (as
+    mod_muc: an occupant always sees its own real JID, whichever way it entered; a slave
+    gets a presence without it when it has no moderator, §4.7, but knows its own user)."""
     copy = stanzas.copy(presence)
+    item = stanzas.muc_item(copy)
+    if real_jid is not None and item is not None and not item.getAttribute("jid"):
+        item["jid"] = real_jid
     x = stanzas.child(copy, "x", xmlns.MUC_USER)
     if x is None:
         x = copy.addElement((xmlns.MUC_USER, "x"))

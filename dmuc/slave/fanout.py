@@ -217,7 +217,7 @@ def _deliver_roster_change(room: SlaveRoom, presence: Element, own: list[str],
     real JID to the others."""
     def variant(kind: str) -> Element:
         if kind == "self":
-            return visibility.with_self_status(presence, room.whois)
+            return visibility.with_self_status(presence, room.whois, own[0] if own else None)
         if kind == "without_jid":
             return visibility.without_real_jid(presence)
         return presence

@@ -83,6 +83,18 @@ def test_without_real_jid_and_self_status_leave_the_original_alone() -> None:
     assert not stanzas.has_status(original, "110")
 
 
+@pytest.mark.parametrize(("came_with", "real_jid", "shown"), [
+    ("u@h/r", "u@h/r", "u@h/r"),   # the master's copy: already there
+    (None, "u@h/r", "u@h/r"),      # a slave without a moderator: the slave adds its user's
+    ("u@h/r", "u@h/other", "u@h/r"),  # one the master gave is kept
+    (None, None, None)])           # nothing known: nothing invented
+def test_an_occupant_always_sees_its_own_real_jid(came_with: str | None, real_jid: str | None,
+                                                  shown: str | None) -> None:
+    own = visibility.with_self_status(_presence(came_with), "moderators", real_jid)
+    assert stanzas.muc_item(own).getAttribute("jid") == shown
+    assert stanzas.has_status(own, "110")
+
+
 # --- history ---------------------------------------------------------------------------------
 
 

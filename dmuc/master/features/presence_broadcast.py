@@ -14,19 +14,22 @@ if TYPE_CHECKING:
     from dmuc.master.room import Room
 
 VAR = "muc#roomconfig_presencebroadcast"
+# every value mod_muc accepts: the roles, and "none" (no present occupant has it; mod_muc
+# offers it as its presence_broadcast.lib's valid_roles do)
+VALUES = ("none", *BROADCAST_ROLES)
 
 
 def config_form(room: Room, fields: list[Field]) -> None:
     fields.append({"var": VAR, "type": "list-multi",
                    "label": "Roles for which presence is broadcast",
                    "value": list(room.config.presence_broadcast),
-                   "options": [(r, r.capitalize()) for r in BROADCAST_ROLES]})
+                   "options": [(r, r.capitalize()) for r in VALUES]})
 
 
 def submitted(room: Room, values: Values, new: RoomConfig) -> None:
     roles = values.get(VAR)
     if roles is not None:
-        if any(role not in BROADCAST_ROLES for role in roles):
+        if any(role not in VALUES for role in roles):
             raise Refusal("modify", "bad-request", f"{VAR}: unknown role")
         # a set of roles, as mod_muc keeps it: a value repeated 1,000 times is stored once
         new.presence_broadcast = list(dict.fromkeys(roles))
