@@ -323,7 +323,7 @@ class Room:
     ) -> None:
         sender = stanza.getAttribute("from")
         if prober is None:
-            self._refuse(stanza, out, "cancel", "not-acceptable")
+            self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         target = self.occupants.get(nick) if nick else None
         if target is None:
@@ -439,8 +439,10 @@ class Room:
                                 out=out)
 
     def _stored_presence(self, stanza: Element) -> Element:
-        """The parts of a user's presence the room keeps and repeats (show, status, caps)."""
-        kept = stanzas.new("presence")
+        """The parts of a user's presence the room keeps and repeats (show, status, caps;
+        its id and whether it is unavailable, as mod_muc repeats them)."""
+        kept = stanzas.new("presence", {k: v for k, v in stanza.attributes.items()
+                                        if k == "id" or (k == "type" and v == "unavailable")})
         for el in stanza.elements():
             if el.uri in (xmlns.MUC, xmlns.MUC_USER) or el.name in ("error", "delay"):
                 continue

@@ -282,10 +282,17 @@ def occupant_presence(
     presence_type: str | None = None,
 ) -> Element:
     """An occupant's presence as the room sends it: the user's own payload (show, status,
-    caps...) without any MUC elements, from the occupant JID, with the room's muc#user x."""
+    caps...) and id without any MUC elements, from the occupant JID, with the room's
+    muc#user x. As mod_muc, an unavailable presence the user did not send (a kick, the
+    old nick of a nick change) takes nothing from its last available one."""
     pres = new("presence", {"from": from_})
     if presence_type:
         pres["type"] = presence_type
+    if base is not None and (base.getAttribute("type") == "unavailable") != \
+            (presence_type == "unavailable"):
+        base = None
+    if base is not None and base.getAttribute("id"):
+        pres["id"] = base["id"]
     if base is not None:
         for el in base.elements():
             if el.uri in (xmlns.MUC, xmlns.MUC_USER) or el.name == "error":
