@@ -64,6 +64,7 @@ class Room:
         self.reserved_nicks: dict[str, str] = {}  # bare JID -> registered nickname
         self.subject: str = ""
         self.subject_from: str = ""  # nick of who set it ("" = the room)
+        self.subject_time: float = 0.0  # when it was set (0: never), its delay on join
         self.locked = False
         self.created: float = 0.0  # when the room was created (a locked room expires)
         self.history = History()
@@ -85,6 +86,7 @@ class Room:
             "reserved_nicks": dict(self.reserved_nicks),
             "subject": self.subject,
             "subject_from": self.subject_from,
+            "subject_time": self.subject_time,
         }
 
     @classmethod
@@ -94,6 +96,7 @@ class Room:
         room.reserved_nicks = dict(state.get("reserved_nicks", {}))
         room.subject = state.get("subject", "")
         room.subject_from = state.get("subject_from", "")
+        room.subject_time = float(state.get("subject_time", 0.0))
         return room
 
     def save(self, out: Outbox) -> None:
@@ -192,7 +195,7 @@ class Room:
 
     def self_codes(self, extra: Iterable[str] = ()) -> list[str]:
         """Status codes of the copy an occupant gets of its own presence."""
-        return visibility.self_status_codes(self.config.whois, extra)
+        return visibility.self_status_codes(extra)
 
     def publicise(
         self,
@@ -393,6 +396,7 @@ class Room:
             self_codes.append("201")
         if self.config.logging:
             self_codes.append("170")
+        self_codes += visibility.entering_status_codes(self.config.whois)
 
         existing = self.occupants.get(nick)
         presence = self._stored_presence(stanza)
@@ -828,6 +832,8 @@ class Room:
     def subject_stanza(self, to: str) -> Element:
         from_ = self.occupant_jid(self.subject_from) if self.subject_from else self.jid
         msg = stanzas.subject_message(from_, self.subject)
+        if self.subject_time:  # as mod_muc: when it was set
+            msg.addChild(stanzas.delay(self.subject_time, self.jid))
         msg["to"] = to
         return msg
 

@@ -147,6 +147,8 @@ def normalise(elem: ET.Element, service: str, resource: str) -> str:
                 continue  # a stream's default language, not the room's doing
             if key == "code" and local(e.tag) == "error":
                 continue  # ours adds XEP-0045's legacy error numbers too
+            if key == "by" and local(e.tag) == "error":
+                continue  # ours names the generator of every error, mod_muc of most
             if key == "jid" and local(e.tag) == "actor":
                 continue  # ours names the actor by nick alone, to moderators too
             if key == "id" and parent is None and subject:
@@ -239,9 +241,27 @@ SCENARIO: list[tuple[str, str, str]] = [
     ("config change: presence broadcast incl. none", "owner",
      owner_submit({"muc#roomconfig_presencebroadcast":
                    ["none", "visitor", "participant", "moderator"]}, "p-cfg-pb")),
+    ("presence broadcast: moderators only", "owner",
+     owner_submit({"muc#roomconfig_presencebroadcast": ["moderator"]}, "p-cfg-pb-mod")),
+    ("hidden participant changes presence", "pete",
+     "<presence to='ROOM/peter' id='p-hidden'><show>dnd</show></presence>"),
+    ("probe of a hidden participant by a moderator", "owner",
+     "<presence type='probe' to='ROOM/peter' id='p-pr-hidden'/>"),
+    ("probe of a hidden participant by a participant", "quinn",
+     "<presence type='probe' to='ROOM/peter' id='p-pr-hidden2'/>"),
+    ("presence broadcast: everyone again", "owner",
+     owner_submit({"muc#roomconfig_presencebroadcast": ["visitor", "participant", "moderator"]},
+                  "p-cfg-pb-all")),
     ("invite with reason", "pete", invite(GUEST_BARE, "p-inv1", "Join us")),
     ("invite without reason", "pete", invite(GUEST_BARE, "p-inv2", None)),
     ("invite from the owner", "owner", invite(GUEST_BARE, "p-inv3", "")),
+    ("config change: non-anonymous again", "owner",
+     owner_submit({"muc#roomconfig_whois": "anyone"}, "p-cfg-anyone2")),
+    ("invite in a non-anonymous room", "pete", invite(GUEST_BARE, "p-inv4", "real")),
+    ("join a non-anonymous room (100)", "guest", join("guest")),
+    ("guest leaves", "guest", "<presence to='ROOM/guest' type='unavailable' id='p-gl'/>"),
+    ("config change: semi-anonymous again", "owner",
+     owner_submit({"muc#roomconfig_whois": "moderators"}, "p-cfg-mods2")),
     ("decline", "guest", f"<message to='ROOM' id='p-dec'><x xmlns='{NS_MUC_USER}'>"
                          f"<decline to='{PETE_BARE}'><reason>busy</reason></decline></x>"
                          "</message>"),
@@ -253,6 +273,10 @@ SCENARIO: list[tuple[str, str, str]] = [
     ("moderator list", "owner", admin("<item role='moderator'/>", "p-l-mod", "get")),
     ("admin list", "owner", admin("<item affiliation='admin'/>", "p-l-admin", "get")),
     ("owner list", "owner", admin("<item affiliation='owner'/>", "p-l-owner", "get")),
+    ("member list", "owner", admin("<item affiliation='member'/>", "p-l-member", "get")),
+    ("participant list", "owner", admin("<item role='participant'/>", "p-l-part", "get")),
+    ("list asked by a participant", "quinn",
+     admin("<item affiliation='owner'/>", "p-l-forbidden", "get")),
     ("kick", "owner", admin("<item nick='quinn' role='none'><reason>out</reason></item>",
                             "p-kick")),
     ("ban of an absent user", "owner",
@@ -268,6 +292,14 @@ SCENARIO: list[tuple[str, str, str]] = [
 ]
 
 
+# Steps where ours sends less than mod_muc, on purpose (docs/mod_muc-parity.md): what
+# ours sends must be part of what mod_muc sends.
+LESS_THAN_MOD_MUC = {
+    # mod_muc also tells the room that the occupants of a role no longer broadcast left
+    "presence broadcast: moderators only",
+}
+
+
 def test_every_stanza_a_client_sees_matches_mod_muc(casts: list[Cast]) -> None:
     ours, theirs = casts
     differences = []
@@ -275,7 +307,12 @@ def test_every_stanza_a_client_sees_matches_mod_muc(casts: list[Cast]) -> None:
         got, expected = step(ours, who, xml), step(theirs, who, xml)
         assert any(expected.values()), f"{label}: mod_muc sent nothing (a broken step?)"
         for name in got:
-            if got[name] != expected[name]:
+            if label in LESS_THAN_MOD_MUC:
+                if not set(got[name]) <= set(expected[name]):
+                    differences.append(f"{label}, as {name} sees it: ours sent what mod_muc"
+                                       " does not:\n  " + "\n  ".join(
+                                           sorted(set(got[name]) - set(expected[name]))))
+            elif got[name] != expected[name]:
                 differences.append(f"{label}, as {name} sees it:\n  ours:    "
                                    + "\n           ".join(got[name]) + "\n  mod_muc: "
                                    + "\n           ".join(expected[name]))

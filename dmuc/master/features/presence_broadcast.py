@@ -9,6 +9,7 @@ from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import BROADCAST_ROLES, RoomConfig
+from dmuc.outbox import Outbox
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -35,6 +36,17 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
         new.presence_broadcast = list(dict.fromkeys(roles))
 
 
+def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
+    """As mod_muc's set_presence_broadcast: the occupants of a role that is broadcast from
+    now on are announced to the room. (mod_muc also announces those of a role no longer
+    broadcast as gone; ours does not, see docs/mod_muc-parity.md.)"""
+    for occupant in list(room.occupants.values()):
+        if occupant.role in room.config.presence_broadcast \
+                and occupant.role not in old.presence_broadcast:
+            room.publicise(occupant, out)
+
+
 def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=40)
     hooks.add("room-config-submitted", submitted, priority=40)
+    hooks.add("room-config-applied", applied, priority=5)
