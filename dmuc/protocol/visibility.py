@@ -81,9 +81,10 @@ def without_real_jid(presence: Element) -> Element:
 
 
 def with_self_status(presence: Element, real_jid: str | None = None) -> Element:
-    """The copy an occupant gets of its own presence: status 110, and its own real JID `real_jid` in the item if the presence came without one (as
-    mod_muc: an occupant always sees its own real JID, whichever way it entered; a slave
-    gets a presence without it when it has no moderator, §4.7, but knows its own user)."""
+    """The copy an occupant gets of its own presence: status 110, and its own real JID
+    `real_jid` in the item if the presence came without one (as mod_muc: an occupant
+    always sees its own real JID, whichever way it entered; a slave gets a presence
+    without it when it has no moderator, §4.7, but knows its own user)."""
     copy = stanzas.copy(presence)
     item = stanzas.muc_item(copy)
     if real_jid is not None and item is not None and not item.getAttribute("jid"):
