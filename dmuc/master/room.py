@@ -244,6 +244,11 @@ class Room:
 
         recipients = [(session, self.role_of_session(session)) for session in targets
                       if visible or session in own]
+        if not visible and only_to is None:
+            # A role the room does not broadcast: no slave gets it, but the occupant
+            # still sees its own presence (as mod_muc), sent to its sessions behind one.
+            recipients += [(session, occupant.role) for session in occupant.sessions
+                           if session not in targets and session not in exclude]
         visibility.deliver_presence(out, variant, recipients, own, self.config.whois)
         if visible:
             self.service.distribution.fan_out_presence(
