@@ -324,3 +324,42 @@ def test_the_step_barrier_sees_what_a_step_sends(casts: list[Cast]) -> None:
     for cast in casts:
         seen = step(cast, "owner", join("boss"))["owner"]
         assert any("code='201'" in s for s in seen), seen
+
+
+def test_the_config_form_opens_and_goes_back_in_a_real_client_library(
+        casts: list[Cast]) -> None:
+    """profanity 0.13 segfaulted on `/room config` over `<option label='No limit'><value/>`
+    (the maximum-occupants field). Read with slixmpp's XEP-0004 forms, as a client does:
+    no option without a value, every field's value among its options, and the form as
+    the client got it (no limit: 'none') goes back and is accepted; then a limit."""
+    owner = casts[0].clients["owner"]
+    room = f"form@{OURS}"
+    muc = owner.xmpp.plugin["xep_0045"]
+    step(casts[0], "owner", join("boss").replace("ROOM", room))
+
+    async def open_form() -> dict:
+        return (await muc.get_room_config(room)).get_fields()
+
+    fields = run(open_form())
+    assert "muc#roomconfig_maxusers" in fields
+    for var, f in fields.items():
+        if f["type"] not in ("list-single", "list-multi"):
+            continue
+        offered = [o["value"] for o in f.get_options()]
+        assert offered and all(v.strip() for v in offered), (var, f.get_options())
+        chosen = f.get_value()
+        for value in chosen if isinstance(chosen, list) else [chosen]:
+            assert value in offered, (var, value, offered)
+    assert fields["muc#roomconfig_maxusers"].get_value() == "none"
+
+    async def submit(**values: str) -> None:
+        form = await muc.get_room_config(room)
+        for var, value in values.items():
+            form.get_fields()[var]["value"] = value
+        await muc.set_room_config(room, form)
+
+    run(submit())  # the form as it came, "none" included: accepted (an error raises)
+    run(submit(**{"muc#roomconfig_maxusers": "10"}))
+    assert run(open_form())["muc#roomconfig_maxusers"].get_value() == "10"
+    run(submit(**{"muc#roomconfig_maxusers": "none"}))
+    assert run(open_form())["muc#roomconfig_maxusers"].get_value() == "none"
