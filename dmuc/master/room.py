@@ -212,13 +212,15 @@ class Room:
         only_to: Iterable[str] | None = None,
         exclude: Collection[str] = (),
         from_nick: str | None = None,
+        left_as: str | None = None,
     ) -> None:
         """Send an occupant's presence to every session in the room, in the variants the
         room needs: with the real JID (moderators, or everyone in a non-anonymous room),
         without it, and the occupant's own copy with status 110. Sessions that entered
         through a XEP-0282 slave are reached with one copy per slave (§4.7). `only_to`
         sends the direct copies to those sessions alone (a reply to one of them);
-        `exclude` leaves sessions out of a broadcast."""
+        `exclude` leaves sessions out of a broadcast. `left_as`: the role an occupant
+        that leaves had (the room tells of its leaving those who were shown it)."""
         statuses = list(statuses)
         occupant.listed.clear()  # whatever changed, the listed form changes with it
 
@@ -233,10 +235,15 @@ class Room:
             targets, slaves = list(only_to), []
         else:
             targets, slaves = self.service.distribution.route(self, exclude)
-        broadcast_role = occupant.role if occupant.role != "none" else None
-        visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
+        shown = self.config.presence_broadcast
+        if occupant.role == "none":
+            # as mod_muc: a leaving occupant's unavailable goes out if the room showed it
+            # (or broadcasts role "none")
+            visible = left_as is None or left_as in shown or "none" in shown
+        else:
+            visible = occupant.role in shown
         # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
-        visible = visible or presence_type == "unavailable" or only_to is not None
+        visible = visible or only_to is not None
         def variant(kind: str) -> Element:
             if kind == "self":
                 return build(True, self.self_codes([*statuses, *self_statuses]))
@@ -589,9 +596,10 @@ class Room:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out)
             return
-        occupant.role = "none"
+        left_as, occupant.role = occupant.role, "none"
         distribution.leaving(self, occupant, session, out, statuses=statuses, base=base)
-        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base)
+        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base,
+                       left_as=left_as)
         self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
@@ -613,7 +621,7 @@ class Room:
         actor_nick: str | None = None,
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
-        occupant.role = "none"
+        left_as, occupant.role = occupant.role, "none"
         for session in list(occupant.sessions):
             self.service.distribution.leaving(self, occupant, session, out, statuses=list(statuses),
                                   reason=reason, actor_nick=actor_nick,
@@ -626,6 +634,7 @@ class Room:
             reason=reason,
             actor_nick=actor_nick,
             base=stanzas.new("presence"),
+            left_as=left_as,
         )
         self._drop(occupant, out)
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
