@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 
 from twisted.words.xish import domish
 
-from dmuc import xmlns
+from dmuc import jids, xmlns
 
 Element = domish.Element
 
@@ -216,6 +216,27 @@ def refuse(out: _Sink, stanza: Element, err_type: str, condition: str,
     because = f": {text}" if text else ""
     out.info(one_line(f"refused {what} from {stanza.getAttribute('from')}: "
                       f"{condition}{because}"))
+
+
+def refuse_malformed_address(out: _Sink, stanza: Element, services: Iterable[str],
+                             answerer: str) -> None:
+    """A stanza whose 'to' does not parse. Prosody preps addresses before routing, but
+    its prep is not strict: a nickname with unassigned code points (e.g. U+1F916) gets
+    through. As mod_muc: to an occupant JID of one of `services`, jid-malformed from that
+    occupant JID, "Nickname must pass strict validation"; any other malformed address is
+    answered by `answerer`. The master's rule, and the slave's for its users' stanzas."""
+    if stanza.getAttribute("type") in ("error", "result"):
+        return
+    raw = stanza.getAttribute("to") or ""
+    room, slash, _ = raw.partition("/")
+    room_jid = jids.parse(room)
+    if slash and room_jid is not None and room_jid.user and room_jid.host in services:
+        refuse(out, stanza, "modify", "jid-malformed", "Nickname must pass strict validation",
+               what=f"{stanza.name} to {room_jid.userhost()}", from_=raw,
+               by=room_jid.userhost())
+        return
+    refuse(out, stanza, "modify", "jid-malformed", what=f"{stanza.name} to a malformed address",
+           from_=answerer, by=answerer)
 
 
 def join_error(stanza: Element, err_type: str, condition: str, text: str | None = None) -> Element:

@@ -173,3 +173,25 @@ def test_probe_of_a_hidden_role(daemons: DmucDaemons, net_client_factory: MakeCl
     err = run(outsider.expect(is_presence(from_=f"{room}/hidden", type_="error"), 20))
     assert err.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}"
                     "not-acceptable") is not None, xml_str(err)
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_a_nick_failing_strict_validation(daemons: DmucDaemons, net_client_factory: MakeClient,
+                                          way: str) -> None:
+    """As mod_muc: U+1F916 (unassigned in stringprep's tables) is refused with
+    jid-malformed "Nickname must pass strict validation", from the occupant JID, with by."""
+    room = f"strict-{way.split()[0]}@{MUC_SERVICE}"
+    owner, user = users(net_client_factory, TROY,
+                        BIGCHEESE if way == "through a slave" else LUDWIG)
+    create_room(owner, room, "owner")
+    nick = "bot\U0001F916"
+    user.send_raw(f"<presence to='{room}/{nick}' id='bot'><x xmlns='{NS_MUC}'/></presence>")
+    err = run(user.expect(is_presence(from_=f"{room}/{nick}", type_="error"), 20))
+    assert err.get("id") == "bot", xml_str(err)
+    error = err.find("{jabber:client}error")
+    assert error is not None and error.get("type") == "modify" and error.get("by") == room
+    ns = "urn:ietf:params:xml:ns:xmpp-stanzas"
+    assert error.find(f"{{{ns}}}jid-malformed") is not None, xml_str(err)
+    assert error.findtext(f"{{{ns}}}text") == "Nickname must pass strict validation"
+    # the room is fine afterwards: the same user enters with a valid nick
+    assert muc_item(enter(user, room, "bot"))["jid"] == user.jid
