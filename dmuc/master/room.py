@@ -241,7 +241,10 @@ class Room:
             # (or broadcasts role "none")
             visible = left_as is None or left_as in shown or "none" in shown
         else:
-            visible = occupant.role in shown
+            # a nick change (303) goes out whatever the role: each slave must learn the
+            # new nick of its own users (mod_muc tells no one of a hidden occupant's)
+            visible = occupant.role in shown or (presence_type == "unavailable"
+                                                 and "303" in statuses)
         # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
         visible = visible or only_to is not None
         def variant(kind: str) -> Element:

@@ -90,6 +90,10 @@ def own_presence(client: Client, room: str, nick: str, type_: str | None = None
 
 def create_room(owner: Client, room: str, nick: str, **fields: str | list[str]) -> None:
     assert has_status(enter(owner, room, nick), 201)
+    configure(owner, room, **fields)
+
+
+def configure(owner: Client, room: str, **fields: str | list[str]) -> None:
     parts = [f"<field var='FORM_TYPE'><value>{NS_ROOMCONFIG}</value></field>"]
     for var, values in fields.items():
         values = [values] if isinstance(values, str) else values
@@ -173,6 +177,17 @@ def test_probe_of_a_hidden_role(daemons: DmucDaemons, net_client_factory: MakeCl
     err = run(outsider.expect(is_presence(from_=f"{room}/hidden", type_="error"), 20))
     assert err.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}"
                     "not-acceptable") is not None, xml_str(err)
+
+    # a hidden occupant's nick change; once its role is broadcast again it is announced,
+    # and still sees its own presence (110, own real JID) under its new nick
+    hidden.send_raw(f"<presence to='{room}/renamed' id='hn'><show>dnd</show></presence>")
+    assert has_status(own_presence(hidden, room, "hidden", "unavailable"), 303)
+    own_presence(hidden, room, "renamed")
+    configure(moderator, room, presencebroadcast=["moderator", "participant", "visitor"])
+    announced = own_presence(hidden, room, "renamed")
+    assert muc_item(announced).get("jid") == hidden.jid, xml_str(announced)
+    seen = run(moderator.expect(is_presence(from_=f"{room}/renamed", type_="available"), 20))
+    assert seen.findtext("{jabber:client}show") == "dnd", xml_str(seen)
 
 
 @pytest.mark.parametrize("way", ["through a slave", "directly"])
