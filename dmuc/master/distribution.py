@@ -200,7 +200,7 @@ class Distribution:
         muc_x = stanzas.child(join, "x", xmlns.MUC)
         request = stanzas.child(muc_x, "history") if muc_x is not None else None
         own = room.presence_of(occupant, True,
-                               visibility.self_status_codes(room.config.whois, self_codes))
+                               visibility.self_status_codes(self_codes))
         self._send(room, slave, xep0282.enter(own, slave, session, request), out)
 
     def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
@@ -209,7 +209,7 @@ class Distribution:
         slave = self.slave_of(room, session)
         if slave is None:
             return False
-        codes = visibility.self_status_codes(room.config.whois, presence.pop("statuses", ()))
+        codes = visibility.self_status_codes(presence.pop("statuses", ()))
         own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
         self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True

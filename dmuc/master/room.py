@@ -64,6 +64,7 @@ class Room:
         self.reserved_nicks: dict[str, str] = {}  # bare JID -> registered nickname
         self.subject: str = ""
         self.subject_from: str = ""  # nick of who set it ("" = the room)
+        self.subject_time: float = 0.0  # when it was set (0: never), its delay on join
         self.locked = False
         self.created: float = 0.0  # when the room was created (a locked room expires)
         self.history = History()
@@ -89,6 +90,7 @@ class Room:
             "subject": self.subject,
             "subject_from": self.subject_from,
             "data": dict(self.data),
+            "subject_time": self.subject_time,
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class Room:
         room.subject = state.get("subject", "")
         room.subject_from = state.get("subject_from", "")
         room.data = dict(state.get("data", {}))
+        room.subject_time = float(state.get("subject_time", 0.0))
         return room
 
     def save(self, out: Outbox) -> None:
@@ -200,7 +203,7 @@ class Room:
 
     def self_codes(self, extra: Iterable[str] = ()) -> list[str]:
         """Status codes of the copy an occupant gets of its own presence."""
-        return visibility.self_status_codes(self.config.whois, extra)
+        return visibility.self_status_codes(extra)
 
     def publicise(
         self,
@@ -217,13 +220,15 @@ class Room:
         only_to: Iterable[str] | None = None,
         exclude: Collection[str] = (),
         from_nick: str | None = None,
+        left_as: str | None = None,
     ) -> None:
         """Send an occupant's presence to every session in the room, in the variants the
         room needs: with the real JID (moderators, or everyone in a non-anonymous room),
         without it, and the occupant's own copy with status 110. Sessions that entered
         through a XEP-0282 slave are reached with one copy per slave (§4.7). `only_to`
         sends the direct copies to those sessions alone (a reply to one of them);
-        `exclude` leaves sessions out of a broadcast."""
+        `exclude` leaves sessions out of a broadcast. `left_as`: the role an occupant
+        that leaves had (the room tells of its leaving those who were shown it)."""
         statuses = list(statuses)
         occupant.listed.clear()  # whatever changed, the listed form changes with it
 
@@ -238,9 +243,18 @@ class Room:
             targets, slaves = list(only_to), []
         else:
             targets, slaves = self.service.distribution.route(self, exclude)
-        broadcast_role = occupant.role if occupant.role != "none" else None
-        visible = broadcast_role is None or broadcast_role in self.config.presence_broadcast
-        visible = visible or presence_type == "unavailable"
+        shown = self.config.presence_broadcast
+        if occupant.role == "none":
+            # as mod_muc: a leaving occupant's unavailable goes out if the room showed it
+            # (or broadcasts role "none")
+            visible = left_as is None or left_as in shown or "none" in shown
+        else:
+            # a nick change (303) goes out whatever the role: each slave must learn the
+            # new nick of its own users (mod_muc tells no one of a hidden occupant's)
+            visible = occupant.role in shown or (presence_type == "unavailable"
+                                                 and "303" in statuses)
+        # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
+        visible = visible or only_to is not None
         def variant(kind: str) -> Element:
             if kind == "self":
                 return build(True, self.self_codes([*statuses, *self_statuses]))
@@ -248,6 +262,11 @@ class Room:
 
         recipients = [(session, self.role_of_session(session)) for session in targets
                       if visible or session in own]
+        if not visible and only_to is None:
+            # A role the room does not broadcast: no slave gets it, but the occupant
+            # still sees its own presence (as mod_muc), sent to its sessions behind one.
+            recipients += [(session, occupant.role) for session in occupant.sessions
+                           if session not in targets and session not in exclude]
         visibility.deliver_presence(out, variant, recipients, own, self.config.whois)
         if visible:
             self.service.distribution.fan_out_presence(
@@ -330,7 +349,7 @@ class Room:
     ) -> None:
         sender = stanza.getAttribute("from")
         if prober is None:
-            self._refuse(stanza, out, "cancel", "not-acceptable")
+            self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         target = self.occupants.get(nick) if nick else None
         if target is None:
@@ -400,6 +419,7 @@ class Room:
             self_codes.append("201")
         if self.config.logging:
             self_codes.append("170")
+        self_codes += visibility.entering_status_codes(self.config.whois)
 
         existing = self.occupants.get(nick)
         presence = self._stored_presence(stanza)
@@ -446,8 +466,10 @@ class Room:
                                 out=out)
 
     def _stored_presence(self, stanza: Element) -> Element:
-        """The parts of a user's presence the room keeps and repeats (show, status, caps)."""
-        kept = stanzas.new("presence")
+        """The parts of a user's presence the room keeps and repeats (show, status, caps;
+        its id and whether it is unavailable, as mod_muc repeats them)."""
+        kept = stanzas.new("presence", {k: v for k, v in stanza.attributes.items()
+                                        if k == "id" or (k == "type" and v == "unavailable")})
         for el in stanza.elements():
             if el.uri in (xmlns.MUC, xmlns.MUC_USER) or el.name in ("error", "delay"):
                 continue
@@ -585,9 +607,10 @@ class Room:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out)
             return
-        occupant.role = "none"
+        left_as, occupant.role = occupant.role, "none"
         distribution.leaving(self, occupant, session, out, statuses=statuses, base=base)
-        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base)
+        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base,
+                       left_as=left_as)
         self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
@@ -609,7 +632,7 @@ class Room:
         actor_nick: str | None = None,
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
-        occupant.role = "none"
+        left_as, occupant.role = occupant.role, "none"
         for session in list(occupant.sessions):
             self.service.distribution.leaving(self, occupant, session, out, statuses=list(statuses),
                                   reason=reason, actor_nick=actor_nick,
@@ -622,6 +645,7 @@ class Room:
             reason=reason,
             actor_nick=actor_nick,
             base=stanzas.new("presence"),
+            left_as=left_as,
         )
         self._drop(occupant, out)
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
@@ -836,6 +860,8 @@ class Room:
     def subject_stanza(self, to: str) -> Element:
         from_ = self.occupant_jid(self.subject_from) if self.subject_from else self.jid
         msg = stanzas.subject_message(from_, self.subject)
+        if self.subject_time:  # as mod_muc: when it was set
+            msg.addChild(stanzas.delay(self.subject_time, self.jid))
         msg["to"] = to
         return msg
 

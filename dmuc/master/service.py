@@ -143,7 +143,7 @@ class MUCService:
         if sender is None or kind not in ("message", "presence", "iq"):
             return out  # the server never sends us these; nothing sensible to answer
         if to is None:
-            self._to_malformed_address(stanza, out)
+            stanzas.refuse_malformed_address(out, stanza, (self.jid,), self.jid)
             return out
         # Replies go to the normalised address the sender used.
         stanza["from"] = sender.full()
@@ -199,25 +199,6 @@ class MUCService:
                 out.info(f"{room.jid} was never configured; destroying it")
                 room.destroy(out, reason="The room was not configured in time")
         return out
-
-    def _to_malformed_address(self, stanza: Element, out: Outbox) -> None:
-        """A 'to' that does not parse. Prosody preps addresses before routing, but its prep
-        is not strict: a nickname with unassigned code points (e.g. U+1F916) reaches us.
-        As mod_muc: jid-malformed from that occupant JID, "Nickname must pass strict
-        validation"; any other malformed address is answered from the service."""
-        if stanza.getAttribute("type") in ("error", "result"):
-            return
-        raw = stanza.getAttribute("to") or ""
-        room, slash, _ = raw.partition("/")
-        room_jid = jids.parse(room)
-        if slash and room_jid is not None and room_jid.user and room_jid.host == self.jid:
-            stanzas.refuse(out, stanza, "modify", "jid-malformed",
-                           "Nickname must pass strict validation",
-                           what=f"{stanza.name} to {room_jid.userhost()}", from_=raw,
-                           by=room_jid.userhost())
-            return
-        stanzas.refuse(out, stanza, "modify", "jid-malformed",
-                       what=f"{stanza.name} to a malformed address", from_=self.jid, by=self.jid)
 
     def _to_missing_room(self, stanza: Element, room_jid: str, nick: str | None,
                          out: Outbox) -> None:

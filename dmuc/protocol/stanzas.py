@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 
 from twisted.words.xish import domish
 
-from dmuc import xmlns
+from dmuc import jids, xmlns
 
 Element = domish.Element
 
@@ -222,6 +222,27 @@ def refuse(out: _Sink, stanza: Element, err_type: str, condition: str,
                       f"{condition}{because}"))
 
 
+def refuse_malformed_address(out: _Sink, stanza: Element, services: Iterable[str],
+                             answerer: str) -> None:
+    """A stanza whose 'to' does not parse. Prosody preps addresses before routing, but
+    its prep is not strict: a nickname with unassigned code points (e.g. U+1F916) gets
+    through. As mod_muc: to an occupant JID of one of `services`, jid-malformed from that
+    occupant JID, "Nickname must pass strict validation"; any other malformed address is
+    answered by `answerer`. The master's rule, and the slave's for its users' stanzas."""
+    if stanza.getAttribute("type") in ("error", "result"):
+        return
+    raw = stanza.getAttribute("to") or ""
+    room, slash, _ = raw.partition("/")
+    room_jid = jids.parse(room)
+    if slash and room_jid is not None and room_jid.user and room_jid.host in services:
+        refuse(out, stanza, "modify", "jid-malformed", "Nickname must pass strict validation",
+               what=f"{stanza.name} to {room_jid.userhost()}", from_=raw,
+               by=room_jid.userhost())
+        return
+    refuse(out, stanza, "modify", "jid-malformed", what=f"{stanza.name} to a malformed address",
+           from_=answerer, by=answerer)
+
+
 def join_error(stanza: Element, err_type: str, condition: str, text: str | None = None) -> Element:
     """A refused join: the error presence carries the <x xmlns=muc/> (XEP-0045 §7.2)."""
     reply = error_reply(stanza, err_type, condition, text)
@@ -286,10 +307,17 @@ def occupant_presence(
     presence_type: str | None = None,
 ) -> Element:
     """An occupant's presence as the room sends it: the user's own payload (show, status,
-    caps...) without any MUC elements, from the occupant JID, with the room's muc#user x."""
+    caps...) and id without any MUC elements, from the occupant JID, with the room's
+    muc#user x. As mod_muc, an unavailable presence the user did not send (a kick, the
+    old nick of a nick change) takes nothing from its last available one."""
     pres = new("presence", {"from": from_})
     if presence_type:
         pres["type"] = presence_type
+    if base is not None and (base.getAttribute("type") == "unavailable") != \
+            (presence_type == "unavailable"):
+        base = None
+    if base is not None and base.getAttribute("id"):
+        pres["id"] = base["id"]
     if base is not None:
         for el in base.elements():
             if el.uri in (xmlns.MUC, xmlns.MUC_USER) or el.name == "error":

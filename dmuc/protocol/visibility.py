@@ -3,7 +3,8 @@
 One rule for master and slave (XEP-0045 §7.2.3/§7.2.4, XEP-0282 §4.7): in a non-anonymous
 room (whois = anyone) everyone sees real JIDs; in a semi-anonymous room only moderators
 do; a slave receives them only while one of its local occupants is a moderator; an
-occupant's own copy of its presence carries status 110 (and 100 when non-anonymous).
+occupant's own copy of its presence carries status 110 and its own real JID (and, as it
+enters a non-anonymous room, 100).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ def slave_sees_real_jids(whois: str, has_local_moderator: bool) -> bool:
     return whois == "anyone" or has_local_moderator
 
 
-def self_status_codes(whois: str, extra: Iterable[str] = ()) -> list[str]:
+def self_status_codes(extra: Iterable[str] = ()) -> list[str]:
     """Status codes of the copy an occupant gets of its own presence."""
-    codes = [SELF_PRESENCE, *extra]
-    if whois == "anyone":
-        codes.append(NON_ANONYMOUS)
-    return codes
+    return [SELF_PRESENCE, *extra]
+
+
+def entering_status_codes(whois: str) -> list[str]:
+    """What an occupant is told once, as it enters (XEP-0045 §7.2.3; mod_muc sends 100 on
+    entering only): that everyone may see its real JID."""
+    return [NON_ANONYMOUS] if whois == "anyone" else []
 
 
 def deliver_presence(
@@ -76,14 +80,20 @@ def without_real_jid(presence: Element) -> Element:
     return copy
 
 
-def with_self_status(presence: Element, whois: str) -> Element:
-    """The copy an occupant gets of its own presence: status 110 (and 100 if non-anonymous)."""
+def with_self_status(presence: Element, real_jid: str | None = None) -> Element:
+    """The copy an occupant gets of its own presence: status 110, and its own real JID
+    `real_jid` in the item if the presence came without one (as mod_muc: an occupant
+    always sees its own real JID, whichever way it entered; a slave gets a presence
+    without it when it has no moderator, §4.7, but knows its own user)."""
     copy = stanzas.copy(presence)
+    item = stanzas.muc_item(copy)
+    if real_jid is not None and item is not None and not item.getAttribute("jid"):
+        item["jid"] = real_jid
     x = stanzas.child(copy, "x", xmlns.MUC_USER)
     if x is None:
         x = copy.addElement((xmlns.MUC_USER, "x"))
     present = {s.getAttribute("code") for s in stanzas.children(x, "status")}
-    for code in self_status_codes(whois):
+    for code in self_status_codes():
         if code not in present:
             x.addElement("status")["code"] = code
     return copy

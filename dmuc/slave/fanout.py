@@ -205,7 +205,11 @@ class Fanout:
                 return
         if stanzas.child(local_copy, "subject") is not None and stanzas.child(
                 local_copy, "body") is None:
-            room.subject = local_copy
+            # kept with when it was set, the delay a newcomer gets it with (as mod_muc;
+            # a snapshot's has the master's own, or none if it was never set)
+            room.subject = stanzas.copy(local_copy)
+            if not is_history and stanzas.child(room.subject, "delay", xmlns.DELAY) is None:
+                room.subject.addChild(stanzas.delay(stamp, room.jid))
             if is_history:
                 return
         elif stanzas.child(local_copy, "body") is not None:
@@ -251,7 +255,7 @@ def _deliver_roster_change(room: SlaveRoom, presence: Element, own: list[str],
     real JID to the others."""
     def variant(kind: str) -> Element:
         if kind == "self":
-            return visibility.with_self_status(presence, room.whois)
+            return visibility.with_self_status(presence, own[0] if own else None)
         if kind == "without_jid":
             return visibility.without_real_jid(presence)
         return presence

@@ -126,7 +126,12 @@ class SlaveService:
         out = Outbox(now)
         to = jids.parse(stanza.getAttribute("to"))
         sender = jids.parse(stanza.getAttribute("from"))
-        if to is None or sender is None:
+        if sender is None:
+            return out  # Prosody vouches for 'from': nobody to answer
+        if to is None:
+            # e.g. a local user's join with a nick that fails strict validation: answered
+            # as the master answers it (it would never get there)
+            stanzas.refuse_malformed_address(out, stanza, self.settings.masters, self.jid)
             return out
         stanza["from"] = sender.full()
         for jid in (to, sender):

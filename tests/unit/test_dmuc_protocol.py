@@ -138,6 +138,42 @@ def test_master_never_sends_real_jids_to_a_slave_without_moderators():
     assert item(killrc.roster["BigCheese"])["jid"] == BIGCHEESE  # Wumpus moderates
 
 
+def test_own_presence_behind_a_slave_shows_own_real_jid_even_when_hidden():
+    """As mod_muc: an occupant always sees its own presence with its own real JID; behind
+    a slave without moderators (no real JIDs from the master, §4.7) and when its role's
+    presence is not broadcast (then no slave gets it: the master sends the own copy)."""
+    net = occupied_room()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    net.take(BIGCHEESE)
+    net.user_sends(f"<presence from='{BIGCHEESE}' to='{ROOM}/BigCheese'><show>away</show>"
+                   "</presence>")
+    [own] = [p for p in net.take(BIGCHEESE) if "110" in codes(p)]
+    assert item(own)["jid"] == BIGCHEESE
+    room = net.master.rooms[ROOM]
+    room.config.presence_broadcast = ["moderator"]
+    net.take(VALDIS)
+    net.user_sends(f"<presence from='{BIGCHEESE}' to='{ROOM}/BigCheese'><show>dnd</show>"
+                   "</presence>")
+    [own] = net.take(BIGCHEESE)
+    assert "110" in codes(own) and item(own)["jid"] == BIGCHEESE
+    assert str(stanzas.child(own, "show")) == "dnd"
+    assert [p for p in net.take(VALDIS) if p["from"] == f"{ROOM}/BigCheese"] == []
+
+
+def test_a_nick_failing_strict_validation_is_answered_by_the_slave_as_by_the_master():
+    """The one stanza that got no answer: behind a slave, a join whose nick fails strict
+    resourceprep (U+1F916). Answered as the master answers it, as mod_muc."""
+    net = occupied_room()
+    nick = "bot\U0001F916"
+    for who in (BIGCHEESE, TROY):  # behind vesa's slave; behind eris's (registered)
+        net.join(who, nick, ROOM)
+        [err] = net.take(who)
+        assert err["type"] == "error" and err["from"] == f"{ROOM}/{nick}"
+        error = stanzas.child(err, "error")
+        assert error["by"] == ROOM and stanzas.error_condition(err) == "jid-malformed"
+        assert str(stanzas.child(error, "text")) == "Nickname must pass strict validation"
+
+
 def test_private_messages_cross_servers_both_ways():
     net = occupied_room()
     net.join(BIGCHEESE, "BigCheese", ROOM)

@@ -66,13 +66,17 @@ def test_invitation_is_forwarded_from_the_room():
     assert msg["from"] == ROOM
     x = stanzas.child(msg, "x", xmlns.MUC_USER)
     invite = stanzas.child(x, "invite")
-    assert invite["from"] == TROY
+    # as mod_muc 0.12: the inviting stanza's id; the inviter by occupant JID in a
+    # semi-anonymous room; the reason; the body naming the inviter the same way
+    assert msg["id"] == "inv"
+    assert invite["from"] == f"{ROOM}/troy"
     assert invite.getAttribute("to") is None
     assert str(stanzas.child(invite, "reason")) == "Join us"
     assert stanzas.child(x, "password") is None
     conference = stanzas.child(msg, "x", xmlns.CONFERENCE)
-    assert conference["jid"] == ROOM
-    assert stanzas.child(msg, "body") is not None
+    assert conference["jid"] == ROOM and str(conference) == "Join us"
+    assert str(stanzas.child(msg, "body")) == \
+        f"{ROOM}/troy invited you to the room {ROOM} (Join us)"
     # Nothing goes to the room's occupants.
     assert out.stanzas_for(WIZ) == [] and out.stanzas_for(TROY) == []
 
@@ -83,6 +87,29 @@ def test_invitation_to_password_room_carries_the_password():
     out = _invite(h, WIZ, TROY_BARE, reason=None)
     x = stanzas.child(one(out.stanzas_for(TROY_BARE)), "x", xmlns.MUC_USER)
     assert str(stanzas.child(x, "password")) == "cauldronburn"
+    # no reason given: an empty one, as mod_muc
+    assert str(stanzas.child(stanzas.child(x, "invite"), "reason")) == ""
+
+
+def test_invitation_names_the_real_jid_where_the_invitee_may_see_it():
+    h = _room(whois="anyone")
+    x = stanzas.child(one(_invite(h, TROY, BIGCHEESE_BARE).stanzas_for(BIGCHEESE_BARE)),
+                      "x", xmlns.MUC_USER)
+    assert stanzas.child(x, "invite")["from"] == TROY
+    h = _room()  # semi-anonymous, but the invitee is an admin: it will see real JIDs
+    admin_set(h, WIZ, f"<item affiliation='admin' jid='{BIGCHEESE_BARE}'/>")
+    x = stanzas.child(one(_invite(h, TROY, BIGCHEESE_BARE).stanzas_for(BIGCHEESE_BARE)),
+                      "x", xmlns.MUC_USER)
+    assert stanzas.child(x, "invite")["from"] == TROY
+
+
+def test_invitation_keeps_the_inviters_own_body():
+    h = _room()
+    out = h.send(f"<message from='{TROY}' to='{ROOM}' id='b1'><body>come!</body>"
+                 "<x xmlns='http://jabber.org/protocol/muc#user'>"
+                 f"<invite to='{BIGCHEESE_BARE}'/></x></message>")
+    msg = one(out.stanzas_for(BIGCHEESE_BARE))
+    assert [str(b) for b in stanzas.children(msg, "body")] == ["come!"]
 
 
 def test_invitation_from_non_occupant_is_refused():

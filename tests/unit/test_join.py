@@ -652,6 +652,23 @@ def test_presence_probe_to_occupant_is_answered():
     assert one(out.stanzas_for(TROY))["type"] == "unavailable"
 
 
+def test_a_probe_is_answered_whatever_the_roles_broadcast():
+    """mod_muc answers a probe with the occupant's current presence even when its role's
+    presence is not broadcast (presence_broadcast, "none" accepted); a moderator sees
+    the real JID; someone not in the room gets not-acceptable."""
+    h = Harness()
+    h.create_instant(WIZ, "wiz", moderatedroom="1")
+    owner_submit(h, WIZ, {"muc#roomconfig_presencebroadcast": ["moderator", "none"]})
+    assert h.service.rooms[ROOM].config.presence_broadcast == ["moderator", "none"]
+    h.join(TROY, "troy")  # a visitor in a moderated room: not broadcast
+    out = h.send(f"<presence type='probe' from='{WIZ}' to='{ROOM}/troy'/>")
+    pres = one(out.stanzas_for(WIZ))
+    assert pres["from"] == occ("troy") and pres.getAttribute("type") is None
+    assert item(pres)["role"] == "visitor" and item(pres)["jid"] == TROY
+    out = h.send(f"<presence type='probe' from='{VALDIS}' to='{ROOM}/troy'/>")
+    assert error_condition(one(out.stanzas_for(VALDIS))) == "not-acceptable"
+
+
 def test_error_presence_from_occupant_removes_it():
     h = Harness()
     h.create_instant(WIZ, "wiz")

@@ -204,21 +204,25 @@ def test_unchanged_config_sends_no_104():
 def test_whois_change_sends_172_then_173():
     h = _room()
     out = owner_submit(h, WIZ, {"muc#roomconfig_whois": "anyone"})
-    assert codes(_status_message(out, TROY)) == {"104", "172"}
+    # as mod_muc: the whois change has its own code, no 104 with it
+    assert codes(_status_message(out, TROY)) == {"172"}
     # The room is non-anonymous from now on.
     out = h.join(WUMPUS, "wumpus")
     assert "100" in codes(one(presence_from(out, WUMPUS, "wumpus")))
     assert item(one(presence_from(out, TROY, "wumpus")))["jid"] == WUMPUS
     out = owner_submit(h, WIZ, {"muc#roomconfig_whois": "moderators"})
-    assert codes(_status_message(out, TROY)) == {"104", "173"}
+    assert codes(_status_message(out, TROY)) == {"173"}
+    out = owner_submit(h, WIZ, {"muc#roomconfig_whois": "anyone",
+                                "muc#roomconfig_roomname": "Renamed"})
+    assert codes(_status_message(out, TROY)) == {"104", "172"}
 
 
 def test_logging_change_sends_170_and_171():
     h = _room()
     assert codes(_status_message(owner_submit(h, WIZ, {"muc#roomconfig_enablelogging": "1"}),
-                                 TROY)) == {"104", "170"}
+                                 TROY)) == {"170"}
     assert codes(_status_message(owner_submit(h, WIZ, {"muc#roomconfig_enablelogging": "0"}),
-                                 TROY)) == {"104", "171"}
+                                 TROY)) == {"171"}
 
 
 def test_change_to_members_only_removes_non_members_with_322():

@@ -40,12 +40,16 @@ def test_which_slaves_get_real_jids(whois: str, moderator_behind: bool, sees: bo
     assert visibility.slave_sees_real_jids(whois, moderator_behind) is sees
 
 
-@pytest.mark.parametrize(("whois", "extra", "codes"), [
-    ("moderators", (), ["110"]), ("anyone", (), ["110", "100"]),
-    ("moderators", ("210", "201"), ["110", "210", "201"]),
-    ("anyone", ("303",), ["110", "303", "100"])])
-def test_self_presence_codes(whois: str, extra: tuple[str, ...], codes: list[str]) -> None:
-    assert visibility.self_status_codes(whois, extra) == codes
+@pytest.mark.parametrize(("extra", "codes"), [
+    ((), ["110"]), (("210", "201"), ["110", "210", "201"]), (("303",), ["110", "303"])])
+def test_self_presence_codes(extra: tuple[str, ...], codes: list[str]) -> None:
+    assert visibility.self_status_codes(extra) == codes
+
+
+@pytest.mark.parametrize(("whois", "codes"), [("moderators", []), ("anyone", ["100"])])
+def test_100_only_as_one_enters(whois: str, codes: list[str]) -> None:
+    """As mod_muc: 100 on entering a non-anonymous room, not on every own presence."""
+    assert visibility.entering_status_codes(whois) == codes
 
 
 def _presence(jid: str | None) -> stanzas.Element:
@@ -60,7 +64,7 @@ def test_deliver_presence_one_copy_per_kind() -> None:
     def variant(kind: str) -> stanzas.Element:
         built.append(kind)
         presence = _presence(None if kind == "without_jid" else "u@h/r")
-        return visibility.with_self_status(presence, "moderators") if kind == "self" \
+        return visibility.with_self_status(presence) if kind == "self" \
             else presence
 
     recipients = [("mod@h/1", "moderator"), ("p@h/1", "participant"), ("v@h/1", "visitor"),
@@ -76,11 +80,23 @@ def test_deliver_presence_one_copy_per_kind() -> None:
 def test_without_real_jid_and_self_status_leave_the_original_alone() -> None:
     original = _presence("u@h/r")
     stripped = visibility.without_real_jid(original)
-    own = visibility.with_self_status(original, "anyone")
+    own = visibility.with_self_status(original)
     assert stanzas.muc_item(stripped).getAttribute("jid") is None
-    assert stanzas.has_status(own, "110") and stanzas.has_status(own, "100")
+    assert stanzas.has_status(own, "110") and not stanzas.has_status(own, "100")
     assert stanzas.muc_item(original)["jid"] == "u@h/r"
     assert not stanzas.has_status(original, "110")
+
+
+@pytest.mark.parametrize(("came_with", "real_jid", "shown"), [
+    ("u@h/r", "u@h/r", "u@h/r"),   # the master's copy: already there
+    (None, "u@h/r", "u@h/r"),      # a slave without a moderator: the slave adds its user's
+    ("u@h/r", "u@h/other", "u@h/r"),  # one the master gave is kept
+    (None, None, None)])           # nothing known: nothing invented
+def test_an_occupant_always_sees_its_own_real_jid(came_with: str | None, real_jid: str | None,
+                                                  shown: str | None) -> None:
+    own = visibility.with_self_status(_presence(came_with), real_jid)
+    assert stanzas.muc_item(own).getAttribute("jid") == shown
+    assert stanzas.has_status(own, "110")
 
 
 # --- history ---------------------------------------------------------------------------------

@@ -101,16 +101,21 @@ def test_the_config_form_has_every_setting_in_its_order_with_its_label_and_optio
         return [(o["label"], str(stanzas.child(o, "value")))
                 for o in stanzas.children(form_field(form, var), "option")]
 
-    assert options("muc#roomconfig_maxusers") == [("No limit", "")] + [
+    # no option with an empty value (profanity 0.13 crashes on one)
+    assert all(value for var in ("muc#roomconfig_maxusers", "muc#roomconfig_allowpm",
+                                 "muc#roomconfig_presencebroadcast", "muc#roomconfig_whois")
+               for _, value in options(var))
+    assert options("muc#roomconfig_maxusers") == [("No limit", "none")] + [
         (n, n) for n in ("5", "10", "20", "30", "50", "100", "150", "200", "500", "1000")]
     assert options("muc#roomconfig_allowpm") == [
         ("Everyone", "visitor"), ("Participants", "participant"), ("Moderators", "moderator"),
         ("Members", "affiliated"), ("No one", "none")]
     assert options("muc#roomconfig_presencebroadcast") == [
-        ("Moderator", "moderator"), ("Participant", "participant"), ("Visitor", "visitor")]
+        ("None", "none"), ("Moderator", "moderator"), ("Participant", "participant"),
+        ("Visitor", "visitor")]
     assert options("muc#roomconfig_whois") == [("Moderators only", "moderators"),
                                                ("Anyone", "anyone")]
-    assert field_values(form, "muc#roomconfig_maxusers") == [""]
+    assert field_values(form, "muc#roomconfig_maxusers") == ["none"]
     assert field_values(form, "muc#roomconfig_roomsecret") == [""]
 
 

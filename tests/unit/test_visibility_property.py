@@ -28,6 +28,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.master.distribution import LinkState
 from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
 
 DIRECT_DOMAIN = "efnet.irc"
 # Two users on each slave's server (the first with a second session) and two direct ones.
@@ -73,6 +74,9 @@ class WatchedNet(Net):
 
     def _route(self, out: Outbox, source: str) -> None:
         room = self.master.rooms.get(ROOM)
+        for delivery in out.deliveries:
+            self._own_jid_shown(delivery.stanza, delivery.recipients or
+                                [delivery.stanza.getAttribute("to", "")], source)
         if room is not None and room.is_anonymous():
             for delivery in out.deliveries:
                 shown = real_jids(delivery.stanza)
@@ -81,6 +85,17 @@ class WatchedNet(Net):
                 for to in delivery.recipients or [delivery.stanza["to"]]:
                     self._judge(room, to, shown, delivery.stanza, source)
         super()._route(out, source)
+
+    def _own_jid_shown(self, stanza: Element, recipients: list[str], source: str) -> None:
+        """The other half of the rule: a user's own presence (status 110) always shows
+        the user its own real JID, directly or through a slave (as mod_muc)."""
+        if stanza.name != "presence" or not stanzas.has_status(stanza, "110") \
+                or stanzas.muc_item(stanza) is None:
+            return
+        for to in recipients:
+            if "@" in to and not any(jids.bare(j) == jids.bare(to) for j in real_jids(stanza)):
+                self.leaks.append(Leak(to, "", stanza.toXml(),
+                                       f"own presence without its real JID (from {source})"))
 
     def _judge(self, room, to: str, shown: list[str], stanza: Element, source: str) -> None:
         host = jids.bare(to).split("@")[-1]

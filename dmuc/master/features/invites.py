@@ -64,25 +64,45 @@ def _invite(room: Room, stanza: Element, invite: Element, occupant: Occupant | N
                            "Only admins may invite to this members-only room", what=what)
             return
     invitee_jid = invitee.full()
-    reason = stanzas.text_of(stanzas.child(invite, "reason"))
-    msg = stanzas.new("message", {"from": room.jid, "to": invitee_jid})
+    reason = stanzas.text_of(stanzas.child(invite, "reason")) or ""
+    msg = _relayed(room, stanza, invitee_jid)
     x = msg.addElement((xmlns.MUC_USER, "x"))
     forwarded = x.addElement("invite")
-    forwarded["from"] = sender
-    if reason:
-        forwarded.addElement("reason", content=reason)
+    forwarded["from"] = _inviter_as_seen_by(room, occupant, sender, invitee.userhost())
+    forwarded.addElement("reason", content=reason)  # always there, as mod_muc's
     if room.config.password:
         x.addElement("password", content=room.config.password)
-    conference = msg.addElement((xmlns.CONFERENCE, "x"))
+    # jabber:x:conference with the reason as its text, as mod_muc's "COMPAT" hook adds it
+    conference = msg.addElement((xmlns.CONFERENCE, "x"), content=reason)
     conference["jid"] = room.jid
-    if reason:
-        conference["reason"] = reason
-    text = f"{jids.bare(sender)} invited you to the room {room.jid}"
-    msg.addElement("body", content=text + (f" ({reason})" if reason else ""))
+    if stanzas.child(msg, "body") is None:  # the inviter's own text wins
+        msg.addElement("body", content=f"{forwarded['from']} invited you to the room "
+                                       f"{room.jid}" + (f" ({reason})" if reason else ""))
     out.send(msg)
     out.info(f"{sender} invited {invitee_jid} to {room.jid}")
     if room.config.members_only and room.affiliation(invitee.userhost()) == "none":
-        room.set_affiliation(invitee.userhost(), "member", out, reason=f"Invited by {sender}")
+        room.set_affiliation(invitee.userhost(), "member", out,
+                             reason=f"Invited by {forwarded['from']}")
+
+
+def _relayed(room: Room, stanza: Element, to: str) -> Element:
+    """The stanza relayed from the room, as mod_muc relays it: the same message (its id,
+    type and any other payload, e.g. a body of the sender's) without its MUC elements."""
+    msg = stanzas.copy(stanza)
+    msg.children = [c for c in msg.children
+                    if not (isinstance(c, Element) and c.uri in (xmlns.MUC, xmlns.MUC_USER))]
+    msg["from"] = room.jid
+    msg["to"] = to
+    return msg
+
+
+def _inviter_as_seen_by(room: Room, occupant: Occupant, sender: str, invitee: str) -> str:
+    """mod_muc's whois rule for invitations: the inviter by occupant JID in a
+    semi-anonymous room, unless the invitee would enter as a moderator; else its real JID."""
+    if room.config.whois == "moderators" and \
+            room.default_role(room.affiliation(invitee)) != "moderator":
+        return room.occupant_jid(occupant.nick)
+    return sender
 
 
 def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None:
@@ -90,18 +110,18 @@ def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None
     if inviter is None:
         stanzas.refuse(out, stanza, "cancel", "jid-malformed", what=f"decline to {room.jid}")
         return
-    reason = stanzas.text_of(stanzas.child(decline, "reason"))
-    msg = stanzas.new("message", {"from": room.jid, "to": inviter.full()})
+    sender = stanza.getAttribute("from")
+    reason = stanzas.text_of(stanzas.child(decline, "reason")) or ""
+    msg = _relayed(room, stanza, inviter.full())
     x = msg.addElement((xmlns.MUC_USER, "x"))
     forwarded = x.addElement("decline")
-    forwarded["from"] = stanza.getAttribute("from")
-    if reason:
-        forwarded.addElement("reason", content=reason)
-    text = f"{jids.bare(stanza.getAttribute('from'))} declined your invitation to {room.jid}"
-    msg.addElement("body", content=text + (f" ({reason})" if reason else ""))
+    forwarded["from"] = sender  # mod_muc masks the inviter, not the one who declines
+    forwarded.addElement("reason", content=reason)
+    if stanzas.child(msg, "body") is None:
+        msg.addElement("body", content=f"{sender} declined your invite to the room "
+                                       f"{room.jid}" + (f" ({reason})" if reason else ""))
     out.send(msg)
-    out.info(f"{stanza.getAttribute('from')} declined an invitation to {room.jid} "
-             f"from {inviter.full()}")
+    out.info(f"{sender} declined an invitation to {room.jid} from {inviter.full()}")
 
 
 def info(room: Room, fields: list[Field]) -> None:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from dmuc.master.room import Room
 
 VAR = "muc#roomconfig_maxusers"
+# "none" for no limit, as XEP-0045's examples: an option with an empty value crashes
+# real clients (profanity 0.13 segfaults on it when an owner opens the form)
+NO_LIMIT = "none"
 OPTIONS = ("5", "10", "20", "30", "50", "100", "150", "200", "500", "1000")
 
 
@@ -35,17 +38,17 @@ def pre_join(room: Room, stanza: Element, nick: str, sender: str) -> Refusal | N
 
 def config_form(room: Room, fields: list[Field]) -> None:
     limit = room.config.max_users
-    options = [("", "No limit")] + [(v, v) for v in OPTIONS]
+    options = [(NO_LIMIT, "No limit")] + [(v, v) for v in OPTIONS]
     if limit and str(limit) not in OPTIONS:
         options.append((str(limit), str(limit)))
     fields.append({"var": VAR, "type": "list-single", "label": "Maximum number of occupants",
-                   "value": str(limit) if limit else "", "options": options})
+                   "value": str(limit) if limit else NO_LIMIT, "options": options})
 
 
 def submitted(room: Room, values: Values, new: RoomConfig) -> None:
     value = roomconfig.text(values, VAR)
     if value is not None:
-        new.max_users = 0 if value.strip() in ("", "none") else roomconfig.count(value, VAR)
+        new.max_users = 0 if value.strip() in ("", NO_LIMIT) else roomconfig.count(value, VAR)
 
 
 def setup(hooks: Hooks) -> None:

@@ -5,6 +5,7 @@ setting implies come from each setting's module through the room-config-* events
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
@@ -101,7 +102,8 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
     room.locked = False
     room.config = new
     codes: list[str] = []
-    if new != old:
+    # as mod_muc: 104 for a change of any setting but these two, which have their own codes
+    if dataclasses.replace(new, whois=old.whois, logging=old.logging) != old:
         codes.append("104")
     if new.whois != old.whois:
         codes.append("172" if new.whois == "anyone" else "173")

@@ -9,29 +9,44 @@ from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import BROADCAST_ROLES, RoomConfig
+from dmuc.outbox import Outbox
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
 
 VAR = "muc#roomconfig_presencebroadcast"
+# every value mod_muc accepts: the roles, and "none" (no present occupant has it; mod_muc
+# offers it as its presence_broadcast.lib's valid_roles do)
+VALUES = ("none", *BROADCAST_ROLES)
 
 
 def config_form(room: Room, fields: list[Field]) -> None:
     fields.append({"var": VAR, "type": "list-multi",
                    "label": "Roles for which presence is broadcast",
                    "value": list(room.config.presence_broadcast),
-                   "options": [(r, r.capitalize()) for r in BROADCAST_ROLES]})
+                   "options": [(r, r.capitalize()) for r in VALUES]})
 
 
 def submitted(room: Room, values: Values, new: RoomConfig) -> None:
     roles = values.get(VAR)
     if roles is not None:
-        if any(role not in BROADCAST_ROLES for role in roles):
+        if any(role not in VALUES for role in roles):
             raise Refusal("modify", "bad-request", f"{VAR}: unknown role")
         # a set of roles, as mod_muc keeps it: a value repeated 1,000 times is stored once
         new.presence_broadcast = list(dict.fromkeys(roles))
 
 
+def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
+    """As mod_muc's set_presence_broadcast: the occupants of a role that is broadcast from
+    now on are announced to the room. (mod_muc also announces those of a role no longer
+    broadcast as gone; ours does not, see docs/mod_muc-parity.md.)"""
+    for occupant in list(room.occupants.values()):
+        if occupant.role in room.config.presence_broadcast \
+                and occupant.role not in old.presence_broadcast:
+            room.publicise(occupant, out)
+
+
 def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=40)
     hooks.add("room-config-submitted", submitted, priority=40)
+    hooks.add("room-config-applied", applied, priority=5)

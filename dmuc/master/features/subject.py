@@ -35,6 +35,7 @@ def change(room: Room, stanza: Element, occupant: Occupant, out: Outbox) -> None
         return
     room.subject = stanzas.text_of(stanzas.child(stanza, "subject")) or ""
     room.subject_from = occupant.nick
+    room.subject_time = out.now
     msg = stanzas.new("message", {"from": room.occupant_jid(occupant.nick), "type": "groupchat",
                                   "id": stanza.getAttribute("id")})
     for el in stanza.elements():

@@ -1,0 +1,212 @@
+"""The mod_muc parity items that cross the master/slave link, on the real five-server
+network with the real daemons: what a user behind a slave (vesa.yeggmaex.irc, eris) sees
+is what a direct user (efnet.irc, no slave) sees, as mod_muc sends it.
+
+- an occupant's own presence (status 110) carries its own real JID, in a semi-anonymous
+  room, after a status change and a nick change, whichever way it came in;
+- a mediated invitation keeps the inviting stanza's id, names the inviter by occupant JID,
+  carries the reason (empty when none was given) and a body naming the inviter so;
+- a moderator's probe of an occupant whose role is not broadcast gets its presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+from conftest import MakeClient, keep_testbed, make_tempdir, running
+from xmpp_client import (
+    NS_DATA,
+    NS_MUC,
+    NS_MUC_OWNER,
+    NS_MUC_USER,
+    Client,
+    all_of,
+    body,
+    has_status,
+    is_message,
+    is_presence,
+    muc_item,
+    muc_user,
+    run,
+    xml_str,
+)
+
+from testbed.faults import DmucDaemons
+from testbed.network import MUC_SERVICE, DmucNetwork
+
+pytestmark = pytest.mark.integration
+
+IPS = ("127.0.11.2", "127.0.11.3", "127.0.11.4", "127.0.11.5", "127.0.11.6")
+NS_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
+
+LUDWIG = "ludwig@efnet.irc/vt100"  # direct: efnet.irc has no slave
+BIGCHEESE = "rubenro@vesa.yeggmaex.irc/shaver"  # behind vesa's slave
+TROY = "troy@eris.dclxvii.irc/screwdriver"  # behind eris's slave
+EFCHEN = "msa@vesa.yeggmaex.irc/bicycle"
+
+
+@pytest.fixture(scope="module")
+def network() -> Iterator[DmucNetwork]:
+    """This module's own network (overrides the session one; net_client_factory uses it)."""
+    workdir = make_tempdir("dmuc-parity-net-")
+    yield from running(DmucNetwork(workdir, ips=IPS, log_level="info"), workdir)
+
+
+@pytest.fixture(scope="module")
+def daemons(network: DmucNetwork) -> Iterator[DmucDaemons]:
+    workdir = make_tempdir("dmuc-parity-daemons-")
+    daemons = DmucDaemons(network, workdir).start()
+    try:
+        yield daemons
+    finally:
+        daemons.stop()
+        if not keep_testbed():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def users(factory: MakeClient, *jids: str) -> list[Client]:
+    clients = [factory(j, connect=False) for j in jids]
+    run(asyncio.gather(*(c.connect() for c in clients)))
+    return clients
+
+
+def enter(client: Client, room: str, nick: str) -> ET.Element:
+    """Join and return the own presence (110)."""
+    client.send_raw(f"<presence to='{room}/{nick}' id='join-{nick}'><x xmlns='{NS_MUC}'/>"
+                    "</presence>")
+    return run(client.expect(all_of(is_presence(from_=f"{room}/{nick}"),
+                                    lambda e: has_status(e, 110)), 20))
+
+
+def own_presence(client: Client, room: str, nick: str, type_: str | None = None
+                 ) -> ET.Element:
+    return run(client.expect(all_of(is_presence(from_=f"{room}/{nick}", type_=type_),
+                                    lambda e: has_status(e, 110)), 20))
+
+
+def create_room(owner: Client, room: str, nick: str, **fields: str | list[str]) -> None:
+    assert has_status(enter(owner, room, nick), 201)
+    configure(owner, room, **fields)
+
+
+def configure(owner: Client, room: str, **fields: str | list[str]) -> None:
+    parts = [f"<field var='FORM_TYPE'><value>{NS_ROOMCONFIG}</value></field>"]
+    for var, values in fields.items():
+        values = [values] if isinstance(values, str) else values
+        parts.append(f"<field var='muc#roomconfig_{var}'>"
+                     + "".join(f"<value>{v}</value>" for v in values) + "</field>")
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_OWNER}'>"
+                       f"<x xmlns='{NS_DATA}' type='submit'>{''.join(parts)}</x></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_own_presence_carries_own_real_jid(daemons: DmucDaemons,
+                                           net_client_factory: MakeClient, way: str) -> None:
+    """Seen with profanity's occupant panel: behind a slave, a status or nick change came
+    back without the user's own JID. mod_muc always shows a user its own real JID."""
+    room = f"ownjid-{way.split()[0]}@{MUC_SERVICE}"
+    owner_jid, user_jid = (TROY, BIGCHEESE) if way == "through a slave" else (TROY, LUDWIG)
+    owner, user = users(net_client_factory, owner_jid, user_jid)
+    create_room(owner, room, "owner")  # semi-anonymous: the user is no moderator
+    joined = enter(user, room, "user")
+    assert muc_item(joined)["jid"] == user.jid, xml_str(joined)
+
+    user.send_raw(f"<presence to='{room}/user' id='away'><show>away</show></presence>")
+    changed = own_presence(user, room, "user")
+    assert muc_item(changed).get("jid") == user.jid, xml_str(changed)
+    assert changed.get("id") == "away", xml_str(changed)  # as mod_muc: its id
+
+    user.send_raw(f"<presence to='{room}/renamed' id='nick'/>")
+    gone = own_presence(user, room, "user", "unavailable")
+    assert has_status(gone, 303) and muc_item(gone).get("jid") == user.jid, xml_str(gone)
+    back = own_presence(user, room, "renamed")
+    assert muc_item(back).get("jid") == user.jid, xml_str(back)
+    # and the owner (a moderator, on another server) sees it too; no one else is shown it
+    seen = run(owner.expect(is_presence(from_=f"{room}/renamed"), 20))
+    assert muc_item(seen).get("jid") == user.jid
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_mediated_invitation_as_mod_muc(daemons: DmucDaemons, net_client_factory: MakeClient,
+                                        way: str) -> None:
+    room = f"invite-{way.split()[0]}@{MUC_SERVICE}"
+    inviter_jid = BIGCHEESE if way == "through a slave" else LUDWIG
+    inviter, invitee = users(net_client_factory, inviter_jid, TROY)
+    create_room(inviter, room, "host")
+    for msg_id, reason in (("inv-r", "Join us"), ("inv-n", None)):
+        inner = f"<reason>{reason}</reason>" if reason is not None else ""
+        inviter.send_raw(f"<message to='{room}' id='{msg_id}'><x xmlns='{NS_MUC_USER}'>"
+                         f"<invite to='{invitee.bare}'>{inner}</invite></x></message>")
+        msg = run(invitee.expect(all_of(is_message(from_=room),
+                                        lambda e: muc_user(e) is not None), 20))
+        invite = muc_user(msg).find(f"{{{NS_MUC_USER}}}invite")
+        assert msg.get("id") == msg_id, xml_str(msg)
+        assert invite is not None and invite.get("from") == f"{room}/host", xml_str(msg)
+        assert invite.findtext(f"{{{NS_MUC_USER}}}reason") == (reason or ""), xml_str(msg)
+        suffix = f" ({reason})" if reason else ""
+        assert body(msg) == f"{room}/host invited you to the room {room}{suffix}"
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_probe_of_a_hidden_role(daemons: DmucDaemons, net_client_factory: MakeClient,
+                                way: str) -> None:
+    """presence_broadcast without participants (and with 'none', which mod_muc accepts):
+    a moderator's probe still gets the participant's current presence, with its real JID;
+    a probe from outside the room gets not-acceptable."""
+    room = f"hidden-{way.split()[0]}@{MUC_SERVICE}"
+    moderator_jid = EFCHEN if way == "through a slave" else LUDWIG
+    moderator, hidden, outsider = users(net_client_factory, moderator_jid, TROY, BIGCHEESE)
+    create_room(moderator, room, "mod", presencebroadcast=["moderator", "none"])
+    enter(hidden, room, "hidden")
+    hidden.send_raw(f"<presence to='{room}/hidden'><show>dnd</show></presence>")
+    own_presence(hidden, room, "hidden")
+    run(moderator.expect_none(is_presence(from_=f"{room}/hidden"), barrier_to=MUC_SERVICE))
+
+    moderator.send_raw(f"<presence type='probe' to='{room}/hidden' id='pr1'/>")
+    answer = run(moderator.expect(is_presence(from_=f"{room}/hidden"), 20))
+    assert answer.findtext("{jabber:client}show") == "dnd", xml_str(answer)
+    assert muc_item(answer)["role"] == "participant"
+    assert muc_item(answer).get("jid") == hidden.jid, xml_str(answer)
+
+    outsider.send_raw(f"<presence type='probe' to='{room}/hidden' id='pr2'/>")
+    err = run(outsider.expect(is_presence(from_=f"{room}/hidden", type_="error"), 20))
+    assert err.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}"
+                    "not-acceptable") is not None, xml_str(err)
+
+    # a hidden occupant's nick change; once its role is broadcast again it is announced,
+    # and still sees its own presence (110, own real JID) under its new nick
+    hidden.send_raw(f"<presence to='{room}/renamed' id='hn'><show>dnd</show></presence>")
+    assert has_status(own_presence(hidden, room, "hidden", "unavailable"), 303)
+    own_presence(hidden, room, "renamed")
+    configure(moderator, room, presencebroadcast=["moderator", "participant", "visitor"])
+    announced = own_presence(hidden, room, "renamed")
+    assert muc_item(announced).get("jid") == hidden.jid, xml_str(announced)
+    seen = run(moderator.expect(is_presence(from_=f"{room}/renamed", type_="available"), 20))
+    assert seen.findtext("{jabber:client}show") == "dnd", xml_str(seen)
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_a_nick_failing_strict_validation(daemons: DmucDaemons, net_client_factory: MakeClient,
+                                          way: str) -> None:
+    """As mod_muc: U+1F916 (unassigned in stringprep's tables) is refused with
+    jid-malformed "Nickname must pass strict validation", from the occupant JID, with by."""
+    room = f"strict-{way.split()[0]}@{MUC_SERVICE}"
+    owner, user = users(net_client_factory, TROY,
+                        BIGCHEESE if way == "through a slave" else LUDWIG)
+    create_room(owner, room, "owner")
+    nick = "bot\U0001F916"
+    user.send_raw(f"<presence to='{room}/{nick}' id='bot'><x xmlns='{NS_MUC}'/></presence>")
+    err = run(user.expect(is_presence(from_=f"{room}/{nick}", type_="error"), 20))
+    assert err.get("id") == "bot", xml_str(err)
+    error = err.find("{jabber:client}error")
+    assert error is not None and error.get("type") == "modify" and error.get("by") == room
+    ns = "urn:ietf:params:xml:ns:xmpp-stanzas"
+    assert error.find(f"{{{ns}}}jid-malformed") is not None, xml_str(err)
+    assert error.findtext(f"{{{ns}}}text") == "Nickname must pass strict validation"
+    # the room is fine afterwards: the same user enters with a valid nick
+    assert muc_item(enter(user, room, "bot"))["jid"] == user.jid
