@@ -478,10 +478,13 @@ class Distribution:
         if room is not None:
             link.shows_jids = self.shows_jids(room, link)
             for occupant in room.occupants.values():
-                if occupant.role not in room.config.presence_broadcast:
-                    continue
-                presence, xml = room.listed_presence(occupant, link.shows_jids)
-                out.broadcast(presence, [link.jid], xml)
+                if occupant.role in room.config.presence_broadcast:
+                    presence, xml = room.listed_presence(occupant, link.shows_jids)
+                    out.broadcast(presence, [link.jid], xml)
+                elif any(self.slave_of(room, s) == link.jid for s in occupant.sessions):
+                    # §4.7: its own occupants of a role not broadcast, as hidden, so that
+                    # the slave knows they are inside (and does not enter them again)
+                    out.broadcast(room.hidden_presence(occupant, link.shows_jids), [link.jid])
             entries, found = room.archive.replay(after, link.history)
             if not found:
                 out.warn(f"slave {link.jid} missed more of {link.room} than the archive "

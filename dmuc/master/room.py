@@ -220,15 +220,19 @@ class Room:
         only_to: Iterable[str] | None = None,
         exclude: Collection[str] = (),
         from_nick: str | None = None,
-        left_as: str | None = None,
+        prev_role: str | None = None,
+        hide: bool = False,
     ) -> None:
         """Send an occupant's presence to every session in the room, in the variants the
         room needs: with the real JID (moderators, or everyone in a non-anonymous room),
         without it, and the occupant's own copy with status 110. Sessions that entered
         through a XEP-0282 slave are reached with one copy per slave (§4.7). `only_to`
         sends the direct copies to those sessions alone (a reply to one of them);
-        `exclude` leaves sessions out of a broadcast. `left_as`: the role an occupant
-        that leaves had (the room tells of its leaving those who were shown it)."""
+        `exclude` leaves sessions out of a broadcast. `prev_role`: the occupant's role
+        before this change (the room tells those who were shown it that it is gone, as it
+        leaves or as its new role is not broadcast). `hide`: its role is no longer
+        broadcast (the setting changed). Hidden so, it stays in the room: the others get
+        an unavailable presence, the occupant its own presence with 110 (as mod_muc)."""
         statuses = list(statuses)
         occupant.listed.clear()  # whatever changed, the listed form changes with it
 
@@ -244,33 +248,54 @@ class Room:
         else:
             targets, slaves = self.service.distribution.route(self, exclude)
         shown = self.config.presence_broadcast
+        # as mod_muc: an occupant whose role is no longer broadcast (`hide`, or its new
+        # role is not and its previous one was) is announced to the others as gone
+        hiding = only_to is None and occupant.role != "none" \
+            and occupant.role not in shown and (hide or prev_role in shown)
         if occupant.role == "none":
             # as mod_muc: a leaving occupant's unavailable goes out if the room showed it
             # (or broadcasts role "none")
-            visible = left_as is None or left_as in shown or "none" in shown
+            visible = prev_role is None or prev_role in shown or "none" in shown
         else:
             # a nick change (303) goes out whatever the role: each slave must learn the
             # new nick of its own users (mod_muc tells no one of a hidden occupant's)
-            visible = occupant.role in shown or (presence_type == "unavailable"
-                                                 and "303" in statuses)
+            visible = hiding or occupant.role in shown or (presence_type == "unavailable"
+                                                           and "303" in statuses)
         # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
         visible = visible or only_to is not None
+
+        def for_others(with_jid: bool) -> Element:
+            if not hiding:
+                return build(with_jid, statuses)
+            if hide:
+                return self.hidden_presence(occupant, with_jid)
+            # mod_muc: its presence as broadcast, marked unavailable
+            gone = build(with_jid, statuses)
+            gone["type"] = "unavailable"
+            return gone
+
         def variant(kind: str) -> Element:
             if kind == "self":
                 return build(True, self.self_codes([*statuses, *self_statuses]))
-            return build(kind == "with_jid", statuses)
+            return for_others(kind == "with_jid")
 
         recipients = [(session, self.role_of_session(session)) for session in targets
                       if visible or session in own]
-        if not visible and only_to is None:
-            # A role the room does not broadcast: no slave gets it, but the occupant
-            # still sees its own presence (as mod_muc), sent to its sessions behind one.
+        if (hiding or not visible) and only_to is None:
+            # A role the room does not broadcast: the occupant still sees its own
+            # presence (as mod_muc), sent to its sessions behind a slave too: no slave
+            # gets it, or a slave gets only what the others see (§4.7).
             recipients += [(session, occupant.role) for session in occupant.sessions
                            if session not in targets and session not in exclude]
         visibility.deliver_presence(out, variant, recipients, own, self.config.whois)
         if visible:
-            self.service.distribution.fan_out_presence(
-                self, lambda with_jid: build(with_jid, statuses), slaves, out)
+            self.service.distribution.fan_out_presence(self, for_others, slaves, out)
+
+    def hidden_presence(self, occupant: Occupant, with_jid: bool) -> Element:
+        """An occupant whose role the room no longer broadcasts, as the others are told of
+        it (mod_muc's presence_broadcast): an unavailable presence, role kept, nothing of
+        its own presence (§4.7: a slave's own such occupants are in its snapshot so)."""
+        return self.presence_of(occupant, with_jid, (), presence_type="unavailable")
 
     def broadcast_groupchat(self, message: Element, out: Outbox,
                             stamp: float | None = None) -> None:
@@ -451,7 +476,9 @@ class Room:
             self.occupants[nick] = occupant
             self.nick_of[sender] = nick
             distribution.count_roles(self, occupant)
-            self.publicise(occupant, out, self_statuses=self_codes)
+            # behind a slave, its own copy is the ENTER's (even when its role is hidden)
+            self.publicise(occupant, out, self_statuses=self_codes,
+                           exclude={sender} if via_slave else ())
         if via_slave:
             # §4.5: the slave sends roster, own presence, history and subject itself.
             distribution.entered(self, occupant, sender, stanza, self_codes, out)
@@ -607,10 +634,12 @@ class Room:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out)
             return
-        left_as, occupant.role = occupant.role, "none"
-        distribution.leaving(self, occupant, session, out, statuses=statuses, base=base)
+        prev_role, occupant.role = occupant.role, "none"
+        # behind a slave, its own copy is the LEAVE's (even when its role is hidden)
+        via_slave = distribution.leaving(self, occupant, session, out, statuses=statuses,
+                                         base=base)
         self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base,
-                       left_as=left_as)
+                       prev_role=prev_role, exclude={session} if via_slave else ())
         self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
@@ -632,11 +661,12 @@ class Room:
         actor_nick: str | None = None,
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
-        left_as, occupant.role = occupant.role, "none"
-        for session in list(occupant.sessions):
-            self.service.distribution.leaving(self, occupant, session, out, statuses=list(statuses),
-                                  reason=reason, actor_nick=actor_nick,
-                                  base=stanzas.new("presence"))
+        prev_role, occupant.role = occupant.role, "none"
+        # behind a slave, a session's own copy is the LEAVE's (even when its role is hidden)
+        via_slave = {session for session in list(occupant.sessions)
+                     if self.service.distribution.leaving(
+                         self, occupant, session, out, statuses=list(statuses), reason=reason,
+                         actor_nick=actor_nick, base=stanzas.new("presence"))}
         self.publicise(
             occupant,
             out,
@@ -645,7 +675,8 @@ class Room:
             reason=reason,
             actor_nick=actor_nick,
             base=stanzas.new("presence"),
-            left_as=left_as,
+            prev_role=prev_role,
+            exclude=via_slave,
         )
         self._drop(occupant, out)
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
@@ -664,7 +695,7 @@ class Room:
         old_role = occupant.role
         occupant.role = role
         self.service.distribution.count_roles(self, occupant)
-        self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
+        self.publicise(occupant, out, reason=reason, actor_nick=actor_nick, prev_role=old_role)
         self._moderation_changed(occupant, old_role, out)
 
     def _moderation_changed(self, occupant: Occupant, old_role: str, out: Outbox) -> None:
@@ -702,7 +733,8 @@ class Room:
             if is_downgrade or ROLE_RANK[old_role] < ROLE_RANK[role]:
                 occupant.role = role
                 self.service.distribution.count_roles(self, occupant)
-            self.publicise(occupant, out, reason=reason, actor_nick=actor_nick)
+            self.publicise(occupant, out, reason=reason, actor_nick=actor_nick,
+                           prev_role=old_role)
             self._moderation_changed(occupant, old_role, out)
         self.save(out)
         out.info(f"{bare_jid} is now {affiliation} of {self.jid}")

@@ -43,16 +43,29 @@ def entering_status_codes(whois: str) -> list[str]:
     return [NON_ANONYMOUS] if whois == "anyone" else []
 
 
+def hides_occupant(presence: Element) -> bool:
+    """Whether a presence announces an occupant whose role the room no longer broadcasts
+    (mod_muc's presence_broadcast): unavailable, but with a role (one that leaves has
+    none) and no nick change (303). The occupant stays in the room: the others are told
+    it is gone, its own sessions are not (they get their own presence with 110 instead,
+    from the master, §4.7)."""
+    if presence.getAttribute("type") != "unavailable" or stanzas.has_status(presence, "303"):
+        return False
+    item = stanzas.muc_item(presence)
+    return item is not None and item.getAttribute("role", "none") != "none"
+
+
 def deliver_presence(
     out: Outbox,
-    variant: Callable[[str], Element],
+    variant: Callable[[str], Element | None],
     recipients: Iterable[tuple[str, str]],
     own: Collection[str],
     whois: str,
 ) -> None:
     """Send one presence change to `recipients` (session, role of its occupant): each
     group gets one copy, built once by `variant(kind)` with kind "with_jid",
-    "without_jid" or "self" (for the occupant's own sessions, `own`)."""
+    "without_jid" or "self" (for the occupant's own sessions, `own`); a kind whose
+    variant is None gets nothing."""
     with_jid: list[str] = []
     without_jid: list[str] = []
     own_sessions: list[str] = []
@@ -63,12 +76,11 @@ def deliver_presence(
             with_jid.append(session)
         else:
             without_jid.append(session)
-    if with_jid:
-        out.broadcast(variant("with_jid"), with_jid)
-    if without_jid:
-        out.broadcast(variant("without_jid"), without_jid)
-    if own_sessions:
-        out.broadcast(variant("self"), own_sessions)
+    for kind, sessions in (("with_jid", with_jid), ("without_jid", without_jid),
+                           ("self", own_sessions)):
+        copy = variant(kind) if sessions else None
+        if copy is not None:
+            out.broadcast(copy, sessions)
 
 
 def without_real_jid(presence: Element) -> Element:

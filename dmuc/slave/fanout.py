@@ -46,7 +46,7 @@ class Fanout:
         if already:
             return  # a netjoin re-entry: the user has the roster and history already
         viewer_role = stanzas.item_role(own)
-        for other_nick, presence in room.roster.items():
+        for other_nick, presence in room.shown().items():
             if other_nick == nick:
                 continue
             listed, xml = _for_viewer(room, other_nick, presence, viewer_role)
@@ -68,7 +68,9 @@ class Fanout:
         full = leave.getAttribute("jid")
         if not full or full not in room.local:
             return False
-        del room.local[full]
+        nick = room.local.pop(full)
+        if nick in room.hidden and not room.sessions_of(nick):
+            room.forget_occupant(nick)  # no one was shown it: its leaving is told no one
         own = without_dmuc(stanza)
         own["to"] = full
         out.send(own)
@@ -101,13 +103,15 @@ class Fanout:
             out.broadcast(presence, room.local_sessions())
 
     def roster_update(self, room: SlaveRoom, stanza: Element, nick: str, out: Outbox) -> None:
-        """§4.7: store the change, then deliver it to every local occupant."""
+        """§4.7: store the change, then deliver it to every local occupant. An occupant
+        whose role is no longer broadcast (visibility.hides_occupant) is told as gone to
+        the others; if it is a local one it stays in the roster, hidden."""
         presence = stanzas.copy(stanza)
         presence.attributes.pop("to", None)
-        if presence.getAttribute("type") == "unavailable":
+        hides = visibility.hides_occupant(presence)
+        if presence.getAttribute("type") == "unavailable" and not hides:
             own = room.sessions_of(nick)
-            room.roster.pop(nick, None)
-            room.rendered.pop(nick, None)
+            room.forget_occupant(nick)
             new_nick = stanzas.item_nick(presence)
             if new_nick and stanzas.has_status(presence, "303"):
                 for full in own:
@@ -116,7 +120,14 @@ class Fanout:
             return
         own = room.sessions_of(nick)
         old_role, had_jids = room.role_of(nick), room.receives_real_jids()
-        room.roster[nick] = as_listed(presence)
+        if hides and not own:
+            room.forget_occupant(nick)  # nothing more is told of it here until shown again
+        else:
+            room.roster[nick] = as_listed(presence)
+            if hides:
+                room.hidden.add(nick)
+            else:
+                room.hidden.discard(nick)
         if room.resync_old is not None:
             return  # a snapshot: told at <synced/>, once the whole roster is known
         _deliver_roster_change(room, presence, own, out)
@@ -139,7 +150,7 @@ class Fanout:
         are told only what changed, and get what they missed."""
         ids = {sid for e in room.history if (sid := stanza_id(e.stanza, room.jid)) is not None}
         if room.resync_old is None:
-            room.resync_old = dict(room.roster)
+            room.resync_old = room.shown()
             room.known_ids = ids
         else:
             # The previous snapshot was cut off (a netsplit before <synced/>): what local
@@ -147,6 +158,7 @@ class Fanout:
             room.known_ids |= ids
         room.roster.clear()
         room.rendered.clear()
+        room.hidden.clear()
         room.history.clear()
         out.store(ClearHistory(self.history_key(room.jid)))
 
@@ -159,7 +171,12 @@ class Fanout:
         local_nicks = set(room.local.values())
         for nick, presence in room.roster.items():
             before = old.get(nick)
-            if before is None or before.toXml() != presence.toXml():
+            if nick in room.hidden:
+                if before is not None:  # hidden during the split: gone for the others
+                    gone = stanzas.copy(presence)
+                    gone["type"] = "unavailable"
+                    _deliver_roster_change(room, gone, room.sessions_of(nick), out)
+            elif before is None or before.toXml() != presence.toXml():
                 _deliver_roster_change(room, presence, room.sessions_of(nick), out)
         for nick, presence in old.items():
             if nick not in room.roster and nick not in local_nicks:
@@ -253,9 +270,13 @@ def _deliver_roster_change(room: SlaveRoom, presence: Element, own: list[str],
                            out: Outbox) -> None:
     """One copy per variant: with 110 to the occupant's own sessions, with or without the
     real JID to the others."""
-    def variant(kind: str) -> Element:
+    hides = visibility.hides_occupant(presence)
+
+    def variant(kind: str) -> Element | None:
         if kind == "self":
-            return visibility.with_self_status(presence, own[0] if own else None)
+            # still inside: its own sessions have their own presence from the master
+            return None if hides else visibility.with_self_status(
+                presence, own[0] if own else None)
         if kind == "without_jid":
             return visibility.without_real_jid(presence)
         return presence
@@ -310,6 +331,7 @@ def as_listed(presence: Element) -> Element:
     """An occupant's presence as the room lists it to a newcomer (XEP-0045 §7.2.3): without
     the actor, reason and status codes of the broadcast that last changed it."""
     listed = stanzas.copy(presence)
+    listed.attributes.pop("type", None)  # a hidden occupant's unavailable: still inside
     x = stanzas.child(listed, "x", xmlns.MUC_USER)
     if x is not None:
         x.children = [c for c in x.children if not (isinstance(c, Element)

@@ -23,6 +23,9 @@ class SlaveRoom:
     history_length: int = 20
     whois: str = "moderators"
     roster: dict[str, Element] = field(default_factory=dict)  # nick -> presence from master
+    # local occupants in the roster whose role the room does not broadcast (§4.7): shown
+    # to no newcomer, and already told as gone to the other local occupants
+    hidden: set[str] = field(default_factory=set)
     local: dict[str, str] = field(default_factory=dict)  # local full JID -> nick
     directed: set[str] = field(default_factory=set)  # local JIDs that sent presence to the room
     subject: Element | None = None  # the last subject message, as broadcast
@@ -52,6 +55,7 @@ class SlaveRoom:
             "history_length": self.history_length,
             "whois": self.whois,
             "roster": {nick: p.toXml() for nick, p in self.roster.items()},
+            "hidden": sorted(self.hidden),
             "local": dict(self.local),
             "directed": sorted(self.directed),
             "subject": self.subject.toXml() if self.subject is not None else None,
@@ -69,6 +73,7 @@ class SlaveRoom:
         room.history_length = int(state.get("history_length", 20))
         room.whois = state.get("whois", "moderators")
         room.roster = {n: stanzas.parse_xml(x) for n, x in state.get("roster", {}).items()}
+        room.hidden = set(state.get("hidden", ())) & set(room.roster)
         room.local = dict(state.get("local", {}))
         room.directed = set(state.get("directed", ()))
         if state.get("subject"):
@@ -99,6 +104,15 @@ class SlaveRoom:
         presence = self.roster.get(nick)
         item = stanzas.muc_item(presence) if presence is not None else None
         return item.getAttribute("role", "none") if item is not None else "none"
+
+    def shown(self) -> dict[str, Element]:
+        """The roster as local occupants were told it: without the hidden occupants."""
+        return {nick: p for nick, p in self.roster.items() if nick not in self.hidden}
+
+    def forget_occupant(self, nick: str) -> None:
+        self.roster.pop(nick, None)
+        self.rendered.pop(nick, None)
+        self.hidden.discard(nick)
 
     def sessions_of(self, nick: str) -> list[str]:
         return [jid for jid, n in self.local.items() if n == nick]

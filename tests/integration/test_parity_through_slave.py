@@ -6,7 +6,9 @@ is what a direct user (efnet.irc, no slave) sees, as mod_muc sends it.
   room, after a status change and a nick change, whichever way it came in;
 - a mediated invitation keeps the inviting stanza's id, names the inviter by occupant JID,
   carries the reason (empty when none was given) and a body naming the inviter so;
-- a moderator's probe of an occupant whose role is not broadcast gets its presence.
+- a moderator's probe of an occupant whose role is not broadcast gets its presence;
+- an occupant whose role is no longer broadcast is announced as gone to the others (those
+  behind its own slave too), while it keeps its own presence (110).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from conftest import MakeClient, keep_testbed, make_tempdir, running
 from xmpp_client import (
     NS_DATA,
     NS_MUC,
+    NS_MUC_ADMIN,
     NS_MUC_OWNER,
     NS_MUC_USER,
     Client,
@@ -210,3 +213,52 @@ def test_a_nick_failing_strict_validation(daemons: DmucDaemons, net_client_facto
     assert error.findtext(f"{{{ns}}}text") == "Nickname must pass strict validation"
     # the room is fine afterwards: the same user enters with a valid nick
     assert muc_item(enter(user, room, "bot"))["jid"] == user.jid
+
+
+def settle(sender: Client, room: str, marker: str, *clients: Client) -> None:
+    """Wait until each client has a groupchat `sender` sends now: whatever the room sent
+    them before it (through the same slave, or directly) has arrived."""
+    sender.send_raw(f"<message to='{room}' type='groupchat' id='{marker}'><body>{marker}"
+                    "</body></message>")
+    for client in (sender, *clients):
+        run(client.expect(all_of(is_message(from_=f"{room}/owner"),
+                                 lambda e: body(e) == marker), 20))
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_an_occupant_hidden_is_gone_for_the_others_not_for_itself(
+        daemons: DmucDaemons, net_client_factory: MakeClient, way: str) -> None:
+    """As mod_muc: when its role is no longer broadcast (the setting changed, or voice
+    was revoked in a room that does not broadcast visitors) the others get an unavailable
+    presence of the occupant; the occupant stays, and gets its own presence (110), not an
+    unavailable. Shown again, it is announced. The other user is behind vesa's slave,
+    the occupant too (through a slave) or on a server without one (directly)."""
+    room = f"gone-{way.split()[0]}@{MUC_SERVICE}"
+    owner, affected, other = users(net_client_factory, TROY,
+                                   BIGCHEESE if way == "through a slave" else LUDWIG, EFCHEN)
+    create_room(owner, room, "owner")
+    enter(affected, room, "affected")
+    enter(other, room, "other")
+    of_affected = f"{room}/affected"
+
+    def hidden_now(role: str, marker: str) -> None:
+        gone = run(other.expect(is_presence(from_=of_affected, type_="unavailable"), 20))
+        assert muc_item(gone)["role"] == role and not has_status(gone, 110), xml_str(gone)
+        own = own_presence(affected, room, "affected")
+        assert own.get("type") is None and muc_item(own)["role"] == role, xml_str(own)
+        assert muc_item(own)["jid"] == affected.jid, xml_str(own)
+        settle(owner, room, marker, affected, other)
+        assert affected.received(is_presence(from_=of_affected, type_="unavailable")) == []
+
+    configure(owner, room, presencebroadcast=["moderator"])
+    hidden_now("participant", "hidden-by-config")
+    configure(owner, room, presencebroadcast=["moderator", "participant", "visitor"])
+    back = run(other.expect(is_presence(from_=of_affected, type_="available"), 20))
+    assert muc_item(back)["role"] == "participant", xml_str(back)
+    assert own_presence(affected, room, "affected").get("type") is None
+
+    configure(owner, room, presencebroadcast=["moderator", "participant"])
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                       "<item nick='affected' role='visitor'/></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    hidden_now("visitor", "hidden-by-role")

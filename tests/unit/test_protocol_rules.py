@@ -77,6 +77,37 @@ def test_deliver_presence_one_copy_per_kind() -> None:
     assert stanzas.has_status(by_kind[("u@h/r",)], "110")
 
 
+HIDES = [
+    # presence type, item role, status codes, hides the occupant (still inside)
+    ("unavailable", "participant", (), True),  # its role no longer broadcast (mod_muc)
+    ("unavailable", "visitor", (), True),      # voice revoked into a role not broadcast
+    ("unavailable", "none", (), False),        # it left
+    ("unavailable", "none", ("307",), False),  # kicked
+    ("unavailable", "participant", ("303",), False),  # a nick change
+    (None, "participant", (), False),          # an ordinary presence
+    ("unavailable", None, (), False),          # no muc#user item at all
+]
+
+
+@pytest.mark.parametrize(("ptype", "role", "codes", "hides"), HIDES)
+def test_which_presence_hides_an_occupant(ptype: str | None, role: str | None,
+                                          codes: tuple[str, ...], hides: bool) -> None:
+    items = [{"affiliation": "none", "role": role}] if role is not None else []
+    presence = stanzas.occupant_presence(None, "r@muc/n", stanzas.muc_user_x(items, list(codes)),
+                                         ptype)
+    assert visibility.hides_occupant(presence) is hides
+
+
+def test_deliver_presence_skips_a_kind_without_a_copy() -> None:
+    """A hidden occupant's own sessions get nothing from a slave (the master sends theirs)."""
+    out = Outbox(0.0)
+    recipients = [("p@h/1", "participant"), ("u@h/r", "participant")]
+    visibility.deliver_presence(
+        out, lambda kind: None if kind == "self" else _presence(None), recipients, {"u@h/r"},
+        "moderators")
+    assert [d.recipients for d in out.deliveries] == [["p@h/1"]]
+
+
 def test_without_real_jid_and_self_status_leave_the_original_alone() -> None:
     original = _presence("u@h/r")
     stripped = visibility.without_real_jid(original)

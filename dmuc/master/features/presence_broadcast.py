@@ -38,12 +38,12 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
 
 def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
     """As mod_muc's set_presence_broadcast: the occupants of a role that is broadcast from
-    now on are announced to the room. (mod_muc also announces those of a role no longer
-    broadcast as gone; ours does not, see docs/mod_muc-parity.md.)"""
+    now on are announced to the room; those of a role no longer broadcast are announced
+    as gone (they stay, and see their own presence)."""
     for occupant in list(room.occupants.values()):
-        if occupant.role in room.config.presence_broadcast \
-                and occupant.role not in old.presence_broadcast:
-            room.publicise(occupant, out)
+        shown_now = occupant.role in room.config.presence_broadcast
+        if shown_now != (occupant.role in old.presence_broadcast):
+            room.publicise(occupant, out, hide=not shown_now)
 
 
 def setup(hooks: Hooks) -> None:
