@@ -67,14 +67,15 @@ class DmucDaemons:
     in seconds (5-3600); short keepalives make faults detected quickly."""
 
     def __init__(self, network: DmucNetwork, workdir: Path | str, *, keepalive: int = 60,
-                 history: int = 20, level: str = "info") -> None:
+                 history: int = 20, level: str = "info", master_toml: str = "") -> None:
         self.network = network
         self.workdir = Path(workdir)
         self.keepalive = keepalive
         master_dir = self.workdir / "master"
         master_dir.mkdir(parents=True, exist_ok=True)
         config = master_dir / "master.toml"
-        config.write_text(network.master_config(master_dir / "master.db", level=level))
+        config.write_text(network.master_config(master_dir / "master.db", master_toml,
+                                                level=level))
         self.master = TwistdDaemon("dmuc-master", config, master_dir)
         self.slaves: dict[str, TwistdDaemon] = {}
         for domain in SLAVE_DOMAINS:

@@ -194,6 +194,8 @@ class ComponentSpec:
     # extra lines for the Component block: a dict of option -> value, or raw Lua lines
     options: Mapping[str, Any] | str = field(default_factory=dict)
     modules: list[str] = field(default_factory=list)
+    # an internal component instead (e.g. "muc": Prosody's own mod_muc); no secret then
+    plugin: str | None = None
 
 
 # global modules for a client to log in, bind, talk, and for vCard/disco/ping to answer
@@ -331,8 +333,11 @@ class ProsodyInstance(Pausable):
             if host_opts:
                 lines.append(host_opts)
         for comp in self.components:
-            lines += ["", f"Component {lua(comp.domain)}",
-                      f"    component_secret = {lua(comp.secret)}"]
+            if comp.plugin is not None:
+                lines += ["", f"Component {lua(comp.domain)} {lua(comp.plugin)}"]
+            else:
+                lines += ["", f"Component {lua(comp.domain)}",
+                          f"    component_secret = {lua(comp.secret)}"]
             if comp.modules:
                 lines.append(f"    modules_enabled = {lua(comp.modules)}")
             opts = _lua_options(comp.options, "    ")
@@ -397,7 +402,8 @@ class ProsodyInstance(Pausable):
 
     def _ports(self) -> list[int]:
         # the component port only opens when a Component block loads mod_component
-        ports = [self.c2s_port] + ([self.component_port] if self.components else [])
+        external = any(c.plugin is None for c in self.components)
+        ports = [self.c2s_port] + ([self.component_port] if external else [])
         return ports + ([self.s2s_port] if self.s2s_port else [])
 
     def _wait_ready(self, timeout: float) -> None:
