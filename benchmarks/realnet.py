@@ -166,15 +166,16 @@ class Rig:
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.server_pids().items()}
 
-    def s2s(self) -> dict[str, tuple[int, int]]:
-        """(stanzas, bytes) forwarded per link direction ``a>b``, all kinds."""
+    def s2s(self) -> dict[str, tuple[int, int, int]]:
+        """(stanzas of all kinds, bytes, messages) forwarded per link direction ``a>b``."""
         out = {}
         domains = list(self.network.servers)
         for a in domains:
             for b in domains:
                 if a != b:
-                    n = sum(self.network.s2s_counts(b, a).values())
-                    out[f"{a}>{b}"] = (n, self.network.s2s_bytes(b, a))
+                    counts = self.network.s2s_counts(b, a)
+                    out[f"{a}>{b}"] = (sum(counts.values()), self.network.s2s_bytes(b, a),
+                                       counts["message"])
         return out
 
     def accounts(self, n: int, prefix: str = "u") -> list[list[Any]]:
@@ -204,53 +205,75 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> float:
     return sum(after[k] - before.get(k, 0.0) for k in after)
 
 
-def run_system(r: Rig, system: str, service: str, occupants: list[int],
-               newcomer: int) -> dict[str, Any]:
-    """The scenario in one room of ``service``; returns its figures."""
-    assert r.load is not None
-    s = r.settings
-    room = f"bench@{service}"
-    load = r.load
-    pids = r.server_pids()
-    out: dict[str, Any] = {"system": system, "room": room}
-    mem0 = {k: memory_kib(p)["VmRSS"] for k, p in pids.items()}
-    cpu0 = r.cpu()
-    out["join_seconds"] = load.call("join", room=room, clients=occupants)["seconds"]
-    out["join_cpu"] = _delta(r.cpu(), cpu0)
-    mem1 = {k: memory_kib(p)["VmRSS"] for k, p in pids.items()}
-    out["rss_growth_kib_per_occupant"] = (sum(mem1.values()) - sum(mem0.values())) \
-        / len(occupants)
+def _memory(r: Rig) -> dict[str, int]:
+    return {k: memory_kib(p)["VmRSS"] for k, p in r.server_pids().items()}
 
+
+def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
+    """The occupants enter; the time, CPU and the server side's RSS growth per occupant."""
+    assert r.load is not None
+    mem0, cpu0 = _memory(r), r.cpu()
+    out["join_seconds"] = r.load.call("join", room=room, clients=occupants)["seconds"]
+    out["join_cpu"] = _delta(r.cpu(), cpu0)
+    out["rss_growth_kib_per_occupant"] = \
+        (sum(_memory(r).values()) - sum(mem0.values())) / len(occupants)
+
+
+def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
+    """A newcomer enters (and leaves) ``settings.newcomers`` times: p50 time to the roster."""
+    assert r.load is not None
     times = []
-    for _ in range(s.newcomers):
-        answer = load.call("newcomer", room=room, client=newcomer)
+    for _ in range(r.settings.newcomers):
+        answer = r.load.call("newcomer", room=room, client=newcomer)
         times.append(answer["seconds"])
         out["newcomer_presences"] = answer["presences"]
-        load.call("leave", room=room, clients=[newcomer])
+        r.load.call("leave", room=room, clients=[newcomer])
     times.sort()
     out["newcomer_p50"] = times[len(times) // 2] if times else None
 
-    senders = occupants[:len(r.user_domains)]  # one on each users' server
-    per_sender = max(1, round(s.paced_rate * s.paced_seconds / len(senders)))
+
+def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, Any]:
+    """One traffic phase from one sender on each users' server; CPU and s2s counted."""
+    assert r.load is not None
+    senders = occupants[:len(r.user_domains)]
     r.network.reset_counts()
     cpu0 = r.cpu()
-    paced = load.call("traffic", room=room, senders=senders, count=per_sender,
-                      rate=s.paced_rate, duration=s.paced_seconds * 3, drain=s.drain,
-                      receivers=occupants)
-    paced["cpu"] = _delta(r.cpu(), cpu0)
-    paced["s2s"] = r.s2s()
-    out["paced"] = paced
+    result = r.load.call("traffic", room=room, senders=senders, drain=r.settings.drain,
+                         receivers=occupants, **args)
+    cpu1 = r.cpu()
+    result["cpu"] = _delta(cpu1, cpu0)
+    result["cpu_by_process"] = {k: v - cpu0[k] for k, v in cpu1.items()}
+    result["s2s"] = r.s2s()
+    return result
 
-    r.network.reset_counts()
-    cpu0 = r.cpu()
-    flood = load.call("traffic", room=room, senders=senders, count=10**6, window=s.window,
-                      duration=s.flood_seconds, drain=s.drain, receivers=occupants)
-    flood["cpu"] = _delta(r.cpu(), cpu0)
-    flood["cpu_by_process"] = {k: v - cpu0[k] for k, v in r.cpu().items()}
-    out["flood"] = flood
 
-    load.call("leave", room=room, clients=occupants)
-    out["memory"] = {k: memory_kib(p) for k, p in pids.items()}
+def run_both(r: Rig, occupants: list[int], newcomer: int) -> dict[str, dict[str, Any]]:
+    """Both rooms, each phase on one system then the other (so both meet the machine's
+    load of the same minutes): enter, newcomers, flood, then paced at a rate both sustain
+    (the given rate, or half the slower flood's messages/s if that is less)."""
+    s = r.settings
+    out: dict[str, dict[str, Any]] = {
+        system: {"system": system, "room": f"bench@{service}"} for system, service in SYSTEMS}
+    for res in out.values():
+        enter(r, res, res["room"], occupants)
+    for res in out.values():
+        newcomers(r, res, res["room"], newcomer)
+    for res in out.values():
+        res["flood"] = traffic(r, res["room"], occupants, count=10**6, window=s.window,
+                               duration=s.flood_seconds)
+    slowest = min(res["flood"]["sent"] / max(res["flood"]["elapsed"], 1e-9)
+                  for res in out.values())
+    rate = min(s.paced_rate, max(1.0, slowest / 2))
+    senders = len(r.user_domains)
+    for res in out.values():
+        res["paced_rate"] = rate
+        res["paced"] = traffic(r, res["room"], occupants,
+                               count=max(1, round(rate * s.paced_seconds / senders)),
+                               rate=rate, duration=s.paced_seconds * 3)
+    assert r.load is not None
+    for res in out.values():
+        r.load.call("leave", room=res["room"], clients=occupants)
+        res["memory"] = {k: memory_kib(p) for k, p in r.server_pids().items()}
     return out
 
 
@@ -261,6 +284,7 @@ def broadcast_costs(r: Rig, result: dict[str, Any]) -> dict[str, float]:
     sent = max(1, paced["sent"])
     out_links = [f"{MASTER_DOMAIN}>{d}" for d in r.user_domains]
     return {
+        "messages": sum(paced["s2s"][k][2] for k in out_links) / sent,
         "stanzas": sum(paced["s2s"][k][0] for k in out_links) / sent,
         "bytes": sum(paced["s2s"][k][1] for k in out_links) / sent,
         "all_stanzas": sum(v[0] for v in paced["s2s"].values()) / sent,
@@ -275,12 +299,9 @@ def run_case(settings: Settings) -> dict[str, Any]:
         n = settings.occupants
         accounts = r.accounts(n) + [r.accounts(1, "newcomer")[0]]
         r.load.call("connect", accounts=accounts)
-        occupants = list(range(n))
-        results = {}
-        for system, service in SYSTEMS:
-            result = run_system(r, system, service, occupants, newcomer=n)
+        results = run_both(r, list(range(n)), newcomer=n)
+        for result in results.values():
             result["per_broadcast"] = broadcast_costs(r, result)
-            results[system] = result
         return {"settings": settings.__dict__, "results": results}
 
 
@@ -316,7 +337,7 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         m["flood"]["missing"] + m["flood"]["duplicates"], 0)
     row("flood: server CPU s per 1,000 delivered", per_1000(d["flood"]),
         per_1000(m["flood"]), 3)
-    row(f"paced {case['settings']['paced_rate']:g} msg/s: p50 latency ms",
+    row(f"paced {d['paced_rate']:g} msg/s: p50 latency ms",
         1000 * (d["paced"]["p50"] or 0), 1000 * (m["paced"]["p50"] or 0))
     row("paced: p99 latency ms", 1000 * (d["paced"]["p99"] or 0),
         1000 * (m["paced"]["p99"] or 0))
