@@ -24,7 +24,7 @@ from wokkel import component, subprotocols
 from dmuc.config import ConfigError
 from dmuc.log import get_logger
 from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, Outbox, SaveRoom, StorageOp
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 from dmuc.storage import RoomRecord, Storage
 
 log = get_logger("dmuc")
@@ -219,6 +219,9 @@ class CoreHandler(subprotocols.XMPPHandler):
         for delivery in out.deliveries:
             if delivery.recipients is None:
                 chunks.append(stanzas.render(delivery.stanza))
+            elif delivery.host is not None:
+                chunks.append(xep0282.render_fanout(delivery.stanza, delivery.host,
+                                                    delivery.recipients, delivery.xml))
             else:
                 chunks.extend(stanzas.render_many(delivery.stanza, delivery.recipients,
                                                   delivery.xml))
