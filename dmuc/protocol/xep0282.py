@@ -53,7 +53,7 @@ def mirror_iq(slave: str, domain: str, services: list[str], iq_id: str) -> Eleme
 
 def fanout_supported(answer: Element) -> bool:
     """mod_dmuc_slave answers the mirror list with ``<mirror><fanout/></mirror>`` when it
-    fans a local broadcast out itself (docs/protocol.md §4.12)."""
+    fans a local broadcast out itself (docs/protocol.md §4.13)."""
     mirror = stanzas.child(answer, "mirror", xmlns.DMUC)
     return answer.getAttribute("type") == "result" and mirror is not None \
         and stanzas.child(mirror, "fanout") is not None

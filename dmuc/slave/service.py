@@ -50,7 +50,7 @@ class SlaveService:
         self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id)
         self.fanout = Fanout(self.jid, settings.domains)
         # users' hosts whose mod_dmuc_slave fans a broadcast out itself (it said so in its
-        # answer to the mirror list): one copy with the recipients goes there (§4.12)
+        # answer to the mirror list): one copy with the recipients goes there (§4.13)
         self.fanout_hosts: set[str] = set()
 
     def restore(self, room: SlaveRoom, records: list[HistoryRecord],

@@ -1,5 +1,5 @@
 """One copy of a local broadcast with its recipient list, for mod_dmuc_slave (protocol.md
-§4.12): the slave uses it only once the users' Prosody said it fans out, per host, for
+§4.13): the slave uses it only once the users' Prosody said it fans out, per host, for
 two recipients or more; the wire form is the stanza with 'to' = the host and <fanout/>."""
 
 from __future__ import annotations
