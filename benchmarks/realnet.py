@@ -122,6 +122,8 @@ class Settings:
     flood_seconds: float = 10.0
     window: int = 20
     drain: float = 60.0
+    # mod_dmuc_slave's one-copy fan-out (docs/protocol.md §4.13); False: a copy per user
+    fanout: bool = True
 
 
 class Rig:
@@ -137,6 +139,10 @@ class Rig:
         self.network = DmucNetwork(workdir / "net", extra_components={MASTER_DOMAIN: [muc]},
                                    log_level="info")
         self.network.counter.keep_log = False
+        for domain in SLAVE_DOMAINS:
+            options = self.network.servers[domain].prosody.host_options[domain]
+            options = {**options, "dmuc_slave_fanout": settings.fanout}
+            self.network.servers[domain].prosody.host_options[domain] = options
         self.daemons: DmucDaemons | None = None
         self.load: LoadProcess | None = None
         self.workdir = workdir
@@ -368,7 +374,9 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def table(case: dict[str, Any]) -> str:
     s = case["settings"]
-    lines = [f"N = {s['occupants']} occupants on K = {s['servers']} users' servers",
+    fanout = "one copy + recipient list" if s.get("fanout", True) else "a copy per user"
+    lines = [f"N = {s['occupants']} occupants on K = {s['servers']} users' servers "
+             f"(slave -> its Prosody: {fanout})",
              "", "| figure | dmuc | mod_muc | dmuc / mod_muc |", "|---|---:|---:|---:|"]
     lines += [f"| {a} | {b} | {c} | {r} |" for a, b, c, r in rows(case)]
     return "\n".join(lines)
@@ -408,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--paced-seconds", type=float, default=10.0)
     p.add_argument("--flood-seconds", type=float, default=10.0)
     p.add_argument("--window", type=int, default=20)
+    p.add_argument("--no-fanout", action="store_true",
+                   help="the slaves send one copy per local user (mod_dmuc_slave's "
+                        "dmuc_slave_fanout = false)")
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
     args = p.parse_args(argv)
@@ -416,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in args.occupants:
         settings = Settings(occupants=n, servers=args.servers, newcomers=args.newcomers,
                             paced_rate=args.paced_rate, paced_seconds=args.paced_seconds,
-                            flood_seconds=args.flood_seconds, window=args.window)
+                            flood_seconds=args.flood_seconds, window=args.window,
+                            fanout=not args.no_fanout)
         print(f"-- N={n} K={args.servers}: dmuc and mod_muc ...", flush=True)
         case = run_case(settings)
         cases.append(case)

@@ -46,6 +46,10 @@ if not component then
 	return;
 end
 
+-- One copy of a local broadcast with its recipient list (docs/protocol.md §4.13); false
+-- makes the slave send one copy per recipient, as the spec's wording has it.
+local fanout_enabled = module:get_option_boolean("dmuc_slave_fanout", true);
+
 -- mirrored MUC service domain -> true
 local store = module:open_store("dmuc_mirror");
 local mirrored = {};
@@ -100,7 +104,11 @@ module:hook("iq-set/host/" .. xmlns_dmuc .. ":mirror", function(event)
 		module:log("warn", "Could not store the mirror list: %s", tostring(err));
 	end
 	-- <fanout/>: this module delivers one copy of a broadcast to several local sessions
-	origin.send(st.reply(stanza):tag("mirror", { xmlns = xmlns_dmuc }):tag("fanout"));
+	local reply = st.reply(stanza);
+	if fanout_enabled then
+		reply:tag("mirror", { xmlns = xmlns_dmuc }):tag("fanout");
+	end
+	origin.send(reply);
 	return true;
 end);
 
