@@ -61,6 +61,7 @@ class RawClient:
     duplicates: int = 0
     self_presences: int = 0
     presences: int = 0
+    first_presence: float | None = None  # when the first one since it was reset came
     presence_event: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -114,7 +115,10 @@ class RawClient:
         if phase is not None:
             for sender, seq in BODY.findall(scan):
                 phase.delivered(self, int(sender), int(seq))
-        self.presences += scan.count(b"<presence")
+        arrived = scan.count(b"<presence")
+        if arrived and self.first_presence is None:
+            self.first_presence = time.monotonic()
+        self.presences += arrived
         found = len(SELF_PRESENCE.findall(scan))
         if found:
             self.self_presences += found
@@ -253,10 +257,12 @@ class LoadGen:
         presences = c.presences
         want = c.self_presences + 1
         began = time.monotonic()
+        c.first_presence = None
         self._presence(c, room)
         await c.wait_self_presence(want, timeout)
         seconds = time.monotonic() - began
-        return {"seconds": seconds, "presences": c.presences - presences}
+        first = (c.first_presence or began) - began
+        return {"seconds": seconds, "first": first, "presences": c.presences - presences}
 
     async def traffic(self, room: str, senders: list[int], count: int,
                       rate: float | None = None, window: int | None = None,

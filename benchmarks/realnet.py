@@ -221,21 +221,26 @@ def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
     mem0, cpu0 = _memory(r), r.cpu()
     out["join_seconds"] = r.load.call("join", room=room, clients=occupants)["seconds"]
     out["join_cpu"] = _delta(r.cpu(), cpu0)
+    mem1 = _memory(r)
+    out["rss_growth_kib_by_process"] = {k: mem1[k] - mem0.get(k, 0) for k in mem1}
     out["rss_growth_kib_per_occupant"] = \
-        (sum(_memory(r).values()) - sum(mem0.values())) / len(occupants)
+        (sum(mem1.values()) - sum(mem0.values())) / len(occupants)
 
 
 def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
     """A newcomer enters (and leaves) ``settings.newcomers`` times: p50 time to the roster."""
     assert r.load is not None
-    times = []
+    times, firsts = [], []
     for _ in range(r.settings.newcomers):
         answer = r.load.call("newcomer", room=room, client=newcomer)
         times.append(answer["seconds"])
+        firsts.append(answer["first"])
         out["newcomer_presences"] = answer["presences"]
         r.load.call("leave", room=room, clients=[newcomer])
     times.sort()
+    firsts.sort()
     out["newcomer_p50"] = times[len(times) // 2] if times else None
+    out["newcomer_first_p50"] = firsts[len(firsts) // 2] if firsts else None
 
 
 def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, Any]:
@@ -362,6 +367,8 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         d["per_broadcast"]["all_bytes"], m["per_broadcast"]["all_bytes"], 0)
     row(f"newcomer gets the whole roster (p50 of {case['settings']['newcomers']}), ms",
         1000 * (d["newcomer_p50"] or 0), 1000 * (m["newcomer_p50"] or 0))
+    row("newcomer: first roster presence (p50), ms", 1000 * (d["newcomer_first_p50"] or 0),
+        1000 * (m["newcomer_first_p50"] or 0))
     row(f"{case['settings']['occupants']} occupants enter, s", d["join_seconds"],
         m["join_seconds"], 2)
     row("RSS growth of the server side per occupant, KiB",
