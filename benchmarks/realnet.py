@@ -348,7 +348,7 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         m["flood"]["missing"] + m["flood"]["duplicates"], 0)
     row("flood: server CPU s per 1,000 delivered", per_1000(d["flood"]),
         per_1000(m["flood"]), 3)
-    row(f"paced {d['paced_rate']:g} msg/s: p50 latency ms",
+    row(f"paced {d['paced_rate']:.1f} msg/s: p50 latency ms",
         1000 * (d["paced"]["p50"] or 0), 1000 * (m["paced"]["p50"] or 0))
     row("paced: p99 latency ms", 1000 * (d["paced"]["p99"] or 0),
         1000 * (m["paced"]["p99"] or 0))
@@ -357,7 +357,9 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         m["paced"]["missing"] + m["paced"]["duplicates"], 0)
     row("paced: server CPU s per 1,000 delivered", per_1000(d["paced"]),
         per_1000(m["paced"]), 3)
-    row("s2s stanzas per broadcast (master's server -> users' servers)",
+    row("s2s messages per broadcast (master's server -> users' servers)",
+        d["per_broadcast"]["messages"], m["per_broadcast"]["messages"], 2)
+    row("s2s stanzas of all kinds per broadcast (master's server -> users' servers)",
         d["per_broadcast"]["stanzas"], m["per_broadcast"]["stanzas"], 2)
     row("s2s bytes per broadcast (master's server -> users' servers)",
         d["per_broadcast"]["bytes"], m["per_broadcast"]["bytes"], 0)
