@@ -170,13 +170,15 @@ class Story:
             self.say(f"{person.nick} ({person.jid}) enters {room} {how} "
                      f"({took * 1000:.0f} ms)")
 
-    def links(self) -> dict[tuple[str, str], tuple[int, int]]:
+    def links(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(stanzas, bytes, messages) per link direction to or from the master's server."""
         out = {}
         for a in self.network.servers:
             for b in self.network.servers:
                 if a != b and MASTER_DOMAIN in (a, b):
-                    n = sum(self.network.s2s_counts(b, a).values())
-                    out[(a, b)] = (n, self.network.s2s_bytes(b, a))
+                    counts = self.network.s2s_counts(b, a)
+                    out[(a, b)] = (sum(counts.values()), self.network.s2s_bytes(b, a),
+                                   counts["message"])
         return out
 
     async def dmuc_act(self) -> dict[str, Any]:
@@ -236,16 +238,19 @@ class Story:
 
 
 def report(dmuc: dict[str, Any], plain: dict[str, Any]) -> None:
-    print("\n== 4. What crossed each s2s link (counted on the link; stanzas / bytes)")
-    print(f"  {'link':42} {'dmuc':>16} {'plain MUC':>16}")
-    total = [0, 0, 0, 0]
+    print("\n== 4. What crossed each s2s link (counted on the link): stanzas / bytes "
+          "(of which messages)")
+    print(f"  {'link':38} {'dmuc':>22} {'plain MUC':>22}")
+    total = [0] * 6
     for link in sorted(set(dmuc["links"]) | set(plain["links"])):
-        d, p = dmuc["links"].get(link, (0, 0)), plain["links"].get(link, (0, 0))
+        d, p = dmuc["links"].get(link, (0, 0, 0)), plain["links"].get(link, (0, 0, 0))
         if not (d[0] or p[0]):
             continue
-        total = [total[0] + d[0], total[1] + d[1], total[2] + p[0], total[3] + p[1]]
-        print(f"  {link[0] + ' -> ' + link[1]:42} {d[0]:6} / {d[1]:7} {p[0]:6} / {p[1]:7}")
-    print(f"  {'all links':42} {total[0]:6} / {total[1]:7} {total[2]:6} / {total[3]:7}")
+        total = [t + v for t, v in zip(total, (*d, *p))]
+        print(f"  {link[0] + ' -> ' + link[1]:38} {d[0]:5} / {d[1]:7} ({d[2]:3} msg)"
+              f" {p[0]:5} / {p[1]:7} ({p[2]:3} msg)")
+    print(f"  {'all links':38} {total[0]:5} / {total[1]:7} ({total[2]:3} msg)"
+          f" {total[3]:5} / {total[4]:7} ({total[5]:3} msg)")
     print("  (dmuc's figures include the split, its keepalives and the netjoin's resync)")
     print("\n  Split / netjoin events (seconds after the cut / the heal):")
     for what, at in dmuc["events"].items():
