@@ -1,12 +1,18 @@
 # Two commands do all the set-up on a fresh Debian machine:
-#   make run    the seed's network: 5 Prosody servers, dmuc-master, 3 dmuc-slaves (SQLite)
+#   make demo   the seed's network: 5 Prosody servers, dmuc-master, 3 dmuc-slaves (SQLite),
+#               the seed's story played on it (with a netsplit), the s2s cost next to mod_muc
 #   make test   the whole test suite (unit + integration against real Prosody)
+# make run brings up the same network without the story; make bench compares dmuc with
+# Prosody's mod_muc on it (docs/benchmarks.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-single test unit lint bench soak deps venv clean man
+.PHONY: demo run run-single test unit lint bench bench-daemon soak deps venv clean man
+
+demo: deps venv
+	$(BIN)/python -m testbed.demo_story
 
 run: deps venv
 	$(BIN)/python -m testbed.demo_network
@@ -36,7 +42,14 @@ soak: deps venv
 	DMUC_SOAK_FAULTS=$(SOAK_FAULTS) DMUC_SOAK_SEED=$(SOAK_SEED) \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/integration/test_soak.py
 
+# dmuc against Prosody's mod_muc on the same five-server network (N=300 and N=1000
+# occupants on K=3 users' servers); prints the table and writes it into docs/benchmarks.md
+BENCH_ARGS ?=
 bench: deps venv
+	$(BIN)/python -m benchmarks.realnet $(BENCH_ARGS)
+
+# the older single-daemon benchmarks (a daemon against a fake Prosody)
+bench-daemon: deps venv
 	$(BIN)/python -m benchmarks.broadcast
 	$(BIN)/python -m benchmarks.slave_fanout
 	$(BIN)/python -m benchmarks.joins --occupants 10000 --daemon --no-direct

@@ -21,6 +21,9 @@ class Delivery:
     recipients: Sequence[str] | None = None
     # the stanza already serialised without 'to' (a cache the core keeps), if any
     xml: str | None = None
+    # set by a slave: the recipients are sessions of this host, whose Prosody
+    # (mod_dmuc_slave) fans one copy out itself; the shell writes that one copy
+    host: str | None = None
 
 
 @dataclass

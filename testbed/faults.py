@@ -68,7 +68,7 @@ class DmucDaemons:
     puts them all in one database instead (e.g. PostgreSQL)."""
 
     def __init__(self, network: DmucNetwork, workdir: Path | str, *, keepalive: int = 60,
-                 history: int = 20, level: str = "info",
+                 history: int = 20, level: str = "info", master_toml: str = "",
                  storage_url: str | None = None) -> None:
         self.network = network
         self.workdir = Path(workdir)
@@ -76,8 +76,8 @@ class DmucDaemons:
         master_dir = self.workdir / "master"
         master_dir.mkdir(parents=True, exist_ok=True)
         config = master_dir / "master.toml"
-        config.write_text(network.master_config(master_dir / "master.db", level=level,
-                                                storage_url=storage_url))
+        config.write_text(network.master_config(master_dir / "master.db", master_toml,
+                                                level=level, storage_url=storage_url))
         self.master = TwistdDaemon("dmuc-master", config, master_dir)
         self.slaves: dict[str, TwistdDaemon] = {}
         for domain in SLAVE_DOMAINS:

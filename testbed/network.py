@@ -259,6 +259,9 @@ class S2SCounter:
         self._dropped: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         self._seen: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         self._log: list[S2SStanza] = []
+        self.keep_log = True  # False: count only (a benchmark's millions of stanzas)
+        # bytes forwarded, per (source, target) server
+        self._bytes: Counter[tuple[str, str]] = Counter()
         self._async_waiters: list[tuple[Callable[[], bool], asyncio.AbstractEventLoop,
                                         asyncio.Future[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -280,7 +283,7 @@ class S2SCounter:
     def _record(self, item: S2SStanza, table: str = "forwarded") -> None:
         with self._cond:
             self.table(table)[(item.source, item.target)][item.kind] += 1
-            if table == "forwarded":
+            if table == "forwarded" and self.keep_log:
                 self._log.append(item)
             self._cond.notify_all()
             waiters = list(self._async_waiters)
@@ -304,6 +307,11 @@ class S2SCounter:
         with self._cond:
             c = self._counts.get((source, target), Counter())
             return {k: c[k] for k in KINDS}
+
+    def bytes(self, source: str, target: str) -> int:
+        """Bytes of s2s stream the proxy forwarded from server ``source`` to ``target``."""
+        with self._cond:
+            return self._bytes[(source, target)]
 
     def dropped(self, source: str, target: str) -> dict[str, int]:
         """Like :meth:`counts`, for the stanzas a fault threw away (blackhole, or queued in
@@ -330,6 +338,7 @@ class S2SCounter:
             self._dropped.clear()
             self._seen.clear()
             self._log.clear()
+            self._bytes.clear()
 
     def wait(self, pred: Callable[[], bool], timeout: float) -> bool:
         """Block until ``pred()`` (evaluated under the counter's lock) holds; False on timeout."""
@@ -521,6 +530,9 @@ class S2SCounter:
                 writer = conn.upstream if towards_server else conn.client
                 assert writer is not None
                 writer.write(data)
+                with self._cond:
+                    self._bytes[(conn.source, conn.server) if towards_server
+                                else (conn.server, conn.source)] += len(data)
                 await writer.drain()
                 for s in items:  # counted once forwarded
                     self._record(s)
@@ -779,6 +791,10 @@ class DmucNetwork:
         """The stanzas counted so far (optionally only ``source`` -> ``target``)."""
         return self.counter.log(self.server(source).domain if source else None,
                                 self.server(target).domain if target else None)
+
+    def s2s_bytes(self, target: str, source: str = MASTER_DOMAIN) -> int:
+        """Bytes the server of ``source`` sent over s2s to the server of ``target``."""
+        return self.counter.bytes(self.server(source).domain, self.server(target).domain)
 
     def reset_counts(self) -> None:
         self.counter.reset()

@@ -194,7 +194,7 @@ class ComponentSpec:
     # extra lines for the Component block: a dict of option -> value, or raw Lua lines
     options: Mapping[str, Any] | str = field(default_factory=dict)
     modules: list[str] = field(default_factory=list)
-    # an internal component instead (e.g. "muc": Prosody's own mod_muc; no secret)
+    # an internal component instead (e.g. "muc": Prosody's own mod_muc); no secret then
     plugin: str | None = None
 
 
@@ -402,7 +402,7 @@ class ProsodyInstance(Pausable):
 
     def _ports(self) -> list[int]:
         # the component port only opens when a Component block loads mod_component
-        external = [c for c in self.components if c.plugin is None]
+        external = any(c.plugin is None for c in self.components)
         ports = [self.c2s_port] + ([self.component_port] if external else [])
         return ports + ([self.s2s_port] if self.s2s_port else [])
 

@@ -5,6 +5,9 @@ docs/protocol.md shows each of them; keep the two in step.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from xml.sax.saxutils import quoteattr
+
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
@@ -49,6 +52,32 @@ def mirror_iq(slave: str, domain: str, services: list[str], iq_id: str) -> Eleme
     for service in services:
         mirror.addElement("service")["jid"] = service
     return stanzas.iq("set", slave, domain, iq_id, mirror)
+
+
+def fanout_supported(answer: Element) -> bool:
+    """mod_dmuc_slave answers the mirror list with ``<mirror><fanout/></mirror>`` when it
+    fans a local broadcast out itself (docs/protocol.md §4.15)."""
+    mirror = stanzas.child(answer, "mirror", xmlns.DMUC)
+    return answer.getAttribute("type") == "result" and mirror is not None \
+        and stanzas.child(mirror, "fanout") is not None
+
+
+def render_fanout(stanza: Element, host: str, recipients: Iterable[str],
+                  xml: str | None = None) -> str:
+    """ONE copy of a broadcast to local sessions, for mod_dmuc_slave: addressed to the
+    users' host, the recipients' full JIDs in ``<fanout><to jid=.../></fanout>`` as its
+    last child (Prosody removes it and delivers the stanza to each, as mod_muc does).
+    ``xml``: the stanza already serialised without 'to'."""
+    if xml is None:
+        xml = stanzas.render_without_to(stanza)
+    targets = "".join(f"<to jid={quoteattr(jid)}/>" for jid in recipients)
+    fanout = f"<fanout xmlns='{xmlns.DMUC}'>{targets}</fanout>"
+    cut = len(stanza.name) + 1  # just after "<message"
+    head = f"{xml[:cut]} to={quoteattr(host)}"
+    if xml.endswith("/>") and not xml.endswith(f"</{stanza.name}>"):
+        return f"{head}{xml[cut:-2]}>{fanout}</{stanza.name}>"
+    close = len(stanza.name) + 3  # "</message>"
+    return f"{head}{xml[cut:-close]}{fanout}{xml[-close:]}"
 
 
 # --- slave -> master -----------------------------------------------------------------------

@@ -41,7 +41,7 @@ from dmuc.outbox import (
     SaveRoom,
     StorageOp,
 )
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 from dmuc.shell import metrics
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
@@ -266,6 +266,9 @@ class CoreHandler(subprotocols.XMPPHandler):
         for delivery in out.deliveries:
             if delivery.recipients is None:
                 chunks.append(stanzas.render(delivery.stanza))
+            elif delivery.host is not None:
+                chunks.append(xep0282.render_fanout(delivery.stanza, delivery.host,
+                                                    delivery.recipients, delivery.xml))
             else:
                 chunks.extend(stanzas.render_many(delivery.stanza, delivery.recipients,
                                                   delivery.xml))

@@ -20,7 +20,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.outbox import DeleteRoom, Outbox, SaveRoom
+from dmuc.outbox import DeleteRoom, Delivery, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.protocol.statemachine import SplitCounter
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
@@ -52,6 +52,9 @@ class SlaveService:
         self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id,
                                       self.splits)
         self.fanout = Fanout(self.jid, settings.domains)
+        # users' hosts whose mod_dmuc_slave fans a broadcast out itself (it said so in its
+        # answer to the mirror list): one copy with the recipients goes there (§4.15)
+        self.fanout_hosts: set[str] = set()
 
     def restore(self, room: SlaveRoom, records: list[HistoryRecord],
                 state: Mapping[str, Any] | None = None) -> None:
@@ -109,6 +112,7 @@ class SlaveService:
         """The component stream is up: tell Prosody's module which services to divert,
         and (re-)register the rooms we mirror (the master may have lost us meanwhile)."""
         out = Outbox(now)
+        self.fanout_hosts.clear()  # until this Prosody's module answers again
         for domain in sorted(self.settings.domains):
             out.send(xep0282.mirror_iq(self.jid, domain, sorted(self.settings.masters),
                                        self._id("mirror", domain)))
@@ -120,7 +124,7 @@ class SlaveService:
                 self._touched.add(room_jid)
                 link.register("register", out)
         self._save_touched(out)
-        return out
+        return self._fold(out)
 
     def receive(self, stanza: Element, now: float) -> Outbox:
         out = Outbox(now)
@@ -152,13 +156,33 @@ class SlaveService:
         elif stanza.getAttribute("type") not in ("error", "result"):
             out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
         self._save_touched(out)
-        return out
+        return self._fold(out)
 
     def tick(self, now: float) -> Outbox:
         """Keepalives (§4.10) and unanswered registrations, per link."""
         out = Outbox(now)
         for link in self.links.values():
             link.tick(out)
+        return self._fold(out)
+
+    def _fold(self, out: Outbox) -> Outbox:
+        """A copy for several sessions of a host that fans out itself goes there once,
+        with the recipient list (the deliveries keep their recipients: only the shell's
+        rendering changes); recipients of several hosts are split per host."""
+        if not self.fanout_hosts:
+            return out
+        folded = []
+        for d in out.deliveries:
+            if d.recipients is None or len(d.recipients) < 2:
+                folded.append(d)
+                continue
+            by_host: dict[str, list[str]] = {}
+            for jid in d.recipients:
+                by_host.setdefault(jid.split("@", 1)[-1].split("/", 1)[0], []).append(jid)
+            for host, group in by_host.items():
+                fans = host in self.fanout_hosts and len(group) > 1
+                folded.append(Delivery(d.stanza, group, d.xml, host if fans else None))
+        out.deliveries = folded
         return out
 
     # --- local users -> master (§4.8) ---------------------------------------------------
@@ -212,6 +236,8 @@ class SlaveService:
             if stanza.getAttribute("type") == "error":
                 out.warn(f"Prosody on {room_jid} did not accept the mirror list: is "
                          "mod_dmuc_slave loaded there with this component?")
+            elif xep0282.fanout_supported(stanza):
+                self.fanout_hosts.add(room_jid)  # here: the users' host
             return
         link = self.links.get(room_jid)
         if link is None:

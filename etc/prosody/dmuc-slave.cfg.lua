@@ -12,6 +12,8 @@ VirtualHost "vesa.yeggmaex.irc"
     modules_enabled = { "dmuc_slave" }
     -- the slave component that mirrors rooms for this host's users
     dmuc_slave_component = "dmuc.vesa.yeggmaex.irc"
+    -- one copy of a room broadcast for all local recipients, fanned out here (default)
+    -- dmuc_slave_fanout = true
 
 Component "dmuc.vesa.yeggmaex.irc"
     component_secret = "change-me"

@@ -37,6 +37,7 @@ local jid_split = require "util.jid".split;
 local jid_prepped_split = require "util.jid".prepped_split;
 local st = require "util.stanza";
 local new_id = require "util.id".medium;
+local core_post_stanza = prosody.core_post_stanza;
 
 local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
 
@@ -45,6 +46,10 @@ if not component then
 	module:log("error", "dmuc_slave_component is not set; nothing will be diverted");
 	return;
 end
+
+-- One copy of a local broadcast with its recipient list (docs/protocol.md §4.15); false
+-- makes the slave send one copy per recipient, as the spec's wording has it.
+local fanout_enabled = module:get_option_boolean("dmuc_slave_fanout", true);
 
 -- mirrored MUC service domain -> true
 local store = module:open_store("dmuc_mirror");
@@ -99,9 +104,54 @@ module:hook("iq-set/host/" .. xmlns_dmuc .. ":mirror", function(event)
 	if not ok then
 		module:log("warn", "Could not store the mirror list: %s", tostring(err));
 	end
-	origin.send(st.reply(stanza));
+	-- <fanout/>: this module delivers one copy of a broadcast to several local sessions
+	local reply = st.reply(stanza);
+	if fanout_enabled then
+		reply:tag("mirror", { xmlns = xmlns_dmuc }):tag("fanout");
+	end
+	origin.send(reply);
 	return true;
 end);
+
+-- ONE copy of a room broadcast from the slave, addressed to this host, with the local
+-- recipients' full JIDs in <fanout xmlns='urn:xmpp:tmp:dmuc:0'><to jid='...'/>...</fanout>:
+-- the list is removed and the stanza delivered to each recipient as if the slave had sent
+-- each copy itself (same origin, same routing, so errors still go back to the slave), one
+-- parse for all of them. As mod_muc's route_to_occupant, the stanza object is reused with
+-- only 'to' changed: each delivery serialises it before the next one.
+local function is_fanout(tag)
+	return tag.name == "fanout" and tag.attr.xmlns == xmlns_dmuc;
+end
+
+local function fan_out(event)
+	local origin, stanza = event.origin, event.stanza;
+	if origin.type ~= "component" or origin.host ~= component then return; end
+	local list = stanza:get_child("fanout", xmlns_dmuc);
+	if not list then return; end
+	local recipients = {};
+	for item in list:childtags("to") do
+		local jid = item.attr.jid;
+		local _, host, resource = jid_split(jid);
+		if host == module.host and resource then
+			recipients[#recipients + 1] = jid;
+		else
+			module:log("warn", "Ignoring a fan-out recipient that is not a session of %s: %s",
+				module.host, tostring(jid));
+		end
+	end
+	stanza:maptags(function(tag)
+		if is_fanout(tag) then return nil; end
+		return tag;
+	end);
+	for _, jid in ipairs(recipients) do
+		stanza.attr.to = jid;
+		core_post_stanza(origin, stanza);
+	end
+	return true;
+end
+
+module:hook("message/host", fan_out, 1000);
+module:hook("presence/host", fan_out, 1000);
 
 -- Hand a local client's stanza for a room or occupant of a mirrored service to the slave.
 local missing_logged = false;

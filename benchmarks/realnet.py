@@ -1,0 +1,457 @@
+"""dmuc against Prosody's own mod_muc on the same real network, side by side (``make bench``).
+
+One run of ``python -m benchmarks.realnet`` brings up the testbed network (five Prosody
+servers on loopback with real s2s and dialback through the counting proxies, the dmuc
+master on avalon.irc, a dmuc slave on each users' server) plus Prosody's mod_muc as
+``Component "conference.avalon.irc" "muc"`` on the master's Prosody. N users spread over K
+users' servers log in over c2s, as real users, from a separate process
+(:mod:`benchmarks.loadgen`). Then, for each system in turn, the SAME scenario in a room of
+its own (``bench@channel.avalon.irc``, then ``bench@conference.avalon.irc``):
+
+1. the N occupants enter (no history);
+2. a newcomer enters and leaves again, ``--newcomers`` times: the time until it has the
+   whole roster (its own presence comes after every other occupant's);
+3. paced: one sender on each users' server, ``--paced-rate`` messages/s in all for
+   ``--paced-seconds``: send-to-delivery latency, and what crossed the s2s links;
+4. flood: the same senders as fast as a bounded window allows (each sender has at most
+   ``--window`` messages not yet delivered to every occupant) for ``--flood-seconds``:
+   delivered stanzas/s = copies delivered / (last delivery - first send);
+5. the occupants leave.
+
+CPU seconds are utime+stime (/proc/PID/stat) of every server-side process: the five
+Prosody servers, the master and the slaves. Rate limits are off on both sides ([muc.limits]
+rate = 0; Prosody loads no mod_muc_limits), and so is room locking. The results go to
+stdout and into docs/benchmarks.md (between the markers), the ratios dmuc / mod_muc beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from testbed.faults import DmucDaemons
+from testbed.network import MASTER_DOMAIN, MUC_SERVICE, SLAVE_DOMAINS, DmucNetwork
+from testbed.prosody import ComponentSpec, TestbedError
+
+MOD_MUC_SERVICE = f"conference.{MASTER_DOMAIN}"
+SYSTEMS = (("dmuc", MUC_SERVICE), ("mod_muc", MOD_MUC_SERVICE))
+# no rate limits: the benchmark floods on purpose
+MASTER_TOML = "[muc.limits]\nrate = 0\nslave_rate = 0\n"
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- realnet:begin -->", "<!-- realnet:end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, KiB."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+class LoadProcess:
+    """benchmarks.loadgen in a process of its own, one JSON command a line."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen"], cwd=REPO,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise TestbedError(f"loadgen exited ({self.proc.wait()}) during {cmd}")
+        answer = json.loads(line)
+        if not answer.pop("ok"):
+            raise TestbedError(f"loadgen {cmd}: {answer['error']}")
+        return answer
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("quit")
+            except (TestbedError, OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Settings:
+    occupants: int = 300
+    servers: int = 3
+    newcomers: int = 5
+    paced_rate: float = 30.0
+    paced_seconds: float = 10.0
+    flood_seconds: float = 10.0
+    window: int = 20
+    drain: float = 60.0
+    # mod_dmuc_slave's one-copy fan-out (docs/protocol.md §4.15); False: a copy per user
+    fanout: bool = True
+
+
+class Rig:
+    """The network, the daemons and the load process of one case."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        if not 1 <= settings.servers <= len(SLAVE_DOMAINS):
+            raise ValueError(f"--servers must be 1..{len(SLAVE_DOMAINS)} on this network")
+        self.settings = settings
+        self.user_domains = list(SLAVE_DOMAINS[:settings.servers])
+        muc = ComponentSpec(MOD_MUC_SERVICE, "", plugin="muc",
+                            options={"muc_room_locking": False})
+        self.network = DmucNetwork(workdir / "net", extra_components={MASTER_DOMAIN: [muc]},
+                                   log_level="info")
+        self.network.counter.keep_log = False
+        for domain in SLAVE_DOMAINS:
+            options = self.network.servers[domain].prosody.host_options[domain]
+            options = {**options, "dmuc_slave_fanout": settings.fanout}
+            self.network.servers[domain].prosody.host_options[domain] = options
+        self.daemons: DmucDaemons | None = None
+        self.load: LoadProcess | None = None
+        self.workdir = workdir
+
+    def start(self) -> Rig:
+        self.network.start()
+        self.daemons = DmucDaemons(self.network, self.workdir / "daemons",
+                                   master_toml=MASTER_TOML).start()
+        self.load = LoadProcess()
+        return self
+
+    def stop(self) -> None:
+        if self.load is not None:
+            self.load.stop()
+        if self.daemons is not None:
+            self.daemons.stop()
+        self.network.stop()
+
+    def server_pids(self) -> dict[str, int]:
+        """Every server-side process: the Prosody servers, the master, the slaves."""
+        assert self.daemons is not None
+        pids = {f"prosody {d}": s.prosody.pid for d, s in self.network.servers.items()}
+        pids["master"] = self.daemons.master.pid
+        pids |= {f"slave {d}": daemon.pid for d, daemon in self.daemons.slaves.items()}
+        return {k: v for k, v in pids.items() if v is not None}
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.server_pids().items()}
+
+    def s2s(self) -> dict[str, tuple[int, int, int]]:
+        """(stanzas of all kinds, bytes, messages) forwarded per link direction ``a>b``."""
+        out = {}
+        domains = list(self.network.servers)
+        for a in domains:
+            for b in domains:
+                if a != b:
+                    counts = self.network.s2s_counts(b, a)
+                    out[f"{a}>{b}"] = (sum(counts.values()), self.network.s2s_bytes(b, a),
+                                       counts["message"])
+        return out
+
+    def accounts(self, n: int, prefix: str = "u") -> list[list[Any]]:
+        out = []
+        for i in range(n):
+            domain = self.user_domains[i % len(self.user_domains)]
+            server = self.network.servers[domain]
+            out.append([f"{prefix}{i}@{domain}", server.ip, server.c2s_port])
+        return out
+
+
+@contextmanager
+def rig(settings: Settings) -> Iterator[Rig]:
+    workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-"))
+    if os.geteuid() == 0:
+        workdir.chmod(0o755)
+    r = Rig(settings, workdir)
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+        if not os.environ.get("DMUC_KEEP_TESTBED"):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> float:
+    return sum(after[k] - before.get(k, 0.0) for k in after)
+
+
+def _memory(r: Rig) -> dict[str, int]:
+    return {k: memory_kib(p)["VmRSS"] for k, p in r.server_pids().items()}
+
+
+def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
+    """The occupants enter; the time, CPU and the server side's RSS growth per occupant."""
+    assert r.load is not None
+    mem0, cpu0 = _memory(r), r.cpu()
+    out["join_seconds"] = r.load.call("join", room=room, clients=occupants)["seconds"]
+    out["join_cpu"] = _delta(r.cpu(), cpu0)
+    mem1 = _memory(r)
+    out["rss_growth_kib_by_process"] = {k: mem1[k] - mem0.get(k, 0) for k in mem1}
+    out["rss_growth_kib_per_occupant"] = \
+        (sum(mem1.values()) - sum(mem0.values())) / len(occupants)
+
+
+def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
+    """A newcomer enters (and leaves) ``settings.newcomers`` times: p50 time to the roster."""
+    assert r.load is not None
+    times, firsts = [], []
+    for _ in range(r.settings.newcomers):
+        answer = r.load.call("newcomer", room=room, client=newcomer)
+        times.append(answer["seconds"])
+        firsts.append(answer["first"])
+        out["newcomer_presences"] = answer["presences"]
+        r.load.call("leave", room=room, clients=[newcomer])
+    times.sort()
+    firsts.sort()
+    out["newcomer_p50"] = times[len(times) // 2] if times else None
+    out["newcomer_first_p50"] = firsts[len(firsts) // 2] if firsts else None
+
+
+def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, Any]:
+    """One traffic phase from one sender on each users' server; CPU and s2s counted."""
+    assert r.load is not None
+    senders = occupants[:len(r.user_domains)]
+    r.network.reset_counts()
+    cpu0 = r.cpu()
+    result = r.load.call("traffic", room=room, senders=senders, drain=r.settings.drain,
+                         receivers=occupants, **args)
+    cpu1 = r.cpu()
+    result["cpu"] = _delta(cpu1, cpu0)
+    result["cpu_by_process"] = {k: v - cpu0[k] for k, v in cpu1.items()}
+    result["s2s"] = r.s2s()
+    return result
+
+
+def run_both(r: Rig, occupants: list[int], newcomer: int) -> dict[str, dict[str, Any]]:
+    """Both rooms, each phase on one system then the other (so both meet the machine's
+    load of the same minutes): enter, newcomers, flood, then paced at a rate both sustain
+    (the given rate, or half the slower flood's messages/s if that is less)."""
+    s = r.settings
+    out: dict[str, dict[str, Any]] = {
+        system: {"system": system, "room": f"bench@{service}"} for system, service in SYSTEMS}
+    for res in out.values():
+        enter(r, res, res["room"], occupants)
+    for res in out.values():
+        newcomers(r, res, res["room"], newcomer)
+    for res in out.values():
+        res["flood"] = traffic(r, res["room"], occupants, count=10**6, window=s.window,
+                               duration=s.flood_seconds)
+    slowest = min(res["flood"]["sent"] / max(res["flood"]["elapsed"], 1e-9)
+                  for res in out.values())
+    rate = min(s.paced_rate, max(1.0, slowest / 2))
+    senders = len(r.user_domains)
+    for res in out.values():
+        res["paced_rate"] = rate
+        res["paced"] = traffic(r, res["room"], occupants,
+                               count=max(1, round(rate * s.paced_seconds / senders)),
+                               rate=rate, duration=s.paced_seconds * 3)
+    assert r.load is not None
+    for res in out.values():
+        r.load.call("leave", room=res["room"], clients=occupants)
+        res["memory"] = {k: memory_kib(p) for k, p in r.server_pids().items()}
+    return out
+
+
+def broadcast_costs(r: Rig, result: dict[str, Any]) -> dict[str, float]:
+    """s2s stanzas and bytes per broadcast of the paced phase, master's server -> users'
+    servers (the fan-out), and over every link in both directions."""
+    paced = result["paced"]
+    sent = max(1, paced["sent"])
+    out_links = [f"{MASTER_DOMAIN}>{d}" for d in r.user_domains]
+    return {
+        "messages": sum(paced["s2s"][k][2] for k in out_links) / sent,
+        "stanzas": sum(paced["s2s"][k][0] for k in out_links) / sent,
+        "bytes": sum(paced["s2s"][k][1] for k in out_links) / sent,
+        "all_stanzas": sum(v[0] for v in paced["s2s"].values()) / sent,
+        "all_bytes": sum(v[1] for v in paced["s2s"].values()) / sent,
+    }
+
+
+def run_case(settings: Settings) -> dict[str, Any]:
+    """Both systems on one network, in one run."""
+    with rig(settings) as r:
+        assert r.load is not None
+        n = settings.occupants
+        accounts = r.accounts(n) + [r.accounts(1, "newcomer")[0]]
+        r.load.call("connect", accounts=accounts)
+        results = run_both(r, list(range(n)), newcomer=n)
+        for result in results.values():
+            result["per_broadcast"] = broadcast_costs(r, result)
+        return {"settings": settings.__dict__, "results": results}
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, dmuc, mod_muc, ratio dmuc / mod_muc)."""
+    d, m = case["results"]["dmuc"], case["results"]["mod_muc"]
+    out: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, a: float | None, b: float | None, digits: int = 1) -> None:
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        out.append((name, _fmt(a, digits), _fmt(b, digits), ratio))
+
+    def per_1000(x: dict[str, Any]) -> float | None:
+        return 1000 * x["cpu"] / x["delivered"] if x["delivered"] else None
+
+    def mib(r: dict[str, Any], prefix: str) -> float:
+        return sum(v["VmHWM"] for k, v in r["memory"].items() if k.startswith(prefix)) / 1024
+
+    row("flood: delivered stanzas/s", d["flood"]["rate"], m["flood"]["rate"], 0)
+    row("flood: messages sent", d["flood"]["sent"], m["flood"]["sent"], 0)
+    row("flood: copies missing / duplicated",
+        d["flood"]["missing"] + d["flood"]["duplicates"],
+        m["flood"]["missing"] + m["flood"]["duplicates"], 0)
+    row("flood: server CPU s per 1,000 delivered", per_1000(d["flood"]),
+        per_1000(m["flood"]), 3)
+    row(f"paced {d['paced_rate']:.1f} msg/s: p50 latency ms",
+        1000 * (d["paced"]["p50"] or 0), 1000 * (m["paced"]["p50"] or 0))
+    row("paced: p99 latency ms", 1000 * (d["paced"]["p99"] or 0),
+        1000 * (m["paced"]["p99"] or 0))
+    row("paced: copies missing / duplicated",
+        d["paced"]["missing"] + d["paced"]["duplicates"],
+        m["paced"]["missing"] + m["paced"]["duplicates"], 0)
+    row("paced: server CPU s per 1,000 delivered", per_1000(d["paced"]),
+        per_1000(m["paced"]), 3)
+    row("s2s messages per broadcast (master's server -> users' servers)",
+        d["per_broadcast"]["messages"], m["per_broadcast"]["messages"], 2)
+    row("s2s stanzas of all kinds per broadcast (master's server -> users' servers)",
+        d["per_broadcast"]["stanzas"], m["per_broadcast"]["stanzas"], 2)
+    row("s2s bytes per broadcast (master's server -> users' servers)",
+        d["per_broadcast"]["bytes"], m["per_broadcast"]["bytes"], 0)
+    row("s2s stanzas per broadcast (all links, both ways)",
+        d["per_broadcast"]["all_stanzas"], m["per_broadcast"]["all_stanzas"], 2)
+    row("s2s bytes per broadcast (all links, both ways)",
+        d["per_broadcast"]["all_bytes"], m["per_broadcast"]["all_bytes"], 0)
+    row(f"newcomer gets the whole roster (p50 of {case['settings']['newcomers']}), ms",
+        1000 * (d["newcomer_p50"] or 0), 1000 * (m["newcomer_p50"] or 0))
+    row("newcomer: first roster presence (p50), ms", 1000 * (d["newcomer_first_p50"] or 0),
+        1000 * (m["newcomer_first_p50"] or 0))
+    row(f"{case['settings']['occupants']} occupants enter, s", d["join_seconds"],
+        m["join_seconds"], 2)
+    row("RSS growth of the server side per occupant, KiB",
+        d["rss_growth_kib_per_occupant"], m["rss_growth_kib_per_occupant"], 1)
+    out.append(("peak RSS master / slaves (dmuc), master's Prosody (both), MiB",
+                f"{mib(d, 'master'):.1f} / {mib(d, 'slave'):.1f}",
+                f"{mib(m, 'prosody ' + MASTER_DOMAIN):.1f}", "-"))
+    return out
+
+
+def table(case: dict[str, Any]) -> str:
+    s = case["settings"]
+    fanout = "one copy + recipient list" if s.get("fanout", True) else "a copy per user"
+    lines = [f"N = {s['occupants']} occupants on K = {s['servers']} users' servers "
+             f"(slave -> its Prosody: {fanout})",
+             "", "| figure | dmuc | mod_muc | dmuc / mod_muc |", "|---|---:|---:|---:|"]
+    lines += [f"| {a} | {b} | {c} | {r} |" for a, b, c, r in rows(case)]
+    return "\n".join(lines)
+
+
+def cpu_split(case: dict[str, Any]) -> str:
+    lines = []
+    for system in ("dmuc", "mod_muc"):
+        flood = case["results"][system]["flood"]
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in flood["cpu_by_process"].items() if v > 0.05)
+        lines.append(f"- {system} flood, CPU s by process: {parts}")
+    return "\n".join(lines)
+
+
+def write_doc(cases: Sequence[dict[str, Any]], command: str) -> None:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = [BEGIN, "", f"Run {when} on {platform.node() or 'this machine'} "
+            f"({os.cpu_count()} CPUs), command:", "", "```sh", command, "```", ""]
+    for case in cases:
+        body += [table(case), "", cpu_split(case), ""]
+    body.append(END)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + "\n".join(body) + rest.split(END, 1)[1]
+    else:
+        text += "\n" + "\n".join(body) + "\n"
+    DOC.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--occupants", type=int, nargs="+", default=[300, 1000])
+    p.add_argument("--servers", type=int, default=3)
+    p.add_argument("--newcomers", type=int, default=5)
+    p.add_argument("--paced-rate", type=float, default=30.0)
+    p.add_argument("--paced-seconds", type=float, default=10.0)
+    p.add_argument("--flood-seconds", type=float, default=10.0)
+    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--no-fanout", action="store_true",
+                   help="the slaves send one copy per local user (mod_dmuc_slave's "
+                        "dmuc_slave_fanout = false)")
+    p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    p.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = p.parse_args(argv)
+    cases = []
+    began = time.monotonic()
+    for n in args.occupants:
+        settings = Settings(occupants=n, servers=args.servers, newcomers=args.newcomers,
+                            paced_rate=args.paced_rate, paced_seconds=args.paced_seconds,
+                            flood_seconds=args.flood_seconds, window=args.window,
+                            fanout=not args.no_fanout)
+        print(f"-- N={n} K={args.servers}: dmuc and mod_muc ...", flush=True)
+        case = run_case(settings)
+        cases.append(case)
+        print(table(case), flush=True)
+        print(cpu_split(case), flush=True)
+    print(f"({time.monotonic() - began:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(cases, indent=1))
+    if not args.no_doc:
+        command = "python -m benchmarks.realnet " + " ".join(sys.argv[1:] if argv is None
+                                                             else argv)
+        write_doc(cases, command.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
