@@ -98,3 +98,11 @@ def test_no_function_level_imports_in_the_package() -> None:
                     if isinstance(inner, (ast.Import, ast.ImportFrom)):
                         offenders.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno}")
     assert offenders == []
+
+
+def test_test_modules_have_names_of_their_own() -> None:
+    """pytest imports tests/unit and tests/integration into one namespace: two test
+    modules with one basename make the whole run fail at collection."""
+    tests = PACKAGE.parent / "tests"
+    names = [p.name for p in tests.glob("*/test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
