@@ -144,19 +144,27 @@ class Archive:
         self._entries: deque[tuple[int, str | None, HistoryEntry | None]] = deque()
         self._seq_of: dict[str, int] = {}
         self._next = 0
+        # Whether it holds every message the room said in this process: nothing dropped
+        # off the window, nothing restored from storage (a slave may have had some of
+        # those). Then a `last` it does not know predates the room's life here (a master
+        # restart), and the slave has missed all of it.
+        self.whole = True
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, entry: HistoryEntry, sid: str | None) -> None:
+    def add(self, entry: HistoryEntry, sid: str | None, restored: bool = False) -> None:
         if self.window <= 0:
             return
+        if restored:
+            self.whole = False
         self._entries.append((self._next, sid, entry))
         if sid is not None:
             self._seq_of[sid] = self._next
         self._next += 1
         while len(self._entries) > self.window:
             _, old_sid, _ = self._entries.popleft()
+            self.whole = False
             if old_sid is not None:
                 self._seq_of.pop(old_sid, None)
 
@@ -207,9 +215,13 @@ class Archive:
     def replay(self, after: str | None, at_least: int) -> tuple[list[HistoryEntry], bool]:
         """What a (re)registering slave gets: everything after `after` ("" means it had
         seen none: everything kept), and never fewer than the `at_least` newest (its
-        history). None: a first registration, the newest alone. The flag says whether the
-        gap was found (False: it is older than the window; only the newest are sent)."""
+        history). None: a first registration, the newest alone. A `last` not here while
+        the archive is whole is older than the room's life in this process (the master
+        restarted): everything is sent. The flag says whether the gap was found (False:
+        it is older than the window; only the newest are sent)."""
         if after is None:
             return self.last(at_least), True
         seq = self._seq_of.get(after) if after else -1
+        if seq is None and self.whole:
+            seq = -1
         return self._newest(at_least, seq), seq is not None

@@ -296,6 +296,39 @@ def test_a_restarted_master_gets_its_slaves_and_their_users_back_at_once():
                           if m.name == "message"]
 
 
+def test_a_slave_back_late_after_a_master_restart_gets_all_it_missed():
+    """The master restarts; vesa's users talk at once, killrc's slave is cut off until
+    later: it registers with a `last` the new master never had, and its users get every
+    message said since the restart, not only the newest history-length of them."""
+    from muc_helpers import SERVICE
+
+    from dmuc.master.service import MUCService
+
+    net = occupied_room()
+    net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='before'>"
+                   "<body>before the restart</body></message>")
+    assert _bodies(net, WUMPUS) == ["before the restart"]  # killrc's `last` from now on
+    net.take(WIZ)
+    net.master = MUCService(net.master.settings)  # a restart: the temporary room is gone
+    net.down.add("killrc.oulubox.irc")
+    net._route(net.master.connected(net.now), source=SERVICE)
+    said = [f"while killrc was away {n}" for n in range(30)]  # more than the history (20)
+    for n, text in enumerate(said):
+        net.user_sends(f"<message from='{EFCHEN}' to='{ROOM}' type='groupchat' id='k{n}'>"
+                       f"<body>{text}</body></message>")
+    assert _bodies(net, WUMPUS) == []
+    assert _bodies(net, WIZ) == said  # eris's slave was back at once
+    net.down.clear()
+    killrc = net.slaves["killrc.oulubox.irc"]
+    for _ in range(12):
+        net.tick(killrc.settings.keepalive / 4)
+        if killrc.links[ROOM].state is LinkState.LIVE \
+                and "Wumpus" in net.master.rooms[ROOM].occupants:
+            break
+    assert _bodies(net, WUMPUS) == said
+    assert _bodies(net, WIZ) == []  # and nothing twice
+
+
 def test_the_slave_unregisters_when_its_last_local_occupant_leaves():
     net = occupied_room()
     vesa = net.slaves["vesa.yeggmaex.irc"]

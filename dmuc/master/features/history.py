@@ -69,7 +69,7 @@ def load(room: Room, records: list[HistoryRecord]) -> None:
     """Restore history read from storage after a restart (the archive starts from it)."""
     room.history.load(records)
     for entry in room.history:
-        room.archive.add(entry, stanza_id(entry.stanza, room.jid))
+        room.archive.add(entry, stanza_id(entry.stanza, room.jid), restored=True)
 
 
 # --- the history length setting -----------------------------------------------------------
