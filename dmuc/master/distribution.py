@@ -165,7 +165,6 @@ class Distribution:
             ("occupant-session-gone", self._on_session_gone),
             ("occupant-role-set", self._on_role_set),
             ("occupant-role-broadcast", self._on_role_broadcast),
-            ("occupant-groupchat", self._on_groupchat),
             ("message-time", self._on_message_time),
             ("message-kept", self._on_message_kept),
             ("message-retracted", self._on_message_retracted),
@@ -173,6 +172,8 @@ class Distribution:
             ("room-destroying", self._on_room_destroying),
         ):
             hooks.add(event, handler, priority=HOOK_PRIORITY)
+        # a subject change (priority 20) is never a resubmission
+        hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
 
     def replay_of(self, room: Room) -> RoomReplay:
         replay = self.replays.get(room.jid)

@@ -17,7 +17,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
-from dmuc.master.features import history, invites, iq_handlers, mam, subject, voice
+from dmuc.master.features import iq_handlers
 from dmuc.master.model import (
     AFFILIATION_RANK,
     ROLE_RANK,
@@ -475,13 +475,10 @@ class Room:
     def _session_new(self, occupant: Occupant, session: str, join: Element,
                      self_codes: list[str], out: Outbox) -> None:
         """A session is in: what it gets beyond the presences (mod_muc's
-        muc-occupant-session-new), unless a handler gave it all (a relayed session)."""
-        if self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
-                                   session=session, stanza=join, self_codes=self_codes,
-                                   out=out):
-            return
-        history.send_on_join(self, join, session, out)
-        out.send(self.subject_stanza(session))
+        muc-occupant-session-new: history, then subject), unless a handler gave it all
+        (a relayed session)."""
+        self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
+                                session=session, stanza=join, self_codes=self_codes, out=out)
 
     def _stored_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps;
@@ -758,16 +755,9 @@ class Room:
         if nick is not None:
             self._private_message(stanza, nick, occupant, out)
             return
-        muc_user = stanzas.child(stanza, "x", xmlns.MUC_USER)
-        if muc_user is not None and (
-            stanzas.child(muc_user, "invite") is not None
-            or stanzas.child(muc_user, "decline") is not None
-        ):
-            invites.handle(self, stanza, muc_user, occupant, out)
-            return
-        data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
-        if data_form is not None and stanzas.form_type(data_form) == xmlns.MUC_REQUEST:
-            voice.handle(self, stanza, data_form, occupant, out)
+        # invitations, declines, voice requests (whatever their type, as mod_muc)
+        if self.service.hooks.fire("message-to-room", room=self, stanza=stanza,
+                                   occupant=occupant, out=out):
             return
         if mtype != "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
@@ -780,12 +770,9 @@ class Room:
             self._refuse(stanza, out, "auth", "forbidden",
                                          "You do not have voice in this room")
             return
-        if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
-            subject.change(self, stanza, occupant, out)
-            return
         if self.service.hooks.fire("occupant-groupchat", room=self, occupant=occupant,
                                    stanza=stanza, out=out):
-            return  # taken over by a handler
+            return  # taken over by a handler (a subject change, a resubmission)
         self.broadcast_message(stanza, occupant, out)
 
     def broadcast_message(self, stanza: Element, occupant: Occupant, out: Outbox) -> Element:
@@ -801,19 +788,18 @@ class Room:
         sid = msg.addElement((xmlns.STANZA_ID, "stanza-id"))
         sid["id"] = str(uuid.uuid4())
         sid["by"] = self.jid
-        self.service.hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant,
-                                out=out)
-        said_at = self.service.hooks.fire("message-time", room=self, stanza=stanza,
-                                          now=out.now)
+        hooks = self.service.hooks
+        said_at = hooks.fire("message-time", room=self, stanza=stanza, now=out.now)
+        stamp = out.now if said_at is None else said_at
+        # decorated by the features (occupant-id), then kept by history and the archive
+        hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant, out=out,
+                   stamp=stamp)
         live = msg
         if said_at is not None:
             # Said earlier than now (a relay kept it through a netsplit): everyone sees when.
             live = stanzas.copy(msg)
             live.addChild(stanzas.delay(said_at, self.jid))
-        self.broadcast_groupchat(live, out, said_at)
-        if stanzas.child(msg, "body") is not None:
-            history.append(self, msg, out, said_at)
-        mam.archive(self, msg, occupant, out, said_at)
+        self.broadcast_groupchat(live, out, stamp)
         return msg
 
     def _private_message(
