@@ -20,13 +20,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
-from dmuc.master.model import Occupant
+from dmuc.master.model import Occupant, PresenceChange
 from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
@@ -265,14 +265,15 @@ class Distribution:
                                visibility.self_status_codes(self_codes))
         self._send(room, slave, xep0282.enter(own, slave, session, request), out)
 
-    def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                **presence: Any) -> bool:
-        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
+    def leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                out: Outbox) -> bool:
+        """§4.6: a session that entered through a slave leaves through it (LEAVE first);
+        `change` says how its own unavailable presence is built."""
         slave = self.slave_of(room, session)
         if slave is None:
             return False
-        codes = visibility.self_status_codes(presence.pop("statuses", ()))
-        own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
+        codes = visibility.self_status_codes(change.statuses)
+        own = room.changed_presence(occupant, change, True, codes)
         self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True
 
@@ -412,9 +413,9 @@ class Distribution:
         self.entered(room, occupant, session, _NO_HISTORY_JOIN, self_codes, out)
         return True
 
-    def _on_leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                    presence: dict[str, Any]) -> bool | None:
-        return self.leaving(room, occupant, session, out, **presence) or None
+    def _on_leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                    out: Outbox) -> bool | None:
+        return self.leaving(room, occupant, session, change, out) or None
 
     def _on_session_gone(self, room: Room, session: str, out: Outbox) -> None:
         self.forget(room, session, out)

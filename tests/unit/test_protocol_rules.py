@@ -99,6 +99,40 @@ def test_which_presence_hides_an_occupant(ptype: str | None, role: str | None,
     assert visibility.hides_occupant(presence) is hides
 
 
+ALL = ("moderator", "participant", "visitor")
+NO_VISITORS = ("moderator", "participant")
+# mod_muc's presence_broadcast on the room's side: (role now, role before, roles broadcast,
+# hide, nick change, probe) -> (the others see it, they are told it is gone)
+SHOWN = [
+    ("participant", None, ALL, False, False, False, True, False),   # a status update
+    ("visitor", None, NO_VISITORS, False, False, False, False, False),  # a hidden one's
+    ("visitor", "participant", NO_VISITORS, False, False, False, True, True),  # voice revoked
+    ("participant", "visitor", NO_VISITORS, False, False, False, True, False),  # voice granted
+    ("visitor", "moderator", ("moderator",), False, False, False, True, True),
+    ("visitor", None, NO_VISITORS, True, False, False, True, True),  # the setting changed
+    ("participant", None, NO_VISITORS, True, False, False, True, False),  # still broadcast
+    ("visitor", None, NO_VISITORS, False, True, False, True, False),  # its nick change
+    ("visitor", None, NO_VISITORS, False, False, True, True, False),  # a probe's answer
+    ("visitor", "participant", NO_VISITORS, False, False, True, True, False),
+    ("none", "participant", NO_VISITORS, False, False, False, True, False),  # it leaves
+    ("none", "visitor", NO_VISITORS, False, False, False, False, False),  # unseen, leaves
+    ("none", "visitor", (*NO_VISITORS, "none"), False, False, False, True, False),
+    ("none", None, NO_VISITORS, False, False, False, True, False),  # one session leaves
+    ("none", "visitor", NO_VISITORS, True, False, False, False, False),
+]
+
+
+@pytest.mark.parametrize(("role", "prev_role", "broadcast", "hide", "nick_change", "probe",
+                          "visible", "hiding"), SHOWN)
+def test_which_presence_changes_the_others_see(role: str, prev_role: str | None,
+                                               broadcast: tuple[str, ...], hide: bool,
+                                               nick_change: bool, probe: bool, visible: bool,
+                                               hiding: bool) -> None:
+    shown = visibility.presence_shown(role, prev_role, broadcast, hide=hide,
+                                      nick_change=nick_change, probe=probe)
+    assert shown == visibility.PresenceShown(visible, hiding)
+
+
 def test_deliver_presence_skips_a_kind_without_a_copy() -> None:
     """A hidden occupant's own sessions get nothing from a slave (the master sends theirs)."""
     out = Outbox(0.0)
