@@ -7,18 +7,17 @@ plugin prints it as one line and exits non-zero.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dmuc import jids
+from dmuc.errors import StorageError
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
-from dmuc.storage import POSTGRES_URL_SCHEMES, PostgresStorage, SQLiteStorage, StorageError
+from dmuc.storage import open_storage
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -134,27 +133,10 @@ def _component(r: _Reader) -> ComponentConfig:
 def _storage_url(r: _Reader) -> str:
     url = r.get("storage", "url", str)
     r.check_unknown("storage", {"url"})
-    if url.startswith(POSTGRES_URL_SCHEMES):
-        try:
-            PostgresStorage.from_url(url)
-        except StorageError as exc:
-            raise r.error("storage.url", str(exc)) from exc
-        return url
-    if not url.startswith("sqlite:"):
-        raise r.error("storage.url",
-                      f"unsupported scheme in {url!r} (supported: sqlite, postgresql)")
     try:
-        storage = SQLiteStorage.from_url(url)
+        open_storage(url).check()
     except StorageError as exc:
         raise r.error("storage.url", str(exc)) from exc
-    path = getattr(storage, "path", None)
-    if path and path != ":memory:":
-        directory = Path(path).parent
-        existing = directory
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not os.access(existing, os.W_OK):
-            raise r.error("storage.url", f"directory {existing} is not writable")
     return url
 
 

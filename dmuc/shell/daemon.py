@@ -42,11 +42,12 @@ from dmuc.outbox import (
     StorageOp,
 )
 from dmuc.protocol import stanzas, xep0282
+from dmuc.records import ArchiveRecord, RoomRecord
 from dmuc.shell import metrics
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
-from dmuc.storage import ArchiveRecord, RoomRecord, Storage, url_for_log
+from dmuc.storage import Storage, url_for_log
 
 log = get_logger("dmuc")
 
