@@ -23,8 +23,10 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 class ConfigError(Exception):
-    def __init__(self, path: str, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
+    """FILE: KEY: REASON, or FILE: REASON for the whole file (key None)."""
+
+    def __init__(self, path: str, key: str | None, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if key is None else f"{path}: {key}: {reason}")
         self.path, self.key, self.reason = path, key, reason
 
 
@@ -105,13 +107,13 @@ def read_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError(path, "-", "file not found") from exc
+        raise ConfigError(path, None, "file not found") from exc
     except PermissionError as exc:
-        raise ConfigError(path, "-", "permission denied") from exc
+        raise ConfigError(path, None, "permission denied") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "-", f"not valid TOML ({exc})") from exc
+        raise ConfigError(path, None, f"not valid TOML ({exc})") from exc
     except IsADirectoryError as exc:
-        raise ConfigError(path, "-", "is a directory") from exc
+        raise ConfigError(path, None, "is a directory") from exc
 
 
 def _component(r: _Reader) -> ComponentConfig:
