@@ -196,6 +196,19 @@ def test_link_faults_do_what_they_say(network: DmucNetwork,
         else:
             raise AssertionError(f"nothing got through after the blackhole: {kay.dump()}")
         assert not kay.received(lambda e: body(e) == "void"), kay.dump()
+
+        # one way: what avalon writes is thrown away, what killrc writes passes
+        network.heal(KILLRC)
+        network.oneway(MASTER_DOMAIN, KILLRC)
+        assert network.link_fault(KILLRC) == ("oneway", 0.0)
+        dropped = network.s2s_dropped(KILLRC)["message"]
+        chat("one way")
+        counted("dropped", dropped + 1)
+        kay.send_raw(f"<message to='{alice.jid}' type='chat' id='back'><body>back</body>"
+                     "</message>")
+        run(alice.expect(all_of(is_message(from_=kay.jid, type_="chat"),
+                                lambda e: body(e) == "back"), 10))
+        assert not kay.received(lambda e: body(e) == "one way"), kay.dump()
     finally:
         network.heal_all()
 
