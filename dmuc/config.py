@@ -17,6 +17,7 @@ from dmuc.errors import StorageError
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
+from dmuc.protocol import keepalive
 from dmuc.storage import open_storage
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -370,8 +371,9 @@ def load_slave_config(path: str) -> SlaveConfig:
             raise r.error("slave.rooms", f"{room!r} is not on a service in slave.masters")
         cfg.rooms.append(parsed.userhost())
     cfg.keepalive = r.get("slave", "keepalive", int, 60)
-    if not 5 <= cfg.keepalive <= 3600:
-        raise r.error("slave.keepalive", "must be between 5 and 3600 seconds")
+    if not keepalive.MIN_KEEPALIVE <= cfg.keepalive <= keepalive.MAX_KEEPALIVE:
+        raise r.error("slave.keepalive", f"must be between {keepalive.MIN_KEEPALIVE} and "
+                      f"{keepalive.MAX_KEEPALIVE} seconds")
     cfg.history = r.get("slave", "history", int, 20)
     if cfg.history < 0:
         raise r.error("slave.history", "must not be negative")
