@@ -23,7 +23,7 @@ from dmuc.master.room import Room
 from dmuc.master.routing import Router
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas, xep0282
-from dmuc.storage.records import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, RoomRecord
 
 LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
 

@@ -11,7 +11,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
 from dmuc.protocol import stanzas
-from dmuc.storage.records import HistoryRecord
+from dmuc.records import HistoryRecord
 
 
 @dataclass

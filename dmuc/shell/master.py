@@ -18,9 +18,10 @@ from dmuc.log import set_level
 from dmuc.master.distribution import RegistrationState
 from dmuc.master.service import MUCService
 from dmuc.master.status import DAEMON_KEY, SlaveStatus
+from dmuc.records import RoomRecord, status_service
 from dmuc.shell import metrics
 from dmuc.shell.daemon import CoreHandler, Daemon, config_options, log
-from dmuc.storage import RoomRecord, open_storage, status_service
+from dmuc.storage import open_storage
 
 Options = config_options("dmuc-master", load_master_config)
 

@@ -27,6 +27,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
 from dmuc.config import ConfigError, load_master_config
+from dmuc.errors import ArchiveIdNotFound
 from dmuc.master.features import mam
 from dmuc.outbox import (
     AppendArchive,
@@ -40,14 +41,9 @@ from dmuc.outbox import (
 )
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import stanza_id
+from dmuc.records import ArchiveQuery, ArchiveRecord
 from dmuc.shell.daemon import CoreHandler
-from dmuc.storage import (
-    ArchiveIdNotFound,
-    ArchiveQuery,
-    ArchiveRecord,
-    Storage,
-    open_storage,
-)
+from dmuc.storage import Storage, open_storage
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import delayed, entry_for, stanza_id
-from dmuc.storage.records import HistoryRecord
+from dmuc.records import HistoryRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room

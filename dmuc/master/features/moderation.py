@@ -24,7 +24,7 @@ from dmuc.master.features import occupant_id as occupant_ids
 from dmuc.outbox import Outbox, QueryArchive, RetractArchived
 from dmuc.protocol import occupant_id, stanzas
 from dmuc.protocol.history import entry_for, stanza_id
-from dmuc.storage.records import ArchivePage, ArchiveQuery
+from dmuc.records import ArchivePage, ArchiveQuery
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
