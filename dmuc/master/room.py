@@ -598,7 +598,7 @@ class Room:
         self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
-        self.service.room_maybe_empty(self, out)
+        self.service.close_if_empty(self, out)
 
     def _leaving(self, occupant: Occupant, session: str, change: PresenceChange,
                  out: Outbox) -> bool:
@@ -642,7 +642,7 @@ class Room:
         if role == "none":
             self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
             out.info(f"{occupant.nick} was kicked from {self.jid}")
-            self.service.room_maybe_empty(self, out)
+            self.service.close_if_empty(self, out)
             return
         if occupant.role == role:
             return
@@ -696,7 +696,7 @@ class Room:
         self.service.hooks.fire("affiliation-changed", room=self, jid=bare_jid,
                                 affiliation=affiliation, in_room=bool(present), reason=reason,
                                 out=out)
-        self.service.room_maybe_empty(self, out)
+        self.service.close_if_empty(self, out)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -707,9 +707,7 @@ class Room:
         if mtype == "error":
             # Our broadcast (from room/nick, or the room) bounced at the user's server: the
             # session is gone. As mod_muc, only for conditions that say so.
-            err = stanzas.child(stanza, "error")
-            cond = next((e.name for e in err.elements() if e.uri == xmlns.STANZAS
-                         and e.name != "text"), None) if err is not None else None
+            cond = stanzas.error_condition(stanza)
             if occupant is not None and (cond is None or cond in KICKABLE_ERRORS):
                 self.remove_session(occupant, sender, out, statuses=("307", "333"))
             return
@@ -722,14 +720,14 @@ class Room:
             return
         if mtype != "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
-                                         "Messages to the room must be of type groupchat")
+                         "Messages to the room must be of type groupchat")
             return
         if occupant is None:
             self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         if occupant.role == "visitor" or occupant.role == "none":
             self._refuse(stanza, out, "auth", "forbidden",
-                                         "You do not have voice in this room")
+                         "You do not have voice in this room")
             return
         if self.service.hooks.fire("occupant-groupchat", room=self, occupant=occupant,
                                    stanza=stanza, out=out):
@@ -769,7 +767,7 @@ class Room:
         mtype = stanza.getAttribute("type") or "normal"
         if mtype == "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
-                                         "Private messages may not be of type groupchat")
+                         "Private messages may not be of type groupchat")
             return
         if sender_occupant is None:
             self._refuse(stanza, out, *NOT_IN_ROOM)
@@ -777,11 +775,11 @@ class Room:
         target = self.occupants.get(nick)
         if target is None:
             self._refuse(stanza, out, "cancel", "item-not-found",
-                                         "That occupant is not in the room")
+                         "That occupant is not in the room")
             return
         if not self._pm_allowed(sender_occupant, target):
             self._refuse(stanza, out, "cancel", "policy-violation",
-                                         "Private messages are restricted in this room")
+                         "Private messages are restricted in this room")
             return
         msg = stanzas.new("message", {"from": self.occupant_jid(sender_occupant.nick),
                                       "type": stanza.getAttribute("type"),
@@ -806,7 +804,7 @@ class Room:
 
     def _refuse(self, stanza: Element, out: Outbox, err_type: str, condition: str,
                 text: str | None = None) -> None:
-        """Answer a stanza the room refuses, and log it once (issue 8: every refusal)."""
+        """Answer a stanza the room refuses, and log it once."""
         stanzas.refuse(out, stanza, err_type, condition, text,
                        what=f"{stanza.name} to {stanza.getAttribute('to')}")
 

@@ -112,7 +112,7 @@ class MUCService:
         self.hooks.fire("room-created", room=room, out=out)
         return room
 
-    def room_maybe_empty(self, room: Room, out: Outbox) -> None:
+    def close_if_empty(self, room: Room, out: Outbox) -> None:
         """A temporary room ends with its last occupant; so does a never-configured room."""
         if room.destroyed or not room.is_empty():
             return

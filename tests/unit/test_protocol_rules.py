@@ -8,10 +8,9 @@ import pytest
 
 from dmuc import xmlns
 from dmuc.errors import IllegalTransition
-from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility
-from dmuc.protocol.history import History, HistoryEntry, delayed
+from dmuc.protocol.history import History, delayed
 from dmuc.protocol.statemachine import StateMachine
 
 # --- who may see a real JID ----------------------------------------------------------------
@@ -258,34 +257,3 @@ def test_state_machine_follows_its_table_and_refuses_the_rest() -> None:
     with pytest.raises(IllegalTransition):
         machine.fire("cut")
     assert machine.state is Light.ON
-
-
-# What a (re)registering slave is replayed from the master's archive (§4.11.2):
-# (window, restored entries, new entries, the slave's last, its history) ->
-# (replayed ids, gap found)
-ARCHIVE_REPLAYS = [
-    ("first registration: the newest", 100, 0, 5, None, 2, ["n3", "n4"], True),
-    ("seen none: everything", 100, 0, 5, "", 2, ["n0", "n1", "n2", "n3", "n4"], True),
-    ("exactly the gap", 100, 0, 5, "n1", 1, ["n2", "n3", "n4"], True),
-    ("at least its history", 100, 0, 5, "n4", 2, ["n3", "n4"], True),
-    ("a last from before a master restart: all since", 100, 0, 5, "old", 2,
-     ["n0", "n1", "n2", "n3", "n4"], True),
-    ("older than a trimmed window: the newest only", 3, 0, 5, "old", 2, ["n3", "n4"], False),
-    ("unknown, after a restore from storage: the newest only", 100, 2, 3, "old", 2,
-     ["n1", "n2"], False),
-]
-
-
-@pytest.mark.parametrize("window, restored, added, last, history, replayed, found",
-                         [c[1:] for c in ARCHIVE_REPLAYS], ids=[c[0] for c in ARCHIVE_REPLAYS])
-def test_archive_replay(window: int, restored: int, added: int, last: str | None,
-                        history: int, replayed: list[str], found: bool) -> None:
-    archive = ReplayWindow(window)
-    for n in range(restored):
-        archive.add(HistoryEntry(float(n), stanzas.new("message", {"id": f"r{n}"}), 0),
-                    f"r{n}", restored=True)
-    for n in range(added):
-        archive.add(HistoryEntry(float(n), stanzas.new("message", {"id": f"n{n}"}), 0), f"n{n}")
-    entries, was_found = archive.replay(last, history)
-    assert [e.stanza["id"] for e in entries] == replayed
-    assert was_found is found
