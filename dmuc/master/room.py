@@ -1,9 +1,11 @@
 """The room core: occupants, presence, messages and IQ routing of one XEP-0045 room.
 
 Feature modules (history, subject, admin, owner, invites, registration, voice, disco)
-sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua.
-Every entry point takes a parsed stanza and an Outbox and returns nothing: what to send
-and what to store is written to the Outbox.
+sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua:
+the room fires events (dmuc.hooks lists them) and they hook them. A session may be reached
+through a relay that gets one copy of each broadcast (routing.Router); the room knows no
+more of it than the events' results. Every entry point takes a parsed stanza and an
+Outbox and returns nothing: what to send and what to store is written to the Outbox.
 """
 
 from __future__ import annotations
