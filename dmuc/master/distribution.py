@@ -6,11 +6,11 @@ module hooks them, the way Prosody's plugins hook muc.lib.lua's: `occupant-enter
 `occupant-session-new` / `occupant-session-moved` (§4.5), `occupant-leaving` /
 `occupant-session-gone` (§4.6), `occupant-role-set` / `occupant-role-broadcast` (§4.7),
 `occupant-groupchat` and `message-time` (§4.11.2), `message-kept` / `message-retracted`
-/ `recent-message` (the replay window), `room-destroying`. It is also the room's
-routing.Router: `route`, `relay_of` and the fan-outs (§4.7, §4.9). A session that entered
-through a slave is reached through that slave only: the slave gets ONE copy of each
-broadcast and fans it out. Each slave's registration for a room is a small state machine
-(REGISTRATION_TRANSITIONS).
+/ `recent-message` (the replay window), `room-destroying`, and `room-config-applied` (a
+whois change). It is also the room's routing.Router: `route`, `relay_of` and the fan-outs
+(§4.7, §4.9). A session that entered through a slave is reached through that slave only:
+the slave gets ONE copy of each broadcast and fans it out. Each slave's registration for a
+room is a small state machine (REGISTRATION_TRANSITIONS).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
-from dmuc.master.model import Occupant, PresenceChange
+from dmuc.master.model import Occupant, PresenceChange, RoomConfig
 from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
@@ -174,6 +174,8 @@ class Distribution:
             hooks.add(event, handler, priority=HOOK_PRIORITY)
         # a subject change (priority 20) is never a resubmission
         hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
+        # after the evictions and storage of a new configuration (as whois.py did)
+        hooks.add("room-config-applied", self._on_config_applied, priority=10)
 
     def replay_of(self, room: Room) -> RoomReplay:
         replay = self.replays.get(room.jid)
@@ -468,6 +470,10 @@ class Distribution:
 
     def _on_recent_message(self, room: Room, sid: str) -> HistoryEntry | None:
         return self.replay_of(room).window.get(sid)
+
+    def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
+        if room.config.whois != old.whois:
+            self.whois_changed(room, out)
 
     def _on_room_destroying(self, room: Room, notice: Element | None, out: Outbox) -> None:
         self.destroyed(room, notice, out)
