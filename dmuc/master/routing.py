@@ -27,6 +27,10 @@ class Router(Protocol):
                          relays: Iterable[Any], out: Outbox) -> None:
         """One copy of a presence per relay; `build(with_jid)` makes it."""
 
+    def fan_out_room_stanza(self, room: Room, stanza: Element, relays: Iterable[Any],
+                            out: Outbox) -> None:
+        """One copy per relay of a stanza from the room itself (e.g. its avatar)."""
+
     def fan_out_groupchat(self, room: Room, message: Element, relays: Iterable[Any],
                           out: Outbox, stamp: float) -> None:
         """One copy of a groupchat message per relay, said at `stamp`."""
