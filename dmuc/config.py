@@ -17,14 +17,17 @@ from dmuc.errors import StorageError
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
+from dmuc.protocol import keepalive
 from dmuc.storage import open_storage
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 class ConfigError(Exception):
-    def __init__(self, path: str, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
+    """FILE: KEY: REASON, or FILE: REASON for the whole file (key None)."""
+
+    def __init__(self, path: str, key: str | None, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if key is None else f"{path}: {key}: {reason}")
         self.path, self.key, self.reason = path, key, reason
 
 
@@ -105,13 +108,13 @@ def read_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError(path, "-", "file not found") from exc
+        raise ConfigError(path, None, "file not found") from exc
     except PermissionError as exc:
-        raise ConfigError(path, "-", "permission denied") from exc
+        raise ConfigError(path, None, "permission denied") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "-", f"not valid TOML ({exc})") from exc
+        raise ConfigError(path, None, f"not valid TOML ({exc})") from exc
     except IsADirectoryError as exc:
-        raise ConfigError(path, "-", "is a directory") from exc
+        raise ConfigError(path, None, "is a directory") from exc
 
 
 def _component(r: _Reader) -> ComponentConfig:
@@ -368,8 +371,9 @@ def load_slave_config(path: str) -> SlaveConfig:
             raise r.error("slave.rooms", f"{room!r} is not on a service in slave.masters")
         cfg.rooms.append(parsed.userhost())
     cfg.keepalive = r.get("slave", "keepalive", int, 60)
-    if not 5 <= cfg.keepalive <= 3600:
-        raise r.error("slave.keepalive", "must be between 5 and 3600 seconds")
+    if not keepalive.MIN_KEEPALIVE <= cfg.keepalive <= keepalive.MAX_KEEPALIVE:
+        raise r.error("slave.keepalive", f"must be between {keepalive.MIN_KEEPALIVE} and "
+                      f"{keepalive.MAX_KEEPALIVE} seconds")
     cfg.history = r.get("slave", "history", int, 20)
     if cfg.history < 0:
         raise r.error("slave.history", "must not be negative")

@@ -365,7 +365,8 @@ def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_
     store = yield store_at()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
-    spam_seen = room.h.service.rooms[ROOM].archive.get(spam).stanza
+    service = room.h.service
+    spam_seen = service.distribution.replay_of(service.rooms[ROOM]).window.get(spam).stanza
     kept = yield room.say(TROY, "fine")
     out = room.h.send(moderate_v1(WIZ, spam))
     sent = yield settle(store, out)
@@ -410,7 +411,8 @@ def test_a_message_no_longer_in_memory_is_found_in_the_archive(store_at):
     store = yield store_at()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
-    room.h.service.rooms[ROOM].archive.retract(spam)  # as if it had left the window
+    service = room.h.service
+    service.distribution.replay_of(service.rooms[ROOM]).window.retract(spam)  # left it
     sent = yield settle(store, room.h.send(moderate_v1(WIZ, spam)))
     assert sent[-1]["type"] == "result"
     sent = yield settle(store, room.h.send(moderate_v1(WIZ, "unknown")))
