@@ -70,6 +70,7 @@ class SlaveLink:
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
+    back_since: float = -1e18  # when it last left SPLIT
     observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[LinkState] = field(init=False, repr=False)
 
@@ -91,7 +92,14 @@ class SlaveLink:
         state = self.machine.fire(event)
         if state is not before:
             self.since = now
+            if before is LinkState.SPLIT:
+                self.back_since = now
         return state
+
+    def catching_up(self, now: float) -> bool:
+        """Split, or back from a split for less than a keepalive: what comes from it now
+        may be what waited while it was stopped or its link stalled (§4.11.2)."""
+        return self.split or now - self.back_since < self.keepalive
 
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
@@ -123,6 +131,10 @@ class Distribution:
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
         self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
+        # second copies of messages dropped (a slave's replay, or the late first copy
+        # after it), per room since the last tick: logged in one line a tick
+        self.duplicates: dict[str, int] = {}
+        self.duplicates_total = 0
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -547,7 +559,18 @@ class Distribution:
 
     # --- keepalive and netsplit (§4.10, §4.11) ------------------------------------------
 
+    def duplicate_dropped(self, room_jid: str) -> None:
+        """A second copy of a message was dropped: not the user's error, not answered;
+        counted, and told in one line at the next tick (§4.11.2)."""
+        self.duplicates[room_jid] = self.duplicates.get(room_jid, 0) + 1
+        self.duplicates_total += 1
+
     def tick(self, now: float, out: Outbox) -> None:
+        for room_jid, count in sorted(self.duplicates.items()):
+            out.info(f"{room_jid}: dropped {count} second cop{'y' if count == 1 else 'ies'} "
+                     "of messages a slave replayed after a netsplit (or that a slow link "
+                     "delivered late)")
+        self.duplicates.clear()
         for links in self.links.values():
             for link in links.values():
                 if not link.split and keepalive.expired(now, link.last_heard, link.last_ping,

@@ -40,7 +40,8 @@ _NO_HISTORY_JOIN = stanzas.parse_xml(
     f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
 # The oldest original time a slave may claim for a message it held through a netsplit.
 MAX_HELD_SECONDS = 86_400
-# Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
+# Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
+# first copy after its replay (§4.11.2): far more than a split holds in flight.
 MAX_REMEMBERED_SUBMISSIONS = 5000
 # Error conditions that mean the occupant's session is gone (mod_muc's is_kickable_error).
 KICKABLE_ERRORS = frozenset({
@@ -71,7 +72,7 @@ class Room:
         self.archive = Archive(service.settings.archive_window)
         # (sender, message id) of recent groupchat submissions: a slave that resubmits
         # what it held or had in flight across a netsplit is not broadcast twice
-        self.submitted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.submitted: OrderedDict[tuple[str, str], bool] = OrderedDict()  # -> a replay
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
@@ -791,18 +792,24 @@ class Room:
         self.broadcast_message(stanza, occupant, out)
 
     def _resubmitted(self, sender: str, message_id: str | None, out: Outbox) -> bool:
-        """Whether a groupchat is a slave's resubmission (its id carries xep0282's
-        RESUBMIT prefix) of one the room has already broadcast: after a netsplit the
-        slave cannot know which of its stanzas in flight arrived. Plain ids are never
-        dropped: a client may reuse them."""
+        """Whether a groupchat is a copy of one the room has already broadcast: after a
+        netsplit a slave cannot know which of the messages it had in flight arrived, and
+        submits them again (xep0282's RESUBMIT or SPLIT prefix); a link that was only slow
+        delivers the first copy late, after the replay. So two copies of one (sender, id)
+        where one is a slave's replay are one message. Plain ids alone are never dropped:
+        a client may reuse them."""
         if not message_id:
             return False
-        original, resubmitted = xep0282.original_id(message_id)
-        seen = (sender, original) in self.submitted
-        if seen and resubmitted:
-            out.debug(f"{self.jid}: dropped a resubmitted message {message_id} of {sender}")
+        original, _ = xep0282.original_id(message_id)
+        replay = original != message_id
+        key = (sender, original)
+        seen = self.submitted.get(key)
+        if seen is not None and (replay or seen):
+            out.debug(f"{self.jid}: dropped a second copy {message_id} of {sender}")
+            self.service.distribution.duplicate_dropped(self.jid)
             return True
-        self.submitted[(sender, original)] = None
+        self.submitted[key] = replay
+        self.submitted.move_to_end(key)
         while len(self.submitted) > MAX_REMEMBERED_SUBMISSIONS:
             self.submitted.popitem(last=False)
         return False
