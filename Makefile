@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run run-single test unit lint bench bench-daemon soak deps venv clean man
+.PHONY: demo run run-single test unit lint bench bench-daemon soak faults deps venv clean man
 
 demo: deps venv
 	$(BIN)/python -m testbed.demo_story
@@ -34,9 +34,15 @@ lint: venv
 man: venv
 	$(BIN)/python docs/man/build_man.py
 
-# A long soak: SOAK_FAULTS random faults under continuous traffic (a fresh seed each run,
-# printed; replay one with SOAK_SEED=n). The test suite runs a short one (3 faults).
-SOAK_FAULTS ?= 20
+# Every fault test, short and long, for every kind of fault (testbed/faults.py FAULT_KINDS),
+# and the 60 s split; `make test` runs the short ones and one long one per class of fault.
+faults: deps venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -s -m integration tests/integration/test_faults.py
+
+# A long soak: SOAK_FAULTS random faults under continuous traffic, drawn from every kind
+# of fault (a fresh seed each run, printed; replay one with SOAK_SEED=n), judged as the
+# fault tests. The test suite runs a short one (one fault of each class, a fresh seed).
+SOAK_FAULTS ?= 30
 SOAK_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 soak: deps venv
 	DMUC_SOAK_FAULTS=$(SOAK_FAULTS) DMUC_SOAK_SEED=$(SOAK_SEED) \
