@@ -40,6 +40,14 @@ def original_id(message_id: str) -> tuple[str, bool]:
             return message_id, resubmitted
 
 
+def is_replay(message: Element) -> bool:
+    """Whether a groupchat message is a slave's replay across a netsplit (held, or
+    submitted again): its sender was charged for it when it first sent it (§4.11.2)."""
+    message_id = message.getAttribute("id") or ""
+    return message.name == "message" and message_id.startswith(
+        (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX))
+
+
 def dmuc_x() -> Element:
     return Element((xmlns.DMUC, "x"))
 
