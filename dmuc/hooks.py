@@ -37,6 +37,46 @@ occupant, out: the relayed copy, from the sender's occupant), ``occupant-presenc
 snapshot carries after the subject); ``room-iq``, ``service-iq``
 (stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
 result means the stanza was handled; ``service-disco-features`` (features).
+
+The room core's own steps, where a handler may take a session or a stanza over (a true
+result: the room does not do that step itself). dmuc.master.distribution (XEP-0282) hooks
+them all at priority 1000; whether a session is relayed is read from routing.Router:
+
+``occupant-entering`` (room, session, out)
+    a session is about to enter; True: it is relayed (its relay sends it the occupant
+    list and its own presence, the room does not).
+``occupant-session-new`` (room, occupant, session, stanza, self_codes, out)
+    the session is in and the room has broadcast it (mod_muc's muc-occupant-session-new);
+    True: it got the rest (history, subject) from its relay. ``stanza`` is the join.
+``occupant-session-moved`` (room, occupant, session, self_codes, out)
+    a relayed session moved into another occupant (a nick change of one session): its
+    relay tells it.
+``occupant-leaving`` (room, occupant, session, out, presence)
+    a session is leaving; True: its relay told it (``presence``: how its own unavailable
+    presence is built: statuses, base, reason, actor_nick, item_extra).
+``occupant-session-gone`` (room, session, out)
+    a session is no longer in the room.
+``occupant-role-set`` (room, occupant)
+    an occupant's sessions have its role (a join, a session moved into it, a role
+    change), before the change is broadcast.
+``occupant-role-broadcast`` (room, occupant, out)
+    after the broadcast that followed ``occupant-role-set``.
+``occupant-groupchat`` (room, occupant, stanza, out)
+    a groupchat from an occupant with voice, before the room handles it (mod_muc's
+    muc-occupant-groupchat); True: taken over (e.g. a resubmission already broadcast).
+``message-time`` (room, stanza, now)
+    return when a groupchat was said, if earlier than now (a message held through a
+    netsplit): it is broadcast with that delay.
+``message-kept`` (room, entry, sid, restored)
+    a message entered the room's record (history, a moderation notice, or restored
+    from storage with ``restored``).
+``message-retracted`` (room, sid)
+    a message was moderated away (XEP-0425).
+``recent-message`` (room, sid)
+    return the recent message (HistoryEntry) with that stanza-id, if one is kept.
+``room-destroying`` (room, notice, out)
+    the room is being destroyed; ``notice`` is the unavailable presence with <destroy/>
+    its occupants got (None if it had none).
 """
 
 from __future__ import annotations

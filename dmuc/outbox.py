@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc.storage.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord
+from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord
 
 # Every log line stays one line, whatever a sender put in the names it quotes.
 _ONE_LINE = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}

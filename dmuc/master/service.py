@@ -21,9 +21,10 @@ from dmuc.master.features import limits as rate_limits
 from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
 from dmuc.master.room import Room
+from dmuc.master.routing import Router
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas, xep0282
-from dmuc.storage.records import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, RoomRecord
 
 LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
 
@@ -64,6 +65,7 @@ class MUCService:
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
+        self.router: Router = self.distribution  # how the room core reaches its sessions
         self.retention = mam.Retention()
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)

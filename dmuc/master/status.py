@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dmuc.master.distribution import Distribution, LinkState
+from dmuc.master.distribution import Distribution
+from dmuc.master.distribution import RegistrationState as R
 
 UNREGISTERED = "unregistered"
 # The record of the daemon itself, beside the slaves' (not a JID: no clash).
@@ -29,8 +30,8 @@ def slave_states(distribution: Distribution) -> dict[str, dict[str, Any]]:
             per[link.state.value] = per.get(link.state.value, 0) + 1
     summary = {}
     for jid, rooms in counts.items():
-        state = next((s.value for s in (LinkState.SPLIT, LinkState.LIVE, LinkState.STALE)
-                      if rooms.get(s.value)), UNREGISTERED)
+        state = next((s.value for s in (R.SPLIT, R.LIVE, R.STALE) if rooms.get(s.value)),
+                     UNREGISTERED)
         summary[jid] = {"state": state,
                         "domains": sorted(distribution.allowed.get(jid, ())),
                         "rooms": dict(sorted(rooms.items()))}

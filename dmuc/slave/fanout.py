@@ -12,8 +12,8 @@ from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import occupant_id, stanzas, visibility, xep0282
 from dmuc.protocol.history import HistoryEntry, delayed, moderated_id, stanza_id
+from dmuc.records import slave_history_key
 from dmuc.slave.room import SlaveRoom
-from dmuc.storage import slave_history_key
 
 
 class Fanout:

@@ -23,10 +23,10 @@ from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Delivery, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.protocol.statemachine import SplitCounter
+from dmuc.records import HistoryRecord
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
-from dmuc.storage import HistoryRecord
 
 
 @dataclass

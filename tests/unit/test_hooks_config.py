@@ -37,7 +37,7 @@ from dmuc.master.room import Room
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
 from dmuc.protocol import stanzas
-from dmuc.storage import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, RoomRecord
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 

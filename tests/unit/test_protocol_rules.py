@@ -8,9 +8,10 @@ import pytest
 
 from dmuc import xmlns
 from dmuc.errors import IllegalTransition
+from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility
-from dmuc.protocol.history import Archive, History, HistoryEntry, delayed
+from dmuc.protocol.history import History, HistoryEntry, delayed
 from dmuc.protocol.statemachine import StateMachine
 
 # --- who may see a real JID ----------------------------------------------------------------
@@ -245,7 +246,7 @@ ARCHIVE_REPLAYS = [
                          [c[1:] for c in ARCHIVE_REPLAYS], ids=[c[0] for c in ARCHIVE_REPLAYS])
 def test_archive_replay(window: int, restored: int, added: int, last: str | None,
                         history: int, replayed: list[str], found: bool) -> None:
-    archive = Archive(window)
+    archive = ReplayWindow(window)
     for n in range(restored):
         archive.add(HistoryEntry(float(n), stanzas.new("message", {"id": f"r{n}"}), 0),
                     f"r{n}", restored=True)

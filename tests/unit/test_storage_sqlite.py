@@ -1,21 +1,21 @@
-"""Tests for the storage adapters: SQLite (dmuc.storage.sqlite) and, for every test that
-takes ``storage_url``, PostgreSQL (dmuc.storage.postgres) on the session's real server."""
+"""Tests for the storage adapters (their SQL: dmuc.storage.sql): SQLite (dmuc.storage.sqlite)
+and, for every test that takes ``storage_url``, PostgreSQL (dmuc.storage.postgres) on the
+session's real server."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from dmuc.storage import HistoryRecord, RoomRecord, Storage, StorageError, open_storage
-from dmuc.storage import postgres as postgres_mod
-from dmuc.storage import sqlite as sqlite_mod
+from dmuc.errors import StorageError
+from dmuc.records import HistoryRecord, RoomRecord
+from dmuc.storage import Storage, open_storage, sql
 from dmuc.storage.sqlite import SQLiteStorage
 
 SERVICE = "muc.example.org"
@@ -45,10 +45,6 @@ def _opened(where: Path | str):
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
-
-
-def _module(url: str) -> ModuleType:
-    return sqlite_mod if _is_sqlite(url) else postgres_mod
 
 
 def _query(url: str, sql: str, *args: object) -> list[tuple]:
@@ -143,7 +139,7 @@ def test_open_creates_parent_dir_and_schema(tmp_path: Path):
     finally:
         yield store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_mod.MIGRATIONS)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sql.MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -167,13 +163,13 @@ def test_connection_pragmas(tmp_path: Path):
 def test_open_creates_schema(storage_url: str):
     store = yield _opened(storage_url)
     yield store.close()
-    assert _stored_version(storage_url) == len(_module(storage_url).MIGRATIONS)
+    assert _stored_version(storage_url) == len(sql.MIGRATIONS)
     assert {"rooms", "history"} <= _tables(storage_url)
 
 
 @pytest_twisted.inlineCallbacks
 def test_too_new_schema_rejected(storage_url: str):
-    _set_version(storage_url, len(_module(storage_url).MIGRATIONS) + 1)
+    _set_version(storage_url, len(sql.MIGRATIONS) + 1)
     store = open_storage(storage_url)
     with pytest.raises(StorageError, match="newer"):
         yield store.open()
@@ -184,7 +180,6 @@ def test_too_new_schema_rejected(storage_url: str):
 
 @pytest_twisted.inlineCallbacks
 def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest.MonkeyPatch):
-    module = _module(storage_url)
     store = yield _opened(storage_url)
     yield store.save_room(SERVICE, RoomRecord(ROOM, {"a": 1}))
     yield store.close()
@@ -193,11 +188,11 @@ def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest
         cursor.execute("INSERT INTO roster (jid) VALUES ('u@example.org')")
 
     migrations = [
-        *module.MIGRATIONS,
+        *sql.MIGRATIONS,
         "CREATE TABLE roster (jid TEXT PRIMARY KEY); CREATE INDEX roster_jid ON roster (jid);",
         add_row,
     ]
-    monkeypatch.setattr(module, "MIGRATIONS", migrations)
+    monkeypatch.setattr(sql, "MIGRATIONS", migrations)
     store = yield _opened(storage_url)
     try:
         rows = yield store._pool.runQuery("SELECT jid FROM roster")
@@ -211,11 +206,10 @@ def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest
 
 @pytest_twisted.inlineCallbacks
 def test_failing_migration_rolls_back(storage_url: str, monkeypatch: pytest.MonkeyPatch):
-    module = _module(storage_url)
     monkeypatch.setattr(
-        module,
+        sql,
         "MIGRATIONS",
-        [*module.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
+        [*sql.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
     )
     store = open_storage(storage_url)
     with pytest.raises(StorageError, match="nosuchtable"):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import ArchiveIdNotFound
 from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
@@ -24,7 +25,7 @@ from dmuc.master.model import Occupant, RoomConfig
 from dmuc.outbox import AppendArchive, DeleteArchive, ExpireArchive, Outbox, QueryArchive
 from dmuc.protocol import stanzas, visibility
 from dmuc.protocol.history import stanza_id
-from dmuc.storage.records import ArchiveIdNotFound, ArchivePage, ArchiveQuery, ArchiveRecord
+from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
