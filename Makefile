@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh Debian machine:
 #   make demo   the seed's network: 5 Prosody servers, dmuc-master, 3 dmuc-slaves (SQLite),
-#               the seed's story played on it (with a netsplit), the s2s cost next to mod_muc
-#   make test   the whole test suite (unit + integration against real Prosody)
+#               the seed's story played on it (with a netsplit), and on mod_muc: what every
+#               user received and the s2s cost, side by side
+#   make test   the whole test suite (unit + integration against real Prosody); make faults
+#               every fault test, short and long; make soak 30 random faults
 # make run brings up the same network without the story; make bench compares dmuc with
 # Prosody's mod_muc on it (docs/benchmarks.md).
 PYTHON ?= python3
