@@ -43,7 +43,8 @@ _NO_HISTORY_JOIN = stanzas.parse_xml(
     f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
 # The oldest original time a slave may claim for a message it held through a netsplit.
 MAX_HELD_SECONDS = 86_400
-# Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
+# Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
+# first copy after its replay (§4.11.2): far more than a split holds in flight.
 MAX_REMEMBERED_SUBMISSIONS = 5000
 # Its handlers run before the features' (e.g. history on join): a relayed session's
 # slave sends it everything itself.
@@ -88,6 +89,7 @@ class SlaveRegistration:
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
+    back_since: float = -1e18  # when it last left SPLIT
     observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[RegistrationState] = field(init=False, repr=False)
 
@@ -109,7 +111,14 @@ class SlaveRegistration:
         state = self.machine.fire(event)
         if state is not before:
             self.since = now
+            if before is RegistrationState.SPLIT:
+                self.back_since = now
         return state
+
+    def catching_up(self, now: float) -> bool:
+        """Split, or back from a split for less than a keepalive: what comes from it now
+        may be what waited while it was stopped or its link stalled (§4.11.2)."""
+        return self.split or now - self.back_since < self.keepalive
 
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
@@ -123,9 +132,10 @@ class RoomReplay:
     submissions already broadcast."""
 
     window: ReplayWindow
-    # (sender, message id) of recent groupchat submissions: a slave that resubmits what
-    # it held or had in flight across a netsplit is not broadcast twice
-    submitted: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    # (sender, message id) of recent groupchat submissions -> whether it was a slave's
+    # replay: a slave that resubmits what it held or had in flight across a netsplit is
+    # not broadcast twice, nor is a late first copy after its replay
+    submitted: OrderedDict[tuple[str, str], bool] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -152,6 +162,10 @@ class Distribution:
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
         self.splits = SplitCounter(RegistrationState.SPLIT)  # every link's netsplits and netjoins
+        # second copies of messages dropped (a slave's replay, or the late first copy
+        # after it), per room since the last tick: logged in one line a tick
+        self.duplicates: dict[str, int] = {}
+        self.duplicates_total = 0
         self.replays: dict[str, RoomReplay] = {}  # room -> its replay window and submissions
         self._hook(service.hooks)
 
@@ -436,19 +450,25 @@ class Distribution:
 
     def _resubmitted(self, room: Room, sender: str, message_id: str | None,
                      out: Outbox) -> bool:
-        """Whether a groupchat is a slave's resubmission (its id carries xep0282's
-        RESUBMIT prefix) of one the room has already broadcast: after a netsplit the
-        slave cannot know which of its stanzas in flight arrived. Plain ids are never
-        dropped: a client may reuse them."""
+        """Whether a groupchat is a copy of one the room has already broadcast: after a
+        netsplit a slave cannot know which of the messages it had in flight arrived, and
+        submits them again (xep0282's RESUBMIT or SPLIT prefix); a link that was only slow
+        delivers the first copy late, after the replay. So two copies of one (sender, id)
+        where one is a slave's replay are one message. Plain ids alone are never dropped:
+        a client may reuse them."""
         if not message_id:
             return False
-        original, resubmitted = xep0282.original_id(message_id)
+        original, _ = xep0282.original_id(message_id)
+        replay = original != message_id
+        key = (sender, original)
         submitted = self.replay_of(room).submitted
-        seen = (sender, original) in submitted
-        if seen and resubmitted:
-            out.debug(f"{room.jid}: dropped a resubmitted message {message_id} of {sender}")
+        seen = submitted.get(key)
+        if seen is not None and (replay or seen):
+            out.debug(f"{room.jid}: dropped a second copy {message_id} of {sender}")
+            self.duplicate_dropped(room.jid)
             return True
-        submitted[(sender, original)] = None
+        submitted[key] = replay
+        submitted.move_to_end(key)
         while len(submitted) > MAX_REMEMBERED_SUBMISSIONS:
             submitted.popitem(last=False)
         return False
@@ -699,7 +719,18 @@ class Distribution:
 
     # --- keepalive and netsplit (§4.10, §4.11) ------------------------------------------
 
+    def duplicate_dropped(self, room_jid: str) -> None:
+        """A second copy of a message was dropped: not the user's error, not answered;
+        counted, and told in one line at the next tick (§4.11.2)."""
+        self.duplicates[room_jid] = self.duplicates.get(room_jid, 0) + 1
+        self.duplicates_total += 1
+
     def tick(self, now: float, out: Outbox) -> None:
+        for room_jid, count in sorted(self.duplicates.items()):
+            out.info(f"{room_jid}: dropped {count} second cop{'y' if count == 1 else 'ies'} "
+                     "of messages a slave replayed after a netsplit (or that a slow link "
+                     "delivered late)")
+        self.duplicates.clear()
         for links in self.links.values():
             for link in links.values():
                 if not link.split and keepalive.expired(now, link.last_heard, link.last_ping,

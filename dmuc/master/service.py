@@ -192,6 +192,7 @@ class MUCService:
         """Timers: XEP-0282 keepalives to quiet or split slaves (§4.10, §4.11), and the
         end of rooms left locked."""
         out = Outbox(now)
+        self.hooks.fire("tick", now=now, out=out)
         self.distribution.tick(now, out)
         self.retention.tick(self.settings, now, out)
         for room in list(self.rooms.values()):
