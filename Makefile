@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh Debian machine:
 #   make demo   the seed's network: 5 Prosody servers, dmuc-master, 3 dmuc-slaves (SQLite),
-#               the seed's story played on it (with a netsplit), the s2s cost next to mod_muc
-#   make test   the whole test suite (unit + integration against real Prosody)
+#               the seed's story played on it (with a netsplit), and on mod_muc: what every
+#               user received and the s2s cost, side by side
+#   make test   the whole test suite (unit + integration against real Prosody); make faults
+#               every fault test, short and long; make soak 30 random faults
 # make run brings up the same network without the story; make bench compares dmuc with
 # Prosody's mod_muc on it (docs/benchmarks.md).
 PYTHON ?= python3
@@ -65,17 +67,16 @@ bench-daemon: deps venv
 # and PostgreSQL (the tests initdb throwaway servers; the package's own cluster is not
 # needed, so it is told not to create one).
 NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.conf
+# env, not a variable before sudo: sudo would drop it
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 deps:
 	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null \
 	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base \
-	    lua-dbi-sqlite3 man-db; }
+	  $(APT) update -qq && $(APT) install -y -qq prosody dnsmasq-base lua-dbi-sqlite3 man-db; }
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  $(SUDO) mkdir -p $(dir $(NO_MAIN_CLUSTER)) && \
 	  echo "create_main_cluster = false" | $(SUDO) tee $(NO_MAIN_CLUSTER) >/dev/null && \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	  $(APT) update -qq && $(APT) install -y -qq postgresql; }
 
 venv: $(VENV)/.installed
 

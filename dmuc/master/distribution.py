@@ -6,11 +6,11 @@ module hooks them, the way Prosody's plugins hook muc.lib.lua's: `occupant-enter
 `occupant-session-new` / `occupant-session-moved` (§4.5), `occupant-leaving` /
 `occupant-session-gone` (§4.6), `occupant-role-set` / `occupant-role-broadcast` (§4.7),
 `occupant-groupchat` and `message-time` (§4.11.2), `message-kept` / `message-retracted`
-/ `recent-message` (the replay window), `room-destroying`. It is also the room's
-routing.Router: `route`, `relay_of` and the fan-outs (§4.7, §4.9). A session that entered
-through a slave is reached through that slave only: the slave gets ONE copy of each
-broadcast and fans it out. Each slave's registration for a room is a small state machine
-(REGISTRATION_TRANSITIONS).
+/ `recent-message` (the replay window), `room-destroying`, and `room-config-applied` (a
+whois change). It is also the room's routing.Router: `route`, `relay_of` and the fan-outs
+(§4.7, §4.9). A session that entered through a slave is reached through that slave only:
+the slave gets ONE copy of each broadcast and fans it out. Each slave's registration for a
+room is a small state machine (REGISTRATION_TRANSITIONS).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
-from dmuc.master.model import Occupant
+from dmuc.master.model import Occupant, PresenceChange, RoomConfig
 from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
@@ -183,7 +183,6 @@ class Distribution:
             ("occupant-session-gone", self._on_session_gone),
             ("occupant-role-set", self._on_role_set),
             ("occupant-role-broadcast", self._on_role_broadcast),
-            ("occupant-groupchat", self._on_groupchat),
             ("message-time", self._on_message_time),
             ("message-kept", self._on_message_kept),
             ("message-retracted", self._on_message_retracted),
@@ -191,6 +190,10 @@ class Distribution:
             ("room-destroying", self._on_room_destroying),
         ):
             hooks.add(event, handler, priority=HOOK_PRIORITY)
+        # a subject change (priority 20) is never a resubmission
+        hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
+        # after the evictions and storage of a new configuration (as whois.py did)
+        hooks.add("room-config-applied", self._on_config_applied, priority=10)
 
     def replay_of(self, room: Room) -> RoomReplay:
         replay = self.replays.get(room.jid)
@@ -282,14 +285,15 @@ class Distribution:
                                visibility.self_status_codes(self_codes))
         self._send(room, slave, xep0282.enter(own, slave, session, request), out)
 
-    def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                **presence: Any) -> bool:
-        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
+    def leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                out: Outbox) -> bool:
+        """§4.6: a session that entered through a slave leaves through it (LEAVE first);
+        `change` says how its own unavailable presence is built."""
         slave = self.slave_of(room, session)
         if slave is None:
             return False
-        codes = visibility.self_status_codes(presence.pop("statuses", ()))
-        own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
+        codes = visibility.self_status_codes(change.statuses)
+        own = room.changed_presence(occupant, change, True, codes)
         self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True
 
@@ -438,9 +442,9 @@ class Distribution:
         self.entered(room, occupant, session, _NO_HISTORY_JOIN, self_codes, out)
         return True
 
-    def _on_leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                    presence: dict[str, Any]) -> bool | None:
-        return self.leaving(room, occupant, session, out, **presence) or None
+    def _on_leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                    out: Outbox) -> bool | None:
+        return self.leaving(room, occupant, session, change, out) or None
 
     def _on_session_gone(self, room: Room, session: str, out: Outbox) -> None:
         self.forget(room, session, out)
@@ -499,6 +503,10 @@ class Distribution:
 
     def _on_recent_message(self, room: Room, sid: str) -> HistoryEntry | None:
         return self.replay_of(room).window.get(sid)
+
+    def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
+        if room.config.whois != old.whois:
+            self.whois_changed(room, out)
 
     def _on_room_destroying(self, room: Room, notice: Element | None, out: Outbox) -> None:
         self.destroyed(room, notice, out)

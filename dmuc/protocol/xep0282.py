@@ -13,6 +13,7 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.protocol import stanzas
 
+# The message id prefixes (mod_dmuc_slave.lua names the same two it adds: keep in step).
 # Part of the wire format (§4.11.2): a groupchat message a local user sent while its slave's
 # link was not live carries this id prefix when it is finally submitted, so that the slave,
 # which showed it locally at once, does not show it a second time.

@@ -91,6 +91,8 @@ def measure(rig: Rig, reports: list[FaultReport], name: str,
             bounds: Bounds | None = None, **phases: float) -> FaultReport:
     driver = TrafficDriver(rig.network, default_people(PER_SERVER, domains),
                            interval=interval)
+    if bounds is not None:  # traffic goes on until the netjoin is due, and a while more
+        phases.setdefault("after", max(PHASES["after"], bounds.netjoin + 2.0))
     try:
         run(driver.start(), timeout=60)
         fault = make(rig.faults) if make is not None else None

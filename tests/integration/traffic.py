@@ -50,7 +50,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from xmpp_client import (
@@ -445,8 +445,10 @@ def _judge_copies(acc: Accounting, r: Participant, by_nick: dict[str, Participan
             if said is None or stamp is None or not (
                     said - STAMP_EARLY <= stamp <= said + STAMP_LATE):
                 acc.bad_stamps += 1
+                when = "?" if said is None else datetime.fromtimestamp(
+                    said, UTC).isoformat(timespec="milliseconds")
                 acc.stamp_details.append(f"{tag} at {r.nick}: stamp {first.delay}, said "
-                                         f"{'?' if said is None else f'{said:.1f}'}")
+                                         f"at {when}")
             continue
         if sender is None:
             continue
@@ -480,7 +482,9 @@ def _judge_roster(acc: Accounting, people: Sequence[Participant],
                   master_roster: set[str] | None) -> None:
     """Everyone in the room at the end, every client's list and the master's the same."""
     everyone = {p.nick for p in people}
-    acc.absent_at_end = sorted(p.nick for p in people if not (p.in_room and p.connected))
+    acc.absent_at_end = sorted(
+        f"{p.nick} ({'; '.join(what for _, what in p.notes[-3:]) or 'no notes'})"
+        for p in people if not (p.in_room and p.connected))
     if master_roster is None:
         acc.roster_mismatches += 1
         acc.roster_details.append("the master's occupant list could not be read")
