@@ -91,6 +91,7 @@ class SlaveRegistration:
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
     back_since: float = -1e18  # when it last left SPLIT
+    register_id: str | None = None  # the iq id of the <register/> last answered
     observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[RegistrationState] = field(init=False, repr=False)
 
@@ -580,6 +581,15 @@ class Distribution:
         history = min(max(history, 0), room.config.history_length if room else
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
+        if link is not None and link.state is RegistrationState.LIVE \
+                and stanza.getAttribute("id") == link.register_id:
+            # the slave's retry of one we answered (its answer was slow): the snapshot
+            # we sent is on its way; a second would double what crosses the link
+            out.send(xep0282.registered_result(stanza, link.keepalive, link.history,
+                                               room.config.whois if room else "moderators"))
+            out.debug(f"{room_jid}: slave {slave_jid} sent its registration again; "
+                      "answered, no second snapshot")
+            return
         if link is None:
             link = SlaveRegistration(slave_jid, room_jid, domains, every, history, since=out.now,
                              observer=self.splits)
@@ -589,7 +599,7 @@ class Distribution:
                 out.info(f"netjoin: slave {slave_jid} registered again for {room_jid}")
             link.fire("register", out.now)
         link.domains, link.keepalive, link.history = domains, every, history
-        link.last_heard = out.now
+        link.last_heard, link.register_id = out.now, stanza.getAttribute("id")
         whois = room.config.whois if room else "moderators"
         out.send(xep0282.registered_result(stanza, every, history, whois))
         out.info(f"slave {slave_jid} registered for {room_jid} "
