@@ -67,17 +67,16 @@ bench-daemon: deps venv
 # and PostgreSQL (the tests initdb throwaway servers; the package's own cluster is not
 # needed, so it is told not to create one).
 NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.conf
+# env, not a variable before sudo: sudo would drop it
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 deps:
 	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null \
 	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base \
-	    lua-dbi-sqlite3 man-db; }
+	  $(APT) update -qq && $(APT) install -y -qq prosody dnsmasq-base lua-dbi-sqlite3 man-db; }
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  $(SUDO) mkdir -p $(dir $(NO_MAIN_CLUSTER)) && \
 	  echo "create_main_cluster = false" | $(SUDO) tee $(NO_MAIN_CLUSTER) >/dev/null && \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	  $(APT) update -qq && $(APT) install -y -qq postgresql; }
 
 venv: $(VENV)/.installed
 

@@ -26,11 +26,16 @@ plugins; a plugin's handler at the default priority 0 runs after them all):
     return a Refusal to refuse the join; fired after the core's own rules (lock, ban,
     nickname in use or registered to another user).
 
-Other events: ``room-created``, ``room-configured`` (room, old, out) and
+Other events: ``room-pre-create`` (room, stanza, out: the join that creates the room,
+before it is processed; password.py reads its password), ``room-created``,
+``room-configured`` (room, old, out) and
 ``room-destroyed`` (room, out); ``occupant-joined`` (room, occupant, session, out),
 ``occupant-nick-changed`` (room, occupant, old_nick, out), ``occupant-left`` (room,
 occupant, out), ``affiliation-changed`` (room, jid, affiliation, out),
-``message-broadcast`` (room, stanza, occupant, out), ``private-message`` (room, stanza,
+``message-broadcast`` (room, stanza, occupant, out, stamp: a groupchat about to be
+broadcast, when it was said; handlers at priority 0 and above decorate it, history (-1)
+and mam (-2) keep it), ``invite`` (room, stanza, out: an invitation about to be relayed;
+password.py adds the password), ``private-message`` (room, stanza,
 occupant, out: the relayed copy, from the sender's occupant), ``occupant-presence``
 (room, occupant, stanza: each presence the room builds about an occupant, any variant),
 ``slave-snapshot`` (room, extra: append stanzas from the room JID that a XEP-0282
@@ -46,8 +51,9 @@ them all at priority 1000; whether a session is relayed is read from routing.Rou
     a session is about to enter; True: it is relayed (its relay sends it the occupant
     list and its own presence, the room does not).
 ``occupant-session-new`` (room, occupant, session, stanza, self_codes, out)
-    the session is in and the room has broadcast it (mod_muc's muc-occupant-session-new);
-    True: it got the rest (history, subject) from its relay. ``stanza`` is the join.
+    the session is in and the room has broadcast it (mod_muc's muc-occupant-session-new):
+    history.py (50) sends the history ``stanza``, the join, asks for, subject.py (20) the
+    subject; True: it gets them from its relay instead.
 ``occupant-session-moved`` (room, occupant, session, self_codes, out)
     a relayed session moved into another occupant (a nick change of one session): its
     relay tells it.
@@ -62,8 +68,12 @@ them all at priority 1000; whether a session is relayed is read from routing.Rou
 ``occupant-role-broadcast`` (room, occupant, out)
     after the broadcast that followed ``occupant-role-set``.
 ``occupant-groupchat`` (room, occupant, stanza, out)
-    a groupchat from an occupant with voice, before the room handles it (mod_muc's
-    muc-occupant-groupchat); True: taken over (e.g. a resubmission already broadcast).
+    a groupchat from an occupant with voice, before the room broadcasts it (mod_muc's
+    muc-occupant-groupchat); True: taken over (subject.py at 20: a subject change;
+    distribution at 10: a resubmission already broadcast).
+``message-to-room`` (room, stanza, occupant, out)
+    a message to the room JID, of any type, before the groupchat rules; True: handled
+    (invites.py at 20: an invitation or decline; voice.py at 10: a voice request).
 ``message-time`` (room, stanza, now)
     return when a groupchat was said, if earlier than now (a message held through a
     netsplit): it is broadcast with that delay.

@@ -102,8 +102,17 @@ class QueryArchive:
     answer: Callable[[ArchivePage | Exception, Outbox], None]
 
 
+@dataclass
+class RecordStatus:
+    """Record how the service stands, for dmuc-admin list-slaves: a slave's link state, or
+    the daemon's heartbeat, under `key` (beside the rooms: dmuc.records.status_service)."""
+
+    key: str
+    state: dict[str, Any]
+
+
 StorageOp = (SaveRoom | DeleteRoom | AppendHistory | ClearHistory | AppendArchive
-             | RetractArchived | ExpireArchive | DeleteArchive | QueryArchive)
+             | RetractArchived | ExpireArchive | DeleteArchive | QueryArchive | RecordStatus)
 
 
 @dataclass

@@ -6,11 +6,11 @@ module hooks them, the way Prosody's plugins hook muc.lib.lua's: `occupant-enter
 `occupant-session-new` / `occupant-session-moved` (§4.5), `occupant-leaving` /
 `occupant-session-gone` (§4.6), `occupant-role-set` / `occupant-role-broadcast` (§4.7),
 `occupant-groupchat` and `message-time` (§4.11.2), `message-kept` / `message-retracted`
-/ `recent-message` (the replay window), `room-destroying`. It is also the room's
-routing.Router: `route`, `relay_of` and the fan-outs (§4.7, §4.9). A session that entered
-through a slave is reached through that slave only: the slave gets ONE copy of each
-broadcast and fans it out. Each slave's registration for a room is a small state machine
-(REGISTRATION_TRANSITIONS).
+/ `recent-message` (the replay window), `room-destroying`, and `room-config-applied` (a
+whois change). It is also the room's routing.Router: `route`, `relay_of` and the fan-outs
+(§4.7, §4.9). A session that entered through a slave is reached through that slave only:
+the slave gets ONE copy of each broadcast and fans it out. Each slave's registration for a
+room is a small state machine (REGISTRATION_TRANSITIONS).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
-from dmuc.master.model import Occupant
+from dmuc.master.model import Occupant, PresenceChange, RoomConfig
 from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
@@ -43,7 +43,8 @@ _NO_HISTORY_JOIN = stanzas.parse_xml(
     f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
 # The oldest original time a slave may claim for a message it held through a netsplit.
 MAX_HELD_SECONDS = 86_400
-# Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
+# Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
+# first copy after its replay (§4.11.2): far more than a split holds in flight.
 MAX_REMEMBERED_SUBMISSIONS = 5000
 # Its handlers run before the features' (e.g. history on join): a relayed session's
 # slave sends it everything itself.
@@ -88,6 +89,7 @@ class SlaveRegistration:
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
+    back_since: float = -1e18  # when it last left SPLIT
     observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[RegistrationState] = field(init=False, repr=False)
 
@@ -109,7 +111,14 @@ class SlaveRegistration:
         state = self.machine.fire(event)
         if state is not before:
             self.since = now
+            if before is RegistrationState.SPLIT:
+                self.back_since = now
         return state
+
+    def catching_up(self, now: float) -> bool:
+        """Split, or back from a split for less than a keepalive: what comes from it now
+        may be what waited while it was stopped or its link stalled (§4.11.2)."""
+        return self.split or now - self.back_since < self.keepalive
 
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
@@ -123,9 +132,10 @@ class RoomReplay:
     submissions already broadcast."""
 
     window: ReplayWindow
-    # (sender, message id) of recent groupchat submissions: a slave that resubmits what
-    # it held or had in flight across a netsplit is not broadcast twice
-    submitted: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    # (sender, message id) of recent groupchat submissions -> whether it was a slave's
+    # replay: a slave that resubmits what it held or had in flight across a netsplit is
+    # not broadcast twice, nor is a late first copy after its replay
+    submitted: OrderedDict[tuple[str, str], bool] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -152,6 +162,10 @@ class Distribution:
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
         self.splits = SplitCounter(RegistrationState.SPLIT)  # every link's netsplits and netjoins
+        # second copies of messages dropped (a slave's replay, or the late first copy
+        # after it), per room since the last tick: logged in one line a tick
+        self.duplicates: dict[str, int] = {}
+        self.duplicates_total = 0
         self.replays: dict[str, RoomReplay] = {}  # room -> its replay window and submissions
         self._hook(service.hooks)
 
@@ -165,7 +179,6 @@ class Distribution:
             ("occupant-session-gone", self._on_session_gone),
             ("occupant-role-set", self._on_role_set),
             ("occupant-role-broadcast", self._on_role_broadcast),
-            ("occupant-groupchat", self._on_groupchat),
             ("message-time", self._on_message_time),
             ("message-kept", self._on_message_kept),
             ("message-retracted", self._on_message_retracted),
@@ -173,6 +186,10 @@ class Distribution:
             ("room-destroying", self._on_room_destroying),
         ):
             hooks.add(event, handler, priority=HOOK_PRIORITY)
+        # a subject change (priority 20) is never a resubmission
+        hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
+        # after the evictions and storage of a new configuration (as whois.py did)
+        hooks.add("room-config-applied", self._on_config_applied, priority=10)
 
     def replay_of(self, room: Room) -> RoomReplay:
         replay = self.replays.get(room.jid)
@@ -264,14 +281,15 @@ class Distribution:
                                visibility.self_status_codes(self_codes))
         self._send(room, slave, xep0282.enter(own, slave, session, request), out)
 
-    def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                **presence: Any) -> bool:
-        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
+    def leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                out: Outbox) -> bool:
+        """§4.6: a session that entered through a slave leaves through it (LEAVE first);
+        `change` says how its own unavailable presence is built."""
         slave = self.slave_of(room, session)
         if slave is None:
             return False
-        codes = visibility.self_status_codes(presence.pop("statuses", ()))
-        own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
+        codes = visibility.self_status_codes(change.statuses)
+        own = room.changed_presence(occupant, change, True, codes)
         self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True
 
@@ -411,9 +429,9 @@ class Distribution:
         self.entered(room, occupant, session, _NO_HISTORY_JOIN, self_codes, out)
         return True
 
-    def _on_leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                    presence: dict[str, Any]) -> bool | None:
-        return self.leaving(room, occupant, session, out, **presence) or None
+    def _on_leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                    out: Outbox) -> bool | None:
+        return self.leaving(room, occupant, session, change, out) or None
 
     def _on_session_gone(self, room: Room, session: str, out: Outbox) -> None:
         self.forget(room, session, out)
@@ -432,19 +450,25 @@ class Distribution:
 
     def _resubmitted(self, room: Room, sender: str, message_id: str | None,
                      out: Outbox) -> bool:
-        """Whether a groupchat is a slave's resubmission (its id carries xep0282's
-        RESUBMIT prefix) of one the room has already broadcast: after a netsplit the
-        slave cannot know which of its stanzas in flight arrived. Plain ids are never
-        dropped: a client may reuse them."""
+        """Whether a groupchat is a copy of one the room has already broadcast: after a
+        netsplit a slave cannot know which of the messages it had in flight arrived, and
+        submits them again (xep0282's RESUBMIT or SPLIT prefix); a link that was only slow
+        delivers the first copy late, after the replay. So two copies of one (sender, id)
+        where one is a slave's replay are one message. Plain ids alone are never dropped:
+        a client may reuse them."""
         if not message_id:
             return False
-        original, resubmitted = xep0282.original_id(message_id)
+        original, _ = xep0282.original_id(message_id)
+        replay = original != message_id
+        key = (sender, original)
         submitted = self.replay_of(room).submitted
-        seen = (sender, original) in submitted
-        if seen and resubmitted:
-            out.debug(f"{room.jid}: dropped a resubmitted message {message_id} of {sender}")
+        seen = submitted.get(key)
+        if seen is not None and (replay or seen):
+            out.debug(f"{room.jid}: dropped a second copy {message_id} of {sender}")
+            self.duplicate_dropped(room.jid)
             return True
-        submitted[(sender, original)] = None
+        submitted[key] = replay
+        submitted.move_to_end(key)
         while len(submitted) > MAX_REMEMBERED_SUBMISSIONS:
             submitted.popitem(last=False)
         return False
@@ -466,6 +490,10 @@ class Distribution:
 
     def _on_recent_message(self, room: Room, sid: str) -> HistoryEntry | None:
         return self.replay_of(room).window.get(sid)
+
+    def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
+        if room.config.whois != old.whois:
+            self.whois_changed(room, out)
 
     def _on_room_destroying(self, room: Room, notice: Element | None, out: Outbox) -> None:
         self.destroyed(room, notice, out)
@@ -691,7 +719,18 @@ class Distribution:
 
     # --- keepalive and netsplit (§4.10, §4.11) ------------------------------------------
 
+    def duplicate_dropped(self, room_jid: str) -> None:
+        """A second copy of a message was dropped: not the user's error, not answered;
+        counted, and told in one line at the next tick (§4.11.2)."""
+        self.duplicates[room_jid] = self.duplicates.get(room_jid, 0) + 1
+        self.duplicates_total += 1
+
     def tick(self, now: float, out: Outbox) -> None:
+        for room_jid, count in sorted(self.duplicates.items()):
+            out.info(f"{room_jid}: dropped {count} second cop{'y' if count == 1 else 'ies'} "
+                     "of messages a slave replayed after a netsplit (or that a slow link "
+                     "delivered late)")
+        self.duplicates.clear()
         for links in self.links.values():
             for link in links.values():
                 if not link.split and keepalive.expired(now, link.last_heard, link.last_ping,

@@ -1,9 +1,11 @@
 """The room core: occupants, presence, messages and IQ routing of one XEP-0045 room.
 
 Feature modules (history, subject, admin, owner, invites, registration, voice, disco)
-sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua.
-Every entry point takes a parsed stanza and an Outbox and returns nothing: what to send
-and what to store is written to the Outbox.
+sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua:
+the room fires events (dmuc.hooks lists them) and they hook them. A session may be reached
+through a relay that gets one copy of each broadcast (routing.Router); the room knows no
+more of it than the events' results. Every entry point takes a parsed stanza and an
+Outbox and returns nothing: what to send and what to store is written to the Outbox.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
-from dmuc.master.features import history, invites, iq_handlers, mam, subject, voice
+from dmuc.master.features import iq_handlers
 from dmuc.master.model import (
     AFFILIATION_RANK,
+    NO_CHANGE,
     ROLE_RANK,
     Occupant,
+    PresenceChange,
     RoomConfig,
 )
 from dmuc.outbox import Outbox, SaveRoom
@@ -187,91 +192,62 @@ class Room:
                                 stanza=presence)
         return presence
 
-    def publicise(
-        self,
-        occupant: Occupant,
-        out: Outbox,
-        *,
-        presence_type: str | None = None,
-        statuses: Iterable[str] = (),
-        self_statuses: Iterable[str] = (),
-        item_extra: dict[str, str | None] | None = None,
-        reason: str | None = None,
-        actor_nick: str | None = None,
-        base: Element | None = None,
-        only_to: Iterable[str] | None = None,
-        exclude: Collection[str] = (),
-        from_nick: str | None = None,
-        prev_role: str | None = None,
-        hide: bool = False,
-    ) -> None:
-        """Send an occupant's presence to every session in the room, in the variants the
-        room needs: with the real JID (moderators, or everyone in a non-anonymous room),
-        without it, and the occupant's own copy with status 110. Sessions that entered
-        through a relay (routing.Router) are reached with one copy per relay. `only_to`
-        sends the direct copies to those sessions alone (a reply to one of them);
-        `exclude` leaves sessions out of a broadcast. `prev_role`: the occupant's role
-        before this change (the room tells those who were shown it that it is gone, as it
-        leaves or as its new role is not broadcast). `hide`: its role is no longer
-        broadcast (the setting changed). Hidden so, it stays in the room: the others get
-        an unavailable presence, the occupant its own presence with 110 (as mod_muc)."""
-        statuses = list(statuses)
+    def publicise(self, occupant: Occupant, out: Outbox, change: PresenceChange = NO_CHANGE,
+                  *, only_to: Iterable[str] | None = None,
+                  exclude: Collection[str] = ()) -> None:
+        """Send an occupant's presence, as `change` describes it, to every session in the
+        room, in the variants the room needs: with the real JID (moderators, or everyone
+        in a non-anonymous room), without it, and the occupant's own copy with status 110.
+        Sessions reached through a relay (routing.Router) get one copy per relay.
+        `only_to` sends the direct copies to those sessions alone (a reply to one of
+        them); `exclude` leaves sessions out of a broadcast. Whether the others see it at
+        all is visibility.presence_shown (mod_muc's presence_broadcast)."""
         occupant.listed.clear()  # whatever changed, the listed form changes with it
-
-        def build(with_jid: bool, codes: list[str]) -> Element:
-            return self.presence_of(
-                occupant, with_jid, codes, presence_type=presence_type, item_extra=item_extra,
-                reason=reason, actor_nick=actor_nick, base=base, from_nick=from_nick,
-            )
-
         own = set(occupant.sessions)
         if only_to is not None:
             targets, relays = list(only_to), []
         else:
             targets, relays = self.service.router.route(self, exclude)
-        shown = self.config.presence_broadcast
-        # as mod_muc: an occupant whose role is no longer broadcast (`hide`, or its new
-        # role is not and its previous one was) is announced to the others as gone
-        hiding = only_to is None and occupant.role != "none" \
-            and occupant.role not in shown and (hide or prev_role in shown)
-        if occupant.role == "none":
-            # as mod_muc: a leaving occupant's unavailable goes out if the room showed it
-            # (or broadcasts role "none")
-            visible = prev_role is None or prev_role in shown or "none" in shown
-        else:
-            # a nick change (303) goes out whatever the role: each relay must learn the
-            # new nick of its own users (mod_muc tells no one of a hidden occupant's)
-            visible = hiding or occupant.role in shown or (presence_type == "unavailable"
-                                                           and "303" in statuses)
-        # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
-        visible = visible or only_to is not None
+        shown = visibility.presence_shown(
+            occupant.role, change.prev_role, self.config.presence_broadcast, hide=change.hide,
+            nick_change=change.type == "unavailable" and "303" in change.statuses,
+            probe=only_to is not None)
 
         def for_others(with_jid: bool) -> Element:
-            if not hiding:
-                return build(with_jid, statuses)
-            if hide:
+            if not shown.hiding:
+                return self.changed_presence(occupant, change, with_jid, change.statuses)
+            if change.hide:
                 return self.hidden_presence(occupant, with_jid)
             # mod_muc: its presence as broadcast, marked unavailable
-            gone = build(with_jid, statuses)
+            gone = self.changed_presence(occupant, change, with_jid, change.statuses)
             gone["type"] = "unavailable"
             return gone
 
         def variant(kind: str) -> Element:
-            if kind == "self":
-                return build(True, visibility.self_status_codes([*statuses, *self_statuses]))
-            return for_others(kind == "with_jid")
+            if kind != "self":
+                return for_others(kind == "with_jid")
+            codes = visibility.self_status_codes([*change.statuses, *change.self_statuses])
+            return self.changed_presence(occupant, change, True, codes)
 
         recipients = [(session, self.role_of_session(session)) for session in targets
-                      if visible or session in own]
-        if (hiding or not visible) and only_to is None:
+                      if shown.visible or session in own]
+        if (shown.hiding or not shown.visible) and only_to is None:
             # A role the room does not broadcast: the occupant still sees its own
             # presence (as mod_muc), sent to its relayed sessions too: no relay gets it,
             # or a relay gets only what the others see.
             recipients += [(session, occupant.role) for session in occupant.sessions
                            if session not in targets and session not in exclude]
         visibility.deliver_presence(out, variant, recipients, own, self.config.whois)
-        if visible:
+        if shown.visible:
             self.service.router.fan_out_presence(self, for_others, relays, out)
+
+    def changed_presence(self, occupant: Occupant, change: PresenceChange, with_jid: bool,
+                          codes: Iterable[str]) -> Element:
+        """An occupant's presence as `change` describes it (one variant)."""
+        return self.presence_of(
+            occupant, with_jid, codes, presence_type=change.type, item_extra=change.item_extra,
+            reason=change.reason, actor_nick=change.actor_nick, base=change.base,
+            from_nick=change.from_nick)
 
     def hidden_presence(self, occupant: Occupant, with_jid: bool) -> Element:
         """An occupant whose role the room no longer broadcasts, as the others are told of
@@ -449,7 +425,8 @@ class Room:
                 self.send_occupant_list(sender, out)
             self.publicise(existing, out, exclude={sender})
             if not relayed:
-                self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
+                self.publicise(existing, out, PresenceChange(self_statuses=tuple(self_codes)),
+                               only_to=[sender])
             occupant = existing
         else:
             bare = jids.bare(sender)
@@ -463,7 +440,7 @@ class Room:
             self.nick_of[sender] = nick
             hooks.fire("occupant-role-set", room=self, occupant=occupant)
             # a relayed session's own copy is its relay's (even when its role is hidden)
-            self.publicise(occupant, out, self_statuses=self_codes,
+            self.publicise(occupant, out, PresenceChange(self_statuses=tuple(self_codes)),
                            exclude={sender} if relayed else ())
         self._session_new(occupant, sender, stanza, self_codes, out)
         hooks.fire("occupant-role-broadcast", room=self, occupant=occupant, out=out)
@@ -475,13 +452,10 @@ class Room:
     def _session_new(self, occupant: Occupant, session: str, join: Element,
                      self_codes: list[str], out: Outbox) -> None:
         """A session is in: what it gets beyond the presences (mod_muc's
-        muc-occupant-session-new), unless a handler gave it all (a relayed session)."""
-        if self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
-                                   session=session, stanza=join, self_codes=self_codes,
-                                   out=out):
-            return
-        history.send_on_join(self, join, session, out)
-        out.send(self.subject_stanza(session))
+        muc-occupant-session-new: history, then subject), unless a handler gave it all
+        (a relayed session)."""
+        self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
+                                session=session, stanza=join, self_codes=self_codes, out=out)
 
     def _stored_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps;
@@ -534,22 +508,17 @@ class Room:
             self._move_session(occupant, sender, new_nick, requested, stanza, out)
             return
         old_nick = occupant.nick
-        self.publicise(
-            occupant,
-            out,
-            presence_type="unavailable",
-            statuses=["303"],
-            item_extra={"nick": new_nick},
-            from_nick=old_nick,
-        )
+        self.publicise(occupant, out, PresenceChange(
+            type="unavailable", statuses=("303",), item_extra={"nick": new_nick},
+            from_nick=old_nick))
         del self.occupants[old_nick]
         occupant.nick = new_nick
         self.occupants[new_nick] = occupant
         for session in occupant.sessions:
             self.nick_of[session] = new_nick
         occupant.sessions[sender] = self._stored_presence(stanza)
-        self_codes = ["210"] if new_nick != _asked_nick(stanza, requested) else []
-        self.publicise(occupant, out, self_statuses=self_codes)
+        self_codes = ("210",) if new_nick != _asked_nick(stanza, requested) else ()
+        self.publicise(occupant, out, PresenceChange(self_statuses=self_codes))
         out.info(f"{sender} in {self.jid}: {old_nick} is now {new_nick}")
         self.service.hooks.fire("occupant-nick-changed", room=self, occupant=occupant,
                                 old_nick=old_nick, out=out)
@@ -564,12 +533,11 @@ class Room:
         hooks = self.service.hooks
         # A relayed session leaves its old nick and enters the new one through its relay
         # (which must know which nick each of its sessions holds).
-        relayed = not last and hooks.fire(
-            "occupant-leaving", room=self, occupant=occupant, session=session, out=out,
-            presence={"statuses": ["303"], "item_extra": {"nick": new_nick}}) is True
+        moved = PresenceChange(type="unavailable", statuses=("303",),
+                               item_extra={"nick": new_nick})
+        relayed = not last and self._leaving(occupant, session, moved, out)
         if not relayed:
-            self.publicise(occupant, out, presence_type="unavailable", statuses=["303"],
-                           item_extra={"nick": new_nick}, only_to=None if last else [session])
+            self.publicise(occupant, out, moved, only_to=None if last else [session])
         del occupant.sessions[session]
         del self.nick_of[session]
         if last:
@@ -588,13 +556,13 @@ class Room:
             target.primary = session
         self.nick_of[session] = new_nick
         hooks.fire("occupant-role-set", room=self, occupant=target)  # the target's role
-        codes = ["210"] if new_nick != requested else []
+        codes = ("210",) if new_nick != requested else ()
         if relayed:
             self.publicise(target, out, exclude={session})
             hooks.fire("occupant-session-moved", room=self, occupant=target, session=session,
-                       self_codes=codes, out=out)
+                       self_codes=list(codes), out=out)
         else:
-            self.publicise(target, out, self_statuses=codes)
+            self.publicise(target, out, PresenceChange(self_statuses=codes))
         hooks.fire("occupant-role-broadcast", room=self, occupant=target, out=out)
         out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
@@ -613,10 +581,10 @@ class Room:
     ) -> None:
         """One session leaves; the occupant leaves with its last session."""
         hooks = self.service.hooks
+        gone = PresenceChange(type="unavailable", statuses=tuple(statuses), base=base)
         if len(occupant.sessions) > 1:
-            if not self._leaving(occupant, session, out, statuses=statuses, base=base):
-                self.publicise(occupant, out, presence_type="unavailable", statuses=statuses,
-                               only_to=[session], base=base)
+            if not self._leaving(occupant, session, gone, out):
+                self.publicise(occupant, out, gone, only_to=[session])
             del occupant.sessions[session]
             del self.nick_of[session]
             hooks.fire("occupant-session-gone", room=self, session=session, out=out)
@@ -626,20 +594,21 @@ class Room:
             return
         prev_role, occupant.role = occupant.role, "none"
         # a relayed session's own copy is its relay's (even when its role is hidden)
-        relayed = self._leaving(occupant, session, out, statuses=statuses, base=base)
-        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base,
-                       prev_role=prev_role, exclude={session} if relayed else ())
+        relayed = self._leaving(occupant, session, gone, out)
+        self.publicise(occupant, out, replace(gone, prev_role=prev_role),
+                       exclude={session} if relayed else ())
         self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
-        self.service.room_maybe_empty(self, out)
+        self.service.close_if_empty(self, out)
 
-    def _leaving(self, occupant: Occupant, session: str, out: Outbox, **presence: Any) -> bool:
+    def _leaving(self, occupant: Occupant, session: str, change: PresenceChange,
+                 out: Outbox) -> bool:
         """Fire `occupant-leaving`: True when a handler told the session it left (its
-        relay, which then tells it); `presence` is how its own unavailable presence is
-        built (statuses, base, reason, actor_nick, item_extra)."""
+        relay, which then tells it); `change` is how its own unavailable presence is
+        built."""
         return self.service.hooks.fire("occupant-leaving", room=self, occupant=occupant,
-                                       session=session, out=out, presence=presence) is True
+                                       session=session, change=change, out=out) is True
 
     def _drop(self, occupant: Occupant, out: Outbox) -> None:
         self.occupants.pop(occupant.nick, None)
@@ -659,22 +628,12 @@ class Room:
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
         prev_role, occupant.role = occupant.role, "none"
+        gone = PresenceChange(type="unavailable", statuses=tuple(statuses), reason=reason,
+                              actor_nick=actor_nick, base=stanzas.new("presence"))
         # a relayed session's own copy is its relay's (even when its role is hidden)
         relayed = {session for session in list(occupant.sessions)
-                   if self._leaving(occupant, session, out, statuses=list(statuses),
-                                    reason=reason, actor_nick=actor_nick,
-                                    base=stanzas.new("presence"))}
-        self.publicise(
-            occupant,
-            out,
-            presence_type="unavailable",
-            statuses=statuses,
-            reason=reason,
-            actor_nick=actor_nick,
-            base=stanzas.new("presence"),
-            prev_role=prev_role,
-            exclude=relayed,
-        )
+                   if self._leaving(occupant, session, gone, out)}
+        self.publicise(occupant, out, replace(gone, prev_role=prev_role), exclude=relayed)
         self._drop(occupant, out)
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
 
@@ -685,14 +644,15 @@ class Room:
         if role == "none":
             self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
             out.info(f"{occupant.nick} was kicked from {self.jid}")
-            self.service.room_maybe_empty(self, out)
+            self.service.close_if_empty(self, out)
             return
         if occupant.role == role:
             return
         old_role = occupant.role
         occupant.role = role
         self.service.hooks.fire("occupant-role-set", room=self, occupant=occupant)
-        self.publicise(occupant, out, reason=reason, actor_nick=actor_nick, prev_role=old_role)
+        self.publicise(occupant, out, PresenceChange(reason=reason, actor_nick=actor_nick,
+                                                     prev_role=old_role))
         self._moderation_changed(occupant, old_role, out)
 
     def _moderation_changed(self, occupant: Occupant, old_role: str, out: Outbox) -> None:
@@ -730,15 +690,15 @@ class Room:
             if is_downgrade or ROLE_RANK[old_role] < ROLE_RANK[role]:
                 occupant.role = role
                 self.service.hooks.fire("occupant-role-set", room=self, occupant=occupant)
-            self.publicise(occupant, out, reason=reason, actor_nick=actor_nick,
-                           prev_role=old_role)
+            self.publicise(occupant, out, PresenceChange(reason=reason, actor_nick=actor_nick,
+                                                         prev_role=old_role))
             self._moderation_changed(occupant, old_role, out)
         self.save(out)
         out.info(f"{bare_jid} is now {affiliation} of {self.jid}")
         self.service.hooks.fire("affiliation-changed", room=self, jid=bare_jid,
                                 affiliation=affiliation, in_room=bool(present), reason=reason,
                                 out=out)
-        self.service.room_maybe_empty(self, out)
+        self.service.close_if_empty(self, out)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -749,43 +709,31 @@ class Room:
         if mtype == "error":
             # Our broadcast (from room/nick, or the room) bounced at the user's server: the
             # session is gone. As mod_muc, only for conditions that say so.
-            err = stanzas.child(stanza, "error")
-            cond = next((e.name for e in err.elements() if e.uri == xmlns.STANZAS
-                         and e.name != "text"), None) if err is not None else None
+            cond = stanzas.error_condition(stanza)
             if occupant is not None and (cond is None or cond in KICKABLE_ERRORS):
                 self.remove_session(occupant, sender, out, statuses=("307", "333"))
             return
         if nick is not None:
             self._private_message(stanza, nick, occupant, out)
             return
-        muc_user = stanzas.child(stanza, "x", xmlns.MUC_USER)
-        if muc_user is not None and (
-            stanzas.child(muc_user, "invite") is not None
-            or stanzas.child(muc_user, "decline") is not None
-        ):
-            invites.handle(self, stanza, muc_user, occupant, out)
-            return
-        data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
-        if data_form is not None and stanzas.form_type(data_form) == xmlns.MUC_REQUEST:
-            voice.handle(self, stanza, data_form, occupant, out)
+        # invitations, declines, voice requests (whatever their type, as mod_muc)
+        if self.service.hooks.fire("message-to-room", room=self, stanza=stanza,
+                                   occupant=occupant, out=out):
             return
         if mtype != "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
-                                         "Messages to the room must be of type groupchat")
+                         "Messages to the room must be of type groupchat")
             return
         if occupant is None:
             self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         if occupant.role == "visitor" or occupant.role == "none":
             self._refuse(stanza, out, "auth", "forbidden",
-                                         "You do not have voice in this room")
-            return
-        if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
-            subject.change(self, stanza, occupant, out)
+                         "You do not have voice in this room")
             return
         if self.service.hooks.fire("occupant-groupchat", room=self, occupant=occupant,
                                    stanza=stanza, out=out):
-            return  # taken over by a handler
+            return  # taken over by a handler (a subject change, a resubmission)
         self.broadcast_message(stanza, occupant, out)
 
     def broadcast_message(self, stanza: Element, occupant: Occupant, out: Outbox) -> Element:
@@ -801,19 +749,18 @@ class Room:
         sid = msg.addElement((xmlns.STANZA_ID, "stanza-id"))
         sid["id"] = str(uuid.uuid4())
         sid["by"] = self.jid
-        self.service.hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant,
-                                out=out)
-        said_at = self.service.hooks.fire("message-time", room=self, stanza=stanza,
-                                          now=out.now)
+        hooks = self.service.hooks
+        said_at = hooks.fire("message-time", room=self, stanza=stanza, now=out.now)
+        stamp = out.now if said_at is None else said_at
+        # decorated by the features (occupant-id), then kept by history and the archive
+        hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant, out=out,
+                   stamp=stamp)
         live = msg
         if said_at is not None:
             # Said earlier than now (a relay kept it through a netsplit): everyone sees when.
             live = stanzas.copy(msg)
             live.addChild(stanzas.delay(said_at, self.jid))
-        self.broadcast_groupchat(live, out, said_at)
-        if stanzas.child(msg, "body") is not None:
-            history.append(self, msg, out, said_at)
-        mam.archive(self, msg, occupant, out, said_at)
+        self.broadcast_groupchat(live, out, stamp)
         return msg
 
     def _private_message(
@@ -822,7 +769,7 @@ class Room:
         mtype = stanza.getAttribute("type") or "normal"
         if mtype == "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
-                                         "Private messages may not be of type groupchat")
+                         "Private messages may not be of type groupchat")
             return
         if sender_occupant is None:
             self._refuse(stanza, out, *NOT_IN_ROOM)
@@ -830,11 +777,11 @@ class Room:
         target = self.occupants.get(nick)
         if target is None:
             self._refuse(stanza, out, "cancel", "item-not-found",
-                                         "That occupant is not in the room")
+                         "That occupant is not in the room")
             return
         if not self._pm_allowed(sender_occupant, target):
             self._refuse(stanza, out, "cancel", "policy-violation",
-                                         "Private messages are restricted in this room")
+                         "Private messages are restricted in this room")
             return
         msg = stanzas.new("message", {"from": self.occupant_jid(sender_occupant.nick),
                                       "type": stanza.getAttribute("type"),
@@ -859,7 +806,7 @@ class Room:
 
     def _refuse(self, stanza: Element, out: Outbox, err_type: str, condition: str,
                 text: str | None = None) -> None:
-        """Answer a stanza the room refuses, and log it once (issue 8: every refusal)."""
+        """Answer a stanza the room refuses, and log it once."""
         stanzas.refuse(out, stanza, err_type, condition, text,
                        what=f"{stanza.name} to {stanza.getAttribute('to')}")
 

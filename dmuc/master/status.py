@@ -2,10 +2,11 @@
 slave's link state summed over its rooms, and since when it is in that state.
 
 Sans-I/O: `SlaveStatus.changes(now)` returns the records that changed since the last call;
-the shell writes them to the store now and then (off the stanza path), so that
-dmuc-admin reads them with any storage adapter. A slave's state is the worst of its room
-links: split if any link is SPLIT, else live if any is LIVE, else stale if any is STALE,
-else unregistered (allowed in [[slaves]] but registered for no room).
+the shell hands them (as outbox.RecordStatus) to its one persistence path now and then
+(off the stanza path), so that dmuc-admin reads them with any storage adapter. A slave's
+state is the worst of its room links: split if any link is SPLIT, else live if any is
+LIVE, else stale if any is STALE, else unregistered (allowed in [[slaves]] but registered
+for no room).
 """
 
 from __future__ import annotations

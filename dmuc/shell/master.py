@@ -18,9 +18,9 @@ from dmuc.log import set_level
 from dmuc.master.distribution import RegistrationState
 from dmuc.master.service import MUCService
 from dmuc.master.status import DAEMON_KEY, SlaveStatus
-from dmuc.records import RoomRecord, status_service
+from dmuc.outbox import RecordStatus
 from dmuc.shell import metrics
-from dmuc.shell.daemon import CoreHandler, Daemon, config_options, log
+from dmuc.shell.daemon import CoreHandler, Daemon, config_options
 from dmuc.storage import open_storage
 
 Options = config_options("dmuc-master", load_master_config)
@@ -52,15 +52,12 @@ class MasterService(Daemon):
 
     def record_status(self, stopped: bool = False) -> None:
         now = time.time()
-        where = status_service(self.cfg.component.jid)
         records = dict(self.slave_status.changes(now))
         records[DAEMON_KEY] = {"pid": os.getpid(), "started": self.started, "updated": now,
                                "rooms": len(self.muc.rooms), **({"stopped": now} if stopped
                                                                 else {})}
         for key, state in records.items():
-            d = self.storage.save_room(where, RoomRecord(key, state))
-            d.addErrback(lambda f: log.error("storage write failed (status): {err}",
-                                             err=f.getErrorMessage()))
+            self.handler.persist(RecordStatus(key, state))
 
     def startService(self) -> None:
         super().startService()

@@ -163,6 +163,11 @@ class SlaveService:
         out = Outbox(now)
         for link in self.links.values():
             link.tick(out)
+            room = link.room
+            if room.duplicates:
+                out.info(f"{room.jid}: dropped {room.duplicates} second copies from the "
+                         "master (a slow link's late stanzas after a netjoin)")
+                room.duplicates = 0
         return self._fold(out)
 
     def _fold(self, out: Outbox) -> Outbox:
@@ -200,6 +205,9 @@ class SlaveService:
         room, link = self._mirror(room_jid)
         if stanza.name != "iq":
             occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
+            # and only we mark what we held (its time, §4.11.2)
+            stanza.children = [c for c in stanza.children
+                               if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
         room.note_presence(stanza, sender.full())
         link.submit(stanza, sender.full(), out)
 

@@ -134,7 +134,7 @@ def test_message_broadcast_hook_sees_the_stanza():
     h = Harness()
     seen: list[str] = []
 
-    def tag(room, stanza, occupant, out):
+    def tag(room, stanza, occupant, out, stamp):
         stanza.addElement(("urn:example:tag", "tag"))
         seen.append(occupant.nick)
 

@@ -5,6 +5,7 @@ session's real server."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from dmuc.config import ConfigError, load_master_config
 from dmuc.errors import StorageError
 from dmuc.records import HistoryRecord, RoomRecord
-from dmuc.storage import Storage, open_storage, sql
+from dmuc.storage import PostgresStorage, Storage, open_storage, sql, url_for_log
 from dmuc.storage.sqlite import SQLiteStorage
 
 SERVICE = "muc.example.org"
@@ -125,6 +127,38 @@ def test_bad_urls(url: str) -> None:
 def test_open_storage_unknown_scheme() -> None:
     with pytest.raises(StorageError, match="unsupported storage URL scheme 'mysql'"):
         open_storage("mysql://x/y")
+
+
+# The one switch from a URL's scheme to its backend: what open_storage builds, what log
+# lines show, and what the configuration check says, for each scheme.
+SCHEMES = [
+    ("sqlite:///var/lib/dmuc/m.db", SQLiteStorage, "sqlite:///var/lib/dmuc/m.db", None),
+    ("sqlite::memory:", SQLiteStorage, "sqlite::memory:", None),
+    ("postgresql://dmuc:pw@db/dmuc", PostgresStorage, "postgresql://dmuc@db/dmuc", None),
+    ("postgres://dmuc@db/dmuc?password=pw", PostgresStorage, "postgres://dmuc@db/dmuc", None),
+    ("mysql://dmuc@db/dmuc", None, "mysql://dmuc@db/dmuc",
+     "unsupported storage URL scheme 'mysql' (supported: sqlite, postgresql)"),
+    ("postgresql://dmuc@db/", None, "postgresql://dmuc@db/", "no database name"),
+]
+
+
+@pytest.mark.parametrize(("url", "backend", "shown", "refusal"), SCHEMES)
+def test_one_scheme_switch(tmp_path: Path, url: str, backend: type | None, shown: str,
+                           refusal: str | None) -> None:
+    assert url_for_log(url) == shown
+    config = tmp_path / "dmuc.toml"
+    config.write_text(f'[component]\njid = "channel.avalon.irc"\nsecret = "s"\n'
+                      f'[storage]\nurl = "{url}"\n')
+    if refusal is None:
+        assert type(open_storage(url)) is backend
+        if backend is PostgresStorage:  # /var/lib/dmuc need not be writable for the tester
+            assert load_master_config(str(config)).storage_url == url
+        return
+    with pytest.raises(StorageError, match=re.escape(refusal)):
+        open_storage(url)
+    with pytest.raises(ConfigError) as err:
+        load_master_config(str(config))
+    assert err.value.key == "storage.url" and refusal in err.value.reason
 
 
 # -- opening and schema --------------------------------------------------------------

@@ -67,6 +67,12 @@ def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
         out.broadcast(delayed(entry, room.jid), [session])
 
 
+def on_broadcast(room: Room, stanza: Element, out: Outbox, stamp: float, **_: object) -> None:
+    """A broadcast message with a body is kept (history.lib's muc-broadcast-message)."""
+    if stanzas.child(stanza, "body") is not None:
+        append(room, stanza, out, stamp)
+
+
 def load(room: Room, records: list[HistoryRecord]) -> None:
     """Restore history read from storage after a restart (the replay window starts
     from it)."""
@@ -109,3 +115,8 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-config-submitted", submitted, priority=70)
     hooks.add("room-disco-info", info, priority=60)
     hooks.add("room-config-applied", applied, priority=30)
+    # after the features that decorate the message (at 0 and above)
+    hooks.add("message-broadcast", on_broadcast, priority=-1)
+    hooks.add("occupant-session-new",
+              lambda room, session, stanza, out, **_: send_on_join(room, stanza, session, out),
+              priority=50)

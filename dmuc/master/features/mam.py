@@ -65,6 +65,11 @@ def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox
         xml=stored.toXml())))
 
 
+def on_broadcast(room: Room, stanza: Element, occupant: Occupant, out: Outbox,
+                 stamp: float) -> None:
+    archive(room, stanza, occupant, out, stamp)
+
+
 @dataclass
 class Retention:
     """The retention timer (muc_log_expires_after, muc_log_cleanup_interval): every
@@ -298,3 +303,4 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-iq", handle_iq)
     hooks.add("room-destroyed", destroyed)
+    hooks.add("message-broadcast", on_broadcast, priority=-2)  # after history
