@@ -26,7 +26,7 @@ from dmuc.master.model import (
 )
 from dmuc.outbox import Outbox, SaveRoom
 from dmuc.protocol import stanzas, visibility, xep0282
-from dmuc.protocol.history import Archive, History
+from dmuc.protocol.history import Archive, History, is_historic
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
@@ -298,11 +298,15 @@ class Room:
         return self.presence_of(occupant, with_jid, (), presence_type="unavailable")
 
     def broadcast_groupchat(self, message: Element, out: Outbox,
-                            stamp: float | None = None) -> None:
+                            stamp: float | None = None, link_id: str | None = None) -> None:
         """A groupchat stanza to every occupant: one copy per directly reached session,
-        one per slave (§4.9), stamped `stamp` (default now)."""
+        one per slave (§4.9), stamped `stamp` (default now). `link_id`: the id as the
+        sender's slave sent it, where users get another (xep0282.sender_id): the slaves
+        get that one, their handle on the message (§4.11.2)."""
         direct, slaves = self.service.distribution.route(self)
         out.broadcast(message, direct)
+        if slaves and link_id is not None:
+            message = xep0282.with_link_id(message, link_id)
         self.service.distribution.fan_out_groupchat(self, message, slaves, out,
                                                     out.now if stamp is None else stamp)
 
@@ -809,8 +813,9 @@ class Room:
 
     def broadcast_message(self, stanza: Element, occupant: Occupant, out: Outbox) -> Element:
         """Relay a groupchat message to every occupant, with a stanza-id, into history."""
+        link_id = stanza.getAttribute("id")
         msg = stanzas.new("message", {"from": self.occupant_jid(occupant.nick),
-                                      "type": "groupchat", "id": stanza.getAttribute("id")})
+                                      "type": "groupchat", "id": xep0282.sender_id(link_id)})
         for el in stanza.elements():
             if el.uri == xmlns.STANZA_ID and el.getAttribute("by") == self.jid:
                 continue  # never relay a stanza-id forged in the room's name
@@ -828,10 +833,11 @@ class Room:
             # Sent during a netsplit and held by its slave: everyone sees when it was said.
             live = stanzas.copy(msg)
             live.addChild(stanzas.delay(held_at, self.jid))
-        self.broadcast_groupchat(live, out, held_at)
-        if stanzas.child(msg, "body") is not None:
-            history.append(self, msg, out, held_at)
-        mam.archive(self, msg, occupant, out, held_at)
+        self.broadcast_groupchat(live, out, held_at, link_id)
+        if history.replayable(msg):
+            history.append(self, msg, out, held_at, xep0282.with_link_id(msg, link_id))
+        if is_historic(msg):
+            mam.archive(self, msg, occupant, out, held_at)
         return msg
 
     def _held_since(self, stanza: Element, now: float) -> float | None:

@@ -39,6 +39,29 @@ def original_id(message_id: str) -> tuple[str, bool]:
             return message_id, resubmitted
 
 
+def sender_id(message_id: str | None) -> str | None:
+    """The id a groupchat message's sender gave it, as users and the archive see it: the
+    link's prefixes taken off (original_id), and none where the slave or mod_dmuc_slave
+    made one up (SLAVE_ID_PREFIX) for a message sent without. Those are the link's
+    tracking handle: they stay on the master/slave link, never reach a user (§4.11.2)."""
+    if not message_id:
+        return message_id
+    original, _ = original_id(message_id)
+    return None if original.startswith(SLAVE_ID_PREFIX) else original
+
+
+def with_link_id(message: Element, link_id: str | None) -> Element:
+    """The message as the link carries it: with the id its slave gave it (`link_id`),
+    where users got another (sender_id). The same element when the ids agree."""
+    if message.getAttribute("id") == link_id:
+        return message
+    copy = stanzas.copy(message)
+    copy.attributes.pop("id", None)
+    if link_id:
+        copy["id"] = link_id
+    return copy
+
+
 def dmuc_x() -> Element:
     return Element((xmlns.DMUC, "x"))
 

@@ -1,6 +1,6 @@
 """The room's discussion history (XEP-0045 §7.2.15): what the room keeps and stores, and
 what a joining user gets; and its length setting, as Prosody's history.lib (form field,
-muc#roominfo field, trim on change). The rules themselves (trim, selection, delay) are
+trim on change; no muc#roominfo field, as 0.12.3). The rules themselves (trim, selection, delay) are
 shared with the slave in dmuc.protocol.history."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas
-from dmuc.protocol.history import delayed, entry_for, stanza_id
+from dmuc.protocol.history import delayed, entry_for, is_historic, stanza_id
 from dmuc.storage.records import HistoryRecord
 
 if TYPE_CHECKING:
@@ -25,13 +25,25 @@ if TYPE_CHECKING:
 LENGTH = "muc#roomconfig_historylength"
 
 
-def append(room: Room, message: Element, out: Outbox, stamp: float | None = None) -> None:
-    """Keep a broadcast groupchat message (as broadcast, without 'to'): in the history
-    joiners get, and in the archive a slave's catch-up is replayed from. `stamp`: when it
-    was sent, if not now (held by a slave through a netsplit)."""
+def replayable(message: Element) -> bool:
+    """Whether a slave split from the room gets the message at its netjoin: what users
+    read (a body), and whatever is historic (is_historic: a marker, say)."""
+    return stanzas.child(message, "body") is not None or is_historic(message)
+
+
+def append(room: Room, message: Element, out: Outbox, stamp: float | None = None,
+           on_link: Element | None = None) -> None:
+    """Keep a broadcast groupchat message (as broadcast, without 'to'): in the archive a
+    slave's catch-up is replayed from (as `on_link`, with the link's id, if given), and,
+    if it is historic, in the history joiners get. `stamp`: when it was sent, if not now
+    (held by a slave through a netsplit)."""
     keep = room.config.history_length
-    entry = entry_for(message, out.now if stamp is None else stamp)
-    room.archive.add(entry, stanza_id(message, room.jid))
+    when = out.now if stamp is None else stamp
+    entry = entry_for(message, when)
+    replayed = entry if on_link is None or on_link is message else entry_for(on_link, when)
+    room.archive.add(replayed, stanza_id(message, room.jid))
+    if not is_historic(message):
+        return
     if room.history.keep(entry, keep) is not None and room.config.persistent:
         out.store(AppendHistory(room.jid, entry.record(), keep))
 
@@ -89,12 +101,6 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
                                  room.service.settings.max_history_length)
 
 
-def info(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": "muc#maxhistoryfetch",
-                   "label": "Maximum number of history messages returned",
-                   "value": str(room.config.history_length)})
-
-
 def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
     if room.config.history_length != old.history_length:
         trim(room, out)
@@ -103,5 +109,4 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
 def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=70)
     hooks.add("room-config-submitted", submitted, priority=70)
-    hooks.add("room-disco-info", info, priority=60)
     hooks.add("room-config-applied", applied, priority=30)

@@ -1,9 +1,10 @@
 """The room's own archive (XEP-0313 MAM on the room JID), as Prosody 0.12's mod_muc_mam:
-every groupchat message the room broadcasts is archived (when the room's archiving
-setting is on) under the XEP-0359 stanza-id the room gave it; a query (RSM max / after /
-before, the form's start / end / with / before-id / after-id / ids) is a storage read the
-shell runs (Outbox QueryArchive) and whose page it hands back here to answer; archived
-messages expire after the service's retention (a periodic ExpireArchive from the timers).
+every historic groupchat message the room broadcasts (a body, a marker, not a chat state
+nor what XEP-0334 hints keep out) is archived (when the room's archiving setting is on)
+under the XEP-0359 stanza-id the room gave it; a query (RSM max / after / before, the
+form's start / end / with / before-id / after-id / ids) is a storage read the shell runs
+(Outbox QueryArchive) and whose page it hands back here to answer; archived messages
+expire after the service's retention (a periodic ExpireArchive from the timers).
 
 Users behind a slave query the same room JID: the slave forwards the query unchanged
 (§4.8) and the master answers them directly, so they get the same archive with the same
@@ -48,8 +49,9 @@ class QueryRefused(Exception):
 def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox,
             stamp: float | None = None) -> None:
     """Archive a groupchat message the room broadcast (as broadcast, without 'to' and
-    without a delay: the archive's own stamp is when it was said). `occupant`: its
-    sender, None for the room itself."""
+    without a delay: the archive's own stamp is when it was said), one the caller found
+    historic (dmuc.protocol.history.is_historic, as mod_muc_mam archives only what
+    muc-message-is-historic accepts). `occupant`: its sender, None for the room itself."""
     if not room.config.archiving:
         return
     sid = stanza_id(message, room.jid)
