@@ -7,25 +7,27 @@ plugin prints it as one line and exits non-zero.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dmuc import jids
+from dmuc.errors import StorageError
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
-from dmuc.storage import POSTGRES_URL_SCHEMES, PostgresStorage, SQLiteStorage, StorageError
+from dmuc.protocol import keepalive
+from dmuc.storage import open_storage
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 class ConfigError(Exception):
-    def __init__(self, path: str, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
+    """FILE: KEY: REASON, or FILE: REASON for the whole file (key None)."""
+
+    def __init__(self, path: str, key: str | None, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if key is None else f"{path}: {key}: {reason}")
         self.path, self.key, self.reason = path, key, reason
 
 
@@ -106,13 +108,13 @@ def read_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError(path, "-", "file not found") from exc
+        raise ConfigError(path, None, "file not found") from exc
     except PermissionError as exc:
-        raise ConfigError(path, "-", "permission denied") from exc
+        raise ConfigError(path, None, "permission denied") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "-", f"not valid TOML ({exc})") from exc
+        raise ConfigError(path, None, f"not valid TOML ({exc})") from exc
     except IsADirectoryError as exc:
-        raise ConfigError(path, "-", "is a directory") from exc
+        raise ConfigError(path, None, "is a directory") from exc
 
 
 def _component(r: _Reader) -> ComponentConfig:
@@ -134,27 +136,10 @@ def _component(r: _Reader) -> ComponentConfig:
 def _storage_url(r: _Reader) -> str:
     url = r.get("storage", "url", str)
     r.check_unknown("storage", {"url"})
-    if url.startswith(POSTGRES_URL_SCHEMES):
-        try:
-            PostgresStorage.from_url(url)
-        except StorageError as exc:
-            raise r.error("storage.url", str(exc)) from exc
-        return url
-    if not url.startswith("sqlite:"):
-        raise r.error("storage.url",
-                      f"unsupported scheme in {url!r} (supported: sqlite, postgresql)")
     try:
-        storage = SQLiteStorage.from_url(url)
+        open_storage(url).check()
     except StorageError as exc:
         raise r.error("storage.url", str(exc)) from exc
-    path = getattr(storage, "path", None)
-    if path and path != ":memory:":
-        directory = Path(path).parent
-        existing = directory
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not os.access(existing, os.W_OK):
-            raise r.error("storage.url", f"directory {existing} is not writable")
     return url
 
 
@@ -386,8 +371,9 @@ def load_slave_config(path: str) -> SlaveConfig:
             raise r.error("slave.rooms", f"{room!r} is not on a service in slave.masters")
         cfg.rooms.append(parsed.userhost())
     cfg.keepalive = r.get("slave", "keepalive", int, 60)
-    if not 5 <= cfg.keepalive <= 3600:
-        raise r.error("slave.keepalive", "must be between 5 and 3600 seconds")
+    if not keepalive.MIN_KEEPALIVE <= cfg.keepalive <= keepalive.MAX_KEEPALIVE:
+        raise r.error("slave.keepalive", f"must be between {keepalive.MIN_KEEPALIVE} and "
+                      f"{keepalive.MAX_KEEPALIVE} seconds")
     cfg.history = r.get("slave", "history", int, 20)
     if cfg.history < 0:
         raise r.error("slave.history", "must not be negative")

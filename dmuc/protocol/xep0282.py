@@ -13,6 +13,7 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.protocol import stanzas
 
+# The message id prefixes (mod_dmuc_slave.lua names the same two it adds: keep in step).
 # Part of the wire format (§4.11.2): a groupchat message a local user sent while its slave's
 # link was not live carries this id prefix when it is finally submitted, so that the slave,
 # which showed it locally at once, does not show it a second time.
@@ -50,16 +51,27 @@ def sender_id(message_id: str | None) -> str | None:
     return None if original.startswith(SLAVE_ID_PREFIX) else original
 
 
-def with_link_id(message: Element, link_id: str | None) -> Element:
-    """The message as the link carries it: with the id its slave gave it (`link_id`),
-    where users got another (sender_id). The same element when the ids agree."""
-    if message.getAttribute("id") == link_id:
+def for_users(message: Element) -> Element:
+    """A groupchat message as users, history and the archive get it: with the id its
+    sender gave it (sender_id), where the link carries another. The same element when
+    they agree (most messages: no copy)."""
+    message_id = message.getAttribute("id")
+    shown = sender_id(message_id)
+    if shown == message_id:
         return message
     copy = stanzas.copy(message)
     copy.attributes.pop("id", None)
-    if link_id:
-        copy["id"] = link_id
+    if shown:
+        copy["id"] = shown
     return copy
+
+
+def is_replay(message: Element) -> bool:
+    """Whether a groupchat message is a slave's replay across a netsplit (held, or
+    submitted again): its sender was charged for it when it first sent it (§4.11.2)."""
+    message_id = message.getAttribute("id") or ""
+    return message.name == "message" and message_id.startswith(
+        (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX))
 
 
 def dmuc_x() -> Element:

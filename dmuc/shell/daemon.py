@@ -37,30 +37,54 @@ from dmuc.outbox import (
     ExpireArchive,
     Outbox,
     QueryArchive,
+    RecordStatus,
     RetractArchived,
     SaveRoom,
     StorageOp,
 )
 from dmuc.protocol import stanzas, xep0282
+from dmuc.records import ArchiveRecord, RoomRecord, status_service
 from dmuc.shell import metrics
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
-from dmuc.storage import ArchiveRecord, RoomRecord, Storage, url_for_log
+from dmuc.storage import Storage, url_for_log
 
 log = get_logger("dmuc")
+
+# Exit statuses: 1 a failure a restart may cure, 2 a configuration to fix (no restart).
+EXIT_FAILURE = 1
+EXIT_CONFIGURATION = 2
 
 # Backoff between reconnection attempts, in seconds.
 RECONNECT_MAX_DELAY = 30.0
 
 
+# Stream errors that no retry cures, with what to fix. Prosody may still be starting (its
+# components not loaded yet), so a few attempts come first; then the daemon exits with
+# status 2 (the units' RestartPreventExitStatus=2: no restart loop).
+PERMANENT_REFUSALS = {
+    "not-authorized": "check component.secret against the component_secret of {jid}'s "
+                      "Component block in Prosody",
+    "host-unknown": "Prosody has no Component block for {jid}: add one "
+                    "(etc/prosody/dmuc-*.cfg.lua) and reload Prosody",
+    "conflict": "another process is already connected to Prosody as {jid}: stop it "
+                "(a second instance?)",
+}
+PERMANENT_ATTEMPTS = 4  # with the backoff: about 5.5 s from the first refusal to the exit
+
+
 class ComponentConnection(component.Component):
     """wokkel's XEP-0114 component, with one clear log line per failed attempt instead of
-    wokkel's stop-and-raise, and reconnection with backoff when Prosody goes away."""
+    wokkel's stop-and-raise, reconnection with backoff when Prosody goes away, and an end
+    (`on_permanent`) when Prosody keeps refusing the stream for a reason retrying cannot
+    cure."""
 
-    def __init__(self, host: str, port: int, jid: str, secret: str) -> None:
+    def __init__(self, host: str, port: int, jid: str, secret: str,
+                 on_permanent: Callable[[str], None] | None = None) -> None:
         super().__init__(host, port, jid, secret)
         self.jid = jid
+        self.on_permanent = on_permanent
         self.factory.maxDelay = RECONNECT_MAX_DELAY
         self.factory.initialDelay = self.factory.delay = 0.5
         self.factory.noisy = False
@@ -76,40 +100,71 @@ class ComponentConnection(component.Component):
 
         self.factory.buildProtocol = build_protocol
         self.factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._stream_error)
-        self._last_failure: str | None = None
+        self._refused: str | None = None  # the stream error of the current attempt
+        self._refusals = 0  # permanent refusals since the last successful handshake
         failed, lost = self.factory.clientConnectionFailed, self.factory.clientConnectionLost
 
         def connection_failed(connector, reason):  # type: ignore[no-untyped-def]
-            failed(connector, reason)  # schedules the next attempt (factory.delay)
+            failed(connector, reason)  # schedules the next attempt
             self._note(f"cannot connect to {host}:{port}: {reason.getErrorMessage()}; "
-                       f"retrying in {self.factory.delay:.1f} s")
+                       f"retrying in {self.next_attempt_in():.1f} s")
 
         def connection_lost(connector, reason):  # type: ignore[no-untyped-def]
             lost(connector, reason)
-            if self.running:
+            refused, self._refused = self._refused, None
+            if refused is not None:
+                self._refusal(refused)
+            elif self.running:
                 self._note(f"connection to {host}:{port} lost; "
-                           f"retrying in {self.factory.delay:.1f} s")
+                           f"retrying in {self.next_attempt_in():.1f} s")
 
         self.factory.clientConnectionFailed = connection_failed
         self.factory.clientConnectionLost = connection_lost
+
+    def next_attempt_in(self) -> float:
+        """Seconds until the scheduled reconnection: read from the scheduled call, since
+        Twisted versions differ in when they multiply factory.delay (26 does it after
+        scheduling, so factory.delay is the attempt after next)."""
+        call = getattr(self.factory, "_callID", None)
+        clock = self.factory.clock or reactor
+        if call is not None and call.active():
+            return max(0.0, call.getTime() - clock.seconds())
+        return float(self.factory.delay)
 
     def _note(self, message: str) -> None:
         log.warn("component {jid}: {message}", jid=self.jid, message=message)
 
     def _stream_error(self, failure: object) -> None:
-        condition = getattr(getattr(failure, "value", None), "condition", "unknown")
-        hint = " (check component.secret and Prosody's component_secret)" \
-            if condition == "not-authorized" else ""
-        self._note(f"Prosody refused the stream: {condition}{hint}")
+        """Kept for the line the lost connection writes (one line per attempt)."""
+        self._refused = getattr(getattr(failure, "value", None), "condition", "unknown")
+
+    def _refusal(self, condition: str) -> None:
+        fix = PERMANENT_REFUSALS.get(condition)
+        if fix is None:
+            self._note(f"Prosody refused the stream: {condition}; "
+                       f"retrying in {self.next_attempt_in():.1f} s")
+            return
+        self._refusals += 1
+        fix = fix.format(jid=self.jid)
+        if self._refusals < PERMANENT_ATTEMPTS or self.on_permanent is None:
+            self._note(f"Prosody refused the stream: {condition} ({fix}); retrying in "
+                       f"{self.next_attempt_in():.1f} s ({self._refusals} of "
+                       f"{PERMANENT_ATTEMPTS} attempts)")
+            return
+        self.factory.stopTrying()
+        self.on_permanent(f"component {self.jid}: Prosody refused the stream "
+                          f"{self._refusals} times: {condition}; {fix}")
 
     def _authd(self, xs: xmlstream.XmlStream) -> None:
         log.info("component connected as {jid} to {host}:{port}", jid=self.jid, host=self.host,
                  port=self.port)
         self.factory.resetDelay()
+        self._refusals = 0
         super()._authd(xs)
 
     def initializationFailed(self, reason: object) -> None:
-        self._note(f"stream initialisation failed: {getattr(reason, 'value', reason)}")
+        if self._refused is None:  # a stream error has its line when the connection goes
+            self._note(f"stream initialisation failed: {getattr(reason, 'value', reason)}")
         if self.xmlstream is not None and self.xmlstream.transport is not None:
             self.xmlstream.transport.loseConnection()
 
@@ -326,6 +381,8 @@ class CoreHandler(subprotocols.XMPPHandler):
             d = s.delete_archive(op.room_jid)
         elif isinstance(op, QueryArchive):
             return self._query(op)
+        elif isinstance(op, RecordStatus):
+            d = s.save_room(status_service(self.service_jid), RoomRecord(op.key, op.state))
         else:
             raise TypeError(f"cannot store {op!r}")
         self._writing += 1
@@ -406,7 +463,7 @@ def config_options(daemon: str, loader: Callable[[str], Any]) -> type[usage.Opti
             except ConfigError as exc:
                 # One line for the operator, no traceback, non-zero exit.
                 print(f"{daemon}: configuration error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
+                raise SystemExit(EXIT_CONFIGURATION) from None
 
     return Options
 
@@ -429,7 +486,9 @@ class Daemon(service.Service, abc.ABC):
         self.storage = storage
         self.handler = handler
         c = cfg.component
-        self.connection = ComponentConnection(c.host, c.port, c.jid, c.secret)
+        self.connection = ComponentConnection(
+            c.host, c.port, c.jid, c.secret,
+            on_permanent=lambda line: fatal(f"{label}: {line}", EXIT_CONFIGURATION))
         handler.setHandlerParent(self.connection)
         self._tick_core = tick
         self._ticker = task.LoopingCall(self._tick)
@@ -440,6 +499,9 @@ class Daemon(service.Service, abc.ABC):
         handler.on_link = self._link_changed
         self._previous_sighup: Any = None
         self._reloading: Deferred | None = None
+        # fires once the state is restored and the connection started; never when the
+        # daemon stops first (metrics port taken, store unreadable)
+        self._starting: Deferred = Deferred()
 
     @abc.abstractmethod
     def restore(self) -> Deferred:
@@ -518,7 +580,7 @@ class Daemon(service.Service, abc.ABC):
         self._previous_sighup = signal.signal(
             signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
         self.notifier.start_watchdog()
-        self._starting = self._start()
+        self._start().chainDeferred(self._starting)
         self._ticker.start(self.TICK_SECONDS, now=False)
 
     @defer.inlineCallbacks
@@ -630,8 +692,8 @@ def _address(address: tuple[str, int] | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def fatal(message: str) -> None:
+def fatal(message: str, status: int = EXIT_FAILURE) -> None:
     """Log one line and stop the daemon with a non-zero exit status."""
     log.critical("{message}", message=message)
-    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, status)
     reactor.stop()

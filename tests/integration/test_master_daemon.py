@@ -12,6 +12,7 @@ import asyncio
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -421,25 +422,66 @@ def test_bad_configuration(case: str,
 # connection trouble
 
 
-def test_wrong_secret_is_reported_and_retried_with_backoff(
-        own_prosody: ProsodyInstance, workdir: Path,
+# each permanent refusal: how to provoke it, and the fix its last line names
+PERMANENT = {
+    "not-authorized": "check component.secret",
+    "host-unknown": "Prosody has no Component block for",
+    "conflict": "another process is already connected to Prosody as",
+}
+
+
+@pytest.mark.parametrize("condition", list(PERMANENT))
+def test_permanent_refusal_ends_with_status_2(
+        condition: str, own_prosody: ProsodyInstance, workdir: Path,
         daemons: Callable[[Path, Path], TwistdDaemon]) -> None:
+    """A wrong secret, a JID without a Component block, a second instance: a few attempts
+    with backoff (Prosody may be starting), one line each, then one line naming the fix
+    and exit status 2 (the unit's RestartPreventExitStatus=2: no restart loop)."""
     config = write_master_config(workdir / "master.toml", own_prosody, workdir / "master.db")
-    config.write_text(config.read_text().replace(
-        own_prosody.component(MUC_DOMAIN).secret, "not-the-secret"))
-    daemon = daemons(config, workdir).start(wait_for="not-authorized")
-    line = daemon.wait_for_log("not-authorized")
-    assert "secret" in line and MUC_DOMAIN in line, line
-    daemon.wait_for_log("not-authorized", count=3)
-    assert daemon.running()
-    assert "component connected" not in daemon.log_text()
+    jid = MUC_DOMAIN
+    first = None
+    if condition == "not-authorized":
+        config.write_text(config.read_text().replace(
+            own_prosody.component(MUC_DOMAIN).secret, "not-the-secret"))
+    elif condition == "host-unknown":
+        jid = "nowhere.avalon.irc"
+        config.write_text(config.read_text().replace(f'"{MUC_DOMAIN}"', f'"{jid}"'))
+    else:
+        first = daemons(config, workdir / "first").start()
+    daemon = daemons(config, workdir).start(wait_for=f"refused the stream: {condition}")
+    assert daemon.proc is not None
+    status = daemon.proc.wait(timeout=30)
+    log = daemon.log_text()
+    assert status == 2, log
+    attempts = [line for line in log.splitlines() if "refused the stream" in line]
+    assert len(attempts) == 4, log  # three with a retry, the last one the end
+    assert all(PERMANENT[condition] in line and jid in line for line in attempts), attempts
+    delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", log)]
+    assert len(delays) == 3 and delays[1] > 1.5 * delays[0] and delays[2] > 1.5 * delays[1]
+    assert "refused the stream 4 times" in attempts[-1], attempts[-1]
+    assert "connection to" not in log and "initialisation failed" not in log, log
+    assert "component connected" not in log
     assert_no_traceback(daemon)
-    # one line per attempt, and the attempts back off (each delay, as the daemon logs it,
-    # about 2.7 times the one before, +-12 % jitter) instead of hammering Prosody at a
-    # fixed rate; read from the log, so the machine's load cannot make this flaky
-    daemon.wait_for_log("retrying in", count=3)
-    delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+) s", daemon.log_text())]
-    assert delays[1] > 1.5 * delays[0] and delays[2] > 1.5 * delays[1], delays
+    if first is not None:  # the instance already connected was not disturbed
+        assert first.running() and "lost" not in first.log_text()
+
+
+def test_metrics_port_taken_is_one_line(own_prosody: ProsodyInstance, workdir: Path,
+                                        daemons: Callable[[Path, Path], TwistdDaemon]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_master_config(workdir / "master.toml", own_prosody,
+                                     workdir / "master.db",
+                                     extra_toml=f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        daemon = daemons(config, workdir).start(wait_for="cannot listen")
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=30) == 1
+    log = daemon.log_text()
+    assert f"metrics.listen: cannot listen on 127.0.0.1:{port}" in log, log
+    assert "Traceback" not in log and "Unhandled" not in log, log
+    assert "Traceback" not in daemon.stdout_path.read_text(), daemon.stdout_path.read_text()
 
 
 def test_prosody_down_at_start_then_up(workdir: Path,

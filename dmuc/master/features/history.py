@@ -15,9 +15,9 @@ from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 from dmuc.protocol.history import delayed, entry_for, is_historic, stanza_id
-from dmuc.storage.records import HistoryRecord
+from dmuc.records import HistoryRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -31,19 +31,21 @@ def replayable(message: Element) -> bool:
     return stanzas.child(message, "body") is not None or is_historic(message)
 
 
-def append(room: Room, message: Element, out: Outbox, stamp: float | None = None,
-           on_link: Element | None = None) -> None:
-    """Keep a broadcast groupchat message (as broadcast, without 'to'): in the archive a
-    slave's catch-up is replayed from (as `on_link`, with the link's id, if given), and,
-    if it is historic, in the history joiners get. `stamp`: when it was sent, if not now
+def append(room: Room, message: Element, out: Outbox, stamp: float | None = None) -> None:
+    """Keep a broadcast groupchat message (as broadcast, without 'to'): (`message-kept`)
+    in the window a slave's catch-up is replayed from, with the id it came in with (its
+    slave's handle on it), and, if it is historic, in the history joiners get, with the
+    id its sender gave it (xep0282.for_users). `stamp`: when it was sent, if not now
     (held by a slave through a netsplit)."""
     keep = room.config.history_length
     when = out.now if stamp is None else stamp
-    entry = entry_for(message, when)
-    replayed = entry if on_link is None or on_link is message else entry_for(on_link, when)
-    room.archive.add(replayed, stanza_id(message, room.jid))
+    on_link = entry_for(message, when)
+    room.service.hooks.fire("message-kept", room=room, entry=on_link,
+                            sid=stanza_id(message, room.jid))
     if not is_historic(message):
         return
+    shown = xep0282.for_users(message)
+    entry = on_link if shown is message else entry_for(shown, when)
     if room.history.keep(entry, keep) is not None and room.config.persistent:
         out.store(AppendHistory(room.jid, entry.record(), keep))
 
@@ -56,9 +58,10 @@ def trim(room: Room, out: Outbox) -> None:
 
 
 def retract(room: Room, sid: str, out: Outbox) -> None:
-    """A moderated message (XEP-0425) leaves the history joiners get and the archive
-    slaves are replayed from; stored history is rewritten without it (it is short)."""
-    room.archive.retract(sid)
+    """A moderated message (XEP-0425) leaves the history joiners get and
+    (`message-retracted`) the window slaves are replayed from; stored history is
+    rewritten without it (it is short)."""
+    room.service.hooks.fire("message-retracted", room=room, sid=sid)
     if room.history.remove_id(sid, room.jid) and room.config.persistent:
         out.store(ClearHistory(room.jid))
         store_all(room, out)
@@ -77,11 +80,20 @@ def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
         out.broadcast(delayed(entry, room.jid), [session])
 
 
+def on_broadcast(room: Room, stanza: Element, out: Outbox, stamp: float, **_: object) -> None:
+    """A broadcast message is kept (history.lib's muc-broadcast-message), for joiners if
+    it is historic."""
+    if replayable(stanza):
+        append(room, stanza, out, stamp)
+
+
 def load(room: Room, records: list[HistoryRecord]) -> None:
-    """Restore history read from storage after a restart (the archive starts from it)."""
+    """Restore history read from storage after a restart (the replay window starts
+    from it)."""
     room.history.load(records)
     for entry in room.history:
-        room.archive.add(entry, stanza_id(entry.stanza, room.jid), restored=True)
+        room.service.hooks.fire("message-kept", room=room, entry=entry,
+                                sid=stanza_id(entry.stanza, room.jid), restored=True)
 
 
 # --- the history length setting -----------------------------------------------------------
@@ -110,3 +122,8 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=70)
     hooks.add("room-config-submitted", submitted, priority=70)
     hooks.add("room-config-applied", applied, priority=30)
+    # after the features that decorate the message (at 0 and above)
+    hooks.add("message-broadcast", on_broadcast, priority=-1)
+    hooks.add("occupant-session-new",
+              lambda room, session, stanza, out, **_: send_on_join(room, stanza, session, out),
+              priority=50)

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import ArchiveIdNotFound
 from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import Occupant, RoomConfig
 from dmuc.outbox import AppendArchive, DeleteArchive, ExpireArchive, Outbox, QueryArchive
-from dmuc.protocol import stanzas, visibility
-from dmuc.protocol.history import stanza_id
-from dmuc.storage.records import ArchiveIdNotFound, ArchivePage, ArchiveQuery, ArchiveRecord
+from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol.history import is_historic, stanza_id
+from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -57,13 +58,21 @@ def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox
     sid = stanza_id(message, room.jid)
     if sid is None:
         return
-    stored = stanzas.copy(message)
+    stored = stanzas.copy(xep0282.for_users(message))  # the id its sender gave it
     stored.attributes.pop("to", None)
     out.store(AppendArchive(room.jid, ArchiveRecord(
         sid=sid, stamp=out.now if stamp is None else stamp,
         nick=occupant.nick if occupant is not None else "",
         sender=occupant.bare_jid if occupant is not None else "",
         xml=stored.toXml())))
+
+
+def on_broadcast(room: Room, stanza: Element, occupant: Occupant, out: Outbox,
+                 stamp: float, **_: object) -> None:
+    """A broadcast message is archived if it is historic, as mod_muc_mam archives what
+    muc-message-is-historic accepts (the same rule as the join history)."""
+    if is_historic(stanza):
+        archive(room, stanza, occupant, out, stamp)
 
 
 @dataclass
@@ -299,3 +308,4 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-iq", handle_iq)
     hooks.add("room-destroyed", destroyed)
+    hooks.add("message-broadcast", on_broadcast, priority=-2)  # after history
