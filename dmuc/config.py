@@ -151,12 +151,13 @@ def _storage_url(r: _Reader) -> str:
         raise r.error("storage.url", str(exc)) from exc
     path = getattr(storage, "path", None)
     if path and path != ":memory:":
+        # A mistyped path must not become a new, empty store the daemon serves from.
         directory = Path(path).parent
-        existing = directory
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not os.access(existing, os.W_OK):
-            raise r.error("storage.url", f"directory {existing} is not writable")
+        if not directory.is_dir():
+            raise r.error("storage.url", f"directory {directory} does not exist (create it, "
+                                         "or correct the path)")
+        if not os.access(directory, os.W_OK):
+            raise r.error("storage.url", f"directory {directory} is not writable")
     return url
 
 

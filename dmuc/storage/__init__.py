@@ -14,6 +14,7 @@ from dmuc.storage.records import (
     RoomRecord,
     Storage,
     StorageError,
+    StoreAbsent,
     slave_history_key,
     status_service,
 )
@@ -21,7 +22,7 @@ from dmuc.storage.sqlite import SQLiteStorage
 
 __all__ = ["POSTGRES_URL_SCHEMES", "ArchiveIdNotFound", "ArchivePage", "ArchiveQuery",
            "ArchiveRecord", "HistoryRecord", "PostgresStorage", "RoomRecord", "Storage",
-           "StorageError", "SQLiteStorage", "open_storage", "slave_history_key",
+           "StorageError", "StoreAbsent", "SQLiteStorage", "open_storage", "slave_history_key",
            "status_service", "url_for_log"]
 
 

@@ -43,6 +43,7 @@ from dmuc.storage.records import (
     HistoryRecord,
     RoomRecord,
     StorageError,
+    StoreAbsent,
 )
 
 log = get_logger("dmuc.storage")
@@ -236,8 +237,10 @@ class PostgresStorage:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def open(self) -> Deferred[None]:
-        """Create the pool, then create or migrate the schema to the current version.
+    def open(self, read_only: bool = False) -> Deferred[None]:
+        """Create the pool, then create or migrate the schema to the current version; or,
+        `read_only`, in read-only transactions, check that the schema is there at the
+        current version (StoreAbsent if there is none) and write nothing.
         The database must be reachable now: a daemon that cannot open it exits."""
         if self._pool is not None:
             return defer.fail(StorageError(f"storage {self.display} is already open"))
@@ -246,11 +249,11 @@ class PostgresStorage:
             self.conninfo,
             cp_min=1,
             cp_max=1,  # one connection, one thread: issue order is execution order
-            cp_openfun=self._setup_connection,
+            cp_openfun=self._setup_read_only if read_only else self._setup_connection,
         )
         self._pool = pool
         self._give_up_at = None
-        d = pool.runInteraction(self._migrate)
+        d = pool.runInteraction(self._check_version if read_only else self._migrate)
 
         def failed(f: Failure) -> Failure:
             # Leave no threads behind; report the database and the reason.
@@ -293,6 +296,22 @@ class PostgresStorage:
         # Every room and history row is text; the server's own settings may differ.
         conn.execute("SET client_encoding = 'UTF8'")
         conn.commit()
+
+    @classmethod
+    def _setup_read_only(cls, conn: psycopg.Connection) -> None:
+        conn.execute("SET default_transaction_read_only = on")
+        cls._setup_connection(conn)
+
+    def _check_version(self, txn: Any) -> None:
+        txn.execute("SELECT to_regclass('dmuc_schema') IS NOT NULL")
+        if not txn.fetchone()[0]:
+            raise StoreAbsent(f"no dmuc tables in {self.display}")
+        txn.execute("SELECT version FROM dmuc_schema")
+        current = int(txn.fetchone()[0])
+        if current != schema_version():
+            raise StorageError(f"storage {self.display} has schema version {current}, not "
+                               f"the {schema_version()} of this dmuc (a read-only open does "
+                               "not migrate it)")
 
     def _migrate(self, txn: Any) -> None:
         target = schema_version()

@@ -18,6 +18,10 @@ class StorageError(Exception):
     """The storage URL or the database cannot be used."""
 
 
+class StoreAbsent(StorageError):
+    """A read-only open found no dmuc store there (nothing was created)."""
+
+
 @dataclass
 class RoomRecord:
     """A persistent room as stored: its bare JID and its state (config, affiliations...)."""
@@ -79,7 +83,7 @@ class ArchiveIdNotFound(StorageError):
 
 
 class Storage(Protocol):
-    def open(self) -> Deferred[None]:
+    def open(self, read_only: bool = False) -> Deferred[None]:
         """Create or migrate the schema to the current version."""
 
     def close(self) -> Deferred[None]: ...

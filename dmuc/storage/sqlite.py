@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from dmuc.storage.records import (
     HistoryRecord,
     RoomRecord,
     StorageError,
+    StoreAbsent,
 )
 
 _T = TypeVar("_T")
@@ -122,6 +124,17 @@ def _loads(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _create_private(path: str) -> None:
+    """Create the database file 0600 if it does not exist (whatever the umask): it holds
+    room passwords and the archives of members-only rooms. SQLite gives its -wal and -shm
+    files the database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 class SQLiteStorage:
     """Rooms and history in one SQLite file (or in memory, for tests)."""
 
@@ -157,25 +170,37 @@ class SQLiteStorage:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def open(self) -> Deferred[None]:
-        """Create the pool, then create or migrate the schema to the current version."""
+    def open(self, read_only: bool = False) -> Deferred[None]:
+        """Create the pool, then create or migrate the schema to the current version; or,
+        `read_only`, open an existing store at the current version without writing
+        anything (StoreAbsent if there is no file). The file's directory must exist: a
+        mistyped path is an error, not a new empty store."""
         if self._pool is not None:
             return defer.fail(StorageError(f"storage {self.path} is already open"))
-        try:
-            if self.path != MEMORY:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        except OSError as e:
-            return defer.fail(StorageError(f"cannot open storage {self.path}: {e}"))
+        directory = os.path.dirname(self.path)
+        if self.path != MEMORY and not os.path.isdir(directory):
+            return defer.fail(StorageError(f"cannot open storage {self.path}: directory "
+                                           f"{directory} does not exist"))
+        if read_only and (self.path == MEMORY or not os.path.exists(self.path)):
+            return defer.fail(StoreAbsent(f"no store at {self.path}"))
+        if not read_only and self.path != MEMORY:
+            try:
+                _create_private(self.path)
+            except OSError as e:
+                return defer.fail(StorageError(f"cannot open storage {self.path}: {e}"))
         pool = adbapi.ConnectionPool(
             "sqlite3",
-            self.path,
+            # (one leading slash: "file://x" would name a host)
+            f"file:{urllib.parse.quote('/' + self.path.lstrip('/'))}?mode=ro" if read_only
+            else self.path,
+            uri=read_only,
             check_same_thread=False,
             cp_min=1,
             cp_max=1,  # one connection, one thread: issue order is execution order
-            cp_openfun=self._setup_connection,
+            cp_openfun=None if read_only else self._setup_connection,
         )
         self._pool = pool
-        d = pool.runInteraction(self._migrate)
+        d = pool.runInteraction(self._check_version if read_only else self._migrate)
 
         def failed(f: Failure) -> Failure:
             # Leave no threads behind; report the path and the reason.
@@ -209,6 +234,13 @@ class SQLiteStorage:
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+
+    def _check_version(self, txn: Any) -> None:
+        current = _user_version(txn)
+        if current != schema_version():
+            raise StorageError(f"storage {self.path} has schema version {current}, not the "
+                               f"{schema_version()} of this dmuc (a read-only open does not "
+                               "migrate it)")
 
     def _migrate(self, txn: Any) -> None:
         target = schema_version()
