@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh Debian machine:
 #   make demo   the seed's network: 5 Prosody servers, dmuc-master, 3 dmuc-slaves (SQLite),
-#               the seed's story played on it (with a netsplit), the s2s cost next to mod_muc
-#   make test   the whole test suite (unit + integration against real Prosody)
+#               the seed's story played on it (with a netsplit), and on mod_muc: what every
+#               user received and the s2s cost, side by side
+#   make test   the whole test suite (unit + integration against real Prosody); make faults
+#               every fault test, short and long; make soak 30 random faults
 # make run brings up the same network without the story; make bench compares dmuc with
 # Prosody's mod_muc on it (docs/benchmarks.md).
 PYTHON ?= python3
@@ -9,7 +11,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run run-single test unit lint bench bench-daemon soak deps venv clean man install install-deps
+.PHONY: demo run run-single test unit lint bench bench-daemon soak faults deps venv clean man \
+	install install-deps
 
 demo: deps venv
 	$(BIN)/python -m testbed.demo_story
@@ -34,9 +37,15 @@ lint: venv
 man: venv
 	$(BIN)/python docs/man/build_man.py
 
-# A long soak: SOAK_FAULTS random faults under continuous traffic (a fresh seed each run,
-# printed; replay one with SOAK_SEED=n). The test suite runs a short one (3 faults).
-SOAK_FAULTS ?= 20
+# Every fault test, short and long, for every kind of fault (testbed/faults.py FAULT_KINDS),
+# and the 60 s split; `make test` runs the short ones and one long one per class of fault.
+faults: deps venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -s -m integration tests/integration/test_faults.py
+
+# A long soak: SOAK_FAULTS random faults under continuous traffic, drawn from every kind
+# of fault (a fresh seed each run, printed; replay one with SOAK_SEED=n), judged as the
+# fault tests. The test suite runs a short one (one fault of each class, a fresh seed).
+SOAK_FAULTS ?= 30
 SOAK_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 soak: deps venv
 	DMUC_SOAK_FAULTS=$(SOAK_FAULTS) DMUC_SOAK_SEED=$(SOAK_SEED) \
@@ -91,8 +100,8 @@ install: install-deps
 
 # systemd-sysusers and systemd-analyze (the Debian systemd package; it need not be PID 1)
 install-deps:
-	@command -v systemd-sysusers >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd; }
+	@command -v systemd-sysusers >/dev/null || { \
+	  $(APT) update -qq && $(APT) install -y -qq systemd; }
 
 # Debian packages: Prosody (the XMPP server we attach to), dnsmasq (test DNS),
 # lua-dbi-sqlite3 (Prosody's SQL storage, for the import test), man-db (man page check),
@@ -100,18 +109,18 @@ install-deps:
 # and PostgreSQL (the tests initdb throwaway servers; the package's own cluster is not
 # needed, so it is told not to create one).
 NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.conf
+# env, not a variable before sudo: sudo would drop it
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 deps:
 	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null \
 	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null \
 	  && command -v systemd-analyze >/dev/null || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prosody dnsmasq-base \
-	    lua-dbi-sqlite3 man-db systemd; }
+	  $(APT) update -qq && $(APT) install -y -qq prosody dnsmasq-base lua-dbi-sqlite3 man-db \
+	    systemd; }
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  $(SUDO) mkdir -p $(dir $(NO_MAIN_CLUSTER)) && \
 	  echo "create_main_cluster = false" | $(SUDO) tee $(NO_MAIN_CLUSTER) >/dev/null && \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+	  $(APT) update -qq && $(APT) install -y -qq postgresql; }
 
 venv: $(VENV)/.installed
 

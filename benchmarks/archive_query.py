@@ -1,8 +1,8 @@
 """Cost of a room-archive (XEP-0313) page in the SQLite adapter, on a large archive.
 
 Fills one in-memory database with `--rows` archived messages spread over 20 rooms (the
-schema of dmuc.storage.sqlite's migrations), then times the page query the master runs for
-a MAM request (dmuc.storage.archive_sql.select_archive_page: the count and one page of 50), for
+schema of dmuc.storage.sql's migrations), then times the page query the master runs for
+a MAM request (dmuc.storage.sql.select_archive_page: the count and one page of 50), for
 the shapes clients send: the first page, the last page (an empty RSM <before/>), a page
 after an id in the middle, a 'with' an occupant JID, and a start/end hour. The query runs
 in the storage thread, never in the reactor; this says how long a client waits for it.
@@ -16,9 +16,9 @@ import argparse
 import sqlite3
 import time
 
-from dmuc.storage import sqlite as sqlite_adapter
-from dmuc.storage.archive_sql import select_archive_page
-from dmuc.storage.records import ArchiveQuery
+from dmuc.records import ArchiveQuery
+from dmuc.storage import sql
+from dmuc.storage.sqlite import DIALECT
 
 ROOMS = 20
 REPEATS = 20
@@ -30,8 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     conn = sqlite3.connect(":memory:")
     cursor = conn.cursor()
-    for migration in sqlite_adapter.MIGRATIONS:
-        sqlite_adapter._run_migration(cursor, migration)
+    sql.migrate(cursor, DIALECT, 0, ":memory:")
     cursor.executemany(
         "INSERT INTO archive (room, sid, stamp, nick, sender, xml, retracted)"
         " VALUES (?, ?, ?, ?, ?, ?, 0)",
@@ -55,7 +54,7 @@ def main() -> None:
         times = []
         for _ in range(REPEATS):
             start = time.perf_counter()
-            page = select_archive_page(cursor, room, query)
+            page = sql.select_archive_page(cursor, DIALECT, room, query)
             times.append(time.perf_counter() - start)
         times.sort()
         print(f"  {label:28} {times[REPEATS // 2] * 1000:7.2f} ms  "

@@ -15,7 +15,8 @@ import time
 
 from twisted.internet import defer, task
 
-from dmuc.storage import HistoryRecord, RoomRecord, open_storage
+from dmuc.records import HistoryRecord, RoomRecord
+from dmuc.storage import open_storage
 from testbed.postgres import PostgresInstance
 
 STANZA = "<message type='groupchat'><body>benchmark</body></message>"

@@ -7,18 +7,18 @@ plugin prints it as one line and exits non-zero.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dmuc import jids
+from dmuc.errors import StorageError
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.service import ServiceSettings
-from dmuc.storage import POSTGRES_URL_SCHEMES, PostgresStorage, SQLiteStorage, StorageError
+from dmuc.protocol import keepalive
+from dmuc.storage import open_storage
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -136,28 +136,10 @@ def _component(r: _Reader) -> ComponentConfig:
 def _storage_url(r: _Reader) -> str:
     url = r.get("storage", "url", str)
     r.check_unknown("storage", {"url"})
-    if url.startswith(POSTGRES_URL_SCHEMES):
-        try:
-            PostgresStorage.from_url(url)
-        except StorageError as exc:
-            raise r.error("storage.url", str(exc)) from exc
-        return url
-    if not url.startswith("sqlite:"):
-        raise r.error("storage.url",
-                      f"unsupported scheme in {url!r} (supported: sqlite, postgresql)")
     try:
-        storage = SQLiteStorage.from_url(url)
+        open_storage(url).check()
     except StorageError as exc:
         raise r.error("storage.url", str(exc)) from exc
-    path = getattr(storage, "path", None)
-    if path and path != ":memory:":
-        # A mistyped path must not become a new, empty store the daemon serves from.
-        directory = Path(path).parent
-        if not directory.is_dir():
-            raise r.error("storage.url", f"directory {directory} does not exist (create it, "
-                                         "or correct the path)")
-        if not os.access(directory, os.W_OK):
-            raise r.error("storage.url", f"directory {directory} is not writable")
     return url
 
 
@@ -389,8 +371,9 @@ def load_slave_config(path: str) -> SlaveConfig:
             raise r.error("slave.rooms", f"{room!r} is not on a service in slave.masters")
         cfg.rooms.append(parsed.userhost())
     cfg.keepalive = r.get("slave", "keepalive", int, 60)
-    if not 5 <= cfg.keepalive <= 3600:
-        raise r.error("slave.keepalive", "must be between 5 and 3600 seconds")
+    if not keepalive.MIN_KEEPALIVE <= cfg.keepalive <= keepalive.MAX_KEEPALIVE:
+        raise r.error("slave.keepalive", f"must be between {keepalive.MIN_KEEPALIVE} and "
+                      f"{keepalive.MAX_KEEPALIVE} seconds")
     cfg.history = r.get("slave", "history", int, 20)
     if cfg.history < 0:
         raise r.error("slave.history", "must not be negative")

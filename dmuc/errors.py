@@ -33,3 +33,15 @@ class BadJID(ValueError):
         super().__init__(f"bad JID {shown}: {reason}")
         self.text = text
         self.reason = reason
+
+
+class StorageError(Exception):
+    """The storage URL or the database cannot be used, or an operation on it failed."""
+
+
+class StoreAbsent(StorageError):
+    """A read-only open found no dmuc store there (and created none)."""
+
+
+class ArchiveIdNotFound(StorageError):
+    """An RSM after/before id that is not (or no longer) in the room's archive."""

@@ -26,17 +26,67 @@ plugins; a plugin's handler at the default priority 0 runs after them all):
     return a Refusal to refuse the join; fired after the core's own rules (lock, ban,
     nickname in use or registered to another user).
 
-Other events: ``room-created``, ``room-configured`` (room, old, out) and
+Other events: ``room-pre-create`` (room, stanza, out: the join that creates the room,
+before it is processed; password.py reads its password), ``room-created``,
+``room-configured`` (room, old, out) and
 ``room-destroyed`` (room, out); ``occupant-joined`` (room, occupant, session, out),
 ``occupant-nick-changed`` (room, occupant, old_nick, out), ``occupant-left`` (room,
 occupant, out), ``affiliation-changed`` (room, jid, affiliation, out),
-``message-broadcast`` (room, stanza, occupant, out), ``private-message`` (room, stanza,
+``message-broadcast`` (room, stanza, occupant, out, stamp: a groupchat about to be
+broadcast, when it was said; handlers at priority 0 and above decorate it, history (-1)
+and mam (-2) keep it), ``invite`` (room, stanza, out: an invitation about to be relayed;
+password.py adds the password), ``private-message`` (room, stanza,
 occupant, out: the relayed copy, from the sender's occupant), ``occupant-presence``
 (room, occupant, stanza: each presence the room builds about an occupant, any variant),
 ``slave-snapshot`` (room, extra: append stanzas from the room JID that a XEP-0282
 snapshot carries after the subject); ``room-iq``, ``service-iq``
 (stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
 result means the stanza was handled; ``service-disco-features`` (features).
+
+The room core's own steps, where a handler may take a session or a stanza over (a true
+result: the room does not do that step itself). dmuc.master.distribution (XEP-0282) hooks
+them all at priority 1000; whether a session is relayed is read from routing.Router:
+
+``occupant-entering`` (room, session, out)
+    a session is about to enter; True: it is relayed (its relay sends it the occupant
+    list and its own presence, the room does not).
+``occupant-session-new`` (room, occupant, session, stanza, self_codes, out)
+    the session is in and the room has broadcast it (mod_muc's muc-occupant-session-new):
+    history.py (50) sends the history ``stanza``, the join, asks for, subject.py (20) the
+    subject; True: it gets them from its relay instead.
+``occupant-session-moved`` (room, occupant, session, self_codes, out)
+    a relayed session moved into another occupant (a nick change of one session): its
+    relay tells it.
+``occupant-leaving`` (room, occupant, session, out, presence)
+    a session is leaving; True: its relay told it (``presence``: how its own unavailable
+    presence is built: statuses, base, reason, actor_nick, item_extra).
+``occupant-session-gone`` (room, session, out)
+    a session is no longer in the room.
+``occupant-role-set`` (room, occupant)
+    an occupant's sessions have its role (a join, a session moved into it, a role
+    change), before the change is broadcast.
+``occupant-role-broadcast`` (room, occupant, out)
+    after the broadcast that followed ``occupant-role-set``.
+``occupant-groupchat`` (room, occupant, stanza, out)
+    a groupchat from an occupant with voice, before the room broadcasts it (mod_muc's
+    muc-occupant-groupchat); True: taken over (subject.py at 20: a subject change;
+    distribution at 10: a resubmission already broadcast).
+``message-to-room`` (room, stanza, occupant, out)
+    a message to the room JID, of any type, before the groupchat rules; True: handled
+    (invites.py at 20: an invitation or decline; voice.py at 10: a voice request).
+``message-time`` (room, stanza, now)
+    return when a groupchat was said, if earlier than now (a message held through a
+    netsplit): it is broadcast with that delay.
+``message-kept`` (room, entry, sid, restored)
+    a message entered the room's record (history, a moderation notice, or restored
+    from storage with ``restored``).
+``message-retracted`` (room, sid)
+    a message was moderated away (XEP-0425).
+``recent-message`` (room, sid)
+    return the recent message (HistoryEntry) with that stanza-id, if one is kept.
+``room-destroying`` (room, notice, out)
+    the room is being destroyed; ``notice`` is the unavailable presence with <destroy/>
+    its occupants got (None if it had none).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc.storage.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord
+from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord
 
 # Every log line stays one line, whatever a sender put in the names it quotes.
 _ONE_LINE = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
@@ -102,8 +102,17 @@ class QueryArchive:
     answer: Callable[[ArchivePage | Exception, Outbox], None]
 
 
+@dataclass
+class RecordStatus:
+    """Record how the service stands, for dmuc-admin list-slaves: a slave's link state, or
+    the daemon's heartbeat, under `key` (beside the rooms: dmuc.records.status_service)."""
+
+    key: str
+    state: dict[str, Any]
+
+
 StorageOp = (SaveRoom | DeleteRoom | AppendHistory | ClearHistory | AppendArchive
-             | RetractArchived | ExpireArchive | DeleteArchive | QueryArchive)
+             | RetractArchived | ExpireArchive | DeleteArchive | QueryArchive | RecordStatus)
 
 
 @dataclass

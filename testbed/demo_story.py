@@ -9,10 +9,12 @@ with real s2s, dmuc-master, three dmuc-slaves), plus Prosody's own mod_muc as
    slave) enter wallops@channel.avalon.irc and talk;
 2. a netsplit: the link between avalon.irc and killrc.oulubox.irc is cut while people talk
    on both sides; then it is healed, and the netjoin brings each side what it missed;
-3. the same joins and the same messages in wallops@conference.avalon.irc (plain XEP-0045 on
-   Prosody's mod_muc, no split: mod_muc has no netsplit mode; its users behind the cut
-   link would simply be cut off);
-4. per s2s link, the stanzas and bytes that crossed it (counted by the proxy on the link)
+3. the same joins, the same split and the same messages in wallops@conference.avalon.irc
+   (plain XEP-0045 on Prosody's mod_muc, which has no netsplit mode: what is said across
+   the cut link is lost, and its users behind it may be kicked out by the bounces);
+4. what every user received in each room: of the lines said, expected, got, lost and
+   duplicated, side by side;
+5. per s2s link, the stanzas and bytes that crossed it (counted by the proxy on the link)
    for dmuc and for mod_muc, and the split/netjoin events with their timings.
 
 Then the network stays up for a person to join with any client until Ctrl-C.
@@ -43,6 +45,7 @@ MOD_MUC = f"conference.{MASTER_DOMAIN}"
 ROOM = "wallops"
 SPLIT_SERVER = "killrc.oulubox.irc"
 KEEPALIVE = 5  # seconds: a split is noticed within two of them
+SPLIT_WAIT = 3.0  # s each listener is given for a line said around the split
 
 # §5 and Listing 15 of the seed, said by its characters
 STORY = [
@@ -181,64 +184,89 @@ class Story:
                                    counts["message"])
         return out
 
-    async def dmuc_act(self) -> dict[str, Any]:
-        room = f"{ROOM}@{MUC_SERVICE}"
-        print(f"\n== 1. The seed's §5 in {room} (dmuc)")
-        self.network.reset_counts()
-        await self.enter(room)
-        await self.talk(room, STORY)
-
-        print(f"\n== 2. Netsplit: {SPLIT_SERVER} loses its link to {MASTER_DOMAIN}")
+    async def split_act(self, room: str, events: dict[str, float | None],
+                        daemons: bool) -> None:
+        """Cut killrc from avalon while both sides talk, heal, wait for what should come.
+        ``daemons``: dmuc's (log their split and netjoin, timed into ``events``)."""
         split_side = [n for n, p in self.people.items() if p.jid.endswith(SPLIT_SERVER)]
         other_side = [n for n in self.people if n not in split_side]
         cut_at = time.monotonic()
         self.network.cut(SPLIT_SERVER)
         self.say(f"link {MASTER_DOMAIN} <-> {SPLIT_SERVER} cut")
-        events: dict[str, float | None] = {}
-        for source in ("master", SPLIT_SERVER):
+        for source in ("master", SPLIT_SERVER) if daemons else ():
             found = self.logs.wait_for("netsplit", 4 * KEEPALIVE, [source], after=cut_at)
             events[f"split seen by {source}"] = found.at - cut_at if found else None
             self.say(f"{source}: " + (f"netsplit noticed after {found.at - cut_at:.1f} s"
                                       if found else "no netsplit logged"))
-        await self.talk(room, DURING_SPLIT[:2], audience=split_side)
-        await self.talk(room, DURING_SPLIT[2:], audience=other_side)
+        # each side listens to itself only: the other side cannot hear it now
+        await self.talk(room, DURING_SPLIT[:2], audience=split_side, timeout=SPLIT_WAIT)
+        await self.talk(room, DURING_SPLIT[2:], audience=other_side, timeout=SPLIT_WAIT)
         healed_at = time.monotonic()
         self.network.heal(SPLIT_SERVER)
         self.say(f"link {MASTER_DOMAIN} <-> {SPLIT_SERVER} healed")
-        for source in ("master", SPLIT_SERVER):
+        for source in ("master", SPLIT_SERVER) if daemons else ():
             found = self.logs.wait_for("netjoin", 6 * KEEPALIVE, [source], after=healed_at)
             events[f"netjoin at {source}"] = found.at - healed_at if found else None
             self.say(f"{source}: " + (f"netjoin after {found.at - healed_at:.1f} s"
                                       if found else "no netjoin logged"))
-        for nick, text in DURING_SPLIT:
-            missing = [p for p in self.people.values()
-                       if not await p.hears(room, text, 6 * KEEPALIVE)]
-            self.say(f"after the netjoin, <{nick}> {text!r} is with "
-                     f"{len(self.people) - len(missing)}/{len(self.people)}")
-        await self.talk(room, AFTER)
-        return {"links": self.links(), "events": events}
+        # every line awaited at everyone at once (a line that never comes costs the wait
+        # once): a netjoin comes within a keepalive or two
+        people = list(self.people.values())
+        heard = await asyncio.gather(*(p.hears(room, text, 3 * KEEPALIVE)
+                                       for _, text in DURING_SPLIT for p in people))
+        for i, (nick, text) in enumerate(DURING_SPLIT):
+            row = heard[i * len(people):(i + 1) * len(people)]
+            self.say(f"after the heal, <{nick}> {text!r} is with {sum(row)}/{len(people)}")
 
-    async def mod_muc_act(self) -> dict[str, Any]:
-        room = f"{ROOM}@{MOD_MUC}"
-        print(f"\n== 3. The same traffic in {room} (Prosody's mod_muc, no split)")
+    async def act(self, room: str, title: str, daemons: bool) -> dict[str, Any]:
+        """The story, the split, the heal, a last line: in ``room``."""
+        print(f"\n== {title}: the seed's §5 in {room}")
         self.network.reset_counts()
         await self.enter(room)
-        await self.talk(room, [*STORY, *DURING_SPLIT, *AFTER])
-        return {"links": self.links()}
+        await self.talk(room, STORY)
+        print(f"\n   Netsplit in {room}: {SPLIT_SERVER} loses its link to {MASTER_DOMAIN}")
+        events: dict[str, float | None] = {}
+        await self.split_act(room, events, daemons)
+        await self.talk(room, AFTER, timeout=SPLIT_WAIT)
+        return {"links": self.links(), "events": events, "received": self.received(room)}
+
+    def received(self, room: str) -> dict[str, tuple[int, int, int, int]]:
+        """Per character: (expected, got, lost, duplicated) of every line said in ``room``
+        (each should reach everyone once, its sayer included)."""
+        said = [text for _, text in (*STORY, *DURING_SPLIT, *AFTER)]
+        out = {}
+        for nick, person in self.people.items():
+            heard = person.heard.get(room, [])
+            got = sum(1 for text in said if text in heard)
+            extra = sum(max(heard.count(text) - 1, 0) for text in said)
+            out[nick] = (len(said), got, len(said) - got, extra)
+        return out
 
     async def run(self) -> tuple[dict[str, Any], dict[str, Any]]:
         await self.connect_all()
-        dmuc = await self.dmuc_act()
+        dmuc = await self.act(f"{ROOM}@{MUC_SERVICE}", "1-2. dmuc", daemons=True)
         # out of the dmuc room before the mod_muc act, so its counts are its own
         await asyncio.gather(*(p.leave() for p in self.people.values()))
         await self.connect_all()
-        plain = await self.mod_muc_act()
+        plain = await self.act(f"{ROOM}@{MOD_MUC}", "3. Prosody's mod_muc", daemons=False)
         await asyncio.gather(*(p.leave() for p in self.people.values()))
         return dmuc, plain
 
 
 def report(dmuc: dict[str, Any], plain: dict[str, Any]) -> None:
-    print("\n== 4. What crossed each s2s link (counted on the link): stanzas / bytes "
+    print("\n== 4. What every user received, of the lines said in the room (the split "
+          "included)")
+    print(f"  {'user':10} {'dmuc: expected got lost dup':>30}   "
+          f"{'mod_muc: expected got lost dup':>33}")
+    totals = [0] * 8
+    for nick in dmuc["received"]:
+        d, p = dmuc["received"][nick], plain["received"].get(nick, (0, 0, 0, 0))
+        totals = [t + v for t, v in zip(totals, (*d, *p))]
+        print(f"  {nick:10} {d[0]:>17} {d[1]:>3} {d[2]:>4} {d[3]:>3}   "
+              f"{p[0]:>20} {p[1]:>3} {p[2]:>4} {p[3]:>3}")
+    print(f"  {'everyone':10} {totals[0]:>17} {totals[1]:>3} {totals[2]:>4} {totals[3]:>3}"
+          f"   {totals[4]:>20} {totals[5]:>3} {totals[6]:>4} {totals[7]:>3}")
+    print("\n== 5. What crossed each s2s link (counted on the link): stanzas / bytes "
           "(of which messages)")
     print(f"  {'link':38} {'dmuc':>22} {'plain MUC':>22}")
     total = [0] * 6
@@ -251,8 +279,9 @@ def report(dmuc: dict[str, Any], plain: dict[str, Any]) -> None:
               f" {p[0]:5} / {p[1]:7} ({p[2]:3} msg)")
     print(f"  {'all links':38} {total[0]:5} / {total[1]:7} ({total[2]:3} msg)"
           f" {total[3]:5} / {total[4]:7} ({total[5]:3} msg)")
-    print("  (dmuc's figures include the split, its keepalives and the netjoin's resync)")
-    print("\n  Split / netjoin events (seconds after the cut / the heal):")
+    print("  (both include the split and the heal; dmuc's its keepalives and the netjoin's "
+          "resync)")
+    print("\n  dmuc's split / netjoin events (seconds after the cut / the heal):")
     for what, at in dmuc["events"].items():
         print(f"    {what:40} {'-' if at is None else f'{at:.1f} s'}")
 

@@ -9,6 +9,8 @@ SIGSTOP/SIGCONT. Everything stays on 127.0.0.0/8.
     daemons = DmucDaemons(net, workdir / "daemons", keepalive=5).start()
     faults = FaultInjector(net, daemons)
     fault = faults.link("cut", "killrc.oulubox.irc")      # avalon.irc <-> killrc
+    faults.link("oneway", "avalon.irc", "killrc.oulubox.irc")  # avalon's bytes dropped only
+    faults.link("flap", "killrc.oulubox.irc", seconds=2)  # cut 2 s / healed 2 s until heal
     fault.inject(); ...; fault.heal()
     faults.process("kill", "master")                       # kill -9, heal = start again
     faults.process("pause", "killrc.oulubox.irc")          # SIGSTOP the slave, heal = SIGCONT
@@ -64,7 +66,7 @@ class DmucDaemons:
     """``dmuc-master`` and one ``dmuc-slave`` per slave server of ``network``, each in a
     workdir of its own under ``workdir`` (config, SQLite file, log), started in parallel and
     stopped by PID. ``keepalive`` is the slaves' (and so the master's, negotiated) keepalive
-    in seconds (5-3600); short keepalives make faults detected quickly. ``storage_url``
+    in seconds (2-3600); short keepalives make faults detected quickly. ``storage_url``
     puts them all in one database instead (e.g. PostgreSQL)."""
 
     def __init__(self, network: DmucNetwork, workdir: Path | str, *, keepalive: int = 60,
@@ -181,7 +183,36 @@ class Fault:
         self.healed = time.monotonic()
 
 
-LINK_FAULTS = ("cut", "blackhole", "stall", "delay")
+class _Flapping:
+    """A link cut for ``seconds``, healed for ``seconds``, and so on (a thread), from
+    :meth:`start` until :meth:`stop` (which leaves it healed)."""
+
+    def __init__(self, network: DmucNetwork, a: str, b: str, seconds: float) -> None:
+        self.network, self.a, self.b, self.seconds = network, a, b, seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:  # cut already; the waits are the flapping's own pace
+        while not self._stop.wait(self.seconds):
+            self.network.heal(self.a, self.b)
+            if self._stop.wait(self.seconds):
+                break
+            self.network.cut(self.a, self.b)
+
+    def start(self) -> None:
+        self.network.cut(self.a, self.b)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="flapping", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.network.heal(self.a, self.b)
+
+
+LINK_FAULTS = ("cut", "blackhole", "oneway", "stall", "delay", "flap")
 PROCESS_FAULTS = ("kill", "restart", "pause")
 
 
@@ -203,19 +234,27 @@ class FaultInjector:
     # -- links
 
     def link(self, kind: str, a: str, b: str | None = None, seconds: float = 1.0) -> Fault:
-        """A fault on the s2s link between ``a`` and ``b`` (default: the master's server)."""
+        """A fault on the s2s link between ``a`` and ``b`` (default: the master's server).
+        ``delay``: every byte ``seconds`` late; ``flap``: cut for ``seconds``, healed for
+        ``seconds``, again and again until healed; ``oneway``: what ``a`` writes is dropped,
+        what ``b`` writes passes."""
         b = b or self.network.master.domain
         pa, pb = self.network.server(a).domain, self.network.server(b).domain
+        heal: Callable[[], object] = lambda: self.network.heal(pa, pb)  # noqa: E731
         if kind == "delay":
             def inject() -> object:
                 return self.network.delay(pa, pb, seconds)
+        elif kind == "flap":
+            flapping = _Flapping(self.network, pa, pb, seconds)
+            inject, heal = flapping.start, flapping.stop
         elif kind in LINK_FAULTS:
             def inject() -> object:
                 return getattr(self.network, kind)(pa, pb)
         else:
             raise ValueError(f"unknown link fault {kind!r}; use one of {LINK_FAULTS}")
-        label = f"{pa}<->{pb}" + (f" {seconds:g}s" if kind == "delay" else "")
-        return self._fault(kind, label, inject, lambda: self.network.heal(pa, pb))
+        arrow = "->" if kind == "oneway" else "<->"
+        label = f"{pa}{arrow}{pb}" + (f" {seconds:g}s" if kind in ("delay", "flap") else "")
+        return self._fault(kind, label, inject, heal)
 
     # -- processes
 
@@ -276,6 +315,53 @@ class FaultInjector:
             self.network.heal_all()
         if errors:
             raise errors[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# the catalogue: every kind of fault the tests and the soak draw from, by class
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """One kind of fault on a users' server ``domain`` (or its link to the master's server,
+    or the master): ``make(injector, domain)`` builds it. ``fault_class`` groups kinds
+    (link, pause, kill, prosody); ``splits``: whether lasting past the detection bound
+    makes a split (added latency does not: the link still carries everything)."""
+
+    name: str
+    fault_class: str
+    make: Callable[[FaultInjector, str], Fault]
+    splits: bool = True
+
+
+FAULT_CLASSES = ("link", "pause", "kill", "prosody")
+LATENCY = 1.0  # s added to a link by the "latency" fault
+FLAP = 2.0  # s cut, then s healed, by the "flap" fault
+
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    FaultKind("cut", "link", lambda f, d: f.link("cut", d)),
+    FaultKind("blackhole", "link", lambda f, d: f.link("blackhole", d)),
+    FaultKind("oneway-to-users", "link",
+              lambda f, d: f.link("oneway", f.network.master.domain, d)),
+    FaultKind("oneway-to-master", "link",
+              lambda f, d: f.link("oneway", d, f.network.master.domain)),
+    FaultKind("stall", "link", lambda f, d: f.link("stall", d)),
+    FaultKind("latency", "link", lambda f, d: f.link("delay", d, seconds=LATENCY),
+              splits=False),
+    FaultKind("flap", "link", lambda f, d: f.link("flap", d, seconds=FLAP)),
+    FaultKind("slave-pause", "pause", lambda f, d: f.process("pause", d)),
+    FaultKind("master-pause", "pause", lambda f, d: f.process("pause", MASTER)),
+    FaultKind("slave-kill", "kill", lambda f, d: f.process("kill", d)),
+    FaultKind("master-kill", "kill", lambda f, d: f.process("kill", MASTER)),
+    FaultKind("users-prosody-restart", "prosody",
+              lambda f, d: f.process("restart", PROSODY_PREFIX + d)),
+    FaultKind("master-prosody-restart", "prosody",
+              lambda f, d: f.process("restart", PROSODY_PREFIX + f.network.master.domain)),
+)
+
+
+def fault_kind(name: str) -> FaultKind:
+    return next(k for k in FAULT_KINDS if k.name == name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ class _StreamScanner:
 
 
 # What a link does with the bytes that reach the proxy (see S2SCounter.set_fault).
-LINK_MODES = ("ok", "cut", "blackhole", "stall", "delay")
+LINK_MODES = ("ok", "cut", "blackhole", "oneway", "stall", "delay")
 
 
 @dataclass
@@ -202,6 +202,7 @@ class LinkState:
 
     mode: str = "ok"
     delay: float = 0.0
+    drop_from: str = ""  # oneway: the server whose bytes are thrown away
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -385,6 +386,9 @@ class S2SCounter:
         ``blackhole``  keep every connection open, accept new ones, forward nothing: the bytes
                        are read and thrown away, so both servers' writes succeed and nothing
                        arrives; nothing tells either side (it can only time out);
+        ``oneway``     a blackhole for what ``a`` writes (on every connection of the link, so
+                       ``a``'s stanzas and its answers on ``b``'s connections); what ``b``
+                       writes passes;
         ``stall``      forward nothing but keep every byte, in order, until the link is healed
                        or changed (TCP's view of a stall: nothing is lost);
         ``delay``      forward every byte ``delay`` seconds after it reached the proxy;
@@ -395,7 +399,8 @@ class S2SCounter:
             raise ValueError(f"unknown link mode {mode!r}; use one of {LINK_MODES}")
         if mode == "delay" and delay <= 0:
             raise ValueError("a delay needs delay > 0")
-        return int(self._call(self._set_fault, frozenset((a, b)), mode, float(delay)))
+        return int(self._call(self._set_fault, frozenset((a, b)), mode, float(delay),
+                              a if mode == "oneway" else ""))
 
     def heal(self, a: str, b: str) -> int:
         """Back to normal: stalled and delayed bytes go on (in order); connections that lost
@@ -422,10 +427,11 @@ class S2SCounter:
     def _state(self, link: frozenset[str] | None) -> LinkState | None:
         return None if link is None else self._links.get(link)
 
-    def _set_fault(self, link: frozenset[str], mode: str, delay: float) -> int:
+    def _set_fault(self, link: frozenset[str], mode: str, delay: float,
+                   drop_from: str = "") -> int:
         old = self._links.get(link)
         affected = [c for c in self._conns if c.link == link and not c.closed]
-        self._links[link] = LinkState(mode, delay if mode == "delay" else 0.0)
+        self._links[link] = LinkState(mode, delay if mode == "delay" else 0.0, drop_from)
         if old is not None:
             old.changed.set()  # wake writers held by the old state; they look again
         if mode == "cut":
@@ -488,9 +494,9 @@ class S2SCounter:
         finally:
             queue.put_nowait(None)
 
-    async def _gate(self, conn: _Conn, due: float) -> bool:
-        """Wait until the link lets these bytes through: True to write them, False to drop
-        them; raises _Closed if the link is cut."""
+    async def _gate(self, conn: _Conn, due: float, sender: str) -> bool:
+        """Wait until the link lets these bytes (written by server ``sender``) through:
+        True to write them, False to drop them; raises _Closed if the link is cut."""
         while True:
             state = self._state(conn.link)
             if conn.closed:
@@ -500,7 +506,8 @@ class S2SCounter:
                     self.refused += 1
                 conn.abort()
                 raise _Closed
-            if state is not None and state.mode == "blackhole":
+            if state is not None and (state.mode == "blackhole" or (
+                    state.mode == "oneway" and state.drop_from == sender)):
                 conn.dropped = True
                 return False
             if conn.dropped:  # healed after losing bytes: this stream is broken
@@ -521,7 +528,8 @@ class S2SCounter:
         try:
             while (item := await queue.get()) is not None:
                 _, data, items = item
-                if not await self._gate(conn, item[0]):
+                sender = conn.source if towards_server else conn.server
+                if not await self._gate(conn, item[0], sender):
                     for s in items:
                         self._record(s, "dropped")
                     continue
@@ -855,6 +863,11 @@ class DmucNetwork:
         """Keep the link's connections open and forward nothing (until :meth:`heal`)."""
         return self.counter.set_fault(*self._pair(a, b), "blackhole")
 
+    def oneway(self, a: str, b: str = MASTER_DOMAIN) -> int:
+        """Throw away what ``a`` writes to ``b`` (keeping the connections open); what ``b``
+        writes to ``a`` passes (until :meth:`heal`)."""
+        return self.counter.set_fault(*self._pair(a, b), "oneway")
+
     def stall(self, a: str, b: str = MASTER_DOMAIN) -> int:
         """Hold every byte on the link, losing none, until :meth:`heal`."""
         return self.counter.set_fault(*self._pair(a, b), "stall")
@@ -910,7 +923,7 @@ class DmucNetwork:
                      keepalive: int = 60, history: int = 20, level: str = "debug",
                      storage_url: str | None = None) -> str:
         """TOML for ``dmuc-slave`` serving the users of ``domain`` (a slave server).
-        ``keepalive`` (seconds, 5-3600) is also what the master uses towards this slave."""
+        ``keepalive`` (seconds, 2-3600) is also what the master uses towards this slave."""
         s = self.server(domain)
         if s.role != "slave" or s.component is None:
             raise ValueError(f"{domain} has no slave component (slaves={self.slaves})")

@@ -23,15 +23,10 @@ from twisted.internet.defer import Deferred
 from dmuc.admin import prosody_import
 from dmuc.admin.errors import AdminError
 from dmuc.config import ConfigError, load_master_config
+from dmuc.errors import StorageError
 from dmuc.master.status import DAEMON_KEY, UNREGISTERED
-from dmuc.storage import (
-    RoomRecord,
-    Storage,
-    StorageError,
-    StoreAbsent,
-    open_storage,
-    status_service,
-)
+from dmuc.records import RoomRecord, status_service
+from dmuc.storage import Storage, StoreAbsent, open_storage
 
 DEFAULT_CONFIG = "/etc/dmuc/dmuc-master.toml"
 PROG = "dmuc-admin"

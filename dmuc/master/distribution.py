@@ -1,30 +1,36 @@
-"""XEP-0282 on the master: the registered slaves of each room, and every copy that goes
-through them.
+"""XEP-0282 on the master: the registered slaves of each room, every copy that goes
+through them, and the state of §4.11.2 (the replay window, resubmissions, held messages).
 
-The room core (room.py) speaks XEP-0045 only. Where a session may have entered through a
-slave it calls this module, the way Prosody's muc.lib.lua fires an event: `entering` /
-`entered` (§4.5), `leaving` / `forget` (§4.6), `fan_out_presence` (§4.7),
-`fan_out_groupchat` (§4.9), `count_roles` / `visibility_changed` (§4.7), `destroyed`,
-`whois_changed`. A session
-that entered through a slave is reached through that slave only: the slave gets ONE copy
-of each broadcast and fans it out. Each slave's link to a room is a small state machine
-(LINK_TRANSITIONS).
+The room core (room.py) speaks XEP-0045 only: it fires room events (dmuc.hooks) and this
+module hooks them, the way Prosody's plugins hook muc.lib.lua's: `occupant-entering` /
+`occupant-session-new` / `occupant-session-moved` (§4.5), `occupant-leaving` /
+`occupant-session-gone` (§4.6), `occupant-role-set` / `occupant-role-broadcast` (§4.7),
+`occupant-groupchat` and `message-time` (§4.11.2), `message-kept` / `message-retracted`
+/ `recent-message` (the replay window), `room-destroying`, and `room-config-applied` (a
+whois change). It is also the room's routing.Router: `route`, `relay_of` and the fan-outs
+(§4.7, §4.9). A session that entered through a slave is reached through that slave only:
+the slave gets ONE copy of each broadcast and fans it out. Each slave's registration for a
+room is a small state machine (REGISTRATION_TRANSITIONS).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.master.model import Occupant
+from dmuc.hooks import Hooks
+from dmuc.master.model import Occupant, PresenceChange, RoomConfig
+from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
+from dmuc.protocol.history import HistoryEntry
 from dmuc.protocol.statemachine import SplitCounter, StateMachine, TransitionObserver
 
 if TYPE_CHECKING:
@@ -32,32 +38,45 @@ if TYPE_CHECKING:
     from dmuc.master.service import MUCService
 
 
-class LinkState(Enum):
+# What a session that moves to another nick through its slave asks for: no history again.
+_NO_HISTORY_JOIN = stanzas.parse_xml(
+    f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
+# The oldest original time a slave may claim for a message it held through a netsplit.
+MAX_HELD_SECONDS = 86_400
+# Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
+# first copy after its replay (§4.11.2): far more than a split holds in flight.
+MAX_REMEMBERED_SUBMISSIONS = 5000
+# Its handlers run before the features' (e.g. history on join): a relayed session's
+# slave sends it everything itself.
+HOOK_PRIORITY = 1000
+
+
+class RegistrationState(Enum):
     LIVE = "live"  # registered and up to date: gets every broadcast while it has occupants
     STALE = "stale"  # its last occupant left: gets nothing, refreshed before its next ENTER
     SPLIT = "split"  # unreachable (§4.11.1): gets nothing, pinged every keepalive/4
 
 
-L = LinkState
+R = RegistrationState
 # (state, event) -> next state. Registering again always starts afresh (with a snapshot).
-LINK_TRANSITIONS: dict[tuple[LinkState, str], LinkState] = {
-    (L.LIVE, "register"): L.LIVE,
-    (L.STALE, "register"): L.LIVE,
-    (L.SPLIT, "register"): L.LIVE,
-    (L.LIVE, "quiet"): L.STALE,  # its last local occupant left
-    (L.SPLIT, "quiet"): L.SPLIT,
-    (L.STALE, "refresh"): L.LIVE,  # a snapshot before an ENTER through it
-    (L.LIVE, "bounce"): L.SPLIT,
-    (L.STALE, "bounce"): L.SPLIT,
-    (L.SPLIT, "bounce"): L.SPLIT,
-    (L.SPLIT, "pong-empty"): L.STALE,  # netjoin without occupants: refreshed on next ENTER
+REGISTRATION_TRANSITIONS: dict[tuple[RegistrationState, str], RegistrationState] = {
+    (R.LIVE, "register"): R.LIVE,
+    (R.STALE, "register"): R.LIVE,
+    (R.SPLIT, "register"): R.LIVE,
+    (R.LIVE, "quiet"): R.STALE,  # its last local occupant left
+    (R.SPLIT, "quiet"): R.SPLIT,
+    (R.STALE, "refresh"): R.LIVE,  # a snapshot before an ENTER through it
+    (R.LIVE, "bounce"): R.SPLIT,
+    (R.STALE, "bounce"): R.SPLIT,
+    (R.SPLIT, "bounce"): R.SPLIT,
+    (R.SPLIT, "pong-empty"): R.STALE,  # netjoin without occupants: refreshed on next ENTER
     # (a ping answered with occupants behind it: the slave is asked to register again,
     # and its registration makes it LIVE with exactly the gap replayed)
 }
 
 
 @dataclass
-class SlaveLink:
+class SlaveRegistration:
     """One slave registered for one room."""
 
     jid: str
@@ -70,33 +89,53 @@ class SlaveLink:
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
+    back_since: float = -1e18  # when it last left SPLIT
     observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
-    machine: StateMachine[LinkState] = field(init=False, repr=False)
+    machine: StateMachine[RegistrationState] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.machine = StateMachine(f"link {self.jid} for {self.room}", LINK_TRANSITIONS,
-                                    LinkState.LIVE, self.observer)
+        self.machine = StateMachine(f"link {self.jid} for {self.room}", REGISTRATION_TRANSITIONS,
+                                    RegistrationState.LIVE, self.observer)
 
     @property
-    def state(self) -> LinkState:
+    def state(self) -> RegistrationState:
         return self.machine.state
 
     @property
     def split(self) -> bool:
-        return self.state is LinkState.SPLIT
+        return self.state is RegistrationState.SPLIT
 
-    def fire(self, event: str, now: float) -> LinkState:
+    def fire(self, event: str, now: float) -> RegistrationState:
         """Move the link's state machine, noting when its state changed."""
         before = self.machine.state
         state = self.machine.fire(event)
         if state is not before:
             self.since = now
+            if before is RegistrationState.SPLIT:
+                self.back_since = now
         return state
+
+    def catching_up(self, now: float) -> bool:
+        """Split, or back from a split for less than a keepalive: what comes from it now
+        may be what waited while it was stopped or its link stalled (§4.11.2)."""
+        return self.split or now - self.back_since < self.keepalive
 
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
         self.seq += 1
         out.send(xep0282.numbered(stanza, self.seq))
+
+
+@dataclass
+class RoomReplay:
+    """One room's §4.11.2 state: what a slave back from a netsplit is replayed, and the
+    submissions already broadcast."""
+
+    window: ReplayWindow
+    # (sender, message id) of recent groupchat submissions -> whether it was a slave's
+    # replay: a slave that resubmits what it held or had in flight across a netsplit is
+    # not broadcast twice, nor is a late first copy after its replay
+    submitted: OrderedDict[tuple[str, str], bool] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -118,20 +157,55 @@ class Distribution:
         self.allowed: dict[str, frozenset[str]] = {
             jid: frozenset(domains) for jid, domains in service.settings.slaves.items()
         }
-        self.links: dict[str, dict[str, SlaveLink]] = {}  # room -> slave JID -> link
+        self.links: dict[str, dict[str, SlaveRegistration]] = {}  # room -> slave JID -> link
         self.routes: dict[str, RoomRoutes] = {}  # room -> its sessions behind slaves
         self._ids = itertools.count(1)
         self.pings: dict[str, tuple[str, str]] = {}  # iq id -> (room, slave)
-        self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
+        self.splits = SplitCounter(RegistrationState.SPLIT)  # every link's netsplits and netjoins
+        # second copies of messages dropped (a slave's replay, or the late first copy
+        # after it), per room since the last tick: logged in one line a tick
+        self.duplicates: dict[str, int] = {}
+        self.duplicates_total = 0
+        self.replays: dict[str, RoomReplay] = {}  # room -> its replay window and submissions
+        self._hook(service.hooks)
+
+    def _hook(self, hooks: Hooks) -> None:
+        """The room events XEP-0282 takes part in (dmuc.hooks lists them)."""
+        for event, handler in (
+            ("occupant-entering", self._on_entering),
+            ("occupant-session-new", self._on_session_new),
+            ("occupant-session-moved", self._on_session_moved),
+            ("occupant-leaving", self._on_leaving),
+            ("occupant-session-gone", self._on_session_gone),
+            ("occupant-role-set", self._on_role_set),
+            ("occupant-role-broadcast", self._on_role_broadcast),
+            ("message-time", self._on_message_time),
+            ("message-kept", self._on_message_kept),
+            ("message-retracted", self._on_message_retracted),
+            ("recent-message", self._on_recent_message),
+            ("room-destroying", self._on_room_destroying),
+        ):
+            hooks.add(event, handler, priority=HOOK_PRIORITY)
+        # a subject change (priority 20) is never a resubmission
+        hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
+        # after the evictions and storage of a new configuration (as whois.py did)
+        hooks.add("room-config-applied", self._on_config_applied, priority=10)
+
+    def replay_of(self, room: Room) -> RoomReplay:
+        replay = self.replays.get(room.jid)
+        if replay is None:
+            window = ReplayWindow(self.service.settings.archive_window)
+            replay = self.replays[room.jid] = RoomReplay(window)
+        return replay
 
     # --- lookups ----------------------------------------------------------------------
 
-    def link(self, room_jid: str, slave_jid: str | None) -> SlaveLink | None:
+    def link(self, room_jid: str, slave_jid: str | None) -> SlaveRegistration | None:
         if slave_jid is None:
             return None
         return self.links.get(room_jid, {}).get(slave_jid)
 
-    def link_for_user(self, room_jid: str, full_jid: str) -> SlaveLink | None:
+    def link_for_user(self, room_jid: str, full_jid: str) -> SlaveRegistration | None:
         """The slave through which a user of this domain enters the room, if any."""
         domain = jids.bare(full_jid).split("@")[-1]
         for link in self.links.get(room_jid, {}).values():
@@ -144,8 +218,12 @@ class Distribution:
         routes = self.routes.get(room.jid)
         return routes.via.get(session) if routes is not None else None
 
+    def relay_of(self, room: Room, session: str) -> str | None:
+        """routing.Router: the slave a session entered through (None: reached directly)."""
+        return self.slave_of(room, session)
+
     def route(self, room: Room, exclude: Collection[str] = ()) -> tuple[list[str],
-                                                                        list[SlaveLink]]:
+                                                                        list[SlaveRegistration]]:
         """Who gets a copy of a broadcast: the sessions reached directly, and one copy
         per slave with occupants (§4.7, §4.9). A split slave gets nothing (§4.11.1)."""
         routes = self.routes.get(room.jid)
@@ -154,20 +232,20 @@ class Distribution:
         # LIVE: every slave with occupants, and one just registered whose users are about
         # to enter (so that it misses nothing in between, e.g. after a master restart).
         links = [link for link in self.links.get(room.jid, {}).values()
-                 if link.state is LinkState.LIVE]
+                 if link.state is RegistrationState.LIVE]
         return direct, links
 
-    def has_moderator(self, room: Room, link: SlaveLink) -> bool:
+    def has_moderator(self, room: Room, link: SlaveRegistration) -> bool:
         routes = self.routes.get(room.jid)
         return routes is not None and routes.moderators.get(link.jid, 0) > 0
 
-    def shows_jids(self, room: Room, link: SlaveLink) -> bool:
+    def shows_jids(self, room: Room, link: SlaveRegistration) -> bool:
         """§4.7: real JIDs go to a slave only under the shared visibility rule."""
         return visibility.slave_sees_real_jids(room.config.whois, self.has_moderator(room, link))
 
-    def live_links(self, room: Room) -> list[SlaveLink]:
+    def live_links(self, room: Room) -> list[SlaveRegistration]:
         return [link for link in self.links.get(room.jid, {}).values()
-                if link.state is LinkState.LIVE]
+                if link.state is RegistrationState.LIVE]
 
     # --- room events (called by the room core) ---------------------------------------
 
@@ -183,7 +261,7 @@ class Distribution:
             routes.direct[session] = None
             return False
         routes.direct.pop(session, None)
-        if link.state is LinkState.STALE:
+        if link.state is RegistrationState.STALE:
             link.fire("refresh", out.now)
             self.snapshot(link, out)
         routes.via[session] = link.jid
@@ -203,14 +281,15 @@ class Distribution:
                                visibility.self_status_codes(self_codes))
         self._send(room, slave, xep0282.enter(own, slave, session, request), out)
 
-    def leaving(self, room: Room, occupant: Occupant, session: str, out: Outbox,
-                **presence: Any) -> bool:
-        """§4.6: a session that entered through a slave leaves through it (LEAVE first)."""
+    def leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                out: Outbox) -> bool:
+        """§4.6: a session that entered through a slave leaves through it (LEAVE first);
+        `change` says how its own unavailable presence is built."""
         slave = self.slave_of(room, session)
         if slave is None:
             return False
-        codes = visibility.self_status_codes(presence.pop("statuses", ()))
-        own = room.presence_of(occupant, True, codes, presence_type="unavailable", **presence)
+        codes = visibility.self_status_codes(change.statuses)
+        own = room.changed_presence(occupant, change, True, codes)
         self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True
 
@@ -277,19 +356,19 @@ class Distribution:
             routes.moderating.discard(session)
             routes.moderators[slave] -= 1
 
-    def _refresh_visibility(self, room: Room, link: SlaveLink, out: Outbox) -> None:
-        if link.state is LinkState.LIVE and self.shows_jids(room, link) != link.shows_jids:
+    def _refresh_visibility(self, room: Room, link: SlaveRegistration, out: Outbox) -> None:
+        if link.state is RegistrationState.LIVE and self.shows_jids(room, link) != link.shows_jids:
             self.snapshot(link, out)
 
     def fan_out_presence(self, room: Room, build: Callable[[bool], Element],
-                         links: Iterable[SlaveLink], out: Outbox) -> None:
+                         links: Iterable[SlaveRegistration], out: Outbox) -> None:
         """§4.7: one copy of a presence per slave, with real JIDs only where allowed."""
         for link in links:
             copy = build(self.shows_jids(room, link))
             copy["to"] = link.jid
             link.send(copy, out)
 
-    def fan_out_room_stanza(self, room: Room, stanza: Element, links: Iterable[SlaveLink],
+    def fan_out_room_stanza(self, room: Room, stanza: Element, links: Iterable[SlaveRegistration],
                             out: Outbox) -> None:
         """A stanza from the room itself (e.g. its avatar presence): one copy per slave,
         delivered by it to its local occupants."""
@@ -298,7 +377,7 @@ class Distribution:
             copy["to"] = link.jid
             link.send(copy, out)
 
-    def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveLink],
+    def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveRegistration],
                           out: Outbox, stamp: float) -> None:
         """§4.9: one copy per slave, with the XEP-0203 delay inside the dmuc element."""
         for link in links:
@@ -318,6 +397,7 @@ class Distribution:
     def room_gone(self, room_jid: str) -> None:
         self.links.pop(room_jid, None)
         self.routes.pop(room_jid, None)
+        self.replays.pop(room_jid, None)
 
     def whois_changed(self, room: Room, out: Outbox) -> None:
         """The slaves apply whois themselves; a roster copy that must gain or lose the
@@ -325,6 +405,98 @@ class Distribution:
         for link in self.live_links(room):
             link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois), out)
             self._refresh_visibility(room, link, out)
+
+    # --- room events ------------------------------------------------------------------
+    # A handler returns True to take the event over (the room does not go on), else None.
+
+    def _on_entering(self, room: Room, session: str, out: Outbox) -> bool | None:
+        return self.entering(room, session, out) or None
+
+    def _on_session_new(self, room: Room, occupant: Occupant, session: str, stanza: Element,
+                        self_codes: list[str], out: Outbox) -> bool | None:
+        """§4.5: the slave sends roster, own presence, history and subject itself."""
+        if self.slave_of(room, session) is None:
+            return None
+        self.entered(room, occupant, session, stanza, self_codes, out)
+        return True
+
+    def _on_session_moved(self, room: Room, occupant: Occupant, session: str,
+                          self_codes: list[str], out: Outbox) -> bool | None:
+        """A session behind a slave moved to another nick: it enters the new one through
+        the slave, without history again."""
+        if self.slave_of(room, session) is None:
+            return None
+        self.entered(room, occupant, session, _NO_HISTORY_JOIN, self_codes, out)
+        return True
+
+    def _on_leaving(self, room: Room, occupant: Occupant, session: str, change: PresenceChange,
+                    out: Outbox) -> bool | None:
+        return self.leaving(room, occupant, session, change, out) or None
+
+    def _on_session_gone(self, room: Room, session: str, out: Outbox) -> None:
+        self.forget(room, session, out)
+
+    def _on_role_set(self, room: Room, occupant: Occupant) -> None:
+        self.count_roles(room, occupant)
+
+    def _on_role_broadcast(self, room: Room, occupant: Occupant, out: Outbox) -> None:
+        self.visibility_changed(room, occupant, out)
+
+    def _on_groupchat(self, room: Room, occupant: Occupant, stanza: Element,
+                      out: Outbox) -> bool | None:
+        """A groupchat a slave resubmits after a netsplit, already broadcast, is dropped."""
+        return self._resubmitted(room, stanza.getAttribute("from"),
+                                 stanza.getAttribute("id"), out) or None
+
+    def _resubmitted(self, room: Room, sender: str, message_id: str | None,
+                     out: Outbox) -> bool:
+        """Whether a groupchat is a copy of one the room has already broadcast: after a
+        netsplit a slave cannot know which of the messages it had in flight arrived, and
+        submits them again (xep0282's RESUBMIT or SPLIT prefix); a link that was only slow
+        delivers the first copy late, after the replay. So two copies of one (sender, id)
+        where one is a slave's replay are one message. Plain ids alone are never dropped:
+        a client may reuse them."""
+        if not message_id:
+            return False
+        original, _ = xep0282.original_id(message_id)
+        replay = original != message_id
+        key = (sender, original)
+        submitted = self.replay_of(room).submitted
+        seen = submitted.get(key)
+        if seen is not None and (replay or seen):
+            out.debug(f"{room.jid}: dropped a second copy {message_id} of {sender}")
+            self.duplicate_dropped(room.jid)
+            return True
+        submitted[key] = replay
+        submitted.move_to_end(key)
+        while len(submitted) > MAX_REMEMBERED_SUBMISSIONS:
+            submitted.popitem(last=False)
+        return False
+
+    def _on_message_time(self, room: Room, stanza: Element, now: float) -> float | None:
+        """When a message a slave held through a netsplit was sent (§4.11.2): taken only
+        from a session behind a slave, and only if it lies in the last day."""
+        held = xep0282.held_stamp(stanza)
+        if held is None or self.slave_of(room, stanza["from"]) is None:
+            return None
+        return held if now - MAX_HELD_SECONDS <= held <= now else None
+
+    def _on_message_kept(self, room: Room, entry: HistoryEntry, sid: str | None,
+                         restored: bool = False) -> None:
+        self.replay_of(room).window.add(entry, sid, restored)
+
+    def _on_message_retracted(self, room: Room, sid: str) -> None:
+        self.replay_of(room).window.retract(sid)
+
+    def _on_recent_message(self, room: Room, sid: str) -> HistoryEntry | None:
+        return self.replay_of(room).window.get(sid)
+
+    def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
+        if room.config.whois != old.whois:
+            self.whois_changed(room, out)
+
+    def _on_room_destroying(self, room: Room, notice: Element | None, out: Outbox) -> None:
+        self.destroyed(room, notice, out)
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -390,7 +562,7 @@ class Distribution:
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
         if link is None:
-            link = SlaveLink(slave_jid, room_jid, domains, every, history, since=out.now,
+            link = SlaveRegistration(slave_jid, room_jid, domains, every, history, since=out.now,
                              observer=self.splits)
             self.links.setdefault(room_jid, {})[slave_jid] = link
         else:
@@ -405,7 +577,7 @@ class Distribution:
                  f"(keepalive {every}s, history {history})")
         self.snapshot(link, out, after=payload.getAttribute("last"))
 
-    def _unregister(self, stanza: Element, link: SlaveLink | None, out: Outbox) -> None:
+    def _unregister(self, stanza: Element, link: SlaveRegistration | None, out: Outbox) -> None:
         """The slave stops mirroring the room; any session still reached through it leaves
         (it cannot be reached any more)."""
         out.send(stanzas.iq_result(stanza))
@@ -414,7 +586,7 @@ class Distribution:
         self._drop(link, out)
         out.info(f"slave {link.jid} unregistered from {link.room}")
 
-    def _drop(self, link: SlaveLink, out: Outbox) -> None:
+    def _drop(self, link: SlaveRegistration, out: Outbox) -> None:
         """Forget a link; any session still reached through it leaves (status 333: it
         cannot be reached any more)."""
         room = self.service.rooms.get(link.room)
@@ -457,16 +629,16 @@ class Distribution:
                 via[slave] = via.get(slave, 0) + len(sessions)
         return direct, via
 
-    def links_by_state(self) -> dict[tuple[str, LinkState], int]:
+    def links_by_state(self) -> dict[tuple[str, RegistrationState], int]:
         """(slave, state) -> how many rooms' links are in that state."""
-        counts: dict[tuple[str, LinkState], int] = {}
+        counts: dict[tuple[str, RegistrationState], int] = {}
         for room_links in self.links.values():
             for link in room_links.values():
                 key = (link.jid, link.state)
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def snapshot(self, link: SlaveLink, out: Outbox, after: str | None = None) -> None:
+    def snapshot(self, link: SlaveRegistration, out: Outbox, after: str | None = None) -> None:
         """§4.3/§4.4 (and netjoin): roster, history and subject of the room to a slave,
         between <resync/> and <synced/>. `after`: the stanza-id of the last message the
         slave has; every message since then is replayed (§4.11.2), with at least its
@@ -485,7 +657,7 @@ class Distribution:
                     # §4.7: its own occupants of a role not broadcast, as hidden, so that
                     # the slave knows they are inside (and does not enter them again)
                     out.broadcast(room.hidden_presence(occupant, link.shows_jids), [link.jid])
-            entries, found = room.archive.replay(after, link.history)
+            entries, found = self.replay_of(room).window.replay(after, link.history)
             if not found:
                 out.warn(f"slave {link.jid} missed more of {link.room} than the archive "
                          f"keeps (its last message {after} is gone); replaying the newest "
@@ -507,11 +679,11 @@ class Distribution:
             for stanza in extra:
                 stanza["to"] = link.jid
                 out.send(stanza)
-        newest = room.archive.newest_id() if room is not None else ""
+        newest = self.replay_of(room).window.newest_id() if room is not None else ""
         count = len(out.deliveries) - first
         link.send(xep0282.synced_notice(link.room, link.jid, newest, count), out)
 
-    def _slave_presence(self, stanza: Element, x: Element, link: SlaveLink | None,
+    def _slave_presence(self, stanza: Element, x: Element, link: SlaveRegistration | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:
         refuse = stanzas.child(x, "refuse") if x.uri == xmlns.DMUC else None
         if refuse is None:
@@ -547,7 +719,18 @@ class Distribution:
 
     # --- keepalive and netsplit (§4.10, §4.11) ------------------------------------------
 
+    def duplicate_dropped(self, room_jid: str) -> None:
+        """A second copy of a message was dropped: not the user's error, not answered;
+        counted, and told in one line at the next tick (§4.11.2)."""
+        self.duplicates[room_jid] = self.duplicates.get(room_jid, 0) + 1
+        self.duplicates_total += 1
+
     def tick(self, now: float, out: Outbox) -> None:
+        for room_jid, count in sorted(self.duplicates.items()):
+            out.info(f"{room_jid}: dropped {count} second cop{'y' if count == 1 else 'ies'} "
+                     "of messages a slave replayed after a netsplit (or that a slow link "
+                     "delivered late)")
+        self.duplicates.clear()
         for links in self.links.values():
             for link in links.values():
                 if not link.split and keepalive.expired(now, link.last_heard, link.last_ping,
@@ -577,14 +760,14 @@ class Distribution:
             link.fire("pong-empty", out.now)
             out.info(f"netjoin: slave {link.jid} is back for {link.room}")
 
-    def ask_rejoin(self, link: SlaveLink, out: Outbox, why: str) -> None:
+    def ask_rejoin(self, link: SlaveRegistration, out: Outbox, why: str) -> None:
         """Ask a slave to register again for a room, saying what it has: its snapshot then
         replays exactly what it is missing (§4.11.2). At a netjoin, and when an admin
         forces a resync (features/adhoc.py)."""
         out.info(f"{why}; asking it to register again")
         out.send(xep0282.rejoin_request(link.room, link.jid))
 
-    def _split(self, link: SlaveLink, out: Outbox, why: str) -> None:
+    def _split(self, link: SlaveRegistration, out: Outbox, why: str) -> None:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
         link.fire("bounce", out.now)

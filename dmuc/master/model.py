@@ -74,3 +74,23 @@ class Occupant:
 
     def session_jids(self) -> list[str]:
         return list(self.sessions)
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """A change of an occupant's presence, as the room broadcasts it (Room.publicise):
+    what the presence says, and what the room knows of the change."""
+
+    type: str | None = None  # "unavailable": it (or one of its sessions) leaves
+    statuses: tuple[str, ...] = ()  # status codes everyone gets
+    self_statuses: tuple[str, ...] = ()  # status codes only its own sessions get
+    item_extra: dict[str, str | None] | None = None  # e.g. the new nick of a 303
+    reason: str | None = None
+    actor_nick: str | None = None
+    base: Element | None = None  # the presence repeated (default: the occupant's own)
+    from_nick: str | None = None  # the nick it comes from (default: the occupant's)
+    prev_role: str | None = None  # its role before (None: the role did not change)
+    hide: bool = False  # its role is no longer broadcast (the setting changed)
+
+
+NO_CHANGE = PresenceChange()  # its presence again (a status update, a new primary session)

@@ -1,9 +1,11 @@
 """The room core: occupants, presence, messages and IQ routing of one XEP-0045 room.
 
 Feature modules (history, subject, admin, owner, invites, registration, voice, disco)
-sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua.
-Every entry point takes a parsed stanza and an Outbox and returns nothing: what to send
-and what to store is written to the Outbox.
+sit around this class the way Prosody's plugins/muc/*.lib.lua sit around muc.lib.lua:
+the room fires events (dmuc.hooks lists them) and they hook them. A session may be reached
+through a relay that gets one copy of each broadcast (routing.Router); the room knows no
+more of it than the events' results. Every entry point takes a parsed stanza and an
+Outbox and returns nothing: what to send and what to store is written to the Outbox.
 """
 
 from __future__ import annotations
@@ -11,22 +13,25 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
-from dmuc.master.features import history, invites, iq_handlers, mam, subject, voice
+from dmuc.master.features import iq_handlers
 from dmuc.master.model import (
     AFFILIATION_RANK,
+    NO_CHANGE,
     ROLE_RANK,
     Occupant,
+    PresenceChange,
     RoomConfig,
 )
 from dmuc.outbox import Outbox, SaveRoom
-from dmuc.protocol import stanzas, visibility, xep0282
-from dmuc.protocol.history import Archive, History
+from dmuc.protocol import stanzas, visibility
+from dmuc.protocol.history import History
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
@@ -35,13 +40,6 @@ if TYPE_CHECKING:
 NOT_IN_ROOM = ("cancel", "not-acceptable", "You are not currently connected to this chat")
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
-# What a session that moves to another nick through its slave asks for: no history again.
-_NO_HISTORY_JOIN = stanzas.parse_xml(
-    f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
-# The oldest original time a slave may claim for a message it held through a netsplit.
-MAX_HELD_SECONDS = 86_400
-# Recent (sender, message id) pairs kept to recognise a slave's resubmissions.
-MAX_REMEMBERED_SUBMISSIONS = 5000
 # Error conditions that mean the occupant's session is gone (mod_muc's is_kickable_error).
 KICKABLE_ERRORS = frozenset({
     "gone", "internal-server-error", "item-not-found", "jid-malformed", "recipient-unavailable",
@@ -68,10 +66,6 @@ class Room:
         self.locked = False
         self.created: float = 0.0  # when the room was created (a locked room expires)
         self.history = History()
-        self.archive = Archive(service.settings.archive_window)
-        # (sender, message id) of recent groupchat submissions: a slave that resubmits
-        # what it held or had in flight across a netsplit is not broadcast twice
-        self.submitted: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.occupants: dict[str, Occupant] = {}  # nick -> occupant
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
@@ -143,9 +137,6 @@ class Room:
             return "none"
         return "visitor" if self.config.moderated else "participant"
 
-    def all_sessions(self) -> list[str]:
-        return list(self.nick_of)
-
     def sessions_with_role(self, role: str) -> list[str]:
         return [s for o in self.occupants.values() if o.role == role for s in o.sessions]
 
@@ -201,110 +192,77 @@ class Room:
                                 stanza=presence)
         return presence
 
-    def self_codes(self, extra: Iterable[str] = ()) -> list[str]:
-        """Status codes of the copy an occupant gets of its own presence."""
-        return visibility.self_status_codes(extra)
-
-    def publicise(
-        self,
-        occupant: Occupant,
-        out: Outbox,
-        *,
-        presence_type: str | None = None,
-        statuses: Iterable[str] = (),
-        self_statuses: Iterable[str] = (),
-        item_extra: dict[str, str | None] | None = None,
-        reason: str | None = None,
-        actor_nick: str | None = None,
-        base: Element | None = None,
-        only_to: Iterable[str] | None = None,
-        exclude: Collection[str] = (),
-        from_nick: str | None = None,
-        prev_role: str | None = None,
-        hide: bool = False,
-    ) -> None:
-        """Send an occupant's presence to every session in the room, in the variants the
-        room needs: with the real JID (moderators, or everyone in a non-anonymous room),
-        without it, and the occupant's own copy with status 110. Sessions that entered
-        through a XEP-0282 slave are reached with one copy per slave (§4.7). `only_to`
-        sends the direct copies to those sessions alone (a reply to one of them);
-        `exclude` leaves sessions out of a broadcast. `prev_role`: the occupant's role
-        before this change (the room tells those who were shown it that it is gone, as it
-        leaves or as its new role is not broadcast). `hide`: its role is no longer
-        broadcast (the setting changed). Hidden so, it stays in the room: the others get
-        an unavailable presence, the occupant its own presence with 110 (as mod_muc)."""
-        statuses = list(statuses)
+    def publicise(self, occupant: Occupant, out: Outbox, change: PresenceChange = NO_CHANGE,
+                  *, only_to: Iterable[str] | None = None,
+                  exclude: Collection[str] = ()) -> None:
+        """Send an occupant's presence, as `change` describes it, to every session in the
+        room, in the variants the room needs: with the real JID (moderators, or everyone
+        in a non-anonymous room), without it, and the occupant's own copy with status 110.
+        Sessions reached through a relay (routing.Router) get one copy per relay.
+        `only_to` sends the direct copies to those sessions alone (a reply to one of
+        them); `exclude` leaves sessions out of a broadcast. Whether the others see it at
+        all is visibility.presence_shown (mod_muc's presence_broadcast)."""
         occupant.listed.clear()  # whatever changed, the listed form changes with it
-
-        def build(with_jid: bool, codes: list[str]) -> Element:
-            return self.presence_of(
-                occupant, with_jid, codes, presence_type=presence_type, item_extra=item_extra,
-                reason=reason, actor_nick=actor_nick, base=base, from_nick=from_nick,
-            )
-
         own = set(occupant.sessions)
         if only_to is not None:
-            targets, slaves = list(only_to), []
+            targets, relays = list(only_to), []
         else:
-            targets, slaves = self.service.distribution.route(self, exclude)
-        shown = self.config.presence_broadcast
-        # as mod_muc: an occupant whose role is no longer broadcast (`hide`, or its new
-        # role is not and its previous one was) is announced to the others as gone
-        hiding = only_to is None and occupant.role != "none" \
-            and occupant.role not in shown and (hide or prev_role in shown)
-        if occupant.role == "none":
-            # as mod_muc: a leaving occupant's unavailable goes out if the room showed it
-            # (or broadcasts role "none")
-            visible = prev_role is None or prev_role in shown or "none" in shown
-        else:
-            # a nick change (303) goes out whatever the role: each slave must learn the
-            # new nick of its own users (mod_muc tells no one of a hidden occupant's)
-            visible = hiding or occupant.role in shown or (presence_type == "unavailable"
-                                                           and "303" in statuses)
-        # a probe's answer (`only_to`) shows the occupant whatever its role, as mod_muc
-        visible = visible or only_to is not None
+            targets, relays = self.service.router.route(self, exclude)
+        shown = visibility.presence_shown(
+            occupant.role, change.prev_role, self.config.presence_broadcast, hide=change.hide,
+            nick_change=change.type == "unavailable" and "303" in change.statuses,
+            probe=only_to is not None)
 
         def for_others(with_jid: bool) -> Element:
-            if not hiding:
-                return build(with_jid, statuses)
-            if hide:
+            if not shown.hiding:
+                return self.changed_presence(occupant, change, with_jid, change.statuses)
+            if change.hide:
                 return self.hidden_presence(occupant, with_jid)
             # mod_muc: its presence as broadcast, marked unavailable
-            gone = build(with_jid, statuses)
+            gone = self.changed_presence(occupant, change, with_jid, change.statuses)
             gone["type"] = "unavailable"
             return gone
 
         def variant(kind: str) -> Element:
-            if kind == "self":
-                return build(True, self.self_codes([*statuses, *self_statuses]))
-            return for_others(kind == "with_jid")
+            if kind != "self":
+                return for_others(kind == "with_jid")
+            codes = visibility.self_status_codes([*change.statuses, *change.self_statuses])
+            return self.changed_presence(occupant, change, True, codes)
 
         recipients = [(session, self.role_of_session(session)) for session in targets
-                      if visible or session in own]
-        if (hiding or not visible) and only_to is None:
+                      if shown.visible or session in own]
+        if (shown.hiding or not shown.visible) and only_to is None:
             # A role the room does not broadcast: the occupant still sees its own
-            # presence (as mod_muc), sent to its sessions behind a slave too: no slave
-            # gets it, or a slave gets only what the others see (§4.7).
+            # presence (as mod_muc), sent to its relayed sessions too: no relay gets it,
+            # or a relay gets only what the others see.
             recipients += [(session, occupant.role) for session in occupant.sessions
                            if session not in targets and session not in exclude]
         visibility.deliver_presence(out, variant, recipients, own, self.config.whois)
-        if visible:
-            self.service.distribution.fan_out_presence(self, for_others, slaves, out)
+        if shown.visible:
+            self.service.router.fan_out_presence(self, for_others, relays, out)
+
+    def changed_presence(self, occupant: Occupant, change: PresenceChange, with_jid: bool,
+                          codes: Iterable[str]) -> Element:
+        """An occupant's presence as `change` describes it (one variant)."""
+        return self.presence_of(
+            occupant, with_jid, codes, presence_type=change.type, item_extra=change.item_extra,
+            reason=change.reason, actor_nick=change.actor_nick, base=change.base,
+            from_nick=change.from_nick)
 
     def hidden_presence(self, occupant: Occupant, with_jid: bool) -> Element:
         """An occupant whose role the room no longer broadcasts, as the others are told of
         it (mod_muc's presence_broadcast): an unavailable presence, role kept, nothing of
-        its own presence (§4.7: a slave's own such occupants are in its snapshot so)."""
+        its own presence (a relay's own such occupants are in its snapshot so)."""
         return self.presence_of(occupant, with_jid, (), presence_type="unavailable")
 
     def broadcast_groupchat(self, message: Element, out: Outbox,
                             stamp: float | None = None) -> None:
         """A groupchat stanza to every occupant: one copy per directly reached session,
-        one per slave (§4.9), stamped `stamp` (default now)."""
-        direct, slaves = self.service.distribution.route(self)
+        one per relay (routing.Router), stamped `stamp` (default now)."""
+        direct, relays = self.service.router.route(self)
         out.broadcast(message, direct)
-        self.service.distribution.fan_out_groupchat(self, message, slaves, out,
-                                                    out.now if stamp is None else stamp)
+        self.service.router.fan_out_groupchat(self, message, relays, out,
+                                              out.now if stamp is None else stamp)
 
     def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
         """An occupant's presence as the room lists it to a newcomer (no status codes),
@@ -446,51 +404,58 @@ class Room:
             self_codes.append("170")
         self_codes += visibility.entering_status_codes(self.config.whois)
 
+        self._enter(stanza, sender, nick, self_codes, out)
+
+    def _enter(self, stanza: Element, sender: str, nick: str, self_codes: list[str],
+               out: Outbox) -> None:
+        """An admitted session enters as `nick`: a new occupant, or another session of
+        the user's occupant. A session an `occupant-entering` handler relays gets no
+        occupant list or own presence from the room: its relay gives it them."""
+        hooks = self.service.hooks
         existing = self.occupants.get(nick)
         presence = self._stored_presence(stanza)
-        distribution = self.service.distribution
-        via_slave = distribution.entering(self, sender, out)  # §4.5: reached through it
+        relayed = hooks.fire("occupant-entering", room=self, session=sender, out=out) is True
         if existing is not None:
             # Another session of the same user joins under the same nick (multi-session).
             existing.sessions[sender] = presence
             existing.primary = sender
             self.nick_of[sender] = nick
-            distribution.count_roles(self, existing)
-            if not via_slave:
+            hooks.fire("occupant-role-set", room=self, occupant=existing)
+            if not relayed:
                 self.send_occupant_list(sender, out)
             self.publicise(existing, out, exclude={sender})
-            if not via_slave:
-                self.publicise(existing, out, only_to=[sender], self_statuses=self_codes)
+            if not relayed:
+                self.publicise(existing, out, PresenceChange(self_statuses=tuple(self_codes)),
+                               only_to=[sender])
             occupant = existing
         else:
-            occupant = Occupant(
-                nick=nick,
-                bare_jid=bare,
-                role=self.default_role(self.affiliation(bare)),
-                sessions={sender: presence},
-                primary=sender,
-            )
+            bare = jids.bare(sender)
+            occupant = Occupant(nick=nick, bare_jid=bare, primary=sender,
+                                role=self.default_role(self.affiliation(bare)),
+                                sessions={sender: presence})
             # The list goes out before the occupant exists, so it never contains itself.
-            if not via_slave:
+            if not relayed:
                 self.send_occupant_list(sender, out, viewer_role=occupant.role)
             self.occupants[nick] = occupant
             self.nick_of[sender] = nick
-            distribution.count_roles(self, occupant)
-            # behind a slave, its own copy is the ENTER's (even when its role is hidden)
-            self.publicise(occupant, out, self_statuses=self_codes,
-                           exclude={sender} if via_slave else ())
-        if via_slave:
-            # §4.5: the slave sends roster, own presence, history and subject itself.
-            distribution.entered(self, occupant, sender, stanza, self_codes, out)
-        else:
-            history.send_on_join(self, stanza, sender, out)
-            out.send(self.subject_stanza(sender))
-        distribution.visibility_changed(self, occupant, out)
-        slave = distribution.slave_of(self, sender)
+            hooks.fire("occupant-role-set", room=self, occupant=occupant)
+            # a relayed session's own copy is its relay's (even when its role is hidden)
+            self.publicise(occupant, out, PresenceChange(self_statuses=tuple(self_codes)),
+                           exclude={sender} if relayed else ())
+        self._session_new(occupant, sender, stanza, self_codes, out)
+        hooks.fire("occupant-role-broadcast", room=self, occupant=occupant, out=out)
+        relay = self.service.router.relay_of(self, sender)
         out.info(f"{sender} joined {self.jid} as {nick}"
-                 + (f" through {slave}" if slave is not None else ""))
-        self.service.hooks.fire("occupant-joined", room=self, occupant=occupant, session=sender,
-                                out=out)
+                 + (f" through {relay}" if relay is not None else ""))
+        hooks.fire("occupant-joined", room=self, occupant=occupant, session=sender, out=out)
+
+    def _session_new(self, occupant: Occupant, session: str, join: Element,
+                     self_codes: list[str], out: Outbox) -> None:
+        """A session is in: what it gets beyond the presences (mod_muc's
+        muc-occupant-session-new: history, then subject), unless a handler gave it all
+        (a relayed session)."""
+        self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
+                                session=session, stanza=join, self_codes=self_codes, out=out)
 
     def _stored_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps;
@@ -543,22 +508,17 @@ class Room:
             self._move_session(occupant, sender, new_nick, requested, stanza, out)
             return
         old_nick = occupant.nick
-        self.publicise(
-            occupant,
-            out,
-            presence_type="unavailable",
-            statuses=["303"],
-            item_extra={"nick": new_nick},
-            from_nick=old_nick,
-        )
+        self.publicise(occupant, out, PresenceChange(
+            type="unavailable", statuses=("303",), item_extra={"nick": new_nick},
+            from_nick=old_nick))
         del self.occupants[old_nick]
         occupant.nick = new_nick
         self.occupants[new_nick] = occupant
         for session in occupant.sessions:
             self.nick_of[session] = new_nick
         occupant.sessions[sender] = self._stored_presence(stanza)
-        self_codes = ["210"] if new_nick != _asked_nick(stanza, requested) else []
-        self.publicise(occupant, out, self_statuses=self_codes)
+        self_codes = ("210",) if new_nick != _asked_nick(stanza, requested) else ()
+        self.publicise(occupant, out, PresenceChange(self_statuses=self_codes))
         out.info(f"{sender} in {self.jid}: {old_nick} is now {new_nick}")
         self.service.hooks.fire("occupant-nick-changed", room=self, occupant=occupant,
                                 old_nick=old_nick, out=out)
@@ -570,16 +530,14 @@ class Room:
         It sees its old self leave (303); the others see it only if no session is left."""
         old_nick = occupant.nick
         last = len(occupant.sessions) == 1
-        distribution = self.service.distribution
-        # Behind a slave, the session leaves its old nick and enters the new one through
-        # the slave (which must know which nick each of its sessions holds, §4.5, §4.6).
-        through_slave = not last and distribution.slave_of(self, session) is not None
-        if through_slave:
-            distribution.leaving(self, occupant, session, out, statuses=["303"],
-                                 item_extra={"nick": new_nick})
-        else:
-            self.publicise(occupant, out, presence_type="unavailable", statuses=["303"],
-                           item_extra={"nick": new_nick}, only_to=None if last else [session])
+        hooks = self.service.hooks
+        # A relayed session leaves its old nick and enters the new one through its relay
+        # (which must know which nick each of its sessions holds).
+        moved = PresenceChange(type="unavailable", statuses=("303",),
+                               item_extra={"nick": new_nick})
+        relayed = not last and self._leaving(occupant, session, moved, out)
+        if not relayed:
+            self.publicise(occupant, out, moved, only_to=None if last else [session])
         del occupant.sessions[session]
         del self.nick_of[session]
         if last:
@@ -597,14 +555,15 @@ class Room:
             target.sessions[session] = presence
             target.primary = session
         self.nick_of[session] = new_nick
-        distribution.count_roles(self, target)  # the session now has the target's role
-        codes = ["210"] if new_nick != requested else []
-        if through_slave:
+        hooks.fire("occupant-role-set", room=self, occupant=target)  # the target's role
+        codes = ("210",) if new_nick != requested else ()
+        if relayed:
             self.publicise(target, out, exclude={session})
-            distribution.entered(self, target, session, _NO_HISTORY_JOIN, codes, out)
+            hooks.fire("occupant-session-moved", room=self, occupant=target, session=session,
+                       self_codes=list(codes), out=out)
         else:
-            self.publicise(target, out, self_statuses=codes)
-        distribution.visibility_changed(self, target, out)
+            self.publicise(target, out, PresenceChange(self_statuses=codes))
+        hooks.fire("occupant-role-broadcast", room=self, occupant=target, out=out)
         out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
     def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:
@@ -621,35 +580,42 @@ class Room:
         base: Element | None = None,
     ) -> None:
         """One session leaves; the occupant leaves with its last session."""
-        distribution = self.service.distribution
+        hooks = self.service.hooks
+        gone = PresenceChange(type="unavailable", statuses=tuple(statuses), base=base)
         if len(occupant.sessions) > 1:
-            if not distribution.leaving(self, occupant, session, out, statuses=statuses,
-                                        base=base):
-                self.publicise(occupant, out, presence_type="unavailable", statuses=statuses,
-                               only_to=[session], base=base)
+            if not self._leaving(occupant, session, gone, out):
+                self.publicise(occupant, out, gone, only_to=[session])
             del occupant.sessions[session]
             del self.nick_of[session]
-            self.service.distribution.forget(self, session, out)
+            hooks.fire("occupant-session-gone", room=self, session=session, out=out)
             if occupant.primary == session:
                 occupant.primary = next(iter(occupant.sessions))
                 self.publicise(occupant, out)
             return
         prev_role, occupant.role = occupant.role, "none"
-        # behind a slave, its own copy is the LEAVE's (even when its role is hidden)
-        via_slave = distribution.leaving(self, occupant, session, out, statuses=statuses,
-                                         base=base)
-        self.publicise(occupant, out, presence_type="unavailable", statuses=statuses, base=base,
-                       prev_role=prev_role, exclude={session} if via_slave else ())
+        # a relayed session's own copy is its relay's (even when its role is hidden)
+        relayed = self._leaving(occupant, session, gone, out)
+        self.publicise(occupant, out, replace(gone, prev_role=prev_role),
+                       exclude={session} if relayed else ())
         self._drop(occupant, out)
         out.info(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
-        self.service.room_maybe_empty(self, out)
+        self.service.close_if_empty(self, out)
+
+    def _leaving(self, occupant: Occupant, session: str, change: PresenceChange,
+                 out: Outbox) -> bool:
+        """Fire `occupant-leaving`: True when a handler told the session it left (its
+        relay, which then tells it); `change` is how its own unavailable presence is
+        built."""
+        return self.service.hooks.fire("occupant-leaving", room=self, occupant=occupant,
+                                       session=session, change=change, out=out) is True
 
     def _drop(self, occupant: Occupant, out: Outbox) -> None:
         self.occupants.pop(occupant.nick, None)
         for session in occupant.sessions:
             self.nick_of.pop(session, None)
-            self.service.distribution.forget(self, session, out)
+            self.service.hooks.fire("occupant-session-gone", room=self, session=session,
+                                    out=out)
 
     def evict(
         self,
@@ -662,22 +628,12 @@ class Room:
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
         prev_role, occupant.role = occupant.role, "none"
-        # behind a slave, a session's own copy is the LEAVE's (even when its role is hidden)
-        via_slave = {session for session in list(occupant.sessions)
-                     if self.service.distribution.leaving(
-                         self, occupant, session, out, statuses=list(statuses), reason=reason,
-                         actor_nick=actor_nick, base=stanzas.new("presence"))}
-        self.publicise(
-            occupant,
-            out,
-            presence_type="unavailable",
-            statuses=statuses,
-            reason=reason,
-            actor_nick=actor_nick,
-            base=stanzas.new("presence"),
-            prev_role=prev_role,
-            exclude=via_slave,
-        )
+        gone = PresenceChange(type="unavailable", statuses=tuple(statuses), reason=reason,
+                              actor_nick=actor_nick, base=stanzas.new("presence"))
+        # a relayed session's own copy is its relay's (even when its role is hidden)
+        relayed = {session for session in list(occupant.sessions)
+                   if self._leaving(occupant, session, gone, out)}
+        self.publicise(occupant, out, replace(gone, prev_role=prev_role), exclude=relayed)
         self._drop(occupant, out)
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
 
@@ -688,24 +644,25 @@ class Room:
         if role == "none":
             self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
             out.info(f"{occupant.nick} was kicked from {self.jid}")
-            self.service.room_maybe_empty(self, out)
+            self.service.close_if_empty(self, out)
             return
         if occupant.role == role:
             return
         old_role = occupant.role
         occupant.role = role
-        self.service.distribution.count_roles(self, occupant)
-        self.publicise(occupant, out, reason=reason, actor_nick=actor_nick, prev_role=old_role)
+        self.service.hooks.fire("occupant-role-set", room=self, occupant=occupant)
+        self.publicise(occupant, out, PresenceChange(reason=reason, actor_nick=actor_nick,
+                                                     prev_role=old_role))
         self._moderation_changed(occupant, old_role, out)
 
     def _moderation_changed(self, occupant: Occupant, old_role: str, out: Outbox) -> None:
         """In a semi-anonymous room, whoever gains or loses the moderator role sees the
         real JIDs appear or go: the other occupants' presence is sent again (as mod_muc)."""
-        self.service.distribution.visibility_changed(self, occupant, out)
+        self.service.hooks.fire("occupant-role-broadcast", room=self, occupant=occupant, out=out)
         if not self.is_anonymous() or (old_role == "moderator") == (occupant.role == "moderator"):
             return
         for session in occupant.sessions:
-            if self.service.distribution.slave_of(self, session) is None:
+            if self.service.router.relay_of(self, session) is None:  # a relay lists itself
                 self.send_occupant_list(session, out)
 
     def set_affiliation(self, bare_jid: str, affiliation: str, out: Outbox, *,
@@ -732,16 +689,16 @@ class Room:
             # higher role granted separately (e.g. moderator) survives an upgrade.
             if is_downgrade or ROLE_RANK[old_role] < ROLE_RANK[role]:
                 occupant.role = role
-                self.service.distribution.count_roles(self, occupant)
-            self.publicise(occupant, out, reason=reason, actor_nick=actor_nick,
-                           prev_role=old_role)
+                self.service.hooks.fire("occupant-role-set", room=self, occupant=occupant)
+            self.publicise(occupant, out, PresenceChange(reason=reason, actor_nick=actor_nick,
+                                                         prev_role=old_role))
             self._moderation_changed(occupant, old_role, out)
         self.save(out)
         out.info(f"{bare_jid} is now {affiliation} of {self.jid}")
         self.service.hooks.fire("affiliation-changed", room=self, jid=bare_jid,
                                 affiliation=affiliation, in_room=bool(present), reason=reason,
                                 out=out)
-        self.service.room_maybe_empty(self, out)
+        self.service.close_if_empty(self, out)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -752,60 +709,32 @@ class Room:
         if mtype == "error":
             # Our broadcast (from room/nick, or the room) bounced at the user's server: the
             # session is gone. As mod_muc, only for conditions that say so.
-            err = stanzas.child(stanza, "error")
-            cond = next((e.name for e in err.elements() if e.uri == xmlns.STANZAS
-                         and e.name != "text"), None) if err is not None else None
+            cond = stanzas.error_condition(stanza)
             if occupant is not None and (cond is None or cond in KICKABLE_ERRORS):
                 self.remove_session(occupant, sender, out, statuses=("307", "333"))
             return
         if nick is not None:
             self._private_message(stanza, nick, occupant, out)
             return
-        muc_user = stanzas.child(stanza, "x", xmlns.MUC_USER)
-        if muc_user is not None and (
-            stanzas.child(muc_user, "invite") is not None
-            or stanzas.child(muc_user, "decline") is not None
-        ):
-            invites.handle(self, stanza, muc_user, occupant, out)
-            return
-        data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
-        if data_form is not None and stanzas.form_type(data_form) == xmlns.MUC_REQUEST:
-            voice.handle(self, stanza, data_form, occupant, out)
+        # invitations, declines, voice requests (whatever their type, as mod_muc)
+        if self.service.hooks.fire("message-to-room", room=self, stanza=stanza,
+                                   occupant=occupant, out=out):
             return
         if mtype != "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
-                                         "Messages to the room must be of type groupchat")
+                         "Messages to the room must be of type groupchat")
             return
         if occupant is None:
             self._refuse(stanza, out, *NOT_IN_ROOM)
             return
         if occupant.role == "visitor" or occupant.role == "none":
             self._refuse(stanza, out, "auth", "forbidden",
-                                         "You do not have voice in this room")
+                         "You do not have voice in this room")
             return
-        if stanzas.child(stanza, "subject") is not None and stanzas.child(stanza, "body") is None:
-            subject.change(self, stanza, occupant, out)
-            return
-        if self._resubmitted(sender, stanza.getAttribute("id"), out):
-            return
+        if self.service.hooks.fire("occupant-groupchat", room=self, occupant=occupant,
+                                   stanza=stanza, out=out):
+            return  # taken over by a handler (a subject change, a resubmission)
         self.broadcast_message(stanza, occupant, out)
-
-    def _resubmitted(self, sender: str, message_id: str | None, out: Outbox) -> bool:
-        """Whether a groupchat is a slave's resubmission (its id carries xep0282's
-        RESUBMIT prefix) of one the room has already broadcast: after a netsplit the
-        slave cannot know which of its stanzas in flight arrived. Plain ids are never
-        dropped: a client may reuse them."""
-        if not message_id:
-            return False
-        original, resubmitted = xep0282.original_id(message_id)
-        seen = (sender, original) in self.submitted
-        if seen and resubmitted:
-            out.debug(f"{self.jid}: dropped a resubmitted message {message_id} of {sender}")
-            return True
-        self.submitted[(sender, original)] = None
-        while len(self.submitted) > MAX_REMEMBERED_SUBMISSIONS:
-            self.submitted.popitem(last=False)
-        return False
 
     def broadcast_message(self, stanza: Element, occupant: Occupant, out: Outbox) -> Element:
         """Relay a groupchat message to every occupant, with a stanza-id, into history."""
@@ -820,27 +749,19 @@ class Room:
         sid = msg.addElement((xmlns.STANZA_ID, "stanza-id"))
         sid["id"] = str(uuid.uuid4())
         sid["by"] = self.jid
-        self.service.hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant,
-                                out=out)
-        held_at = self._held_since(stanza, out.now)
+        hooks = self.service.hooks
+        said_at = hooks.fire("message-time", room=self, stanza=stanza, now=out.now)
+        stamp = out.now if said_at is None else said_at
+        # decorated by the features (occupant-id), then kept by history and the archive
+        hooks.fire("message-broadcast", room=self, stanza=msg, occupant=occupant, out=out,
+                   stamp=stamp)
         live = msg
-        if held_at is not None:
-            # Sent during a netsplit and held by its slave: everyone sees when it was said.
+        if said_at is not None:
+            # Said earlier than now (a relay kept it through a netsplit): everyone sees when.
             live = stanzas.copy(msg)
-            live.addChild(stanzas.delay(held_at, self.jid))
-        self.broadcast_groupchat(live, out, held_at)
-        if stanzas.child(msg, "body") is not None:
-            history.append(self, msg, out, held_at)
-        mam.archive(self, msg, occupant, out, held_at)
+            live.addChild(stanzas.delay(said_at, self.jid))
+        self.broadcast_groupchat(live, out, stamp)
         return msg
-
-    def _held_since(self, stanza: Element, now: float) -> float | None:
-        """When a message a slave held through a netsplit was sent (§4.11.2): taken only
-        from a session behind a slave, and only if it lies in the last day."""
-        held = xep0282.held_stamp(stanza)
-        if held is None or self.service.distribution.slave_of(self, stanza["from"]) is None:
-            return None
-        return held if now - MAX_HELD_SECONDS <= held <= now else None
 
     def _private_message(
         self, stanza: Element, nick: str, sender_occupant: Occupant | None, out: Outbox
@@ -848,7 +769,7 @@ class Room:
         mtype = stanza.getAttribute("type") or "normal"
         if mtype == "groupchat":
             self._refuse(stanza, out, "modify", "bad-request",
-                                         "Private messages may not be of type groupchat")
+                         "Private messages may not be of type groupchat")
             return
         if sender_occupant is None:
             self._refuse(stanza, out, *NOT_IN_ROOM)
@@ -856,11 +777,11 @@ class Room:
         target = self.occupants.get(nick)
         if target is None:
             self._refuse(stanza, out, "cancel", "item-not-found",
-                                         "That occupant is not in the room")
+                         "That occupant is not in the room")
             return
         if not self._pm_allowed(sender_occupant, target):
             self._refuse(stanza, out, "cancel", "policy-violation",
-                                         "Private messages are restricted in this room")
+                         "Private messages are restricted in this room")
             return
         msg = stanzas.new("message", {"from": self.occupant_jid(sender_occupant.nick),
                                       "type": stanza.getAttribute("type"),
@@ -885,7 +806,7 @@ class Room:
 
     def _refuse(self, stanza: Element, out: Outbox, err_type: str, condition: str,
                 text: str | None = None) -> None:
-        """Answer a stanza the room refuses, and log it once (issue 8: every refusal)."""
+        """Answer a stanza the room refuses, and log it once."""
         stanzas.refuse(out, stanza, err_type, condition, text,
                        what=f"{stanza.name} to {stanza.getAttribute('to')}")
 
@@ -959,7 +880,7 @@ class Room:
         password: str | None = None,
     ) -> None:
         """XEP-0045 §10.9: every occupant gets an unavailable presence with <destroy/>."""
-        distribution = self.service.distribution
+        router = self.service.router
         notice: Element | None = None
         for occupant in list(self.occupants.values()):
             x = stanzas.muc_user_x([{"affiliation": "none", "role": "none"}])
@@ -974,10 +895,10 @@ class Room:
                                                "unavailable")
             self.service.hooks.fire("occupant-presence", room=self, occupant=occupant,
                                     stanza=notice)
-            direct = [s for s in occupant.session_jids()
-                      if distribution.slave_of(self, s) is None]
+            direct = [s for s in occupant.session_jids() if router.relay_of(self, s) is None]
             out.broadcast(notice, direct)
-        distribution.destroyed(self, notice, out)  # one notice per slave (§4.6)
+        # each relay tells its sessions (one notice each)
+        self.service.hooks.fire("room-destroying", room=self, notice=notice, out=out)
         self.occupants.clear()
         self.nick_of.clear()
         self.service.remove_room(self, out)

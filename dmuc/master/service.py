@@ -18,12 +18,12 @@ from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
 from dmuc.master.features import adhoc, history, mam, setup_builtin
 from dmuc.master.features import limits as rate_limits
-from dmuc.master.features.password import join_password
 from dmuc.master.model import RoomConfig
 from dmuc.master.room import Room
+from dmuc.master.routing import Router
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas, xep0282
-from dmuc.storage.records import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, RoomRecord
 
 LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
 
@@ -64,6 +64,7 @@ class MUCService:
         self.hooks = hooks or Hooks()
         self.rooms: dict[str, Room] = {}
         self.distribution = Distribution(self)
+        self.router: Router = self.distribution  # how the room core reaches its sessions
         self.retention = mam.Retention()
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
@@ -111,7 +112,7 @@ class MUCService:
         self.hooks.fire("room-created", room=room, out=out)
         return room
 
-    def room_maybe_empty(self, room: Room, out: Outbox) -> None:
+    def close_if_empty(self, room: Room, out: Outbox) -> None:
         """A temporary room ends with its last occupant; so does a never-configured room."""
         if room.destroyed or not room.is_empty():
             return
@@ -191,6 +192,7 @@ class MUCService:
         """Timers: XEP-0282 keepalives to quiet or split slaves (§4.10, §4.11), and the
         end of rooms left locked."""
         out = Outbox(now)
+        self.hooks.fire("tick", now=now, out=out)
         self.distribution.tick(now, out)
         self.retention.tick(self.settings, now, out)
         for room in list(self.rooms.values()):
@@ -220,8 +222,7 @@ class MUCService:
                 out.info(f"refused join of {creator} to {room_jid}: {refusal.text}")
                 return
             room = self.create_room(room_jid, creator, out)
-            # As mod_muc: a password in the creating join protects the new room.
-            room.config.password = join_password(stanza) or room.config.password
+            self.hooks.fire("room-pre-create", room=room, stanza=stanza, out=out)
             if stanzas.child(stanza, "x", xmlns.MUC) is None:
                 room.locked = False  # groupchat 1.0 client: an instant room (as lock.lib)
             room.join(stanza, stanza["from"], nick, out, created=True)

@@ -2,17 +2,19 @@
 slave's link state summed over its rooms, and since when it is in that state.
 
 Sans-I/O: `SlaveStatus.changes(now)` returns the records that changed since the last call;
-the shell writes them to the store now and then (off the stanza path), so that
-dmuc-admin reads them with any storage adapter. A slave's state is the worst of its room
-links: split if any link is SPLIT, else live if any is LIVE, else stale if any is STALE,
-else unregistered (allowed in [[slaves]] but registered for no room).
+the shell hands them (as outbox.RecordStatus) to its one persistence path now and then
+(off the stanza path), so that dmuc-admin reads them with any storage adapter. A slave's
+state is the worst of its room links: split if any link is SPLIT, else live if any is
+LIVE, else stale if any is STALE, else unregistered (allowed in [[slaves]] but registered
+for no room).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dmuc.master.distribution import Distribution, LinkState
+from dmuc.master.distribution import Distribution
+from dmuc.master.distribution import RegistrationState as R
 
 UNREGISTERED = "unregistered"
 # The record of the daemon itself, beside the slaves' (not a JID: no clash).
@@ -29,8 +31,8 @@ def slave_states(distribution: Distribution) -> dict[str, dict[str, Any]]:
             per[link.state.value] = per.get(link.state.value, 0) + 1
     summary = {}
     for jid, rooms in counts.items():
-        state = next((s.value for s in (LinkState.SPLIT, LinkState.LIVE, LinkState.STALE)
-                      if rooms.get(s.value)), UNREGISTERED)
+        state = next((s.value for s in (R.SPLIT, R.LIVE, R.STALE) if rooms.get(s.value)),
+                     UNREGISTERED)
         summary[jid] = {"state": state,
                         "domains": sorted(distribution.allowed.get(jid, ())),
                         "rooms": dict(sorted(rooms.items()))}

@@ -407,11 +407,12 @@ def has_status(presence: Element, code: str) -> bool:
 
 
 def error_condition(stanza: Element) -> str | None:
+    """The defined condition of an error stanza (RFC 6120 §8.3.3), None if it has none."""
     error = child(stanza, "error")
     if error is None:
         return None
     for el in error.elements():
-        if el.name != "text":
+        if el.uri == xmlns.STANZAS and el.name != "text":
             return el.name
     return None
 

@@ -4,12 +4,15 @@ One rule for master and slave (XEP-0045 §7.2.3/§7.2.4, XEP-0282 §4.7): in a n
 room (whois = anyone) everyone sees real JIDs; in a semi-anonymous room only moderators
 do; a slave receives them only while one of its local occupants is a moderator; an
 occupant's own copy of its presence carries status 110 and its own real JID (and, as it
-enters a non-anonymous room, 100).
+enters a non-anonymous room, 100). And whether the others see a presence change at all
+(mod_muc's presence_broadcast): presence_shown decides it on the master, hides_occupant
+reads the result on the slave.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from typing import NamedTuple
 
 from twisted.words.xish.domish import Element
 
@@ -53,6 +56,34 @@ def hides_occupant(presence: Element) -> bool:
         return False
     item = stanzas.muc_item(presence)
     return item is not None and item.getAttribute("role", "none") != "none"
+
+
+class PresenceShown(NamedTuple):
+    visible: bool  # the others get the change (else only the occupant's own sessions)
+    hiding: bool  # the others are told it is gone, though it stays in the room
+
+
+def presence_shown(role: str, prev_role: str | None, broadcast: Collection[str], *,
+                   hide: bool, nick_change: bool, probe: bool) -> PresenceShown:
+    """mod_muc's presence_broadcast, the room's half (hides_occupant reads the result):
+    whether the others see an occupant's presence change. `role` is its role now ("none":
+    it leaves), `prev_role` before the change (None: unchanged), `broadcast` the roles the
+    room broadcasts; `hide`: the setting changed and its role is no longer broadcast;
+    `nick_change`: an unavailable 303; `probe`: the answer to one session's probe."""
+    # a role no longer broadcast (`hide`, or a new role that is not while the old one
+    # was): the others are told it is gone
+    hiding = not probe and role != "none" and role not in broadcast \
+        and (hide or prev_role in broadcast)
+    if role == "none":
+        # a leaving occupant's unavailable goes out if the room showed it (or broadcasts
+        # role "none")
+        visible = prev_role is None or prev_role in broadcast or "none" in broadcast
+    else:
+        # a nick change (303) goes out whatever the role: each relay must learn the new
+        # nick of its own users (mod_muc tells no one of a hidden occupant's)
+        visible = hiding or role in broadcast or nick_change
+    # a probe's answer shows the occupant whatever its role, as mod_muc
+    return PresenceShown(visible or probe, hiding)
 
 
 def deliver_presence(

@@ -13,6 +13,7 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.protocol import stanzas
 
+# The message id prefixes (mod_dmuc_slave.lua names the same two it adds: keep in step).
 # Part of the wire format (§4.11.2): a groupchat message a local user sent while its slave's
 # link was not live carries this id prefix when it is finally submitted, so that the slave,
 # which showed it locally at once, does not show it a second time.
@@ -37,6 +38,14 @@ def original_id(message_id: str) -> tuple[str, bool]:
             message_id = message_id[len(SPLIT_ID_PREFIX):]
         else:
             return message_id, resubmitted
+
+
+def is_replay(message: Element) -> bool:
+    """Whether a groupchat message is a slave's replay across a netsplit (held, or
+    submitted again): its sender was charged for it when it first sent it (§4.11.2)."""
+    message_id = message.getAttribute("id") or ""
+    return message.name == "message" and message_id.startswith(
+        (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX))
 
 
 def dmuc_x() -> Element:

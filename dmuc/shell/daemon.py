@@ -37,16 +37,18 @@ from dmuc.outbox import (
     ExpireArchive,
     Outbox,
     QueryArchive,
+    RecordStatus,
     RetractArchived,
     SaveRoom,
     StorageOp,
 )
 from dmuc.protocol import stanzas, xep0282
+from dmuc.records import ArchiveRecord, RoomRecord, status_service
 from dmuc.shell import metrics
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
-from dmuc.storage import ArchiveRecord, RoomRecord, Storage, url_for_log
+from dmuc.storage import Storage, url_for_log
 
 log = get_logger("dmuc")
 
@@ -379,6 +381,8 @@ class CoreHandler(subprotocols.XMPPHandler):
             d = s.delete_archive(op.room_jid)
         elif isinstance(op, QueryArchive):
             return self._query(op)
+        elif isinstance(op, RecordStatus):
+            d = s.save_room(status_service(self.service_jid), RoomRecord(op.key, op.state))
         else:
             raise TypeError(f"cannot store {op!r}")
         self._writing += 1

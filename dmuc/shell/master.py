@@ -15,12 +15,13 @@ from twisted.python import usage
 from dmuc.config import MasterConfig, load_master_config
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.log import set_level
-from dmuc.master.distribution import LinkState
+from dmuc.master.distribution import RegistrationState
 from dmuc.master.service import MUCService
 from dmuc.master.status import DAEMON_KEY, SlaveStatus
+from dmuc.outbox import RecordStatus
 from dmuc.shell import metrics
-from dmuc.shell.daemon import CoreHandler, Daemon, config_options, log
-from dmuc.storage import RoomRecord, open_storage, status_service
+from dmuc.shell.daemon import CoreHandler, Daemon, config_options
+from dmuc.storage import open_storage
 
 Options = config_options("dmuc-master", load_master_config)
 
@@ -51,15 +52,12 @@ class MasterService(Daemon):
 
     def record_status(self, stopped: bool = False) -> None:
         now = time.time()
-        where = status_service(self.cfg.component.jid)
         records = dict(self.slave_status.changes(now))
         records[DAEMON_KEY] = {"pid": os.getpid(), "started": self.started, "updated": now,
                                "rooms": len(self.muc.rooms), **({"stopped": now} if stopped
                                                                 else {})}
         for key, state in records.items():
-            d = self.storage.save_room(where, RoomRecord(key, state))
-            d.addErrback(lambda f: log.error("storage write failed (status): {err}",
-                                             err=f.getErrorMessage()))
+            self.handler.persist(RecordStatus(key, state))
 
     def startService(self) -> None:
         super().startService()
@@ -99,7 +97,7 @@ class MasterService(Daemon):
 
     def summary(self) -> str:
         links = self.muc.distribution.links_by_state()
-        linked = {slave for (slave, state) in links if state is LinkState.LIVE}
+        linked = {slave for (slave, state) in links if state is RegistrationState.LIVE}
         rooms = len(self.muc.rooms)
         return (f"{rooms} room{'' if rooms == 1 else 's'}, {len(linked)} of "
                 f"{len(self.muc.distribution.allowed)} slaves linked")
@@ -122,7 +120,7 @@ class MasterService(Daemon):
             "dmuc_master_slave_links", "Rooms each slave is registered for, by link state",
             ["slave", "state"],
             [([slave, state.name], links.get((slave, state), 0))
-             for slave in slaves for state in LinkState])
+             for slave in slaves for state in RegistrationState])
         yield metrics.gauge("dmuc_master_allowed_slaves", "Slaves in the [[slaves]] allow list",
                             len(distribution.allowed))
         yield from metrics.split_counts(distribution.splits)

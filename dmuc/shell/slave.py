@@ -13,12 +13,13 @@ from twisted.python import usage
 
 from dmuc.config import SlaveConfig, load_slave_config
 from dmuc.log import get_logger, set_level
+from dmuc.records import HistoryRecord, slave_history_key
 from dmuc.shell import metrics
 from dmuc.shell.daemon import CoreHandler, Daemon, config_options
 from dmuc.slave.link import LinkState
 from dmuc.slave.room import SlaveRoom
 from dmuc.slave.service import SlaveService, SlaveSettings
-from dmuc.storage import HistoryRecord, open_storage, slave_history_key
+from dmuc.storage import open_storage
 
 log = get_logger("dmuc.slave")
 

@@ -12,8 +12,8 @@ from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import occupant_id, stanzas, visibility, xep0282
 from dmuc.protocol.history import HistoryEntry, delayed, moderated_id, stanza_id
+from dmuc.records import slave_history_key
 from dmuc.slave.room import SlaveRoom
-from dmuc.storage import slave_history_key
 
 
 class Fanout:
@@ -205,6 +205,12 @@ class Fanout:
         local_copy.attributes.pop("to", None)
         is_history = stanzas.child(dmuc_x, "history") is not None
         sid = stanza_id(local_copy, room.jid)
+        new = sid is None or room.take_once(sid)
+        if not new and not is_history:
+            # a copy queued on a link that was only slow, after the catch-up that
+            # replayed it (§4.11.2): dropped, counted
+            room.duplicates += 1
+            return
         if sid is not None:
             room.last_id = sid  # what we have: a catch-up replays what follows it
         sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
@@ -237,7 +243,7 @@ class Fanout:
             entry = self._store_history(room, stored, stamp, out)
             if is_history:
                 # Replayed history: show local occupants only what they missed.
-                missed = sid is not None and sid not in room.known_ids
+                missed = sid is not None and new and sid not in room.known_ids
                 if missed and entry is not None and not _echoed_locally(room, local_copy):
                     out.broadcast(delayed(entry, room.jid), room.local_sessions())
                 return
@@ -308,12 +314,10 @@ def _photo(avatar: Element | None) -> str:
 
 
 def _echoed_locally(room: SlaveRoom, message: Element) -> bool:
-    """A message a local occupant sent while the link was not LIVE was shown here then
-    (link.local_echo); its broadcast is not shown again."""
-    if not message.getAttribute("id", "").startswith(xep0282.SPLIT_ID_PREFIX):
-        return False
-    sender_nick = message.getAttribute("from", "").partition("/")[2]
-    return sender_nick in room.local.values()
+    """A message a local occupant sent while the link was not LIVE (or that was in flight
+    when a split was found) was shown here then (link.local_echo); the master's copy is
+    not shown again."""
+    return room.was_echoed(message)
 
 
 # --- the slave's transforms of what the master sends -------------------------------------

@@ -136,11 +136,12 @@ class SlaveLink:
         """A local user's stanza to the room: to the master unchanged while LIVE (or
         PASSTHROUGH); otherwise held until <synced/>, and the first one registers."""
         state = self.state
-        if stanza.name == "message" and stanza.getAttribute("type") == "groupchat" \
-                and not stanza.getAttribute("id"):
+        if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
             # Only an id lets a message lost on the way be submitted again, and the master
-            # drop it if it did arrive (§4.11.2): a client that gave none gets one.
-            stanza["id"] = xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
+            # drop it if it did arrive (§4.11.2): a client that gave none gets one. The
+            # prefixes that mark our replays are ours alone (a replay is not rate-limited).
+            client_id, _ = xep0282.original_id(stanza.getAttribute("id") or "")
+            stanza["id"] = client_id or xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
         if state in FORWARDING:
             if state is L.LIVE:
                 self._track(stanza, full, out)
@@ -160,12 +161,7 @@ class SlaveLink:
                 and not resent:  # a resubmission was shown already, when it first went out
             # A local occupant keeps talking: shown here at once, submitted later with an
             # id that tells us not to show it again (§4.11.1, §4.11.2).
-            echo = local_echo(stanza, self.room.jid, nick,
-                              occupant_id.of(self.room.roster.get(nick)))
-            out.broadcast(echo, self.room.local_sessions())
-            held = xep0282.held(stanza, out.now)
-            held["id"] = xep0282.SPLIT_ID_PREFIX + (stanza.getAttribute("id") or "")
-            self._hold(held, out)
+            self._hold(self._shown_and_held(stanza, nick, out.now, out), out)
         else:
             self._hold(stanza, out)
         if state is L.UNREGISTERED:
@@ -183,12 +179,31 @@ class SlaveLink:
         while len(self.room.inflight) > MAX_INFLIGHT:
             self.room.inflight.popitem(last=False)
 
-    def _requeue_inflight(self) -> None:
-        """A netsplit: what was in flight goes back in front of what is held."""
+    def _shown_and_held(self, stanza: Element, nick: str, said_at: float,
+                        out: Outbox) -> Element:
+        """A local occupant's groupchat that cannot go to the master now: shown to the
+        local occupants at once (the master's copy of it will not be shown again, whatever
+        its id: §4.11.2), and returned as held, with the time it was said."""
+        room = self.room
+        echo = local_echo(stanza, room.jid, nick, occupant_id.of(room.roster.get(nick)))
+        out.broadcast(echo, room.local_sessions())
+        original, _ = xep0282.original_id(stanza.getAttribute("id") or "")
+        room.note_echoed(nick, original)
+        held = xep0282.held(stanza, said_at)
+        held["id"] = xep0282.SPLIT_ID_PREFIX + original
+        return held
+
+    def _hold_inflight(self, out: Outbox) -> None:
+        """A netsplit, or a registration: what was forwarded without its broadcast coming
+        back may or may not have reached the master. It is shown here now and held in
+        front of the rest, with the time it was said; the master drops it if it had it,
+        and we do not show its copy again (§4.11.2)."""
         room = self.room
         if room.inflight:
-            room.queue[:0] = room.unacknowledged()[:len(room.inflight)]
+            replays = [self._shown_and_held(stanza, nick, said_at, out)
+                       for (nick, _), (stanza, said_at) in room.inflight.items()]
             room.inflight.clear()
+            room.queue[:0] = replays
 
     def _hold(self, stanza: Element, out: Outbox) -> None:
         if len(self.room.queue) >= MAX_QUEUED:
@@ -215,7 +230,7 @@ class SlaveLink:
         if event != "register" or before is L.SPLIT:
             self.rejoining = True  # for the log line of the answer
         self.last_sent = out.now
-        self._requeue_inflight()  # the master may not have them: ask it again
+        self._hold_inflight(out)  # the master may not have them: ask it again
         out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid,
                                      self.config.new_id("register", self.room.jid),
                                      self.config.keepalive, self.config.history,
@@ -341,7 +356,7 @@ class SlaveLink:
             out.warn(f"netsplit from {self.room.jid}: {why}")
         self.machine.fire("bounced")
         if self.state is L.SPLIT:
-            self._requeue_inflight()
+            self._hold_inflight(out)
 
     def rejoin(self, out: Outbox) -> None:
         """The master heard from us again after it found the link split: register again,
@@ -366,7 +381,7 @@ class SlaveLink:
         expected, self.expected_seq = self.expected_seq, seq + 1
         if expected is not None and seq < expected:
             self.expected_seq = expected
-            out.debug(f"{self.room.jid}: stanza {seq} from the master came again; dropped")
+            self.room.duplicates += 1  # told once a tick (service.tick)
             return False
         synced = stanzas.child(x, "synced") if x is not None else None
         count = stanzas.parse_bounded_int(synced.getAttribute("count"), 0, 2**62) \

@@ -14,6 +14,11 @@ from twisted.words.xish.domish import Element
 from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
 
+# Local messages remembered as shown here (echoed): what a slave may hold, and more.
+MAX_ECHOED = 20_000
+# The master's messages remembered by stanza-id: as many as its replay window keeps.
+MAX_SEEN = 10_000
+
 
 @dataclass
 class SlaveRoom:
@@ -36,6 +41,14 @@ class SlaveRoom:
     # (the stanza, when sent). Submitted again if a netsplit is found meanwhile (§4.11.2).
     inflight: OrderedDict[tuple[str, str], tuple[Element, float]] = field(
         default_factory=OrderedDict)
+    # (nick, message id) of local occupants' messages shown here before the master had
+    # them (held, or in flight at a netsplit): the master's copy, under any prefix, or
+    # replayed, is not shown again (§4.11.2). Bounded: the oldest are forgotten.
+    echoed: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    # stanza-ids of the master's messages we took, newest last (bounded): a copy that
+    # comes again (queued on a slow link, and replayed by the catch-up) is dropped
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
+    duplicates: int = 0  # copies dropped since the last tick (one log line a tick)
     last_id: str | None = None  # stanza-id of the newest message from the master
     # during a resync: the roster before it (the stanza-ids of the history we had are in
     # known_ids), so that local occupants are told only what changed
@@ -110,6 +123,32 @@ class SlaveRoom:
         """What the master may not have: the stanzas in flight (as resubmissions), then
         the held ones, in the order the users sent them."""
         return [resubmission(stanza) for stanza, _ in self.inflight.values()] + self.queue
+
+    def take_once(self, sid: str) -> bool:
+        """Whether the master's message with this stanza-id is new here (then noted)."""
+        if sid in self.seen:
+            return False
+        self.seen[sid] = None
+        while len(self.seen) > MAX_SEEN:
+            self.seen.popitem(last=False)
+        return True
+
+    def note_echoed(self, nick: str, message_id: str) -> None:
+        self.echoed[(nick, message_id)] = None
+        while len(self.echoed) > MAX_ECHOED:
+            self.echoed.popitem(last=False)
+
+    def was_echoed(self, message: Element) -> bool:
+        """Whether the master's copy of a message (live or replayed) is one a local
+        occupant's message that was shown here already; then it is forgotten (it comes
+        once). After a restart, a held message's prefix still says so."""
+        message_id = message.getAttribute("id") or ""
+        nick = message.getAttribute("from", "").partition("/")[2]
+        original, _ = xep0282.original_id(message_id)
+        if (nick, original) in self.echoed:
+            del self.echoed[(nick, original)]
+            return True
+        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.values()
 
     # --- lookups -----------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Delivery, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.protocol.statemachine import SplitCounter
+from dmuc.records import HistoryRecord
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
-from dmuc.storage import HistoryRecord
 
 
 @dataclass
@@ -163,6 +163,11 @@ class SlaveService:
         out = Outbox(now)
         for link in self.links.values():
             link.tick(out)
+            room = link.room
+            if room.duplicates:
+                out.info(f"{room.jid}: dropped {room.duplicates} second copies from the "
+                         "master (a slow link's late stanzas after a netjoin)")
+                room.duplicates = 0
         return self._fold(out)
 
     def _fold(self, out: Outbox) -> Outbox:
@@ -200,6 +205,9 @@ class SlaveService:
         room, link = self._mirror(room_jid)
         if stanza.name != "iq":
             occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
+            # and only we mark what we held (its time, §4.11.2)
+            stanza.children = [c for c in stanza.children
+                               if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
         room.note_presence(stanza, sender.full())
         link.submit(stanza, sender.full(), out)
 

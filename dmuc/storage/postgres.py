@@ -1,4 +1,4 @@
-"""PostgreSQL implementation of the :class:`~dmuc.storage.Storage` adapter.
+"""The PostgreSQL backend of the storage adapter (the SQL itself is dmuc.storage.sql).
 
 The driver is psycopg 3 (blocking API) on a Twisted ``adbapi`` pool with exactly one
 connection and one thread, as the SQLite adapter: interactions execute one at a time in
@@ -6,7 +6,7 @@ the order they were issued, and the daemons keep Twisted's default reactor (psyc
 async API would need the asyncio reactor under every daemon for no gain here).
 
 The schema version lives in the table ``dmuc_schema`` (PostgreSQL has no user_version);
-:data:`MIGRATIONS` brings a database up to date inside one transaction that first takes
+the migrations bring a database up to date inside one transaction that first takes
 an advisory lock, so daemons opening the same database at once migrate it once.
 
 Operations queue in the adapter and run in issue order; those that waited for the one
@@ -20,10 +20,9 @@ dropped and the order is kept.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,65 +33,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from dmuc.errors import StorageError
 from dmuc.log import get_logger
-from dmuc.storage.archive_sql import select_archive_page
-from dmuc.storage.records import (
-    ArchivePage,
-    ArchiveQuery,
-    ArchiveRecord,
-    HistoryRecord,
-    RoomRecord,
-    StorageError,
-    StoreAbsent,
-)
+from dmuc.storage.sql import Dialect, SQLStorage, migrate, one_line, schema_version
 
 log = get_logger("dmuc.storage")
 
 _T = TypeVar("_T")
-
-# A migration is SQL text (one or more statements; psycopg runs them as one) or a callable
-# that gets the DB-API cursor of the migration transaction.  Entry i upgrades version i
-# to i + 1.  Keep in step with dmuc.storage.sqlite.MIGRATIONS.
-Migration = str | Callable[[Any], None]
-
-MIGRATIONS: list[Migration] = [
-    # 1: rooms and their history.
-    """
-    CREATE TABLE rooms (
-        service TEXT NOT NULL,
-        jid TEXT NOT NULL,
-        state TEXT NOT NULL,  -- JSON object
-        PRIMARY KEY (service, jid)
-    );
-    CREATE TABLE history (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        room TEXT NOT NULL,
-        stamp DOUBLE PRECISION NOT NULL,
-        xml TEXT NOT NULL,
-        extra TEXT  -- JSON object
-    );
-    CREATE INDEX history_room_id ON history (room, id);
-    """,
-    # 2: the room archive (XEP-0313), kept by stanza-id, in the order the room said it.
-    """
-    CREATE TABLE archive (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        room TEXT NOT NULL,
-        sid TEXT NOT NULL,  -- the XEP-0359 stanza-id the room gave the message
-        stamp DOUBLE PRECISION NOT NULL,
-        nick TEXT NOT NULL,  -- the sender's nickname ('with' an occupant JID)
-        sender TEXT NOT NULL,  -- the sender's bare real JID ('with' a real JID)
-        xml TEXT NOT NULL,
-        retracted INTEGER NOT NULL DEFAULT 0  -- 1: xml is a XEP-0425 tombstone
-    );
-    CREATE UNIQUE INDEX archive_room_sid ON archive (room, sid);
-    CREATE INDEX archive_room_id ON archive (room, id);
-    CREATE INDEX archive_room_stamp ON archive (room, stamp);
-    CREATE INDEX archive_stamp ON archive (stamp);
-    CREATE INDEX archive_room_nick ON archive (room, nick, id);
-    CREATE INDEX archive_room_sender ON archive (room, sender, id);
-    """,
-]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 # pg_advisory_xact_lock key of schema migrations (any constant; "dmuc" in ASCII).
@@ -115,18 +62,6 @@ MAX_BATCH = 100
 TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-def schema_version() -> int:
-    """The schema version this code creates: the number of migrations."""
-    return len(MIGRATIONS)
-
-
-def _run_migration(txn: Any, migration: Migration) -> None:
-    if callable(migration):
-        migration(txn)
-    else:
-        txn.execute(migration)
-
-
 def _stored_version(txn: Any) -> int:
     """The version in dmuc_schema, which is created (at 0) in an empty database."""
     txn.execute("SELECT to_regclass('dmuc_schema') IS NOT NULL")
@@ -138,15 +73,10 @@ def _stored_version(txn: Any) -> int:
     return int(txn.fetchone()[0])
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _loads(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}
+DIALECT = Dialect(mark="%s", types={"serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                                    "real": "DOUBLE PRECISION"},
+                  byte_order='"C"',  # as SQLite's BINARY, whatever the database's locale
+                  statements=lambda script: [script])  # psycopg runs a script as one
 
 
 _URL_PASSWORD = re.compile(r"^(postgres(?:ql)?://[^:@/?#]*):[^@/?#]*@")
@@ -159,10 +89,6 @@ def without_password(url: str) -> str:
     url = _URL_PASSWORD.sub(r"\1@", url)
     url = _QUERY_PASSWORD.sub("", url)
     return url.rstrip("?&")
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 class _Connection(adbapi.Connection):
@@ -196,13 +122,15 @@ def _run_batch(txn: Any, batch: list[_Operation]) -> list[Any]:
     return [op.interaction(txn, *op.args) for op in batch]
 
 
-class PostgresStorage:
+class PostgresStorage(SQLStorage):
     """Rooms and history in one PostgreSQL database, which master and slaves may share."""
 
+    dialect = DIALECT
+    URL_SCHEMES = URL_SCHEMES
+
     def __init__(self, conninfo: str, display: str) -> None:
+        super().__init__(display)  # the URL without its password, for log lines
         self.conninfo = conninfo
-        self.display = display  # the URL without its password, for log lines
-        self._pool: adbapi.ConnectionPool | None = None
         self._closing = False  # close() waits for the queue to drain
         self._queue: deque[_Operation] = deque()
         self._busy = False
@@ -223,7 +151,7 @@ class PostgresStorage:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise StorageError(f"malformed PostgreSQL URL {without_password(url)!r}: "
-                               f"{_one_line(exc)}") from exc
+                               f"{one_line(exc)}") from exc
         if not params.get("dbname"):
             raise StorageError(
                 f"malformed PostgreSQL URL {without_password(url)!r}: no database name")
@@ -235,37 +163,18 @@ class PostgresStorage:
             params.setdefault(key, value)
         return cls(make_conninfo(**params), without_password(url))
 
+    url_for_log = staticmethod(without_password)
+
     # -- lifecycle ------------------------------------------------------------------
 
-    def open(self, read_only: bool = False) -> Deferred[None]:
-        """Create the pool, then create or migrate the schema to the current version; or,
-        `read_only`, in read-only transactions, check that the schema is there at the
-        current version (StoreAbsent if there is none) and write nothing.
-        The database must be reachable now: a daemon that cannot open it exits."""
-        if self._pool is not None:
-            return defer.fail(StorageError(f"storage {self.display} is already open"))
-        pool = _Pool(
+    def _connect(self, read_only: bool) -> _Pool:
+        return _Pool(
             "psycopg",
             self.conninfo,
             cp_min=1,
             cp_max=1,  # one connection, one thread: issue order is execution order
             cp_openfun=self._setup_read_only if read_only else self._setup_connection,
         )
-        self._pool = pool
-        self._give_up_at = None
-        d = pool.runInteraction(self._check_version if read_only else self._migrate)
-
-        def failed(f: Failure) -> Failure:
-            # Leave no threads behind; report the database and the reason.
-            self._pool = None
-            pool.close()
-            if f.check(StorageError):
-                return f
-            return Failure(StorageError(
-                f"cannot open storage {self.display}: {_one_line(f.value)}"))
-
-        d.addErrback(failed)
-        return d
 
     def close(self) -> Deferred[None]:
         """Wait for the operations already issued, then close the pool.  Idempotent.  If
@@ -284,7 +193,7 @@ class PostgresStorage:
             d.callback(None)
 
         def shut(result: object) -> object:
-            self._pool, self._closing = None, False
+            self._pool, self._closing, self._give_up_at = None, False, None
             pool.close()
             return result
 
@@ -302,32 +211,19 @@ class PostgresStorage:
         conn.execute("SET default_transaction_read_only = on")
         cls._setup_connection(conn)
 
-    def _check_version(self, txn: Any) -> None:
+    def _read_version(self, txn: Any) -> int | None:
         txn.execute("SELECT to_regclass('dmuc_schema') IS NOT NULL")
         if not txn.fetchone()[0]:
-            raise StoreAbsent(f"no dmuc tables in {self.display}")
+            return None
         txn.execute("SELECT version FROM dmuc_schema")
-        current = int(txn.fetchone()[0])
-        if current != schema_version():
-            raise StorageError(f"storage {self.display} has schema version {current}, not "
-                               f"the {schema_version()} of this dmuc (a read-only open does "
-                               "not migrate it)")
+        return int(txn.fetchone()[0])
 
     def _migrate(self, txn: Any) -> None:
-        target = schema_version()
         # The lock first: openers of one database queue here, so exactly one creates the
         # version table and runs the migrations; the others then find them done.
         txn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        current = _stored_version(txn)
-        if current > target:
-            raise StorageError(
-                f"storage {self.display} has schema version {current}, newer than the "
-                f"{target} this dmuc knows; upgrade dmuc"
-            )
-        for version in range(current, target):
-            _run_migration(txn, MIGRATIONS[version])
-        if current != target:
-            txn.execute("UPDATE dmuc_schema SET version = %s", (target,))
+        if migrate(txn, self.dialect, _stored_version(txn), self.display):
+            txn.execute("UPDATE dmuc_schema SET version = %s", (schema_version(),))
         # runInteraction commits (and releases the lock).
 
     def _run(self, what: str, interaction: Callable[..., _T], *args: Any) -> Deferred[_T]:
@@ -387,7 +283,7 @@ class PostgresStorage:
             self._failures = 0
             if f.check(psycopg.Error):
                 f = Failure(StorageError(
-                    f"storage {self.display}: {op.what} failed: {_one_line(f.value)}"))
+                    f"storage {self.display}: {op.what} failed: {one_line(f.value)}"))
             op.done.errback(f)
             self._next()
             return
@@ -400,7 +296,7 @@ class PostgresStorage:
             delay = min(delay, max(0.0, self._give_up_at - reactor.seconds()))
         log.warn("storage {db}: {what} failed: {error}; {waiting} operations waiting, "
                  "retry {n} in {delay:.1f} s", db=self.display, what=op.what,
-                 error=_one_line(f.value), waiting=len(self._queue), n=self._failures,
+                 error=one_line(f.value), waiting=len(self._queue), n=self._failures,
                  delay=delay)
         self._retry_call = reactor.callLater(delay, self._next)
 
@@ -409,139 +305,9 @@ class PostgresStorage:
         dropped, self._queue = list(self._queue), deque()
         log.error("storage {db}: closing with {n} operations not applied, the database is "
                   "unreachable: {error}", db=self.display, n=len(dropped),
-                  error=_one_line(f.value))
+                  error=one_line(f.value))
         self._failures = self._unbatched = 0
         for op in dropped:
             op.done.errback(StorageError(
                 f"storage {self.display}: {op.what} not applied: database unreachable"))
         self._next()
-
-    # -- rooms ----------------------------------------------------------------------
-
-    def load_rooms(self, service: str) -> Deferred[list[RoomRecord]]:
-        """All stored rooms of one MUC service, ordered by JID."""
-
-        def q(txn: Any) -> list[RoomRecord]:
-            # COLLATE "C": byte order, as SQLite's, whatever the database's locale
-            txn.execute("SELECT jid, state FROM rooms WHERE service = %s"
-                        ' ORDER BY jid COLLATE "C"', (service,))
-            return [RoomRecord(jid=jid, state=_loads(state)) for jid, state in txn.fetchall()]
-
-        return self._run("load_rooms", q)
-
-    def save_room(self, service: str, record: RoomRecord) -> Deferred[None]:
-        """Insert or replace one room's state."""
-        state = _dumps(record.state)  # serialise now: later mutations must not leak in
-
-        def q(txn: Any) -> None:
-            txn.execute(
-                "INSERT INTO rooms (service, jid, state) VALUES (%s, %s, %s) "
-                "ON CONFLICT (service, jid) DO UPDATE SET state = excluded.state",
-                (service, record.jid, state),
-            )
-
-        return self._run("save_room", q)
-
-    def delete_room(self, service: str, room_jid: str,
-                    history_key: str | None = None) -> Deferred[None]:
-        """Remove a room with its history (kept under `history_key`, default the room JID)."""
-
-        def q(txn: Any) -> None:
-            txn.execute("DELETE FROM rooms WHERE service = %s AND jid = %s", (service, room_jid))
-            txn.execute("DELETE FROM history WHERE room = %s", (history_key or room_jid,))
-
-        return self._run("delete_room", q)
-
-    # -- history --------------------------------------------------------------------
-
-    def append_history(self, room_jid: str, record: HistoryRecord, keep: int) -> Deferred[None]:
-        """Append one entry and trim the room's history to its newest `keep` entries."""
-        if keep < 0:
-            return defer.fail(ValueError(f"keep must be >= 0, not {keep}"))
-        row = (room_jid, float(record.stamp), record.xml, _dumps(record.extra))
-
-        def q(txn: Any) -> None:
-            txn.execute("INSERT INTO history (room, stamp, xml, extra) VALUES (%s, %s, %s, %s)",
-                        row)
-            # Delete everything up to the (keep+1)-th newest id; none if there are fewer.
-            txn.execute(
-                "DELETE FROM history WHERE room = %s AND id <= ("
-                " SELECT id FROM history WHERE room = %s ORDER BY id DESC LIMIT 1 OFFSET %s)",
-                (room_jid, room_jid, keep),
-            )
-
-        return self._run("append_history", q)
-
-    def load_history(self, room_jid: str, limit: int) -> Deferred[list[HistoryRecord]]:
-        """The newest `limit` entries of a room, oldest first."""
-        if limit < 0:
-            return defer.fail(ValueError(f"limit must be >= 0, not {limit}"))
-
-        def q(txn: Any) -> list[HistoryRecord]:
-            txn.execute(
-                "SELECT stamp, xml, extra FROM ("
-                " SELECT id, stamp, xml, extra FROM history WHERE room = %s"
-                " ORDER BY id DESC LIMIT %s) AS newest ORDER BY id",
-                (room_jid, limit),
-            )
-            return [
-                HistoryRecord(stamp=stamp, xml=xml, extra=_loads(extra))
-                for stamp, xml, extra in txn.fetchall()
-            ]
-
-        return self._run("load_history", q)
-
-    def clear_history(self, room_jid: str) -> Deferred[None]:
-        """Delete a room's history, keeping the room."""
-
-        def q(txn: Any) -> None:
-            txn.execute("DELETE FROM history WHERE room = %s", (room_jid,))
-
-        return self._run("clear_history", q)
-
-    # -- the room archive (XEP-0313) ---------------------------------------------------
-
-    def append_archive(self, entries: Sequence[tuple[str, ArchiveRecord]]) -> Deferred[None]:
-        """Add messages, each (room JID, record), to the rooms' archives, in order, in one
-        transaction (a stanza-id already there is kept)."""
-        rows = [(room_jid, r.sid, float(r.stamp), r.nick, r.sender, r.xml, int(r.retracted))
-                for room_jid, r in entries]
-
-        def q(txn: Any) -> None:
-            txn.executemany(
-                "INSERT INTO archive (room, sid, stamp, nick, sender, xml, retracted)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (room, sid) DO NOTHING",
-                rows)
-
-        return self._run("append_archive", q)
-
-    def query_archive(self, room_jid: str, query: ArchiveQuery) -> Deferred[ArchivePage]:
-        """One page of a room's archive (see select_archive_page)."""
-        return self._run("query_archive", select_archive_page, room_jid, query, "%s")
-
-    def retract_archive(self, room_jid: str, sid: str, tombstone_xml: str) -> Deferred[bool]:
-        """Replace an archived message with its tombstone; whether it was there."""
-
-        def q(txn: Any) -> bool:
-            txn.execute("UPDATE archive SET xml = %s, retracted = 1"
-                        " WHERE room = %s AND sid = %s", (tombstone_xml, room_jid, sid))
-            return bool(txn.rowcount and txn.rowcount > 0)
-
-        return self._run("retract_archive", q)
-
-    def expire_archive(self, older_than: float) -> Deferred[int]:
-        """Delete every room's archived messages said before `older_than`; how many."""
-
-        def q(txn: Any) -> int:
-            txn.execute("DELETE FROM archive WHERE stamp < %s", (float(older_than),))
-            return max(txn.rowcount or 0, 0)
-
-        return self._run("expire_archive", q)
-
-    def delete_archive(self, room_jid: str) -> Deferred[None]:
-        """Forget a room's archive (the room was destroyed)."""
-
-        def q(txn: Any) -> None:
-            txn.execute("DELETE FROM archive WHERE room = %s", (room_jid,))
-
-        return self._run("delete_archive", q)

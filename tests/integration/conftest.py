@@ -190,7 +190,11 @@ def net_client_factory(network: DmucNetwork) -> Iterator[MakeClient]:
 
 # Its own addresses, so that it never meets the session's network.
 FAULT_IPS = ("127.0.2.2", "127.0.2.3", "127.0.2.4", "127.0.2.5", "127.0.2.6")
-FAULT_KEEPALIVE = 5  # seconds (the least the daemons accept): faults are noticed quickly
+FAULT_KEEPALIVE = 5  # seconds: faults are noticed quickly
+# The strict fault tests and the soak (test_faults, test_soak: RIG_KEEPALIVE in the module)
+# use the least keepalive the daemons accept, so that a split is found within 4 s and a
+# fault that lasts 3 x that bound stays short.
+STRICT_KEEPALIVE = 2
 
 
 @dataclass
@@ -202,13 +206,15 @@ class Rig:
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     """A fresh network and daemons per test: a fault must not leave anything behind for
-    the next one. Every process is stopped by PID."""
+    the next one. Every process is stopped by PID. The daemons' keepalive is the test
+    module's RIG_KEEPALIVE, or FAULT_KEEPALIVE."""
     net_dir, daemons_dir = make_tempdir("dmuc-faults-net-"), make_tempdir("dmuc-faults-")
     network = DmucNetwork(net_dir, ips=FAULT_IPS, log_level="info")
     network.start()
-    daemons = DmucDaemons(network, daemons_dir, keepalive=FAULT_KEEPALIVE)
+    keepalive = getattr(request.module, "RIG_KEEPALIVE", FAULT_KEEPALIVE)
+    daemons = DmucDaemons(network, daemons_dir, keepalive=keepalive)
     try:
         daemons.start()
         faults = FaultInjector(network, daemons)

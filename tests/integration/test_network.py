@@ -425,7 +425,14 @@ def test_slave_down_its_users_stanzas_wait_for_it(
     user.send_raw(f"<iq type='get' to='{ROOM}' id='q1'><query xmlns='{NS_DISCO_INFO}'/></iq>")
     back = connect_component(network)
     try:
-        got = [run(back.expect(lambda e, i=i: e.get("id") == i)) for i in ("p1", "m1", "q1")]
+        ids = ("p1", "m1", "q1")
+
+        def arrived() -> list[ET.Element]:  # in the order they came (the inbox's)
+            return [e for e in back.inbox if e.get("id") in ids]
+
+        run(back._wait(lambda: len(arrived()) >= len(ids)))
+        got = arrived()
+        assert [e.get("id") for e in got] == list(ids), [xml_str(e) for e in got]
         assert [local(e.tag) for e in got] == ["presence", "message", "iq"]
         assert all(e.get("from") == user.jid for e in got)
         assert not user.received(lambda e: e.get("type") == "error"), user.dump()

@@ -20,8 +20,8 @@ from conftest import MakeClient, keep_testbed, make_tempdir, write_master_config
 from test_master_daemon import assert_no_traceback, configure, discard, join, new_prosody
 from xmpp_client import NS_CLIENT, Client, all_of, body, is_message, run
 
-from dmuc.storage import postgres as postgres_storage
-from dmuc.storage import status_service
+from dmuc.records import status_service
+from dmuc.storage import sql
 from testbed import ProsodyInstance, TwistdDaemon
 from testbed.faults import DmucDaemons
 from testbed.network import MUC_SERVICE, DmucNetwork, slave_jid
@@ -165,7 +165,7 @@ def test_master_and_slaves_share_one_database(network: DmucNetwork,
         daemons.start()  # in parallel
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT version FROM dmuc_schema").fetchall() == [
-                (postgres_storage.schema_version(),)]
+                (sql.schema_version(),)]
         wumpus = net_client_factory(CAST["Wumpus"])  # behind killrc's slave
         wiz = net_client_factory(CAST["WiZ"])  # behind eris's slave
         ludwig = net_client_factory(DIRECT_USER[1])  # straight to the master

@@ -1,9 +1,15 @@
-"""A soak (issue 7): random faults one after the other under continuous traffic, counted at
-the end: nothing lost, nothing duplicated, every roster right, no traceback.
+"""A soak (issues 7 and 16): random faults one after the other under continuous traffic
+from every users' server (behind slaves and direct), judged at the end by the same strict
+rules as the fault tests (traffic.py): every message to every client exactly once, in its
+sender's order, nobody evicted, everyone in the room, rosters right, each split detected
+and joined within its bounds, no traceback.
 
-The test suite runs a short one (DMUC_SOAK_FAULTS faults, default 3, seed DMUC_SOAK_SEED,
-default 7: the same faults every CI run); `make soak` runs a long one with a fresh seed
-(printed, so that a failure can be replayed with DMUC_SOAK_SEED).
+The faults are drawn from every kind testbed.faults.FAULT_KINDS has, each lasting from
+0.5 s to 3 x the detection bound (keepalive 2 s), on a random users' server. The first
+draws take one kind of each class of fault (link, process pause, process kill/restart,
+Prosody restart), so that even the short soak of the test suite (DMUC_SOAK_FAULTS,
+default: one per class) covers every class. The seed is fresh every run and printed
+(DMUC_SOAK_SEED=n replays one); `make soak` runs SOAK_FAULTS (30) faults.
 """
 
 from __future__ import annotations
@@ -12,49 +18,45 @@ import os
 import random
 
 import pytest
-from conftest import Rig
-from traffic import TrafficDriver, default_people, run_soak
+from conftest import STRICT_KEEPALIVE, Rig
+from traffic import Bounds, TrafficDriver, default_people, detection_bound, fault_bounds, run_soak
 from xmpp_client import run
 
-from testbed.faults import Fault, FaultInjector
-from testbed.network import MASTER_DOMAIN, SLAVE_DOMAINS
+from testbed.faults import FAULT_CLASSES, FAULT_KINDS, Fault, FaultInjector
+from testbed.network import DIRECT_DOMAIN, SLAVE_DOMAINS
 
 pytestmark = pytest.mark.integration
 
-USERS = SLAVE_DOMAINS  # a master restart removes direct users (as mod_muc); see test_faults
+RIG_KEEPALIVE = STRICT_KEEPALIVE  # the rig fixture's daemons use it
+USERS = (*SLAVE_DOMAINS, DIRECT_DOMAIN)
+LONGEST = 3 * detection_bound(STRICT_KEEPALIVE)
 
 
 def random_faults(injector: FaultInjector, rng: random.Random,
-                  count: int) -> list[tuple[Fault, float]]:
-    """`count` faults drawn from every kind the harness has, each with how long it lasts."""
-    kinds = [
-        lambda d: injector.link("cut", d, MASTER_DOMAIN),
-        lambda d: injector.link("blackhole", d, MASTER_DOMAIN),
-        lambda d: injector.link("stall", d, MASTER_DOMAIN),
-        lambda d: injector.link("delay", d, MASTER_DOMAIN, seconds=rng.uniform(0.2, 1.5)),
-        lambda d: injector.process("kill", "master"),
-        lambda d: injector.process("kill", d),
-        lambda d: injector.process("pause", d),
-        lambda d: injector.process("restart", d),
-        lambda d: injector.process("restart", f"prosody:{d}"),
-    ]
+                  count: int) -> list[tuple[Fault, float, Bounds]]:
+    """``count`` faults: first one kind of each class (in a random order), then any kind;
+    each on a random users' server with a slave, lasting 0.5 s to LONGEST."""
+    classes = rng.sample(FAULT_CLASSES, len(FAULT_CLASSES))
+    kinds = [rng.choice([k for k in FAULT_KINDS if k.fault_class == c]) for c in classes]
+    kinds += [rng.choice(FAULT_KINDS) for _ in range(max(count - len(kinds), 0))]
     chosen = []
-    for _ in range(count):
-        make = rng.choice(kinds)
-        chosen.append((make(rng.choice(USERS)), round(rng.uniform(3.0, 12.0), 1)))
+    for kind in kinds[:count]:
+        seconds = round(rng.uniform(0.5, LONGEST), 1)
+        chosen.append((kind.make(injector, rng.choice(SLAVE_DOMAINS)), seconds,
+                       fault_bounds(kind, seconds, STRICT_KEEPALIVE)))
     return chosen
 
 
 def test_soak(rig: Rig) -> None:
-    count = int(os.environ.get("DMUC_SOAK_FAULTS", "3"))
-    seed = int(os.environ.get("DMUC_SOAK_SEED", "7"))
-    rng = random.Random(seed)
-    faults = random_faults(rig.faults, rng, count)
+    count = int(os.environ.get("DMUC_SOAK_FAULTS", str(len(FAULT_CLASSES))))
+    seed = int(os.environ.get("DMUC_SOAK_SEED") or random.SystemRandom().randrange(65536))
+    print(f"\nsoak: {count} faults, seed {seed} (DMUC_SOAK_SEED={seed} replays it)")
+    faults = random_faults(rig.faults, random.Random(seed), count)
     driver = TrafficDriver(rig.network, default_people(2, USERS))
     try:
         run(driver.start(), timeout=60)
         report = run(run_soak(driver, faults, rig.logs, seed=seed),
-                     timeout=60 + sum(seconds + 30 for _, seconds in faults))
+                     timeout=60 + sum(seconds + 40 for _, seconds, _ in faults))
     finally:
         run(driver.close(), timeout=30)
     print(f"\n{report.summary()}\n{report.details()}")

@@ -4,6 +4,12 @@ It routes stanzas the way the real deployment does: a local user's stanza to a r
 the master service goes to its server's slave (mod_dmuc_slave) when there is one, else to
 the master; stanzas to a slave JID go to that slave; to a user, into that user's inbox.
 It counts what the master's server sends to each other server (the s2s links).
+
+Faults: a link can be cut (`down`: what crosses it is lost, as a closed or blackholed
+link), stalled (`stall`: what crosses it waits, and `resume_link` delivers all of it in
+order, as TCP does after backpressure), and a process (the master, "avalon.irc", or a
+slave's domain) can be paused (`pause`: SIGSTOP; its input waits and it does nothing, not
+even its timers; `resume` delivers the input, as SIGCONT does).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class Net:
         self.inbox: dict[str, list[Element]] = defaultdict(list)
         self.s2s: Counter[tuple[str, str]] = Counter()  # (to server, stanza kind) from avalon
         self.down: set[str] = set()  # slave domains whose link is cut
+        self.stalled: dict[str, list[tuple[Element, str]]] = {}  # domain -> what waits
+        self.paused: dict[str, list[tuple[Element, str]]] = {}  # process -> its input
         for slave in self.slaves.values():
             self._route(slave.connected(self.now), source=slave.jid)
 
@@ -57,7 +65,7 @@ class Net:
                 copy["to"] = to
                 self._deliver(copy, source)
 
-    def _deliver(self, stanza: Element, source: str) -> None:
+    def _deliver(self, stanza: Element, source: str, unstalled: bool = False) -> None:
         to = stanza["to"]
         from_server, to_server = self.server_of(source), self.server_of(to)
         if from_server == "avalon.irc" and to_server != "avalon.irc":
@@ -65,6 +73,14 @@ class Net:
         host = jids.bare(to).split("@")[-1]
         if from_server != to_server and (from_server in self.down or to_server in self.down):
             return  # netsplit: the link between the two servers is cut
+        crossing = {from_server, to_server} if from_server != to_server else set()
+        backlog = next((self.stalled[d] for d in crossing if d in self.stalled), None)
+        if backlog is not None and not unstalled:
+            backlog.append((stanza, source))  # a stalled link: delivered at its resume
+            return
+        if self._process_of(host) in self.paused:
+            self.paused[self._process_of(host)].append((stanza, source))
+            return
         if host == SERVICE:
             self.now += 0.001
             self._route(self.master.receive(stanza, self.now), source=SERVICE)
@@ -78,6 +94,52 @@ class Net:
         else:
             self.inbox[to].append(stanza)
 
+    @staticmethod
+    def _process_of(host: str) -> str:
+        """The process a stanza to `host` is handled by ("": a user's client)."""
+        if host == SERVICE:
+            return "avalon.irc"
+        return host[len("dmuc."):] if host.startswith("dmuc.") else ""
+
+    def stall(self, domain: str) -> None:
+        """The link between avalon.irc and `domain` stops moving; nothing is lost."""
+        self.stalled.setdefault(domain, [])
+
+    def resume_link(self, domain: str) -> None:
+        """The stalled link moves again: everything queued on it arrives, in order, before
+        anything sent from now on."""
+        backlog = self.stalled.get(domain, [])
+        while backlog:  # what its delivery sends across goes behind the rest (TCP)
+            stanza, source = backlog.pop(0)
+            self._deliver(stanza, source, unstalled=True)
+        self.stalled.pop(domain, None)
+
+    def pause(self, process: str) -> None:
+        """SIGSTOP: `process` ("avalon.irc", the master, or a slave's domain) stops."""
+        self.paused.setdefault(process, [])
+
+    def resume(self, process: str, timers_first: bool = False) -> None:
+        """SIGCONT: the process reads what waited for it, in order (its timers run first
+        when `timers_first`: which comes first after a long stop is up to the reactor)."""
+        waiting = self.paused.pop(process, [])
+        if timers_first:
+            self._tick_process(process)
+        for stanza, source in waiting:
+            if process in self.slaves and "@" in source:  # a local user's, via its Prosody
+                self._route(self.slaves[process].receive(stanza, self.now),
+                            source=self.slaves[process].jid)
+            else:
+                self._deliver(stanza, source)
+
+    def _tick_process(self, process: str) -> None:
+        if process in self.paused:
+            return
+        if process == "avalon.irc":
+            self._route(self.master.tick(self.now), source=SERVICE)
+        elif process in self.slaves:
+            slave = self.slaves[process]
+            self._route(slave.tick(self.now), source=slave.jid)
+
     def user_sends(self, xml: str) -> None:
         """A client's stanza, as its own server handles it (divert to its slave or not)."""
         stanza = parse(xml)
@@ -87,15 +149,18 @@ class Net:
         slave = self.slaves.get(server)
         self.now += 0.001
         if slave is not None and to_host == SERVICE and "@" in stanza["to"]:
+            if server in self.paused:
+                self.paused[server].append((stanza, sender))  # its Prosody queues it
+                return
             self._route(slave.receive(stanza, self.now), source=slave.jid)
         else:
             self._deliver(stanza, sender)
 
     def tick(self, seconds: float) -> None:
         self.now += seconds
-        self._route(self.master.tick(self.now), source=SERVICE)
-        for slave in self.slaves.values():
-            self._route(slave.tick(self.now), source=slave.jid)
+        self._tick_process("avalon.irc")
+        for domain in self.slaves:
+            self._tick_process(domain)
 
     def join(self, who: str, nick: str, room: str, extra: str = "") -> None:
         self.user_sends(f"<presence from='{who}' to='{room}/{nick}'>"

@@ -10,7 +10,7 @@ from muc_helpers import BIGCHEESE, ROOM, SERVICE, WUMPUS, Harness, error_conditi
 from muc_steps import iq
 
 from dmuc import xmlns
-from dmuc.master.distribution import LinkState
+from dmuc.master.distribution import RegistrationState
 from dmuc.master.features import adhoc
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas
@@ -503,7 +503,7 @@ def test_resync_all_rooms_brings_back_a_registration_the_master_lost() -> None:
     assert notes(cmd) == [("info", f"Asked {slave_jid(VESA)} to register again for all its "
                                    "rooms (0 rooms registered here)")]
     link = net.master.distribution.link(ROOM, slave_jid(VESA))
-    assert link is not None and link is not lost and link.state is LinkState.LIVE
+    assert link is not None and link is not lost and link.state is RegistrationState.LIVE
     assert sum(f"slave {slave_jid(VESA)} registered for {ROOM}" in line
                for line in net.master_log) == 1
 
@@ -527,7 +527,7 @@ def test_rejoin_reuses_the_netjoin_path() -> None:
     net = AdminNet()
     room_with_slave_occupant(net)
     link = net.master.distribution.link(ROOM, slave_jid(VESA))
-    assert link is not None and link.state is LinkState.LIVE
+    assert link is not None and link.state is RegistrationState.LIVE
     out = Outbox(net.now)
     net.master.distribution.ask_rejoin(link, out, "test")
     [rejoin] = out.stanzas_for(slave_jid(VESA))

@@ -17,7 +17,7 @@ from muc_helpers import SERVICE, WUMPUS
 from dmuc.admin import luadata, prosody_import
 from dmuc.admin.cli import build_parser
 from dmuc.admin.errors import LuaDataError
-from dmuc.master.distribution import LinkState
+from dmuc.master.distribution import RegistrationState
 from dmuc.master.status import UNREGISTERED, SlaveStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,13 +157,13 @@ def test_slave_status_records_each_change_with_its_time() -> None:
     assert changed[slave_jid(domain)] == {
         "state": "live", "domains": [domain], "rooms": {"live": 1}, "since": live_at}
     link = net.master.distribution.link(f"room@{SERVICE}", slave_jid(domain))
-    assert link is not None and link.state is LinkState.LIVE
+    assert link is not None and link.state is RegistrationState.LIVE
     net.down.add(domain)
     for _ in range(200):  # unanswered keepalives: the master marks it split
         net.tick(1)
-        if link.state is LinkState.SPLIT:
+        if link.state is RegistrationState.SPLIT:
             break
-    assert link.state is LinkState.SPLIT
+    assert link.state is RegistrationState.SPLIT
     split = status.changes(net.now)[slave_jid(domain)]
     assert (split["state"], split["since"]) == ("split", net.now)
 

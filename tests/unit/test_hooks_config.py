@@ -37,7 +37,7 @@ from dmuc.master.room import Room
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
 from dmuc.protocol import stanzas
-from dmuc.storage import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, RoomRecord
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 
@@ -134,7 +134,7 @@ def test_message_broadcast_hook_sees_the_stanza():
     h = Harness()
     seen: list[str] = []
 
-    def tag(room, stanza, occupant, out):
+    def tag(room, stanza, occupant, out, stamp):
         stanza.addElement(("urn:example:tag", "tag"))
         seen.append(occupant.nick)
 

@@ -106,3 +106,26 @@ def test_test_modules_have_names_of_their_own() -> None:
     tests = PACKAGE.parent / "tests"
     names = [p.name for p in tests.glob("*/test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+# What the sans-I/O core must not load: the reactor (importing it installs one) and the
+# database drivers; only the shell, config and dmuc-admin import the storage adapters.
+IO_MODULES = ("twisted.internet.reactor", "psycopg", "sqlite3", "twisted.enterprise.adbapi",
+              "dmuc.storage")
+
+
+def test_the_cores_import_no_reactor_and_no_database_driver() -> None:
+    probe = ("import sys, dmuc.master.service, dmuc.slave.service\n"
+             f"print(sorted(m for m in {IO_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, cwd=PACKAGE.parent, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_probe_sees_the_adapters_when_they_are_imported() -> None:
+    """The probe above can fail: importing the adapters does load what it looks for."""
+    probe = ("import sys, dmuc.storage\n"
+             f"print(sorted(m for m in {IO_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, cwd=PACKAGE.parent, check=True)
+    assert result.stdout.strip() == repr(sorted(IO_MODULES))

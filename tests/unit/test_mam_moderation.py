@@ -27,6 +27,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
 from dmuc.config import ConfigError, load_master_config
+from dmuc.errors import ArchiveIdNotFound
 from dmuc.master.features import mam
 from dmuc.outbox import (
     AppendArchive,
@@ -40,14 +41,9 @@ from dmuc.outbox import (
 )
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import stanza_id
+from dmuc.records import ArchiveQuery, ArchiveRecord
 from dmuc.shell.daemon import CoreHandler
-from dmuc.storage import (
-    ArchiveIdNotFound,
-    ArchiveQuery,
-    ArchiveRecord,
-    Storage,
-    open_storage,
-)
+from dmuc.storage import Storage, open_storage
 
 
 @pytest.fixture
@@ -369,7 +365,8 @@ def test_a_moderator_retracts_a_message_in_both_forms_and_it_leaves_history_and_
     store = yield store_at()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
-    spam_seen = room.h.service.rooms[ROOM].archive.get(spam).stanza
+    service = room.h.service
+    spam_seen = service.distribution.replay_of(service.rooms[ROOM]).window.get(spam).stanza
     kept = yield room.say(TROY, "fine")
     out = room.h.send(moderate_v1(WIZ, spam))
     sent = yield settle(store, out)
@@ -414,7 +411,8 @@ def test_a_message_no_longer_in_memory_is_found_in_the_archive(store_at):
     store = yield store_at()
     room = Room(store)
     spam = yield room.say(TROY, "spam")
-    room.h.service.rooms[ROOM].archive.retract(spam)  # as if it had left the window
+    service = room.h.service
+    service.distribution.replay_of(service.rooms[ROOM]).window.retract(spam)  # left it
     sent = yield settle(store, room.h.send(moderate_v1(WIZ, spam)))
     assert sent[-1]["type"] == "result"
     sent = yield settle(store, room.h.send(moderate_v1(WIZ, "unknown")))

@@ -15,8 +15,8 @@ from dmuc.master.features import disco, occupant_id, vcard
 from dmuc.master.service import MUCService
 from dmuc.protocol import occupant_id as oid
 from dmuc.protocol import stanzas
+from dmuc.records import RoomRecord
 from dmuc.slave.link import LinkState
-from dmuc.storage.records import RoomRecord
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
 OTHER_ROOM = "other@channel.avalon.irc"

@@ -158,9 +158,9 @@ def test_watchdog_interval() -> None:
 
 
 def test_split_counter_on_the_masters_links() -> None:
-    L = master_link.LinkState
+    L = master_link.RegistrationState
     counter = SplitCounter(L.SPLIT)
-    machine = StateMachine("link", master_link.LINK_TRANSITIONS, L.LIVE, counter)
+    machine = StateMachine("link", master_link.REGISTRATION_TRANSITIONS, L.LIVE, counter)
     for event in ("bounce", "bounce", "quiet", "register", "quiet", "bounce", "pong-empty"):
         machine.fire(event)
     assert (counter.netsplits, counter.netjoins) == (2, 2)
@@ -194,7 +194,7 @@ def test_a_slave_removed_from_the_allow_list_is_dropped_and_refused() -> None:
     core.receive(parse(f"<presence from='{USER}' to='{ROOM}/BigCheese'>"
                        f"<x xmlns='{xmlns.MUC}'/></presence>"), now)
     assert core.distribution.sessions_by_route() == (1, {SLAVE: 1})
-    assert core.distribution.links_by_state() == {(SLAVE, master_link.LinkState.LIVE): 1}
+    assert core.distribution.links_by_state() == {(SLAVE, master_link.RegistrationState.LIVE): 1}
 
     out = core.reconfigure(replace(settings, slaves={}, room_defaults={"whois": "anyone"}), now)
     assert [m for level, m in out.log if level == "warn"] == [

@@ -18,15 +18,9 @@ from twisted.internet import defer, reactor, threads
 from twisted.logger import formatEvent, globalLogPublisher
 
 from dmuc.config import ConfigError, load_master_config
-from dmuc.storage import (
-    HistoryRecord,
-    PostgresStorage,
-    RoomRecord,
-    StorageError,
-    open_storage,
-    slave_history_key,
-    url_for_log,
-)
+from dmuc.errors import StorageError
+from dmuc.records import HistoryRecord, RoomRecord, slave_history_key
+from dmuc.storage import PostgresStorage, open_storage, sql, url_for_log
 from dmuc.storage import postgres as postgres_mod
 from testbed.postgres import PostgresInstance
 
@@ -141,8 +135,8 @@ def test_daemons_opening_one_empty_database_at_once_migrate_it_once(
     url = new_database()
     slow_and_counted = ("SELECT pg_sleep(0.3); CREATE TABLE opened (n INTEGER);"
                         " INSERT INTO opened VALUES (1);")
-    migrations = [*postgres_mod.MIGRATIONS, slow_and_counted]
-    monkeypatch.setattr(postgres_mod, "MIGRATIONS", migrations)
+    migrations = [*sql.MIGRATIONS, slow_and_counted]
+    monkeypatch.setattr(sql, "MIGRATIONS", migrations)
     stores = [open_storage(url) for _ in range(4)]
     results = yield defer.DeferredList([s.open() for s in stores], consumeErrors=True)
     try:

@@ -15,7 +15,9 @@ import pytest
 import pytest_twisted
 
 from dmuc.config import ConfigError, load_master_config
-from dmuc.storage import RoomRecord, StorageError, StoreAbsent, open_storage
+from dmuc.errors import StorageError, StoreAbsent
+from dmuc.records import RoomRecord
+from dmuc.storage import open_storage
 
 SERVICE = "channel.avalon.irc"
 

@@ -1,21 +1,23 @@
-"""Tests for the storage adapters: SQLite (dmuc.storage.sqlite) and, for every test that
-takes ``storage_url``, PostgreSQL (dmuc.storage.postgres) on the session's real server."""
+"""Tests for the storage adapters (their SQL: dmuc.storage.sql): SQLite (dmuc.storage.sqlite)
+and, for every test that takes ``storage_url``, PostgreSQL (dmuc.storage.postgres) on the
+session's real server."""
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from dmuc.storage import HistoryRecord, RoomRecord, Storage, StorageError, open_storage
-from dmuc.storage import postgres as postgres_mod
-from dmuc.storage import sqlite as sqlite_mod
+from dmuc.config import ConfigError, load_master_config
+from dmuc.errors import StorageError
+from dmuc.records import HistoryRecord, RoomRecord
+from dmuc.storage import PostgresStorage, Storage, open_storage, sql, url_for_log
 from dmuc.storage.sqlite import SQLiteStorage
 
 SERVICE = "muc.example.org"
@@ -45,10 +47,6 @@ def _opened(where: Path | str):
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
-
-
-def _module(url: str) -> ModuleType:
-    return sqlite_mod if _is_sqlite(url) else postgres_mod
 
 
 def _query(url: str, sql: str, *args: object) -> list[tuple]:
@@ -131,6 +129,38 @@ def test_open_storage_unknown_scheme() -> None:
         open_storage("mysql://x/y")
 
 
+# The one switch from a URL's scheme to its backend: what open_storage builds, what log
+# lines show, and what the configuration check says, for each scheme.
+SCHEMES = [
+    ("sqlite:///var/lib/dmuc/m.db", SQLiteStorage, "sqlite:///var/lib/dmuc/m.db", None),
+    ("sqlite::memory:", SQLiteStorage, "sqlite::memory:", None),
+    ("postgresql://dmuc:pw@db/dmuc", PostgresStorage, "postgresql://dmuc@db/dmuc", None),
+    ("postgres://dmuc@db/dmuc?password=pw", PostgresStorage, "postgres://dmuc@db/dmuc", None),
+    ("mysql://dmuc@db/dmuc", None, "mysql://dmuc@db/dmuc",
+     "unsupported storage URL scheme 'mysql' (supported: sqlite, postgresql)"),
+    ("postgresql://dmuc@db/", None, "postgresql://dmuc@db/", "no database name"),
+]
+
+
+@pytest.mark.parametrize(("url", "backend", "shown", "refusal"), SCHEMES)
+def test_one_scheme_switch(tmp_path: Path, url: str, backend: type | None, shown: str,
+                           refusal: str | None) -> None:
+    assert url_for_log(url) == shown
+    config = tmp_path / "dmuc.toml"
+    config.write_text(f'[component]\njid = "channel.avalon.irc"\nsecret = "s"\n'
+                      f'[storage]\nurl = "{url}"\n')
+    if refusal is None:
+        assert type(open_storage(url)) is backend
+        if backend is PostgresStorage:  # /var/lib/dmuc need not be writable for the tester
+            assert load_master_config(str(config)).storage_url == url
+        return
+    with pytest.raises(StorageError, match=re.escape(refusal)):
+        open_storage(url)
+    with pytest.raises(ConfigError) as err:
+        load_master_config(str(config))
+    assert err.value.key == "storage.url" and refusal in err.value.reason
+
+
 # -- opening and schema --------------------------------------------------------------
 
 
@@ -143,7 +173,7 @@ def test_open_creates_the_schema(tmp_path: Path):
     finally:
         yield store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_mod.MIGRATIONS)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sql.MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -167,13 +197,13 @@ def test_connection_pragmas(tmp_path: Path):
 def test_open_creates_schema(storage_url: str):
     store = yield _opened(storage_url)
     yield store.close()
-    assert _stored_version(storage_url) == len(_module(storage_url).MIGRATIONS)
+    assert _stored_version(storage_url) == len(sql.MIGRATIONS)
     assert {"rooms", "history"} <= _tables(storage_url)
 
 
 @pytest_twisted.inlineCallbacks
 def test_too_new_schema_rejected(storage_url: str):
-    _set_version(storage_url, len(_module(storage_url).MIGRATIONS) + 1)
+    _set_version(storage_url, len(sql.MIGRATIONS) + 1)
     store = open_storage(storage_url)
     with pytest.raises(StorageError, match="newer"):
         yield store.open()
@@ -184,7 +214,6 @@ def test_too_new_schema_rejected(storage_url: str):
 
 @pytest_twisted.inlineCallbacks
 def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest.MonkeyPatch):
-    module = _module(storage_url)
     store = yield _opened(storage_url)
     yield store.save_room(SERVICE, RoomRecord(ROOM, {"a": 1}))
     yield store.close()
@@ -193,11 +222,11 @@ def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest
         cursor.execute("INSERT INTO roster (jid) VALUES ('u@example.org')")
 
     migrations = [
-        *module.MIGRATIONS,
+        *sql.MIGRATIONS,
         "CREATE TABLE roster (jid TEXT PRIMARY KEY); CREATE INDEX roster_jid ON roster (jid);",
         add_row,
     ]
-    monkeypatch.setattr(module, "MIGRATIONS", migrations)
+    monkeypatch.setattr(sql, "MIGRATIONS", migrations)
     store = yield _opened(storage_url)
     try:
         rows = yield store._pool.runQuery("SELECT jid FROM roster")
@@ -211,11 +240,10 @@ def test_later_migration_applied_on_reopen(storage_url: str, monkeypatch: pytest
 
 @pytest_twisted.inlineCallbacks
 def test_failing_migration_rolls_back(storage_url: str, monkeypatch: pytest.MonkeyPatch):
-    module = _module(storage_url)
     monkeypatch.setattr(
-        module,
+        sql,
         "MIGRATIONS",
-        [*module.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
+        [*sql.MIGRATIONS, "CREATE TABLE extra (x INTEGER); SELECT * FROM nosuchtable;"],
     )
     store = open_storage(storage_url)
     with pytest.raises(StorageError, match="nosuchtable"):

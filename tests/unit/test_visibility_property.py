@@ -26,7 +26,7 @@ from muc_helpers import ROOM, SERVICE
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.master.distribution import LinkState
+from dmuc.master.distribution import RegistrationState
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
@@ -183,7 +183,7 @@ def changes_role_behind_a_slave(s: Scenario, who: str, new: str) -> bool:
 
 def a_slave_is_stale(s: Scenario) -> bool:
     links = s.net.master.distribution.links.get(ROOM, {})
-    return any(link.state is LinkState.STALE for link in links.values())
+    return any(link.state is RegistrationState.STALE for link in links.values())
 
 
 def moves_a_session_behind_a_slave(s: Scenario, who: str, new: str) -> bool:

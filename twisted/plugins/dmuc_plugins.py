@@ -1,4 +1,4 @@
-"""twistd plugins: ``twistd dmuc-master`` (and later ``twistd dmuc-slave``)."""
+"""twistd plugins: ``twistd dmuc-master`` and ``twistd dmuc-slave``."""
 
 from twisted.application.service import ServiceMaker
 

@@ -29,6 +29,7 @@ from dmuc.master.features import (
     roominfo,
     subject,
     vcard,
+    voice,
     whois,
 )
 
@@ -46,6 +47,7 @@ BUILTIN_FEATURES: tuple[ModuleType, ...] = (
     subject,
     presence_broadcast,
     invites,
+    voice,  # voice requests (muc#request)
     room_logging,
     mam,  # the room's archive (XEP-0313) and its setting
     moderation,  # XEP-0425

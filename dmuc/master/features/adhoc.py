@@ -40,7 +40,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
-from dmuc.master.distribution import LinkState, SlaveLink
+from dmuc.master.distribution import RegistrationState, SlaveRegistration
 from dmuc.master.features.roomconfig import Field, Values, text
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas, xep0282
@@ -426,9 +426,10 @@ SLAVE_COLUMNS = (("slave", "Slave"), ("domains", "Domains"), ("room", "Room"),
                  ("sessions", "Sessions through it"), ("last_heard", "Last heard"))
 
 
-def _links_of(cmds: AdminCommands) -> dict[str, list[SlaveLink]]:
+def _links_of(cmds: AdminCommands) -> dict[str, list[SlaveRegistration]]:
     """Each allowed slave -> its links, by room."""
-    found: dict[str, list[SlaveLink]] = {slave: [] for slave in cmds.service.distribution.allowed}
+    allowed = cmds.service.distribution.allowed
+    found: dict[str, list[SlaveRegistration]] = {slave: [] for slave in allowed}
     for room_jid in sorted(cmds.service.distribution.links):
         for slave, link in cmds.service.distribution.links[room_jid].items():
             found.setdefault(slave, []).append(link)
@@ -439,7 +440,7 @@ def _show_slaves(cmds: AdminCommands, session: Session) -> Done:
     distribution = cmds.service.distribution
     rows: list[dict[str, str]] = []
     total = 0
-    counts = {state: 0 for state in LinkState}
+    counts = {state: 0 for state in RegistrationState}
     by_slave = _links_of(cmds)
     for slave, links in sorted(by_slave.items()):
         domains = ", ".join(sorted(distribution.allowed.get(slave, ())))
@@ -463,7 +464,7 @@ def _show_slaves(cmds: AdminCommands, session: Session) -> Done:
     registered = sum(1 for links in by_slave.values() if links)
     summary = (f"{_count(len(distribution.allowed), 'slave')} allowed, {registered} "
                "registered; links: "
-               + ", ".join(f"{counts[s]} {s.name}" for s in LinkState))
+               + ", ".join(f"{counts[s]} {s.name}" for s in RegistrationState))
     table = stanzas.table_form(NODE_SLAVES, SLAVE_COLUMNS, rows, title="Slaves")
     return Done([("info", summary)] + _cap_note(len(rows), total, "rows"), table)
 

@@ -17,7 +17,7 @@ from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas
 from dmuc.protocol.history import delayed, entry_for, stanza_id
-from dmuc.storage.records import HistoryRecord
+from dmuc.records import HistoryRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -27,11 +27,12 @@ LENGTH = "muc#roomconfig_historylength"
 
 def append(room: Room, message: Element, out: Outbox, stamp: float | None = None) -> None:
     """Keep a broadcast groupchat message (as broadcast, without 'to'): in the history
-    joiners get, and in the archive a slave's catch-up is replayed from. `stamp`: when it
-    was sent, if not now (held by a slave through a netsplit)."""
+    joiners get, and (`message-kept`) in the window a slave's catch-up is replayed from.
+    `stamp`: when it was sent, if not now (held by a slave through a netsplit)."""
     keep = room.config.history_length
     entry = entry_for(message, out.now if stamp is None else stamp)
-    room.archive.add(entry, stanza_id(message, room.jid))
+    room.service.hooks.fire("message-kept", room=room, entry=entry,
+                            sid=stanza_id(message, room.jid))
     if room.history.keep(entry, keep) is not None and room.config.persistent:
         out.store(AppendHistory(room.jid, entry.record(), keep))
 
@@ -44,9 +45,10 @@ def trim(room: Room, out: Outbox) -> None:
 
 
 def retract(room: Room, sid: str, out: Outbox) -> None:
-    """A moderated message (XEP-0425) leaves the history joiners get and the archive
-    slaves are replayed from; stored history is rewritten without it (it is short)."""
-    room.archive.retract(sid)
+    """A moderated message (XEP-0425) leaves the history joiners get and
+    (`message-retracted`) the window slaves are replayed from; stored history is
+    rewritten without it (it is short)."""
+    room.service.hooks.fire("message-retracted", room=room, sid=sid)
     if room.history.remove_id(sid, room.jid) and room.config.persistent:
         out.store(ClearHistory(room.jid))
         store_all(room, out)
@@ -65,11 +67,19 @@ def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
         out.broadcast(delayed(entry, room.jid), [session])
 
 
+def on_broadcast(room: Room, stanza: Element, out: Outbox, stamp: float, **_: object) -> None:
+    """A broadcast message with a body is kept (history.lib's muc-broadcast-message)."""
+    if stanzas.child(stanza, "body") is not None:
+        append(room, stanza, out, stamp)
+
+
 def load(room: Room, records: list[HistoryRecord]) -> None:
-    """Restore history read from storage after a restart (the archive starts from it)."""
+    """Restore history read from storage after a restart (the replay window starts
+    from it)."""
     room.history.load(records)
     for entry in room.history:
-        room.archive.add(entry, stanza_id(entry.stanza, room.jid), restored=True)
+        room.service.hooks.fire("message-kept", room=room, entry=entry,
+                                sid=stanza_id(entry.stanza, room.jid), restored=True)
 
 
 # --- the history length setting -----------------------------------------------------------
@@ -105,3 +115,8 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-config-submitted", submitted, priority=70)
     hooks.add("room-disco-info", info, priority=60)
     hooks.add("room-config-applied", applied, priority=30)
+    # after the features that decorate the message (at 0 and above)
+    hooks.add("message-broadcast", on_broadcast, priority=-1)
+    hooks.add("occupant-session-new",
+              lambda room, session, stanza, out, **_: send_on_join(room, stanza, session, out),
+              priority=50)

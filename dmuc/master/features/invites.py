@@ -22,6 +22,18 @@ ALLOW_INVITES = "muc#roomconfig_allowinvites"
 LABEL = "Allow members to invite new members"
 
 
+def on_message(room: Room, stanza: Element, occupant: Occupant | None,
+               out: Outbox) -> bool | None:
+    """A message to the room carrying an invitation or a decline (mod_muc's mediated
+    invitation)."""
+    muc_user = stanzas.child(stanza, "x", xmlns.MUC_USER)
+    if muc_user is None or (stanzas.child(muc_user, "invite") is None
+                            and stanzas.child(muc_user, "decline") is None):
+        return None
+    handle(room, stanza, muc_user, occupant, out)
+    return True
+
+
 def handle(room: Room, stanza: Element, muc_user: Element, occupant: Occupant | None,
            out: Outbox) -> None:
     """Relay the first <invite/> or <decline/> of the message, as mod_muc does (it reads
@@ -70,8 +82,7 @@ def _invite(room: Room, stanza: Element, invite: Element, occupant: Occupant | N
     forwarded = x.addElement("invite")
     forwarded["from"] = _inviter_as_seen_by(room, occupant, sender, invitee.userhost())
     forwarded.addElement("reason", content=reason)  # always there, as mod_muc's
-    if room.config.password:
-        x.addElement("password", content=room.config.password)
+    room.service.hooks.fire("invite", room=room, stanza=msg, out=out)  # e.g. the password
     # jabber:x:conference with the reason as its text, as mod_muc's "COMPAT" hook adds it
     conference = msg.addElement((xmlns.CONFERENCE, "x"), content=reason)
     conference["jid"] = room.jid
@@ -134,3 +145,4 @@ def setup(hooks: Hooks) -> None:
     roomconfig.hook_boolean(hooks, ALLOW_INVITES, "allow_member_invites", LABEL, priority=30,
                             submit_priority=104)
     hooks.add("room-disco-info", info, priority=50)
+    hooks.add("message-to-room", on_message, priority=20)

@@ -6,8 +6,12 @@ session (a full JID) has one bucket per room (and one for the service), as mod_m
 has one per occupant; an allowed XEP-0282 slave
 speaking for itself (registrations, keepalives, refusals: a server-level JID listed in
 [[slaves]]) has a separate, larger one. Stanzas the room must accept are never limited:
-errors (a bounce is how the room learns a session is gone), IQ results (answers to what the
-room asked or relayed) and a user's unavailable presence (leaving).
+a slave's replay of what it held or had in flight across a netsplit, and what reaches us
+from behind a slave found split (charged to the slave instead: the user's burst was spent
+when it typed them), errors (a bounce is how the room learns a session is gone), IQ
+results (answers to what the room asked or relayed) and a user's unavailable presence
+(leaving). After the service itself was stopped (ticks missing), every sender gets the
+tokens it would have had meanwhile: what it said then waited in the socket.
 
 A stanza over the limit is answered as mod_muc_limits answers it: `wait` /
 `policy-violation`, "The room is currently overactive, please try again later", with `by`
@@ -34,7 +38,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
 from dmuc.outbox import Outbox
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
@@ -47,6 +51,13 @@ LOG_EVERY = 10.0  # seconds between two log lines about one sender's refusals
 # Senders tracked at once. A bucket left alone until it is full again is forgotten (a new
 # one is the same); this bounds the rest, e.g. a flood from ever new JIDs.
 MAX_TRACKED = 100_000
+# Ticks come every second: a longer silence means the service was stopped (SIGSTOP, a
+# stuck host), and what its senders said meanwhile waited in the socket. They get the
+# tokens they would have had (for at most MAX_STOP_CREDIT seconds) for RESUME_WINDOW
+# seconds after it: their backlog arrives at once, through no fault of theirs.
+STOPPED_AFTER = 5.0
+MAX_STOP_CREDIT = 300.0
+RESUME_WINDOW = 5.0
 
 
 @dataclass(frozen=True)
@@ -80,22 +91,33 @@ class Limiter:
         self.burst = burst
         self.idle = burst / rate  # after this long alone, any bucket is full again
         self.buckets: OrderedDict[str, Bucket] = OrderedDict()
+        self.stopped = (-math.inf, -math.inf)  # the service's last stop (start, end)
 
     def take(self, sender: str, now: float) -> Bucket | None:
         """None if `sender` may go on; its bucket if it is over the limit."""
         buckets = self.buckets
+        start, end = self.stopped
+        resuming = now - end < RESUME_WINDOW
         while buckets:
             oldest = next(iter(buckets.values()))
-            if now - oldest.last < self.idle and len(buckets) < MAX_TRACKED:
+            if resuming or (now - oldest.last < self.idle and len(buckets) < MAX_TRACKED):
                 break
             buckets.popitem(last=False)
+        credit = min(end - start, MAX_STOP_CREDIT) * self.rate
         bucket = buckets.get(sender)
         if bucket is None:
             bucket = buckets[sender] = Bucket(self.burst, now)
+            if resuming:
+                bucket.tokens += credit
         else:
             buckets.move_to_end(sender)
             elapsed = max(0.0, now - bucket.last)
-            bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
+            cap = float(self.burst)  # what was left of a stop's credit ends with it
+            if resuming:
+                cap = max(cap, bucket.tokens)
+                if bucket.last <= start:
+                    cap += credit  # it spoke before the stop: what it said then waited
+            bucket.tokens = min(cap, bucket.tokens + elapsed * self.rate)
             bucket.last = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
@@ -110,12 +132,32 @@ class RateLimits:
         self.sessions = Limiter(limits.rate, limits.burst) if limits.rate > 0 else None
         self.slaves = (Limiter(limits.slave_rate, limits.slave_burst)
                        if limits.slave_rate > 0 else None)
+        self.last_tick: float | None = None
+
+    def tick(self, now: float, out: Outbox) -> None:
+        """The "tick" hook (every second)."""
+        self._note_time(now, out)
+        self.last_tick = now
+
+    def _note_time(self, now: float, out: Outbox) -> None:
+        """A silence since the last tick far longer than a tick: the service was stopped
+        (it reads what waited before its timers run, or after)."""
+        last = self.last_tick
+        if last is None or now - last < STOPPED_AFTER:
+            return
+        self.last_tick = now
+        out.info(f"the service was stopped for {now - last:.0f} s: its senders' stanzas "
+                 "that waited meanwhile are not held against their rate limits")
+        for limiter in (self.sessions, self.slaves):
+            if limiter is not None:
+                limiter.stopped = (last, now)
 
     def stanza(self, stanza: Element, out: Outbox) -> bool | None:
         """The "stanza" hook: True when the stanza was refused (and answered)."""
         kind, stype = stanza.name, stanza.getAttribute("type")
         if stype == "error" or (kind == "iq" and stype == "result"):
             return None  # answers and bounces: the room must see them
+        self._note_time(out.now, out)
         sender = stanza.getAttribute("from")
         is_slave = sender in self.service.distribution.allowed
         if not is_slave and kind == "presence" and stype == "unavailable":
@@ -125,6 +167,8 @@ class RateLimits:
         if to is None:
             return None
         where = to.userhost() if to.user is not None else self.service.jid
+        if not is_slave and self._replayed_by_slave(stanza, sender, where, out.now):
+            return None
         if limiter is not None:
             # A user's bucket is per room, as mod_muc_limits' (a busy client in many rooms
             # is not one flooder); a slave's is one for all the rooms it mirrors.
@@ -135,6 +179,24 @@ class RateLimits:
         if not is_slave and to.user is not None:
             return self._too_long(stanza, to.resource, where, out)
         return None
+
+    def _replayed_by_slave(self, stanza: Element, sender: str, room_jid: str,
+                           now: float) -> bool:
+        """A message its slave held or submitted again across a netsplit (§4.11.2), or
+        anything from behind a slave we found split or that just came back (what waited
+        while it was stopped or its link stalled, arriving at once), is not the user's
+        burst: it is charged to the slave's bucket and never refused."""
+        room = self.service.rooms.get(room_jid)
+        distribution = self.service.distribution
+        slave = distribution.slave_of(room, sender) if room is not None else None
+        if slave is None:
+            return False  # only a slave replays; a direct user's id is just an id
+        link = distribution.link(room_jid, slave)
+        if not xep0282.is_replay(stanza) and (link is None or not link.catching_up(now)):
+            return False
+        if self.slaves is not None:
+            self.slaves.take(slave, now)
+        return True
 
     def _overactive(self, stanza: Element, bucket: Bucket, limiter: Limiter, where: str,
                     is_slave: bool, out: Outbox) -> None:
@@ -194,4 +256,5 @@ def setup(hooks: Hooks, service: MUCService) -> RateLimits | None:
     feature = RateLimits(service, limits)
     # Before anything else that looks at a stanza: a refused one costs nothing more.
     hooks.add("stanza", feature.stanza, priority=1000)
+    hooks.add("tick", feature.tick)
     return feature

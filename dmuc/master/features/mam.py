@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import ArchiveIdNotFound
 from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
@@ -24,7 +25,7 @@ from dmuc.master.model import Occupant, RoomConfig
 from dmuc.outbox import AppendArchive, DeleteArchive, ExpireArchive, Outbox, QueryArchive
 from dmuc.protocol import stanzas, visibility
 from dmuc.protocol.history import stanza_id
-from dmuc.storage.records import ArchiveIdNotFound, ArchivePage, ArchiveQuery, ArchiveRecord
+from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -62,6 +63,11 @@ def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox
         nick=occupant.nick if occupant is not None else "",
         sender=occupant.bare_jid if occupant is not None else "",
         xml=stored.toXml())))
+
+
+def on_broadcast(room: Room, stanza: Element, occupant: Occupant, out: Outbox,
+                 stamp: float) -> None:
+    archive(room, stanza, occupant, out, stamp)
 
 
 @dataclass
@@ -297,3 +303,4 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-iq", handle_iq)
     hooks.add("room-destroyed", destroyed)
+    hooks.add("message-broadcast", on_broadcast, priority=-2)  # after history

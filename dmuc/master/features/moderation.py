@@ -24,7 +24,7 @@ from dmuc.master.features import occupant_id as occupant_ids
 from dmuc.outbox import Outbox, QueryArchive, RetractArchived
 from dmuc.protocol import occupant_id, stanzas
 from dmuc.protocol.history import entry_for, stanza_id
-from dmuc.storage.records import ArchivePage, ArchiveQuery
+from dmuc.records import ArchivePage, ArchiveQuery
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -61,7 +61,7 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
         reserved = room.reserved_nicks.get(jids.bare(actor))
         actor_nick = room.occupant_jid(reserved) if reserved else room.jid
     reason = stanzas.text_of(stanzas.child(moderate, "reason"))
-    kept = room.archive.get(sid)
+    kept = room.service.hooks.fire("recent-message", room=room, sid=sid)
     if kept is not None:
         retract_message(room, stanza, sid, kept.stanza, actor_nick, reason, out)
         return True
@@ -97,7 +97,8 @@ def retract_message(room: Room, request: Element, sid: str, original: Element,
     notice = announcement(room.jid, sid, actor_nick, reason, moderator_id)
     room.broadcast_groupchat(notice, out)
     mam.archive(room, notice, None, out)  # a client syncing its archive learns of it
-    room.archive.add(entry_for(notice, out.now), stanza_id(notice, room.jid))
+    room.service.hooks.fire("message-kept", room=room, entry=entry_for(notice, out.now),
+                            sid=stanza_id(notice, room.jid))
     out.send(stanzas.iq_result(request))
     because = f" ({stanzas.one_line(reason, 100)})" if reason else ""
     out.info(f"{request.getAttribute('from')} retracted message {sid} in {room.jid}{because}")

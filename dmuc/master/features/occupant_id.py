@@ -60,7 +60,8 @@ def on_presence(room: Room, occupant: Occupant, stanza: Element) -> None:
     place(stanza, occupant_id(room, occupant), muc_user)
 
 
-def on_groupchat(room: Room, stanza: Element, occupant: Occupant, out: Outbox) -> None:
+def on_groupchat(room: Room, stanza: Element, occupant: Occupant, out: Outbox,
+                 stamp: float) -> None:
     # As Prosody: after the message's payload, before the room's stanza-id.
     sid = next((c for c in stanza.elements() if c.uri == xmlns.STANZA_ID
                 and c.getAttribute("by") == room.jid), None)

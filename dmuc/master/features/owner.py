@@ -116,4 +116,4 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
         room.broadcast_groupchat(stanzas.status_message(room.jid, codes), out)
     out.info(f"{room.jid} configured" + (" (unlocked)" if was_locked else ""))
     room.service.hooks.fire("room-configured", room=room, old=old, out=out)
-    room.service.room_maybe_empty(room, out)
+    room.service.close_if_empty(room, out)

@@ -1,6 +1,6 @@
 """Password-protected rooms, as Prosody's password.lib: the password a join must carry
-(owners too, as in mod_muc), its two form fields and its disco feature. The password
-given in an invitation is added by invites.py."""
+(owners too, as in mod_muc), its two form fields and its disco feature; the password
+an invitation carries (`invite`) and the one a creating join sets (`room-pre-create`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import RoomConfig
+from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
 if TYPE_CHECKING:
@@ -56,8 +57,23 @@ def disco_features(room: Room, features: list[str]) -> None:
     features.append("muc_passwordprotected" if room.config.password else "muc_unsecured")
 
 
+def on_invite(room: Room, stanza: Element, out: Outbox) -> None:
+    """An invitation carries the room's password (password.lib's muc-invite)."""
+    x = stanzas.child(stanza, "x", xmlns.MUC_USER)
+    if room.config.password and x is not None:
+        x.addElement("password", content=room.config.password)
+
+
+def on_pre_create(room: Room, stanza: Element, out: Outbox) -> None:
+    """A password in the creating join protects the new room (password.lib's
+    muc-room-pre-create)."""
+    room.config.password = join_password(stanza) or room.config.password
+
+
 def setup(hooks: Hooks) -> None:
     hooks.add("occupant-pre-join", pre_join, priority=20)
+    hooks.add("invite", on_invite)
+    hooks.add("room-pre-create", on_pre_create)
     hooks.add("room-config-form", config_form, priority=100)
     hooks.add("room-config-submitted", submitted, priority=100)
     hooks.add("room-disco-features", disco_features)

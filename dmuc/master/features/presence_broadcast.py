@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.features.roomconfig import Field, Values
-from dmuc.master.model import BROADCAST_ROLES, RoomConfig
+from dmuc.master.model import BROADCAST_ROLES, PresenceChange, RoomConfig
 from dmuc.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
     for occupant in list(room.occupants.values()):
         shown_now = occupant.role in room.config.presence_broadcast
         if shown_now != (occupant.role in old.presence_broadcast):
-            room.publicise(occupant, out, hide=not shown_now)
+            room.publicise(occupant, out, PresenceChange(hide=not shown_now))
 
 
 def setup(hooks: Hooks) -> None:

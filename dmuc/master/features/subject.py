@@ -45,6 +45,21 @@ def change(room: Room, stanza: Element, occupant: Occupant, out: Outbox) -> None
     out.info(f"{occupant.nick} changed the subject of {room.jid}")
 
 
+def on_groupchat(room: Room, occupant: Occupant, stanza: Element, out: Outbox) -> bool | None:
+    """A groupchat with a subject and no body changes the subject (subject.lib's
+    muc-occupant-groupchat)."""
+    if stanzas.child(stanza, "subject") is None or stanzas.child(stanza, "body") is not None:
+        return None
+    change(room, stanza, occupant, out)
+    return True
+
+
+def send_on_join(room: Room, session: str, out: Outbox) -> None:
+    """The subject goes to a new session after the history (subject.lib's
+    muc-occupant-session-new)."""
+    out.send(room.subject_stanza(session))
+
+
 def info(room: Room, fields: list[Field]) -> None:
     allowed = room.config.change_subject
     fields += [
@@ -59,3 +74,6 @@ def setup(hooks: Hooks) -> None:
     roomconfig.hook_boolean(hooks, CHANGE_SUBJECT, "change_subject", LABEL, priority=50,
                             submit_priority=105)
     hooks.add("room-disco-info", info, priority=70)
+    hooks.add("occupant-groupchat", on_groupchat, priority=20)
+    hooks.add("occupant-session-new",
+              lambda room, session, out, **_: send_on_join(room, session, out), priority=20)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
+from dmuc.hooks import Hooks
 from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
@@ -30,6 +31,16 @@ def request_form(requester: str, nick: str) -> Element:
         ],
         title="Voice Request",
     )
+
+
+def on_message(room: Room, stanza: Element, occupant: Occupant | None,
+               out: Outbox) -> bool | None:
+    """A message to the room carrying a muc#request form (request.lib)."""
+    data_form = stanzas.child(stanza, "x", xmlns.DATA_FORMS)
+    if data_form is None or stanzas.form_type(data_form) != xmlns.MUC_REQUEST:
+        return None
+    handle(room, stanza, data_form, occupant, out)
+    return True
 
 
 def handle(room: Room, stanza: Element, data_form: Element, occupant: Occupant | None,
@@ -72,3 +83,7 @@ def _response(room: Room, stanza: Element, fields: dict[str, list[str]], moderat
     if target is None or target.role != "visitor":
         return
     room.set_role(target, "participant", out, reason="Voice granted", actor_nick=moderator.nick)
+
+
+def setup(hooks: Hooks) -> None:
+    hooks.add("message-to-room", on_message, priority=10)  # after invitations

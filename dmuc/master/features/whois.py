@@ -11,7 +11,6 @@ from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import WHOIS_VALUES, RoomConfig
-from dmuc.outbox import Outbox
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -39,13 +38,7 @@ def disco_features(room: Room, features: list[str]) -> None:
                     else "muc_semianonymous")
 
 
-def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
-    if room.config.whois != old.whois:
-        room.service.distribution.whois_changed(room, out)
-
-
 def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=90)
     hooks.add("room-config-submitted", submitted, priority=90)
     hooks.add("room-disco-features", disco_features)
-    hooks.add("room-config-applied", applied, priority=10)

@@ -37,9 +37,24 @@ local jid_split = require "util.jid".split;
 local jid_prepped_split = require "util.jid".prepped_split;
 local st = require "util.stanza";
 local new_id = require "util.id".medium;
+local now = require "util.time".now; -- seconds, with a fraction (os.time() is whole seconds)
 local core_post_stanza = prosody.core_post_stanza;
 
 local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
+local xmlns_component = "xmpp:prosody.im/protocol/component";
+
+-- Message id prefixes of the wire format (docs/protocol.md §4.11.2), as in
+-- dmuc/protocol/xep0282.py: a groupchat message handed to the slave again after it was
+-- away (RESUBMIT_ID_PREFIX), and the id given to one a client sent without any
+-- (SLAVE_ID_PREFIX).
+local resent_id_prefix = "dmuc-resent-";
+local given_id_prefix = "dmuc-id-";
+
+-- Hook priorities: the fan-out before any stock handler of the host; the divert after
+-- them all (see there); bounces before the stock handlers deliver them to the user.
+local fanout_priority = 1000;
+local divert_priority = -10;
+local bounce_priority = 10;
 
 local component = module:get_option_string("dmuc_slave_component");
 if not component then
@@ -150,11 +165,8 @@ local function fan_out(event)
 	return true;
 end
 
-module:hook("message/host", fan_out, 1000);
-module:hook("presence/host", fan_out, 1000);
-
--- Hand a local client's stanza for a room or occupant of a mirrored service to the slave.
-local missing_logged = false;
+module:hook("message/host", fan_out, fanout_priority);
+module:hook("presence/host", fan_out, fanout_priority);
 
 -- While the slave is not connected (restarting, killed), what its users send waits here
 -- (at most `dmuc_slave_hold` stanzas for `dmuc_slave_hold_seconds`), and goes to it once
@@ -162,24 +174,25 @@ local missing_logged = false;
 local hold_max = module:get_option_number("dmuc_slave_hold", 2000);
 local hold_seconds = module:get_option_number("dmuc_slave_hold_seconds", 60);
 local held = {}; -- { origin, stanza, at, error reply }
-local xmlns_component = "xmpp:prosody.im/protocol/component";
 
 -- A slave killed (-9) loses what was in its socket buffers: the groupchat messages of the
 -- last `dmuc_slave_replay_seconds` before it went away are handed to it again when it is
 -- back, with the id prefix that lets the master drop those it had already (XEP-0282 as
 -- dmuc implements it, docs/protocol.md §4.11.2).
 local replay_seconds = module:get_option_number("dmuc_slave_replay_seconds", 2);
-local resent_prefix = "dmuc-resent-";
+-- and at most this many of them (a bound on memory whatever the rate)
+local replay_max_messages = 500;
 local recent = {}; -- { origin, stanza, at } of groupchat handed to the slave, oldest first
 
 local function remember(origin, stanza)
 	if stanza.name ~= "message" or stanza.attr.type ~= "groupchat" or not stanza.attr.id then
 		return;
 	end
-	local now = os.time();
-	recent[#recent + 1] = { origin = origin, stanza = st.clone(stanza), at = now };
+	local t = now();
+	recent[#recent + 1] = { origin = origin, stanza = st.clone(stanza), at = t };
 	local first = 1;
-	while recent[first] and (now - recent[first].at > replay_seconds or #recent - first >= 500) do
+	while recent[first]
+		and (t - recent[first].at > replay_seconds or #recent - first >= replay_max_messages) do
 		first = first + 1;
 	end
 	if first > 1 then
@@ -200,7 +213,20 @@ local function give_up(entry, why)
 	entry.origin.send(entry.reply);
 end
 
-local hand_over;
+-- Every held stanza gets the error once it waited hold_seconds; the timer then runs
+-- again when the oldest one left is due.
+local function expire_held()
+	local t, kept = now(), {};
+	for _, entry in ipairs(held) do
+		if t - entry.at >= hold_seconds then
+			give_up(entry, hold_seconds .. " s");
+		else
+			kept[#kept + 1] = entry;
+		end
+	end
+	held = kept;
+	return held[1] and hold_seconds - (t - held[1].at) or nil;
+end
 
 local function hold(origin, stanza, reply)
 	if #held >= hold_max then
@@ -209,25 +235,14 @@ local function hold(origin, stanza, reply)
 	end
 	if #held == 0 then
 		module:log("info", "Slave %s is not connected: holding its users' room stanzas", component);
-		module:add_timer(hold_seconds, function()
-			local now, kept = os.time(), {};
-			for _, entry in ipairs(held) do
-				if now - entry.at >= hold_seconds then
-					give_up(entry, hold_seconds .. " s");
-				else
-					kept[#kept + 1] = entry;
-				end
-			end
-			held = kept;
-			return #held > 0 and hold_seconds or nil;
-		end);
+		module:add_timer(hold_seconds, expire_held);
 	end
-	held[#held + 1] = { origin = origin, stanza = stanza, at = os.time(), reply = reply };
+	held[#held + 1] = { origin = origin, stanza = stanza, at = now(), reply = reply };
 end
 
 -- As if the stanza had been addressed to the component: mod_component sends it on; if the
 -- component is not connected it answers "Component unavailable", which we catch to hold it.
-function hand_over(target, origin, stanza)
+local function hand_over(target, origin, stanza)
 	local name = stanza.name .. (select(3, jid_split(stanza.attr.to)) and "/full" or "/bare");
 	local unavailable = false;
 	local watch = setmetatable({
@@ -254,8 +269,8 @@ local function release_held()
 		.. "held stanzas", component, #replay, #queue);
 	for _, entry in ipairs(replay) do
 		local stanza = entry.stanza;
-		if stanza.attr.id:sub(1, #resent_prefix) ~= resent_prefix then
-			stanza.attr.id = resent_prefix .. stanza.attr.id;
+		if stanza.attr.id:sub(1, #resent_id_prefix) ~= resent_id_prefix then
+			stanza.attr.id = resent_id_prefix .. stanza.attr.id;
 		end
 		hand_over(target, entry.origin, stanza);
 	end
@@ -277,6 +292,9 @@ watch_component();
 module:hook_global("host-activated", function(host)
 	if host == component then watch_component(); end
 end);
+
+-- Hand a local client's stanza for a room or occupant of a mirrored service to the slave.
+local missing_logged = false; -- the component missing from this server: said once
 
 local function divert(event)
 	local origin, stanza = event.origin, event.stanza;
@@ -300,18 +318,18 @@ local function divert(event)
 	if stanza.name == "message" and stanza.attr.type == "groupchat" and not stanza.attr.id then
 		-- Only an id lets the message be handed over again after a crash of the slave, and
 		-- the master drop it if it had it (docs/protocol.md §4.11.2).
-		stanza.attr.id = "dmuc-id-" .. new_id();
+		stanza.attr.id = given_id_prefix .. new_id();
 	end
 	hand_over(target, origin, stanza);
 	return true;
 end
 
--- Priority -10: after every stock handler, so mod_presence has recorded the user's directed
+-- After every stock handler, so mod_presence has recorded the user's directed
 -- presence to the room (and later sends the room the unavailable presence on disconnect,
 -- which then comes through here too).
 for _, name in ipairs({ "presence", "message", "iq" }) do
-	module:hook("pre-" .. name .. "/bare", divert, -10);
-	module:hook("pre-" .. name .. "/full", divert, -10);
+	module:hook("pre-" .. name .. "/bare", divert, divert_priority);
+	module:hook("pre-" .. name .. "/full", divert, divert_priority);
 end
 
 -- A bounce of a local user's stanza to a mirrored room (from the room, generated by this
@@ -344,5 +362,5 @@ local function bounce_to_slave(event)
 end
 
 for _, name in ipairs({ "presence", "message", "iq" }) do
-	module:hook(name .. "/full", bounce_to_slave, 10);
+	module:hook(name .. "/full", bounce_to_slave, bounce_priority);
 end

@@ -1,0 +1,206 @@
+"""Faults that look like a netsplit but lose nothing on the way (docs/protocol.md §4.11.4):
+a link that stalls and then delivers everything it queued, a slave or the master stopped
+(SIGSTOP) and resumed, a long split. Whatever the order in which the queued stanzas, the
+resubmissions and the snapshot arrive, every user gets every message exactly once, in
+each sender's order, and no rate limit refuses a replay."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from dmuc_net import Net
+from muc_helpers import BIGCHEESE, ROOM, VALDIS, WIZ, WUMPUS
+
+from dmuc import xmlns
+from dmuc.master.features.limits import Limits
+from dmuc.protocol import stanzas
+from dmuc.slave.link import LinkState
+
+KILLRC = "killrc.oulubox.irc"
+DIRECT = "ludwig@efnet.irc/vt100"  # no slave on efnet.irc: a direct occupant
+TALKERS = {WUMPUS: "Wumpus", VALDIS: "Valdis", WIZ: "WiZ", BIGCHEESE: "BigCheese",
+           DIRECT: "Ludwig"}
+KEEPALIVE = 5
+
+
+class Traffic:
+    """Every talker says one numbered line every `step` seconds; what each one received
+    is kept (the room's groupchat bodies, in the order they arrived)."""
+
+    def __init__(self, net: Net) -> None:
+        self.net = net
+        self.sent: list[str] = []
+        self.got: dict[str, list[str]] = {who: [] for who in TALKERS}
+        self.delayed: dict[str, set[str]] = {who: set() for who in TALKERS}
+        self.errors: list[str] = []
+        self.count = 0
+
+    def talk(self, seconds: float, step: float = 0.5) -> None:
+        for _ in range(round(seconds / step)):
+            self.count += 1
+            for who, nick in TALKERS.items():
+                body = f"{nick} {self.count}"
+                self.sent.append(body)
+                self.net.user_sends(f"<message from='{who}' to='{ROOM}' type='groupchat' "
+                                    f"id='{nick}-{self.count}'><body>{body}</body></message>")
+            self.net.tick(step)
+            self.collect()
+
+    def collect(self) -> None:
+        for who in TALKERS:
+            for stanza in self.net.take(who):
+                if stanza.getAttribute("type") == "error":
+                    self.errors.append(stanza.toXml())
+                body = stanzas.child(stanza, "body")
+                if stanza.name == "message" and body is not None \
+                        and stanza.getAttribute("type") == "groupchat":
+                    self.got[who].append(str(body))
+                    if stanzas.child(stanza, "delay", xmlns.DELAY) is not None:
+                        self.delayed[who].add(str(body))
+
+    def settle(self) -> None:
+        """Time passes without traffic until every link is LIVE again."""
+        for _ in range(12):
+            self.net.tick(KEEPALIVE)
+            self.collect()
+        for slave in self.net.slaves.values():
+            assert {link.state for link in slave.links.values()} <= {LinkState.LIVE}
+
+    def assert_exactly_once_in_order(self) -> None:
+        assert self.errors == []
+        for who in TALKERS:
+            counts = Counter(self.got[who])
+            lost = [b for b in self.sent if counts[b] == 0]
+            twice = sorted(b for b, n in counts.items() if n > 1)
+            assert (who, lost, twice) == (who, [], [])
+            for nick in TALKERS.values():
+                own = [int(b.split()[1]) for b in self.got[who] if b.split()[0] == nick]
+                assert own == sorted(own), (who, nick)
+
+
+def talking_net(**settings: object) -> tuple[Net, Traffic]:
+    net = Net(limits=Limits(), **settings)
+    for slave in net.slaves.values():
+        slave.settings.keepalive = KEEPALIVE
+        slave.link_config = slave.link_config.__class__(
+            slave.link_config.slave_jid, KEEPALIVE, slave.link_config.history,
+            slave.link_config.new_id, slave.link_config.observer)
+    for who, nick in TALKERS.items():
+        net.join(who, nick, ROOM)
+    traffic = Traffic(net)
+    for who in TALKERS:
+        net.take(who)
+    traffic.talk(2)
+    return net, traffic
+
+
+@pytest.mark.parametrize("seconds", [6, 20, 70])
+def test_a_stalled_link_that_resumes_delivers_everything_once(seconds):
+    net, traffic = talking_net()
+    net.stall(KILLRC)
+    traffic.talk(seconds)
+    net.resume_link(KILLRC)
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+@pytest.mark.parametrize("seconds", [20, 70])
+def test_a_cut_link_loses_nothing(seconds):
+    net, traffic = talking_net()
+    net.down.add(KILLRC)
+    traffic.talk(seconds)
+    net.down.clear()
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+@pytest.mark.parametrize("timers_first", [False, True])
+@pytest.mark.parametrize("seconds", [6, 20, 70])
+def test_a_paused_slave_that_resumes_loses_nothing(seconds, timers_first):
+    net, traffic = talking_net()
+    net.pause(KILLRC)
+    traffic.talk(seconds)
+    net.resume(KILLRC, timers_first=timers_first)
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+@pytest.mark.parametrize("timers_first", [False, True])
+@pytest.mark.parametrize("seconds", [6, 20, 70])
+def test_a_paused_master_that_resumes_duplicates_nothing(seconds, timers_first):
+    net, traffic = talking_net()
+    net.pause("avalon.irc")
+    traffic.talk(seconds)
+    net.resume("avalon.irc", timers_first=timers_first)
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+def _sent_by_vesa(net: Net, xml: str) -> list[str]:
+    """What the master got: the ids of Efchen's messages WiZ received."""
+    net.user_sends(xml)
+    return [m.getAttribute("id") for m in net.take(WIZ) if m.name == "message"]
+
+
+def test_a_client_cannot_pass_for_a_replay_or_claim_a_time():
+    """The replay prefixes and the held marker are the slave's alone: a client's are
+    taken off before its message goes anywhere (a replay is not rate-limited, and a held
+    message keeps the time it claims)."""
+    net, traffic = talking_net()
+    got = _sent_by_vesa(net, f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
+                             "id='dmuc-split-dmuc-resent-f1'><body>forged</body>"
+                             "<x xmlns='urn:xmpp:tmp:dmuc:0'><held stamp='2000-01-01T00:00:00Z'/>"
+                             "</x></message>")
+    assert got == ["f1"]
+    [entry] = [e for e in net.master.rooms[ROOM].history
+               if str(stanzas.child(e.stanza, "body")) == "forged"]
+    assert entry.stamp > 1_000_000
+
+
+def test_replays_are_charged_to_the_slave_and_never_refused():
+    """A long split holds far more than a user's burst: at the netjoin every held message
+    goes through (the user spent its tokens when it typed them); a direct user's id that
+    merely looks like a replay is charged as any other."""
+    net, traffic = talking_net()
+    net.down.add(KILLRC)
+    for n in range(120):  # 2.4 bursts, said over 60 s
+        net.user_sends(f"<message from='{WUMPUS}' to='{ROOM}' type='groupchat' id='b{n}'>"
+                       f"<body>b{n}</body></message>")
+        net.tick(0.5)
+    net.down.clear()
+    traffic.settle()
+    assert [b for b in traffic.got[WIZ] if b.startswith("b")] == [f"b{n}" for n in range(120)]
+    assert traffic.errors == []
+    for _ in range(6):
+        net.tick(1)  # the master's ticks, every second (a longer silence is a stop)
+    for n in range(60):
+        net.user_sends(f"<message from='{DIRECT}' to='{ROOM}' type='groupchat' "
+                       f"id='dmuc-split-d{n}'><body>d{n}</body></message>")
+    refused = [m for m in net.take(DIRECT) if m.getAttribute("type") == "error"]
+    assert 5 <= len(refused) <= 10  # burst 50 (and the Net's clock moves a little)
+
+
+def test_a_stopped_master_does_not_hold_its_senders_backlog_against_them():
+    """SIGSTOP of the master for 30 s: a direct user's 60 messages said meanwhile arrive
+    at once when it resumes; none is refused (more than a burst), and a flood after that
+    is limited again."""
+    net, traffic = talking_net()
+    net.pause("avalon.irc")
+    for n in range(60):
+        net.user_sends(f"<message from='{DIRECT}' to='{ROOM}' type='groupchat' id='s{n}'>"
+                       f"<body>s{n}</body></message>")
+        net.tick(0.5)
+    net.resume("avalon.irc")
+    assert [m for m in net.take(DIRECT) if m.getAttribute("type") == "error"] == []
+    for _ in range(6):
+        net.tick(1)
+    for n in range(60):
+        net.user_sends(f"<message from='{DIRECT}' to='{ROOM}' type='groupchat' id='f{n}'>"
+                       f"<body>f{n}</body></message>")
+    refused = [m for m in net.take(DIRECT) if m.getAttribute("type") == "error"]
+    assert 5 <= len(refused) <= 10  # burst 50 (and the Net's clock moves a little)
