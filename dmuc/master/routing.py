@@ -23,6 +23,10 @@ class Router(Protocol):
     def relay_of(self, room: Room, session: str) -> str | None:
         """The relay a session is reached through (None: directly)."""
 
+    def for_direct(self, message: Element) -> Element:
+        """A groupchat message as the sessions reached directly get it (a relay may carry
+        a handle of its own on it, which they must not see)."""
+
     def fan_out_presence(self, room: Room, build: Callable[[bool], Element],
                          relays: Iterable[Any], out: Outbox) -> None:
         """One copy of a presence per relay; `build(with_jid)` makes it."""
