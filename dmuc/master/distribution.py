@@ -382,6 +382,10 @@ class Distribution:
             copy["to"] = link.jid
             link.send(copy, out)
 
+    def for_direct(self, message: Element) -> Element:
+        """Direct users get the id its sender gave it, not their slave's handle (§4.11.2)."""
+        return xep0282.for_users(message)
+
     def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveRegistration],
                           out: Outbox, stamp: float) -> None:
         """§4.9: one copy per slave, with the XEP-0203 delay inside the dmuc element."""
