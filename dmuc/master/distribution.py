@@ -772,7 +772,7 @@ class Distribution:
                     link.last_ping = now
                     iq_id = f"dmuc-ka-{next(self._ids)}"
                     self.pings[iq_id] = (link.room, link.jid)
-                    out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id))
+                    out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id, link.split))
 
     def _pong(self, stanza: Element, out: Outbox) -> None:
         target = self.pings.pop(stanza.getAttribute("id") or "", None)

@@ -166,9 +166,20 @@ def registered_result(request: Element, keepalive: int, history: int, whois: str
     return stanzas.iq_result(request, registered)
 
 
-def keepalive_ping(room: str, slave: str, iq_id: str) -> Element:
-    """§4.10: the master's XMPP Ping to a quiet (or split) slave."""
-    return stanzas.iq("get", room, slave, iq_id, Element((xmlns.PING, "ping")))
+def keepalive_ping(room: str, slave: str, iq_id: str, split: bool = False) -> Element:
+    """§4.10: the master's XMPP Ping to a quiet (or split) slave. To a slave it found
+    split it says so (<split/> after the ping): a slave that hears the master but is not
+    heard (a link blackholed towards the master only) learns of the split from it."""
+    iq = stanzas.iq("get", room, slave, iq_id, Element((xmlns.PING, "ping")))
+    if split:
+        iq.addChild(dmuc_x()).addElement("split")
+    return iq
+
+
+def says_split(ping: Element) -> bool:
+    """Whether the master's ping says it has found us split (it hears nothing from us)."""
+    x = stanzas.child(ping, "x", xmlns.DMUC)
+    return x is not None and stanzas.child(x, "split") is not None
 
 
 def resync_notice(room: str, slave: str, whois: str) -> Element:

@@ -14,6 +14,7 @@ from muc_helpers import BIGCHEESE, ROOM, VALDIS, WIZ, WUMPUS
 
 from dmuc import xmlns
 from dmuc.master.features.limits import Limits
+from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.slave.link import LinkState
 
@@ -112,6 +113,33 @@ def test_a_cut_link_loses_nothing(seconds):
     net.down.add(KILLRC)
     traffic.talk(seconds)
     net.down.clear()
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+@pytest.mark.parametrize("seconds", [6, 30])
+def test_a_link_blackholed_towards_the_slave_only_loses_nothing(seconds):
+    """What avalon writes to killrc is lost, what killrc writes passes: the master's
+    broadcasts go missing (the numbers show the gap) and its keepalives go unanswered."""
+    net, traffic = talking_net()
+    net.one_way.add(("avalon.irc", KILLRC))
+    traffic.talk(seconds)
+    net.one_way.clear()
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+def test_a_link_blackholed_towards_the_master_only_past_the_bound_loses_nothing():
+    """What killrc writes to avalon is lost, what avalon writes passes: the slave keeps
+    hearing the master, so only the master finds the split, and its pings say so; the
+    slave holds from then on, with what it had in flight in front."""
+    net, traffic = talking_net()
+    net.one_way.add((KILLRC, "avalon.irc"))
+    traffic.talk(30)
+    assert net.slaves[KILLRC].links[ROOM].state is not LinkState.LIVE
+    net.one_way.clear()
     traffic.talk(3)
     traffic.settle()
     traffic.assert_exactly_once_in_order()
@@ -228,3 +256,23 @@ def test_a_slow_first_registration_gets_one_snapshot():
     assert killrc.links[ROOM].state is LinkState.LIVE
     assert "Wumpus" in net.master.rooms[ROOM].occupants
     assert [s["from"] for s in net.take(WUMPUS) if s.name == "presence"][-1] == f"{ROOM}/Wumpus"
+
+
+@pytest.mark.parametrize(("first", "second", "dropped"), [
+    ("m1", "m1", False),  # a client may reuse an id: two plain copies are two messages
+    ("m1", "dmuc-split-m1", True),  # held after a split, but the first copy had arrived
+    ("m1", "dmuc-resent-m1", True),  # resubmitted after a restart, likewise
+    ("dmuc-split-m1", "m1", True),  # the first copy, late on a slow link, after the replay
+    ("dmuc-resent-m1", "m1", True),
+    ("dmuc-split-m1", "dmuc-resent-dmuc-split-m1", True),  # replayed twice
+    ("m1", "m2", False),
+])
+def test_which_second_copy_the_master_drops(first, second, dropped):
+    net = Net()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    room, distribution = net.master.rooms[ROOM], net.master.distribution
+    out = Outbox(net.now)
+    assert distribution._resubmitted(room, BIGCHEESE, first, out) is False
+    assert distribution._resubmitted(room, DIRECT, second, out) is False  # another sender
+    assert distribution._resubmitted(room, BIGCHEESE, second, out) is dropped
+    assert out.deliveries == []  # never answered: not the user's error
