@@ -201,7 +201,7 @@ def load_master_config(path: str) -> MasterConfig:
                             "archive_window", "enforce_reserved_nicks", "affiliation_notify",
                             "allow_unaffiliated_register", "room_defaults", "plugins",
                             "limits", "archive_expires_after", "archive_cleanup_interval",
-                            "archive_max_results"})
+                            "archive_max_results", "name"})
     admins = r.get("muc", "admins", list, [])
     for admin in admins:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
@@ -229,6 +229,7 @@ def load_master_config(path: str) -> MasterConfig:
         raise r.error("muc.plugins", "must be a list of module names")
     settings = ServiceSettings(
         jid=component.jid,
+        name=r.get("muc", "name", str, "Prosody Chatrooms"),
         admins=frozenset(jids.parse(a).userhost() for a in admins),  # type: ignore[union-attr]
         create_rooms=create,
         room_locking=r.get("muc", "room_locking", bool, True),

@@ -533,8 +533,9 @@ class Distribution:
             self._unregister(stanza, link, out)
         elif kind == "iq" and stype == "get" and _is(payload, "keepalive"):
             if link is None:
-                out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
-                                             "Not registered for this room"))
+                stanzas.refuse(out, stanza, "cancel", "item-not-found",
+                               "Not registered for this room",
+                               what=f"XEP-0282 keepalive for {room_jid}")
             else:
                 out.send(stanzas.iq_result(stanza))
         elif kind == "presence" and _is(payload, "x"):
@@ -716,14 +717,15 @@ class Distribution:
     def _slave_presence(self, stanza: Element, x: Element, link: SlaveRegistration | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:
         refuse = stanzas.child(x, "refuse") if x.uri == xmlns.DMUC else None
-        if refuse is None:
-            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
-                                         "Unknown XEP-0282 presence"))
+        if refuse is None:  # <enter/> is the master's to send; an empty or unknown <x>
+            stanzas.refuse(out, stanza, "modify", "bad-request", "Unknown XEP-0282 presence",
+                           what=f"XEP-0282 presence to {room_jid} ({_children(x)})")
             return
         user = jids.parse(refuse.getAttribute("jid"))
         if link is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
-                                         "Not registered for this room"))
+            stanzas.refuse(out, stanza, "cancel", "item-not-found",
+                           "Not registered for this room",
+                           what=f"XEP-0282 refuse for {room_jid}")
             return
         if user is None or user.host not in link.domains:
             out.warn(f"slave {slave_jid} spoke for {refuse.getAttribute('jid')} in {room_jid}:"
@@ -805,3 +807,9 @@ class Distribution:
 
 def _is(payload: Element | None, name: str) -> bool:
     return payload is not None and payload.uri == xmlns.DMUC and payload.name == name
+
+
+def _children(x: Element) -> str:
+    """What an <x/> holds, for a log line: its namespace and its first children's names."""
+    names = [el.name for el in x.elements()][:3]
+    return f"x of {x.uri}: " + (", ".join(f"<{n}/>" for n in names) if names else "empty")
