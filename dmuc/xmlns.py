@@ -37,3 +37,7 @@ MODERATE_0 = "urn:xmpp:message-moderate:0"
 RETRACT_0 = "urn:xmpp:message-retract:0"
 MODERATE_1 = "urn:xmpp:message-moderate:1"
 RETRACT_1 = "urn:xmpp:message-retract:1"
+# what decides whether a groupchat message is historic (mod_muc's muc-message-is-historic)
+HINTS = "urn:xmpp:hints"  # XEP-0334 message processing hints
+EME = "urn:xmpp:eme:0"  # XEP-0380 explicit message encryption
+CHAT_MARKERS = "urn:xmpp:chat-markers:0"  # XEP-0333

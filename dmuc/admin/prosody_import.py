@@ -206,6 +206,23 @@ def convert(room: ProsodyRoom, service: str, max_history: int | None = None) -> 
     if not _bool(data.get("persistent")):
         return Converted(target, None, skipped="not persistent")
     notes: list[str] = []
+    cfg = _config(data, max_history, notes)
+    affiliations, reserved = _members(room, notes)
+    subject = data.get("subject")
+    subject_from = data.get("subject_from")
+    state = {
+        "config": cfg.to_dict(),
+        "affiliations": affiliations,
+        "reserved_nicks": reserved,
+        "subject": subject if isinstance(subject, str) else "",
+        # mod_muc keeps the occupant JID (room@host/nick); dmuc the nick
+        "subject_from": _split(subject_from)[2] if isinstance(subject_from, str) else "",
+    }
+    return Converted(target, state, notes=notes)
+
+
+def _config(data: dict[str, Any], max_history: int | None, notes: list[str]) -> RoomConfig:
+    """The room's settings from mod_muc's room data; what it cannot map goes to `notes`."""
     cfg = RoomConfig(persistent=True)
     for key, attr in (("name", "name"), ("description", "description"),
                       ("language", "language"), ("password", "password")):
@@ -242,7 +259,12 @@ def convert(room: ProsodyRoom, service: str, max_history: int | None = None) -> 
     for key in sorted(k for k in data if k not in known and k not in _NOT_SETTINGS):
         cfg.extra[EXTRA_PREFIX + str(key)] = _json_safe(data[key])
         notes.append(f"kept {key} in extra")
+    return cfg
 
+
+def _members(room: ProsodyRoom, notes: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Affiliations and reserved nicknames by prepared bare JID; what is left out goes to
+    `notes`."""
     affiliations: dict[str, str] = {}
     for user, affiliation in sorted(room.affiliations.items()):
         if affiliation not in AFFILIATIONS or affiliation == "none":
@@ -261,17 +283,7 @@ def convert(room: ProsodyRoom, service: str, max_history: int | None = None) -> 
             notes.append(f"registration data {', '.join(others)} of {user} not kept")
         if isinstance(nick, str) and nick:
             reserved[_bare_jid(user) or user] = nick
-    subject = data.get("subject")
-    subject_from = data.get("subject_from")
-    state = {
-        "config": cfg.to_dict(),
-        "affiliations": affiliations,
-        "reserved_nicks": reserved,
-        "subject": subject if isinstance(subject, str) else "",
-        # mod_muc keeps the occupant JID (room@host/nick); dmuc the nick
-        "subject_from": _split(subject_from)[2] if isinstance(subject_from, str) else "",
-    }
-    return Converted(target, state, notes=notes)
+    return affiliations, reserved
 
 
 def _bare_jid(text: str) -> str | None:

@@ -258,11 +258,13 @@ class Room:
     def broadcast_groupchat(self, message: Element, out: Outbox,
                             stamp: float | None = None) -> None:
         """A groupchat stanza to every occupant: one copy per directly reached session,
-        one per relay (routing.Router), stamped `stamp` (default now)."""
-        direct, relays = self.service.router.route(self)
-        out.broadcast(message, direct)
-        self.service.router.fan_out_groupchat(self, message, relays, out,
-                                              out.now if stamp is None else stamp)
+        one per relay (routing.Router), stamped `stamp` (default now); the sessions
+        reached directly get it as the router says (without a relay's own handle)."""
+        router = self.service.router
+        direct, relays = router.route(self)
+        if direct:
+            out.broadcast(router.for_direct(message), direct)
+        router.fan_out_groupchat(self, message, relays, out, out.now if stamp is None else stamp)
 
     def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
         """An occupant's presence as the room lists it to a newcomer (no status codes),

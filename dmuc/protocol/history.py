@@ -41,6 +41,25 @@ def stanza_id(message: Element, room_jid: str) -> str | None:
     return None
 
 
+def is_historic(message: Element) -> bool:
+    """Whether a groupchat message belongs in the join history and the room's archive:
+    mod_muc's `muc-message-is-historic` (history.lib.lua 0.12.3), which mod_muc_mam's
+    archiving follows too. XEP-0334 hints first (no-store / no-permanent-store: never;
+    store: always), then a body, an XEP-0380 encryption or an XEP-0333 chat marker.
+    Chat states, receipts and the like without a body are not. One rule for the master's
+    history and archive and for a slave's history."""
+    if (stanzas.child(message, "no-store", xmlns.HINTS) is not None
+            or stanzas.child(message, "no-permanent-store", xmlns.HINTS) is not None):
+        return False
+    if stanzas.child(message, "store", xmlns.HINTS) is not None:
+        return True
+    if stanzas.child(message, "body") is not None:
+        return True
+    if stanzas.child(message, "encryption", xmlns.EME) is not None:
+        return True
+    return any(el.uri == xmlns.CHAT_MARKERS for el in message.elements())
+
+
 def moderated_id(message: Element, room_jid: str) -> str | None:
     """The stanza-id a room's XEP-0425 announcement retracts (either form), if it is one:
     only the room itself (its bare JID) speaks for a moderator."""

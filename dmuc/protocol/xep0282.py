@@ -40,6 +40,32 @@ def original_id(message_id: str) -> tuple[str, bool]:
             return message_id, resubmitted
 
 
+def sender_id(message_id: str | None) -> str | None:
+    """The id a groupchat message's sender gave it, as users and the archive see it: the
+    link's prefixes taken off (original_id), and none where the slave or mod_dmuc_slave
+    made one up (SLAVE_ID_PREFIX) for a message sent without. Those are the link's
+    tracking handle: they stay on the master/slave link, never reach a user (§4.11.2)."""
+    if not message_id:
+        return message_id
+    original, _ = original_id(message_id)
+    return None if original.startswith(SLAVE_ID_PREFIX) else original
+
+
+def for_users(message: Element) -> Element:
+    """A groupchat message as users, history and the archive get it: with the id its
+    sender gave it (sender_id), where the link carries another. The same element when
+    they agree (most messages: no copy)."""
+    message_id = message.getAttribute("id")
+    shown = sender_id(message_id)
+    if shown == message_id:
+        return message
+    copy = stanzas.copy(message)
+    copy.attributes.pop("id", None)
+    if shown:
+        copy["id"] = shown
+    return copy
+
+
 def is_replay(message: Element) -> bool:
     """Whether a groupchat message is a slave's replay across a netsplit (held, or
     submitted again): its sender was charged for it when it first sent it (§4.11.2)."""

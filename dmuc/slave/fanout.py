@@ -11,7 +11,14 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import occupant_id, stanzas, visibility, xep0282
-from dmuc.protocol.history import HistoryEntry, delayed, moderated_id, stanza_id
+from dmuc.protocol.history import (
+    HistoryEntry,
+    delayed,
+    entry_for,
+    is_historic,
+    moderated_id,
+    stanza_id,
+)
 from dmuc.records import slave_history_key
 from dmuc.slave.room import SlaveRoom
 
@@ -41,6 +48,7 @@ class Fanout:
             return
         already = room.local.get(full) == nick
         room.local[full] = nick
+        room.joining.pop(full, None)
         own = without_dmuc(stanza)
         own["to"] = full
         if already:
@@ -69,6 +77,11 @@ class Fanout:
         if not full or full not in room.local:
             return False
         nick = room.local.pop(full)
+        if not stanzas.has_status(stanza, "303"):
+            # however it left (kicked, banned, quit), it is out; a nick change (303)
+            # enters again at once
+            room.directed.discard(full)
+            room.joining.pop(full, None)
         if nick in room.hidden and not room.sessions_of(nick):
             room.forget_occupant(nick)  # no one was shown it: its leaving is told no one
         own = without_dmuc(stanza)
@@ -160,6 +173,7 @@ class Fanout:
         room.rendered.clear()
         room.hidden.clear()
         room.history.clear()
+        room.subject = None  # the snapshot names it (empty for a room that is gone)
         out.store(ClearHistory(self.history_key(room.jid)))
 
     def resync_end(self, room: SlaveRoom, out: Outbox) -> None:
@@ -216,6 +230,8 @@ class Fanout:
         sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
         if sender_nick:
             room.inflight.pop((sender_nick, local_copy.getAttribute("id") or ""), None)
+        echoed = _echoed_locally(room, local_copy)
+        _as_sender_sent(local_copy)
         retracted = moderated_id(local_copy, room.jid)
         if retracted is not None:
             # XEP-0425: a moderator retracted a message; joiners no longer get it
@@ -235,19 +251,21 @@ class Fanout:
                 room.subject.addChild(stanzas.delay(stamp, room.jid))
             if is_history:
                 return
-        elif stanzas.child(local_copy, "body") is not None:
+        elif stanzas.child(local_copy, "body") is not None or is_historic(local_copy):
             # Stored without a delay of its own (a held message's): history adds one.
             stored = stanzas.copy(local_copy)
             stored.children = [c for c in stored.children
                                if not (isinstance(c, Element) and c.uri == xmlns.DELAY)]
-            entry = self._store_history(room, stored, stamp, out)
+            entry = entry_for(stored, stamp)
+            if is_historic(stored):  # the join history keeps what mod_muc's would
+                self._store_history(room, entry, out)
             if is_history:
                 # Replayed history: show local occupants only what they missed.
                 missed = sid is not None and new and sid not in room.known_ids
-                if missed and entry is not None and not _echoed_locally(room, local_copy):
+                if missed and not echoed:
                     out.broadcast(delayed(entry, room.jid), room.local_sessions())
                 return
-        if is_history or _echoed_locally(room, local_copy):
+        if is_history or echoed:
             return
         out.broadcast(local_copy, room.local_sessions())
 
@@ -260,13 +278,10 @@ class Fanout:
         for entry in room.history:
             out.store(AppendHistory(key, entry.record(), room.history_length))
 
-    def _store_history(self, room: SlaveRoom, message: Element, stamp: float,
-                       out: Outbox) -> HistoryEntry | None:
-        entry = room.history.add(message, stamp, room.history_length)
-        if entry is not None:
+    def _store_history(self, room: SlaveRoom, entry: HistoryEntry, out: Outbox) -> None:
+        if room.history.keep(entry, room.history_length) is not None:
             out.store(AppendHistory(self.history_key(room.jid), entry.record(),
                                     room.history_length))
-        return entry
 
 
 # --- delivery: one presence change to the local occupants -------------------------------
@@ -311,6 +326,16 @@ def _photo(avatar: Element | None) -> str:
     x = stanzas.child(avatar, "x", xmlns.VCARD_UPDATE) if avatar is not None else None
     photo = stanzas.child(x, "photo") if x is not None else None
     return str(photo).strip() if photo is not None else ""
+
+
+def _as_sender_sent(message: Element) -> None:
+    """A broadcast's id as its sender gave it (none if it gave none): the link's handle on
+    it (xep0282.sender_id) has served once the slave has matched the broadcast."""
+    shown = xep0282.sender_id(message.getAttribute("id"))
+    if shown != message.getAttribute("id"):
+        message.attributes.pop("id", None)
+        if shown:
+            message["id"] = shown
 
 
 def _echoed_locally(room: SlaveRoom, message: Element) -> bool:

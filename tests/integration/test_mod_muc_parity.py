@@ -213,6 +213,12 @@ def invite(to: str, iq_id: str, reason: str | None) -> str:
             f"<invite to='{to}'>{inner}</invite></x></message>")
 
 
+def disco_info(iq_id: str, node: str = "") -> str:
+    node_attr = f" node='{node}'" if node else ""
+    return (f"<iq type='get' to='ROOM' id='{iq_id}'><query "
+            f"xmlns='http://jabber.org/protocol/disco#info'{node_attr}/></iq>")
+
+
 GUEST_BARE = GUEST.split("/")[0]
 QUINN_BARE = QUINN.split("/")[0]
 PETE_BARE = PETE.split("/")[0]
@@ -221,6 +227,8 @@ PETE_BARE = PETE.split("/")[0]
 SCENARIO: list[tuple[str, str, str]] = [
     ("create (locked, 201)", "owner", join("boss")),
     ("instant room", "owner", owner_submit({}, "p-instant")),
+    ("disco#info of an open room, by its owner", "owner", disco_info("p-di-owner")),
+    ("disco#info of an open room, by a stranger", "guest", disco_info("p-di-stranger")),
     ("join", "pete", join("pete")),
     ("groupchat", "pete", "<message to='ROOM' type='groupchat' id='p-m1'><body>hi</body>"
                           "</message>"),

@@ -136,17 +136,15 @@ def test_the_roominfo_form_has_its_fields_in_order():
     assert [(f["var"], f.getAttribute("type"), f.getAttribute("label"),
              field_values(form, f["var"]))
             for f in _fields(form)] == [
-        ("muc#roominfo_description", None, "Description", ["D"]),
-        ("muc#roominfo_occupants", None, "Number of occupants", ["2"]),
-        ("muc#roomconfig_roomname", None, "Title", ["W"]),
-        ("muc#roominfo_subject", None, "Subject", [""]),
-        ("muc#roominfo_subjectmod", "boolean", "Allow anyone to set the room's subject", ["1"]),
-        ("muc#roomconfig_changesubject", "boolean", "Allow anyone to set the room's subject",
-         ["1"]),
-        ("muc#maxhistoryfetch", None, "Maximum number of history messages returned", ["7"]),
-        ("muc#roomconfig_allowinvites", "boolean", "Allow members to invite new members", ["1"]),
-        ("muc#roomconfig_allowpm", "list-single", "Allow private messages from", ["moderator"]),
-        ("muc#roominfo_lang", None, "Language", ["fi"]),
+        ("muc#roominfo_description", "text-single", "Description", ["D"]),
+        ("muc#roominfo_occupants", "text-single", "Number of occupants", ["2"]),
+        ("muc#roomconfig_roomname", "text-single", "Title", ["W"]),
+        # never the subject (mod_muc 0.12.3 does not tell it to strangers)
+        ("muc#roomconfig_changesubject", "boolean", None, ["1"]),
+        ("{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites", "boolean",
+         "Allow members to invite new members", ["1"]),
+        ("muc#roomconfig_allowinvites", "boolean", "Allow users to invite other users", ["1"]),
+        ("muc#roominfo_lang", "text-single", None, ["fi"]),
         ("muc#roominfo_avatarhash", "text-multi", None, []),  # as Prosody 13: no label
     ]
 
@@ -303,7 +301,7 @@ def test_room_defaults_give_a_plugin_setting_to_new_rooms_without_sharing_it():
 
 # Each var of the configuration and roominfo forms, and each disco feature of a setting, is
 # written in exactly one module: the setting's. Where muc#roominfo repeats a muc#roomconfig
-# var (roomname, changesubject, allowinvites, allowpm), the setting's module adds both
+# var (roomname, changesubject, allowinvites), the setting's module adds both
 # fields, as Prosody's name.lib inserts the same field into both forms: no exception.
 HOMES = {
     "muc#roomconfig_roomname": "roominfo.py",
@@ -332,11 +330,8 @@ HOMES = {
     "muc_semianonymous": "whois.py",
     "muc#roomconfig_maxusers": "max_users.py",
     "muc#roomconfig_historylength": "history.py",
-    "muc#maxhistoryfetch": "history.py",
     "muc#roomconfig_allowpm": "allow_pm.py",
     "muc#roomconfig_changesubject": "subject.py",
-    "muc#roominfo_subject": "subject.py",
-    "muc#roominfo_subjectmod": "subject.py",
     "muc#roomconfig_presencebroadcast": "presence_broadcast.py",
     "muc#roomconfig_allowinvites": "invites.py",
     "muc#roomconfig_enablelogging": "room_logging.py",

@@ -1,6 +1,6 @@
 """Who may send private messages in the room, as Prosody's muc.lib allowpm setting: its
-form field (with mod_muc's older value names accepted) and its muc#roominfo field. The
-rule itself is applied where private messages are routed (Room)."""
+form field (with mod_muc's older value names accepted; no muc#roominfo field, as 0.12.3).
+The rule itself is applied where private messages are routed (Room)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,6 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
         new.allow_pm = allow_pm
 
 
-def info(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": VAR, "type": "list-single", "label": LABEL,
-                   "value": room.config.allow_pm})
-
-
 def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=60)
     hooks.add("room-config-submitted", submitted, priority=60)
-    hooks.add("room-disco-info", info, priority=40)

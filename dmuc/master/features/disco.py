@@ -45,8 +45,8 @@ def info_form(room: Room) -> Element:
 
 
 def info_occupants(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": "muc#roominfo_occupants", "label": "Number of occupants",
-                   "value": str(len(room.occupants))})
+    fields.append({"var": "muc#roominfo_occupants", "type": "text-single",
+                   "label": "Number of occupants", "value": str(len(room.occupants))})
 
 
 def setup(hooks: Hooks) -> None:
@@ -70,10 +70,9 @@ def room_info(room: Room, stanza: Element, payload: Element, out: Outbox) -> Non
         out.send(stanzas.error_reply(stanza, "cancel", "item-not-found"))
         return
     identity = reply.addElement("identity")
-    identity.attributes.update(
-        {"category": "conference", "type": "text", "name": room.config.name or jids.bare(
-            room.jid).split("@")[0]}
-    )
+    identity.attributes.update({"category": "conference", "type": "text"})
+    if room.config.name:  # as name.lib: no name when the room has none
+        identity["name"] = room.config.name
     for var in features(room):
         reply.addElement("feature")["var"] = var
     reply.addChild(info_form(room))

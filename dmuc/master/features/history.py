@@ -1,6 +1,6 @@
 """The room's discussion history (XEP-0045 §7.2.15): what the room keeps and stores, and
 what a joining user gets; and its length setting, as Prosody's history.lib (form field,
-muc#roominfo field, trim on change). The rules themselves (trim, selection, delay) are
+trim on change; no muc#roominfo field, as 0.12.3). The rules themselves (trim, selection, delay) are
 shared with the slave in dmuc.protocol.history."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
-from dmuc.protocol import stanzas
-from dmuc.protocol.history import delayed, entry_for, stanza_id
+from dmuc.protocol import stanzas, xep0282
+from dmuc.protocol.history import delayed, entry_for, is_historic, stanza_id
 from dmuc.records import HistoryRecord
 
 if TYPE_CHECKING:
@@ -25,14 +25,27 @@ if TYPE_CHECKING:
 LENGTH = "muc#roomconfig_historylength"
 
 
+def replayable(message: Element) -> bool:
+    """Whether a slave split from the room gets the message at its netjoin: what users
+    read (a body), and whatever is historic (is_historic: a marker, say)."""
+    return stanzas.child(message, "body") is not None or is_historic(message)
+
+
 def append(room: Room, message: Element, out: Outbox, stamp: float | None = None) -> None:
-    """Keep a broadcast groupchat message (as broadcast, without 'to'): in the history
-    joiners get, and (`message-kept`) in the window a slave's catch-up is replayed from.
-    `stamp`: when it was sent, if not now (held by a slave through a netsplit)."""
+    """Keep a broadcast groupchat message (as broadcast, without 'to'): (`message-kept`)
+    in the window a slave's catch-up is replayed from, with the id it came in with (its
+    slave's handle on it), and, if it is historic, in the history joiners get, with the
+    id its sender gave it (xep0282.for_users). `stamp`: when it was sent, if not now
+    (held by a slave through a netsplit)."""
     keep = room.config.history_length
-    entry = entry_for(message, out.now if stamp is None else stamp)
-    room.service.hooks.fire("message-kept", room=room, entry=entry,
+    when = out.now if stamp is None else stamp
+    on_link = entry_for(message, when)
+    room.service.hooks.fire("message-kept", room=room, entry=on_link,
                             sid=stanza_id(message, room.jid))
+    if not is_historic(message):
+        return
+    shown = xep0282.for_users(message)
+    entry = on_link if shown is message else entry_for(shown, when)
     if room.history.keep(entry, keep) is not None and room.config.persistent:
         out.store(AppendHistory(room.jid, entry.record(), keep))
 
@@ -68,8 +81,9 @@ def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
 
 
 def on_broadcast(room: Room, stanza: Element, out: Outbox, stamp: float, **_: object) -> None:
-    """A broadcast message with a body is kept (history.lib's muc-broadcast-message)."""
-    if stanzas.child(stanza, "body") is not None:
+    """A broadcast message is kept (history.lib's muc-broadcast-message), for joiners if
+    it is historic."""
+    if replayable(stanza):
         append(room, stanza, out, stamp)
 
 
@@ -99,12 +113,6 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
                                  room.service.settings.max_history_length)
 
 
-def info(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": "muc#maxhistoryfetch",
-                   "label": "Maximum number of history messages returned",
-                   "value": str(room.config.history_length)})
-
-
 def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
     if room.config.history_length != old.history_length:
         trim(room, out)
@@ -113,7 +121,6 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
 def setup(hooks: Hooks) -> None:
     hooks.add("room-config-form", config_form, priority=70)
     hooks.add("room-config-submitted", submitted, priority=70)
-    hooks.add("room-disco-info", info, priority=60)
     hooks.add("room-config-applied", applied, priority=30)
     # after the features that decorate the message (at 0 and above)
     hooks.add("message-broadcast", on_broadcast, priority=-1)

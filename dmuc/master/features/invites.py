@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 ALLOW_INVITES = "muc#roomconfig_allowinvites"
 LABEL = "Allow members to invite new members"
+# mod_muc's own name for the setting, in muc#roominfo next to the XEP's allowinvites
+PROSODY_ALLOW_MEMBER_INVITES = "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites"
 
 
 def on_message(room: Room, stanza: Element, occupant: Occupant | None,
@@ -136,8 +138,15 @@ def _decline(room: Room, stanza: Element, decline: Element, out: Outbox) -> None
 
 
 def info(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": ALLOW_INVITES, "type": "boolean", "label": LABEL,
-                   "value": room.config.allow_member_invites})
+    """As members_only.lib 0.12.3: whether members may invite, and whether an occupant's
+    invitation is relayed at all (always in an open room)."""
+    members_invite = room.config.allow_member_invites
+    fields += [
+        {"var": PROSODY_ALLOW_MEMBER_INVITES, "type": "boolean", "label": LABEL,
+         "value": members_invite},
+        {"var": ALLOW_INVITES, "type": "boolean", "label": "Allow users to invite other users",
+         "value": not room.config.members_only or members_invite},
+    ]
 
 
 def setup(hooks: Hooks) -> None:

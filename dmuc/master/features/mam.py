@@ -1,9 +1,10 @@
 """The room's own archive (XEP-0313 MAM on the room JID), as Prosody 0.12's mod_muc_mam:
-every groupchat message the room broadcasts is archived (when the room's archiving
-setting is on) under the XEP-0359 stanza-id the room gave it; a query (RSM max / after /
-before, the form's start / end / with / before-id / after-id / ids) is a storage read the
-shell runs (Outbox QueryArchive) and whose page it hands back here to answer; archived
-messages expire after the service's retention (a periodic ExpireArchive from the timers).
+every historic groupchat message the room broadcasts (a body, a marker, not a chat state
+nor what XEP-0334 hints keep out) is archived (when the room's archiving setting is on)
+under the XEP-0359 stanza-id the room gave it; a query (RSM max / after / before, the
+form's start / end / with / before-id / after-id / ids) is a storage read the shell runs
+(Outbox QueryArchive) and whose page it hands back here to answer; archived messages
+expire after the service's retention (a periodic ExpireArchive from the timers).
 
 Users behind a slave query the same room JID: the slave forwards the query unchanged
 (§4.8) and the master answers them directly, so they get the same archive with the same
@@ -23,8 +24,8 @@ from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import Occupant, RoomConfig
 from dmuc.outbox import AppendArchive, DeleteArchive, ExpireArchive, Outbox, QueryArchive
-from dmuc.protocol import stanzas, visibility
-from dmuc.protocol.history import stanza_id
+from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol.history import is_historic, stanza_id
 from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord
 
 if TYPE_CHECKING:
@@ -49,14 +50,15 @@ class QueryRefused(Exception):
 def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox,
             stamp: float | None = None) -> None:
     """Archive a groupchat message the room broadcast (as broadcast, without 'to' and
-    without a delay: the archive's own stamp is when it was said). `occupant`: its
-    sender, None for the room itself."""
+    without a delay: the archive's own stamp is when it was said), one the caller found
+    historic (dmuc.protocol.history.is_historic, as mod_muc_mam archives only what
+    muc-message-is-historic accepts). `occupant`: its sender, None for the room itself."""
     if not room.config.archiving:
         return
     sid = stanza_id(message, room.jid)
     if sid is None:
         return
-    stored = stanzas.copy(message)
+    stored = stanzas.copy(xep0282.for_users(message))  # the id its sender gave it
     stored.attributes.pop("to", None)
     out.store(AppendArchive(room.jid, ArchiveRecord(
         sid=sid, stamp=out.now if stamp is None else stamp,
@@ -66,8 +68,11 @@ def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox
 
 
 def on_broadcast(room: Room, stanza: Element, occupant: Occupant, out: Outbox,
-                 stamp: float) -> None:
-    archive(room, stanza, occupant, out, stamp)
+                 stamp: float, **_: object) -> None:
+    """A broadcast message is archived if it is historic, as mod_muc_mam archives what
+    muc-message-is-historic accepts (the same rule as the join history)."""
+    if is_historic(stanza):
+        archive(room, stanza, occupant, out, stamp)
 
 
 @dataclass

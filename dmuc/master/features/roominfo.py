@@ -37,17 +37,21 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
 
 
 def info_description(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": "muc#roominfo_description", "label": "Description",
-                   "value": room.config.description})
+    fields.append({"var": "muc#roominfo_description", "type": "text-single",
+                   "label": "Description", "value": room.config.description})
 
 
 def info_name(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": NAME, "label": "Title", "value": room.config.name})
+    """No value when the room has no name, as name.lib."""
+    title: Field = {"var": NAME, "type": "text-single", "label": "Title"}
+    if room.config.name:
+        title["value"] = room.config.name
+    fields.append(title)
 
 
 def info_language(room: Room, fields: list[Field]) -> None:
     if room.config.language:
-        fields.append({"var": "muc#roominfo_lang", "label": "Language",
+        fields.append({"var": "muc#roominfo_lang", "type": "text-single",
                        "value": room.config.language})
 
 

@@ -1,6 +1,5 @@
 """Room subject changes (XEP-0045 §8.1): moderators, or participants when allowed; that
-setting (its form field) and the subject's fields in muc#roominfo, as Prosody's
-subject.lib."""
+setting (its form field and its muc#roominfo field), as Prosody's subject.lib."""
 
 from __future__ import annotations
 
@@ -61,12 +60,10 @@ def send_on_join(room: Room, session: str, out: Outbox) -> None:
 
 
 def info(room: Room, fields: list[Field]) -> None:
-    allowed = room.config.change_subject
-    fields += [
-        {"var": "muc#roominfo_subject", "label": "Subject", "value": room.subject},
-        {"var": "muc#roominfo_subjectmod", "type": "boolean", "label": LABEL, "value": allowed},
-        {"var": CHANGE_SUBJECT, "type": "boolean", "label": LABEL, "value": allowed},
-    ]
+    """As subject.lib 0.12.3: whether anyone may set it, never the subject itself (a
+    stranger asking a hidden or members-only room must not read it)."""
+    fields.append({"var": CHANGE_SUBJECT, "type": "boolean",
+                   "value": room.config.change_subject})
 
 
 def setup(hooks: Hooks) -> None:

@@ -317,7 +317,8 @@ local function divert(event)
 
 	if stanza.name == "message" and stanza.attr.type == "groupchat" and not stanza.attr.id then
 		-- Only an id lets the message be handed over again after a crash of the slave, and
-		-- the master drop it if it had it (docs/protocol.md §4.11.2).
+		-- the master drop it if it had it (docs/protocol.md §4.11.2). A tracking handle on
+		-- the master/slave link only: users and the archive get the message without an id.
 		stanza.attr.id = given_id_prefix .. new_id();
 	end
 	hand_over(target, origin, stanza);
