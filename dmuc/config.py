@@ -224,6 +224,10 @@ def load_master_config(path: str) -> MasterConfig:
     plugins = r.get("muc", "plugins", list, [])
     if not all(isinstance(p, str) for p in plugins):
         raise r.error("muc.plugins", "must be a list of module names")
+    plugin_config = r.get("muc", "plugin_config", dict, {})
+    for name, table in plugin_config.items():
+        if not isinstance(table, dict):
+            raise r.error(f"muc.plugin_config.{name}", "must be a table")
     settings = ServiceSettings(
         jid=component.jid,
         admins=frozenset(jids.parse(a).userhost() for a in admins),  # type: ignore[union-attr]
@@ -241,6 +245,7 @@ def load_master_config(path: str) -> MasterConfig:
         archive_cleanup_interval=_bounded_int(r, "archive_cleanup_interval", 4 * 3600,
                                               1, 365 * 86_400),
         archive_max_results=_bounded_int(r, "archive_max_results", 50, 1, 10_000),
+        plugin_config=plugin_config,
     )
     return MasterConfig(path=path, component=component, storage_url=storage_url,
                         log_level=log_level, muc=settings, plugins=plugins,

@@ -71,6 +71,9 @@ MASTER: tuple[Key, ...] = COMMON + (
     Key("muc.plugins", "array of module names", "[]", False,
         "Python modules with `setup(hooks, service)`, loaded at start "
         "(e.g. `dmuc.plugins.slowmode`, `dmuc.plugins.blocklist`)."),
+    Key("muc.plugin_config", "table of tables", "{}", True,
+        "Each plugin's own settings, in a table named after it, e.g. "
+        '`[muc.plugin_config.blocklist] file = "/etc/dmuc/blocklist"`.'),
     Key("muc.archive_expires_after", "integer or string", '"1w"', True,
         'Archived messages are deleted after this: seconds, "never", or "1w", "30d", '
         '"2m", "1y".'),

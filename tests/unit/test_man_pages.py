@@ -77,6 +77,7 @@ enforce_reserved_nicks = false
 affiliation_notify = false
 allow_unaffiliated_register = false
 plugins = []
+plugin_config = {{}}
 archive_expires_after = "1w"
 archive_cleanup_interval = 3600
 archive_max_results = 50
