@@ -3,9 +3,10 @@
 Every stanza reaches a daemon through Prosody's one component stream, in order. Handled
 as it is parsed, a burst from one sender (a slave's 10,000 ENTERs after its restart)
 holds every stanza behind it until the whole burst is handled. Instead the shell parses
-what has arrived, queues it per sender, and handles the queues round-robin within a time
-budget per reactor turn: a stanza from another sender waits for at most one stanza of
-each busy sender, plus what the component socket delivers ahead of it. Each sender's
+what has arrived, queues it per sender, and handles the queues round-robin (per server,
+then per bare JID) within a time budget per reactor turn: a stanza from another server
+waits for at most one stanza of each busy server, plus what the component socket
+delivers ahead of it. Each sender's
 stanzas keep their order exactly; nothing is dropped (the shell stops reading the socket
 while more than `high_water` stanzas wait, and reads again below `low_water`)."""
 
@@ -22,14 +23,17 @@ HIGH_WATER = 20_000  # queued stanzas at which the shell stops reading the socke
 LOW_WATER = 5_000  # ... and at which it reads again
 
 
-def sender_key(sender: str | None) -> str:
-    """Whose turn a stanza takes: its sender's bare JID (a slave speaks for its users as
-    one sender; a user's resources share one turn)."""
-    return (sender or "").split("/", 1)[0].lower()
+def sender_key(sender: str | None) -> tuple[str, str]:
+    """Whose turn a stanza takes: its sender's server, then its bare JID within that
+    server's turn. A burst comes from one server (a slave's users rejoining after its
+    restart arrive from 10,000 JIDs of one domain); a user's resources share one turn."""
+    bare = (sender or "").split("/", 1)[0].lower()
+    return bare.rpartition("@")[2], bare
 
 
 class FairQueue(Generic[Item]):
-    """Per-sender FIFO queues served round-robin, one item per sender per round."""
+    """Per-sender FIFO queues served round-robin in two levels: one item per server per
+    round, taken in turn from that server's senders."""
 
     def __init__(self, clock: Callable[[], float], budget: float = TURN_BUDGET,
                  high_water: int = HIGH_WATER, low_water: int = LOW_WATER) -> None:
@@ -37,24 +41,33 @@ class FairQueue(Generic[Item]):
         self.budget = budget
         self.high_water = high_water
         self.low_water = low_water
-        # insertion order is the round: the sender at the front goes next
-        self._queues: dict[str, deque[Item]] = {}
+        # server -> its senders -> their items; insertion order is the round (the one at
+        # the front goes next)
+        self._servers: dict[str, dict[str, deque[Item]]] = {}
         self.pending = 0
 
-    def push(self, sender: str, item: Item) -> None:
-        queue = self._queues.get(sender)
+    def push(self, sender: tuple[str, str], item: Item) -> None:
+        server, bare = sender
+        senders = self._servers.get(server)
+        if senders is None:
+            senders = self._servers[server] = {}
+        queue = senders.get(bare)
         if queue is None:
-            queue = self._queues[sender] = deque()
+            queue = senders[bare] = deque()
         queue.append(item)
         self.pending += 1
 
     def pop(self) -> Item:
         """The next item in round-robin order (the queue must not be empty)."""
-        sender = next(iter(self._queues))
-        queue = self._queues.pop(sender)
+        server = next(iter(self._servers))
+        senders = self._servers.pop(server)
+        bare = next(iter(senders))
+        queue = senders.pop(bare)
         item = queue.popleft()
         if queue:
-            self._queues[sender] = queue  # back of the round
+            senders[bare] = queue  # back of its server's round
+        if senders:
+            self._servers[server] = senders  # back of the round
         self.pending -= 1
         return item
 

@@ -20,21 +20,46 @@ class Clock:
 
 
 @pytest.mark.parametrize(("sender", "key"), [
-    ("dmuc.vesa.yeggmaex.irc", "dmuc.vesa.yeggmaex.irc"),
-    ("User@Efnet.irc/phone", "user@efnet.irc"),
-    ("user@efnet.irc", "user@efnet.irc"),
-    (None, ""),
+    ("dmuc.vesa.yeggmaex.irc", ("dmuc.vesa.yeggmaex.irc", "dmuc.vesa.yeggmaex.irc")),
+    ("User@Efnet.irc/phone", ("efnet.irc", "user@efnet.irc")),
+    ("user@efnet.irc", ("efnet.irc", "user@efnet.irc")),
+    ("efnet.irc/admin", ("efnet.irc", "efnet.irc")),
+    (None, ("", "")),
 ])
-def test_sender_key_is_the_bare_jid(sender: str | None, key: str) -> None:
+def test_sender_key_is_the_server_then_the_bare_jid(sender: str | None,
+                                                    key: tuple[str, str]) -> None:
     assert sender_key(sender) == key
+
+
+def test_a_servers_burst_of_many_users_takes_one_turn_a_round() -> None:
+    """10,000 users of one server rejoining (a slave's restart) hold another server's
+    stanza for one of theirs, however many users they are."""
+    queue: FairQueue[str] = FairQueue(Clock(0.001), budget=1.0)
+    for i in range(10_000):
+        queue.push(sender_key(f"user{i}@vesa.irc/r"), f"enter{i}")
+    queue.push(sender_key("pinger@efnet.irc/r"), "ping")
+    handled: list[str] = []
+    queue.run(handled.append)
+    assert handled[:3] == ["enter0", "ping", "enter1"]
+
+
+def test_within_a_server_its_users_take_turns() -> None:
+    queue: FairQueue[str] = FairQueue(Clock(0.0), budget=1.0)
+    for n in range(3):
+        queue.push(sender_key("flood@efnet.irc/r"), f"flood{n}")
+    queue.push(sender_key("pinger@efnet.irc/r"), "ping")
+    queue.push(sender_key("other@vesa.irc/r"), "other")
+    handled: list[str] = []
+    queue.run(handled.append)
+    assert handled == ["flood0", "other", "ping", "flood1", "flood2"]
 
 
 def test_a_burst_does_not_hold_another_sender() -> None:
     """A stanza of another sender queued behind 10,000 of a burst is handled second."""
     queue: FairQueue[str] = FairQueue(Clock(0.001), budget=1.0)
     for i in range(10_000):
-        queue.push("slave", f"enter{i}")
-    queue.push("pinger", "ping")
+        queue.push(("slave", "slave"), f"enter{i}")
+    queue.push(("pinger", "pinger"), "ping")
     handled: list[str] = []
     queue.run(handled.append)
     assert handled.index("ping") == 1
@@ -47,7 +72,7 @@ def test_each_senders_order_is_kept_and_nothing_is_dropped() -> None:
     for n in range(max(pushed.values())):
         for sender, count in pushed.items():
             if n < count:
-                queue.push(sender, (sender, n))
+                queue.push((sender, sender), (sender, n))
     handled: list[tuple[str, int]] = []
     turns = 0
     while queue.run(handled.append):
@@ -62,10 +87,10 @@ def test_each_senders_order_is_kept_and_nothing_is_dropped() -> None:
 def test_round_robin_one_item_per_sender_per_round() -> None:
     queue: FairQueue[str] = FairQueue(Clock(0.0), budget=1.0)
     for item in ("a1", "a2", "a3"):
-        queue.push("a", item)
+        queue.push(("a", "a"), item)
     for item in ("b1", "b2"):
-        queue.push("b", item)
-    queue.push("c", "c1")
+        queue.push(("b", "b"), item)
+    queue.push(("c", "c"), "c1")
     handled: list[str] = []
     assert queue.run(handled.append) is False
     assert handled == ["a1", "b1", "c1", "a2", "b2", "a3"]
@@ -74,7 +99,7 @@ def test_round_robin_one_item_per_sender_per_round() -> None:
 def test_the_budget_ends_a_turn_after_at_least_one_item() -> None:
     queue: FairQueue[int] = FairQueue(Clock(1.0), budget=0.5)
     for n in range(3):
-        queue.push("a", n)
+        queue.push(("a", "a"), n)
     handled: list[int] = []
     assert queue.run(handled.append) is True
     assert handled == [0]
@@ -85,9 +110,9 @@ def test_high_and_low_water() -> None:
     queue: FairQueue[int] = FairQueue(Clock(0.001), budget=0.0015, high_water=10,
                                       low_water=4)
     for n in range(9):
-        queue.push("a", n)
+        queue.push(("a", "a"), n)
     assert not queue.full and not queue.drained
-    queue.push("a", 9)
+    queue.push(("a", "a"), 9)
     assert queue.full
     handled: list[int] = []
     queue.run(handled.append)  # two items within the 1.5 ms budget
