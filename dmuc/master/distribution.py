@@ -457,6 +457,13 @@ class Distribution:
         return self._resubmitted(room, stanza.getAttribute("from"),
                                  stanza.getAttribute("id"), out) or None
 
+    def is_second_copy(self, room: Room, stanza: Element) -> bool:
+        """Whether a slave's resubmission is of a message the room has already had (it
+        will be dropped: the rate limits do not charge it)."""
+        original, replay = xep0282.original_id(stanza.getAttribute("id") or "")
+        return replay and (stanza.getAttribute("from"), original) in \
+            self.replay_of(room).submitted
+
     def _resubmitted(self, room: Room, sender: str, message_id: str | None,
                      out: Outbox) -> bool:
         """Whether a groupchat is a copy of one the room has already broadcast: after a

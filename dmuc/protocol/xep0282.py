@@ -66,12 +66,18 @@ def for_users(message: Element) -> Element:
     return copy
 
 
-def is_replay(message: Element) -> bool:
-    """Whether a groupchat message is a slave's replay across a netsplit (held, or
-    submitted again): its sender was charged for it when it first sent it (§4.11.2)."""
-    message_id = message.getAttribute("id") or ""
-    return message.name == "message" and message_id.startswith(
-        (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX))
+def is_held(message: Element) -> bool:
+    """Whether a groupchat message is one a slave held across a netsplit (§4.11.2)."""
+    return message.name == "message" and (message.getAttribute("id") or "").startswith(
+        SPLIT_ID_PREFIX)
+
+
+def without_held_prefix(message_id: str) -> str:
+    """A local client's message id with the held prefix taken off: only the slave marks
+    what it held (mod_dmuc_slave's RESUBMIT prefix stays: it replays after a crash)."""
+    while message_id.startswith(SPLIT_ID_PREFIX):
+        message_id = message_id[len(SPLIT_ID_PREFIX):]
+    return message_id
 
 
 def dmuc_x() -> Element:

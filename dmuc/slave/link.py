@@ -145,8 +145,8 @@ class SlaveLink:
         if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
             # Only an id lets a message lost on the way be submitted again, and the master
             # drop it if it did arrive (§4.11.2): a client that gave none gets one. The
-            # prefixes that mark our replays are ours alone (a replay is not rate-limited).
-            client_id, _ = xep0282.original_id(stanza.getAttribute("id") or "")
+            # prefix that marks what we held is ours alone (it is not rate-limited).
+            client_id = xep0282.without_held_prefix(stanza.getAttribute("id") or "")
             stanza["id"] = client_id or xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
         if state in FORWARDING:
             if state is L.LIVE:

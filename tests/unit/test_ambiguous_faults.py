@@ -176,12 +176,14 @@ def _sent_by_vesa(net: Net, xml: str) -> list[str]:
 
 
 def test_a_client_cannot_pass_for_a_replay_or_claim_a_time():
-    """The replay prefixes and the held marker are the slave's alone: a client's are
-    taken off before its message goes anywhere (a replay is not rate-limited, and a held
-    message keeps the time it claims)."""
+    """The held prefix and the held marker are the slave's alone: a client's are taken
+    off before its message goes anywhere (a held message is not rate-limited, and keeps
+    the time it claims). The resubmission prefix is mod_dmuc_slave's too (its replay
+    after a crash of the slave): it stays, and costs the sender as any message unless
+    the room drops it as a second copy."""
     net, traffic = talking_net()
     got = _sent_by_vesa(net, f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
-                             "id='dmuc-split-dmuc-resent-f1'><body>forged</body>"
+                             "id='dmuc-split-dmuc-split-f1'><body>forged</body>"
                              "<x xmlns='urn:xmpp:tmp:dmuc:0'><held stamp='2000-01-01T00:00:00Z'/>"
                              "</x></message>")
     assert got == ["f1"]
@@ -276,3 +278,23 @@ def test_which_second_copy_the_master_drops(first, second, dropped):
     assert distribution._resubmitted(room, DIRECT, second, out) is False  # another sender
     assert distribution._resubmitted(room, BIGCHEESE, second, out) is dropped
     assert out.deliveries == []  # never answered: not the user's error
+
+
+def test_mod_dmuc_slave_replay_after_a_slave_crash_is_dropped_not_shown_twice():
+    """mod_dmuc_slave hands a restarted slave the last seconds of groupchat again, with
+    the resubmission prefix: the slave keeps it, the master drops what it had, and a
+    client that merely uses the prefix gains nothing against its rate limit."""
+    net, traffic = talking_net()
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' id='k1'>"
+                   "<body>before the crash</body></message>")
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
+                   "id='dmuc-resent-k1'><body>before the crash</body></message>")
+    traffic.collect()
+    assert traffic.got[WIZ].count("before the crash") == 1
+    for _ in range(6):
+        net.tick(1)
+    for n in range(60):
+        net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
+                       f"id='dmuc-resent-r{n}'><body>r{n}</body></message>")
+    refused = [m for m in net.take(BIGCHEESE) if m.getAttribute("type") == "error"]
+    assert 5 <= len(refused) <= 10  # burst 50
