@@ -11,7 +11,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run run-single test unit lint bench bench-daemon soak faults deps venv clean man
+.PHONY: demo run run-single test unit lint bench bench-daemon soak faults deps venv clean man \
+	install install-deps
 
 demo: deps venv
 	$(BIN)/python -m testbed.demo_story
@@ -62,8 +63,49 @@ bench-daemon: deps venv
 	$(BIN)/python -m benchmarks.slave_fanout
 	$(BIN)/python -m benchmarks.joins --occupants 10000 --daemon --no-direct
 
+# The operator's install (docs/operations.md#install): a venv at PREFIX with dmuc and its
+# dependencies (twistd with the two daemons' plugins, dmuc-admin), the systemd units
+# (ExecStart PREFIX/bin/twistd), the dmuc system user (sysusers.d, created by
+# systemd-sysusers), example configurations in /etc/dmuc (never overwritten), the docs the
+# units name in /usr/share/doc/dmuc, the man pages. DESTDIR installs under another root
+# (the venv then works from there only: it is for checking an install, not packaging).
+PREFIX ?= /opt/dmuc
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+DOCDIR ?= /usr/share/doc/dmuc
+MANDIR ?= /usr/local/share/man/man8
+DESTDIR ?=
+install: install-deps
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/pip install -q --disable-pip-version-check .
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)/examples \
+	  $(DESTDIR)$(MANDIR) $(DESTDIR)$(SYSCONFDIR)/dmuc
+	for unit in dmuc-master dmuc-slave; do \
+	  sed 's|/opt/dmuc/|$(PREFIX)/|g; s|/etc/dmuc/|$(SYSCONFDIR)/dmuc/|g' \
+	    etc/systemd/$$unit.service > $(DESTDIR)$(UNITDIR)/$$unit.service && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$unit.service; done
+	install -m 0644 etc/sysusers.d/dmuc.conf $(DESTDIR)$(SYSUSERSDIR)/dmuc.conf
+	install -m 0644 README.md docs/operations.md docs/protocol.md docs/mod_muc-parity.md \
+	  $(DESTDIR)$(DOCDIR)/
+	install -m 0644 etc/dmuc-master.toml etc/dmuc-slave.toml etc/prosody/*.cfg.lua \
+	  etc/prosody/modules/mod_dmuc_slave.lua $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 docs/man/*.8 $(DESTDIR)$(MANDIR)/
+	systemd-sysusers --root=$(if $(DESTDIR),$(DESTDIR),/) $(DESTDIR)$(SYSUSERSDIR)/dmuc.conf
+	for conf in dmuc-master dmuc-slave; do \
+	  [ -e $(DESTDIR)$(SYSCONFDIR)/dmuc/$$conf.toml ] || install -m 0640 \
+	    -g $$(awk -F: '$$1 == "dmuc" {print $$3}' $(DESTDIR)/etc/group) \
+	    etc/$$conf.toml $(DESTDIR)$(SYSCONFDIR)/dmuc/$$conf.toml; done
+	[ -n "$(DESTDIR)" ] || [ ! -d /run/systemd/system ] || systemctl daemon-reload
+
+# systemd-sysusers and systemd-analyze (the Debian systemd package; it need not be PID 1)
+install-deps:
+	@command -v systemd-sysusers >/dev/null || { \
+	  $(APT) update -qq && $(APT) install -y -qq systemd; }
+
 # Debian packages: Prosody (the XMPP server we attach to), dnsmasq (test DNS),
-# lua-dbi-sqlite3 (Prosody's SQL storage, for the import test), man-db (man page check)
+# lua-dbi-sqlite3 (Prosody's SQL storage, for the import test), man-db (man page check),
+# systemd (systemd-analyze and systemd-sysusers for the install test; not as PID 1)
 # and PostgreSQL (the tests initdb throwaway servers; the package's own cluster is not
 # needed, so it is told not to create one).
 NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.conf
@@ -71,8 +113,10 @@ NO_MAIN_CLUSTER := /etc/postgresql-common/createcluster.d/dmuc-no-main-cluster.c
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 deps:
 	@command -v prosody >/dev/null && command -v dnsmasq >/dev/null \
-	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null || { \
-	  $(APT) update -qq && $(APT) install -y -qq prosody dnsmasq-base lua-dbi-sqlite3 man-db; }
+	  && dpkg -s lua-dbi-sqlite3 >/dev/null 2>&1 && command -v man >/dev/null \
+	  && command -v systemd-analyze >/dev/null || { \
+	  $(APT) update -qq && $(APT) install -y -qq prosody dnsmasq-base lua-dbi-sqlite3 man-db \
+	    systemd; }
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
 	  $(SUDO) mkdir -p $(dir $(NO_MAIN_CLUSTER)) && \
 	  echo "create_main_cluster = false" | $(SUDO) tee $(NO_MAIN_CLUSTER) >/dev/null && \

@@ -39,5 +39,9 @@ class StorageError(Exception):
     """The storage URL or the database cannot be used, or an operation on it failed."""
 
 
+class StoreAbsent(StorageError):
+    """A read-only open found no dmuc store there (and created none)."""
+
+
 class ArchiveIdNotFound(StorageError):
     """An RSM after/before id that is not (or no longer) in the room's archive."""

@@ -45,7 +45,8 @@ result means the stanza was handled; ``service-disco-features`` (features).
 
 The room core's own steps, where a handler may take a session or a stanza over (a true
 result: the room does not do that step itself). dmuc.master.distribution (XEP-0282) hooks
-them all at priority 1000; whether a session is relayed is read from routing.Router:
+them all (at priority 1000, but ``occupant-groupchat`` at 10); whether a session is
+relayed is read from dmuc.master.routing.Router:
 
 ``occupant-entering`` (room, session, out)
     a session is about to enter; True: it is relayed (its relay sends it the occupant

@@ -26,7 +26,7 @@ from dmuc.config import ConfigError, load_master_config
 from dmuc.errors import StorageError
 from dmuc.master.status import DAEMON_KEY, UNREGISTERED
 from dmuc.records import RoomRecord, status_service
-from dmuc.storage import Storage, open_storage
+from dmuc.storage import Storage, StoreAbsent, open_storage
 
 DEFAULT_CONFIG = "/etc/dmuc/dmuc-master.toml"
 PROG = "dmuc-admin"
@@ -126,10 +126,17 @@ def _write(line: str = "") -> None:
 
 
 @defer.inlineCallbacks
-def cmd_import(args: argparse.Namespace, target: Target, storage: Storage):  # type: ignore[no-untyped-def]
+def cmd_import(args: argparse.Namespace, target: Target, storage: Storage | None):  # type: ignore[no-untyped-def]
+    """`storage` is None in a dry run against a store that does not exist yet."""
     rooms = prosody_import.read_rooms(data_path=args.data_path, sqlite=args.sqlite,
                                       host=args.host)
-    existing = {r.jid: r.state for r in (yield storage.load_rooms(target.service))}
+    if not rooms:
+        where = prosody_import.rooms_location(data_path=args.data_path, sqlite=args.sqlite,
+                                              host=args.host)
+        raise AdminError(f"no room of {args.host} found in {where}: check --host (the MUC "
+                         "component's host in Prosody's configuration) and the data path")
+    existing = {} if storage is None else \
+        {r.jid: r.state for r in (yield storage.load_rooms(target.service))}
     counts = {"imported": 0, "replaced": 0, "unchanged": 0, "skipped": 0, "conflicts": 0}
     verb = "would import" if args.dry_run else "imported"
     for room in rooms:
@@ -253,7 +260,15 @@ COMMANDS = {
 def run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     target = Target(args)
     storage = open_storage(target.url)
-    yield storage.open()
+    # A dry run writes nothing anywhere: the store is opened read-only (no file, no
+    # table, no migration), and one that does not exist yet holds no rooms.
+    read_only = args.command == "import-prosody" and args.dry_run
+    try:
+        yield storage.open(read_only=read_only)
+    except StoreAbsent:
+        if not read_only:
+            raise
+        return (yield COMMANDS[args.command](args, target, None))
     try:
         status = yield COMMANDS[args.command](args, target, storage)
     finally:

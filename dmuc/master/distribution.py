@@ -46,6 +46,7 @@ MAX_HELD_SECONDS = 86_400
 # Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
 # first copy after its replay (§4.11.2): far more than a split holds in flight.
 MAX_REMEMBERED_SUBMISSIONS = 5000
+MAX_TOMBSTONES = 10_000  # destroyed rooms remembered for slaves that missed the notice
 # Its handlers run before the features' (e.g. history on join): a relayed session's
 # slave sends it everything itself.
 HOOK_PRIORITY = 1000
@@ -90,6 +91,7 @@ class SlaveRegistration:
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
     back_since: float = -1e18  # when it last left SPLIT
+    register_id: str | None = None  # the iq id of the <register/> last answered
     observer: TransitionObserver | None = field(default=None, repr=False, compare=False)
     machine: StateMachine[RegistrationState] = field(init=False, repr=False)
 
@@ -167,6 +169,9 @@ class Distribution:
         self.duplicates: dict[str, int] = {}
         self.duplicates_total = 0
         self.replays: dict[str, RoomReplay] = {}  # room -> its replay window and submissions
+        # rooms destroyed while slaves were registered for them: a slave that registers
+        # again for one (it missed the notice) is told it is gone
+        self.tombstones: OrderedDict[str, None] = OrderedDict()
         self._hook(service.hooks)
 
     def _hook(self, hooks: Hooks) -> None:
@@ -377,6 +382,10 @@ class Distribution:
             copy["to"] = link.jid
             link.send(copy, out)
 
+    def for_direct(self, message: Element) -> Element:
+        """Direct users get the id its sender gave it, not their slave's handle (§4.11.2)."""
+        return xep0282.for_users(message)
+
     def fan_out_groupchat(self, room: Room, message: Element, links: Iterable[SlaveRegistration],
                           out: Outbox, stamp: float) -> None:
         """§4.9: one copy per slave, with the XEP-0203 delay inside the dmuc element."""
@@ -386,13 +395,22 @@ class Distribution:
             link.send(copy, out)
 
     def destroyed(self, room: Room, notice: Element | None, out: Outbox) -> None:
-        """The room is gone: one notice per slave with occupants (§4.6); it tells each of
-        its local occupants."""
-        routes = self.routes.pop(room.jid, None)
-        if routes is not None and notice is not None:
-            for slave in sorted(routes.sessions):
-                self._send(room, slave, xep0282.destroyed(notice, room.jid, slave), out)
-        self.links.pop(room.jid, None)
+        """The room is gone: one notice to every slave registered for it (§4.6), with
+        occupants or not, so that none keeps its state (its subject, its history) or
+        registers for it again; each tells its local occupants."""
+        self.routes.pop(room.jid, None)
+        links = self.links.pop(room.jid, {})
+        if links:  # one of them may miss the notice (a split): its next registration
+            self.tombstones[room.jid] = None
+            while len(self.tombstones) > MAX_TOMBSTONES:
+                self.tombstones.popitem(last=False)
+        if notice is None:
+            x = stanzas.muc_user_x([{"affiliation": "none", "role": "none"}])
+            x.addElement("destroy")
+            notice = stanzas.new("presence", {"from": room.jid, "type": "unavailable"})
+            notice.addChild(x)
+        for slave in sorted(links):
+            links[slave].send(xep0282.destroyed(notice, room.jid, slave), out)
 
     def room_gone(self, room_jid: str) -> None:
         self.links.pop(room_jid, None)
@@ -559,9 +577,24 @@ class Distribution:
             return
         every = keepalive.clamp(proposed_keepalive)
         room = self.service.rooms.get(room_jid)
+        if room is None and payload.getAttribute("last") is not None \
+                and room_jid in self.tombstones:
+            # it had the room and missed its destroy: it must not bring any of it back
+            stanzas.refuse(out, stanza, "cancel", "item-not-found", "The room was destroyed",
+                           what=f"registration of {slave_jid} for {room_jid}", by=room_jid)
+            return
         history = min(max(history, 0), room.config.history_length if room else
                       self.service.settings.max_history_length)
         link = self.link(room_jid, slave_jid)
+        if link is not None and link.state is RegistrationState.LIVE \
+                and stanza.getAttribute("id") == link.register_id:
+            # the slave's retry of one we answered (its answer was slow): the snapshot
+            # we sent is on its way; a second would double what crosses the link
+            out.send(xep0282.registered_result(stanza, link.keepalive, link.history,
+                                               room.config.whois if room else "moderators"))
+            out.debug(f"{room_jid}: slave {slave_jid} sent its registration again; "
+                      "answered, no second snapshot")
+            return
         if link is None:
             link = SlaveRegistration(slave_jid, room_jid, domains, every, history, since=out.now,
                              observer=self.splits)
@@ -571,7 +604,7 @@ class Distribution:
                 out.info(f"netjoin: slave {slave_jid} registered again for {room_jid}")
             link.fire("register", out.now)
         link.domains, link.keepalive, link.history = domains, every, history
-        link.last_heard = out.now
+        link.last_heard, link.register_id = out.now, stanza.getAttribute("id")
         whois = room.config.whois if room else "moderators"
         out.send(xep0282.registered_result(stanza, every, history, whois))
         out.info(f"slave {slave_jid} registered for {room_jid} "
@@ -670,19 +703,28 @@ class Distribution:
                                              history=True)
                     copy["to"] = link.jid
                     out.send(copy)
-            subject = room.subject_stanza(link.jid)
-            subject.attributes.pop("to", None)
-            copy = xep0282.for_slave(subject, out.now, link.room, history=True)
-            copy["to"] = link.jid
-            out.send(copy)
+            self._snapshot_subject(room, link, out)
             extra: list[Element] = []  # the room's own state from its features (avatar)
             self.service.hooks.fire("slave-snapshot", room=room, extra=extra)
             for stanza in extra:
                 stanza["to"] = link.jid
                 out.send(stanza)
+        else:
+            self._snapshot_subject(None, link, out)
         newest = self.replay_of(room).window.newest_id() if room is not None else ""
         count = len(out.deliveries) - first
         link.send(xep0282.synced_notice(link.room, link.jid, newest, count), out)
+
+    @staticmethod
+    def _snapshot_subject(room: Room | None, link: SlaveRegistration, out: Outbox) -> None:
+        """A snapshot always names the subject, an empty one for a room that does not
+        exist (yet): a slave keeps nothing of a room destroyed meanwhile."""
+        subject = room.subject_stanza(link.jid) if room is not None \
+            else stanzas.subject_message(link.room, "")
+        subject.attributes.pop("to", None)
+        copy = xep0282.for_slave(subject, out.now, link.room, history=True)
+        copy["to"] = link.jid
+        out.send(copy)
 
     def _slave_presence(self, stanza: Element, x: Element, link: SlaveRegistration | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:

@@ -30,7 +30,7 @@ from dmuc.master.model import (
     RoomConfig,
 )
 from dmuc.outbox import Outbox, SaveRoom
-from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol import stanzas, visibility
 from dmuc.protocol.history import History
 
 if TYPE_CHECKING:
@@ -258,14 +258,13 @@ class Room:
     def broadcast_groupchat(self, message: Element, out: Outbox,
                             stamp: float | None = None) -> None:
         """A groupchat stanza to every occupant: one copy per directly reached session,
-        one per relay (routing.Router), stamped `stamp` (default now). Direct users get
-        the id its sender gave it (xep0282.for_users); relays the id as it came in,
-        their slave's handle on it (§4.11.2)."""
-        direct, relays = self.service.router.route(self)
+        one per relay (routing.Router), stamped `stamp` (default now); the sessions
+        reached directly get it as the router says (without a relay's own handle)."""
+        router = self.service.router
+        direct, relays = router.route(self)
         if direct:
-            out.broadcast(xep0282.for_users(message), direct)
-        self.service.router.fan_out_groupchat(self, message, relays, out,
-                                              out.now if stamp is None else stamp)
+            out.broadcast(router.for_direct(message), direct)
+        router.fan_out_groupchat(self, message, relays, out, out.now if stamp is None else stamp)
 
     def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
         """An occupant's presence as the room lists it to a newcomer (no status codes),

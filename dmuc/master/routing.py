@@ -23,9 +23,17 @@ class Router(Protocol):
     def relay_of(self, room: Room, session: str) -> str | None:
         """The relay a session is reached through (None: directly)."""
 
+    def for_direct(self, message: Element) -> Element:
+        """A groupchat message as the sessions reached directly get it (a relay may carry
+        a handle of its own on it, which they must not see)."""
+
     def fan_out_presence(self, room: Room, build: Callable[[bool], Element],
                          relays: Iterable[Any], out: Outbox) -> None:
         """One copy of a presence per relay; `build(with_jid)` makes it."""
+
+    def fan_out_room_stanza(self, room: Room, stanza: Element, relays: Iterable[Any],
+                            out: Outbox) -> None:
+        """One copy per relay of a stanza from the room itself (e.g. its avatar)."""
 
     def fan_out_groupchat(self, room: Room, message: Element, relays: Iterable[Any],
                           out: Outbox, stamp: float) -> None:

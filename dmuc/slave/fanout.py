@@ -48,6 +48,7 @@ class Fanout:
             return
         already = room.local.get(full) == nick
         room.local[full] = nick
+        room.joining.pop(full, None)
         own = without_dmuc(stanza)
         own["to"] = full
         if already:
@@ -76,6 +77,11 @@ class Fanout:
         if not full or full not in room.local:
             return False
         nick = room.local.pop(full)
+        if not stanzas.has_status(stanza, "303"):
+            # however it left (kicked, banned, quit), it is out; a nick change (303)
+            # enters again at once
+            room.directed.discard(full)
+            room.joining.pop(full, None)
         if nick in room.hidden and not room.sessions_of(nick):
             room.forget_occupant(nick)  # no one was shown it: its leaving is told no one
         own = without_dmuc(stanza)
@@ -167,6 +173,7 @@ class Fanout:
         room.rendered.clear()
         room.hidden.clear()
         room.history.clear()
+        room.subject = None  # the snapshot names it (empty for a room that is gone)
         out.store(ClearHistory(self.history_key(room.jid)))
 
     def resync_end(self, room: SlaveRoom, out: Outbox) -> None:

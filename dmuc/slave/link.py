@@ -119,6 +119,8 @@ class SlaveLink:
         self.rejoining = False  # the current registration follows a netsplit
         self.expected_seq: int | None = None  # the master's next stanza number (§4.11.2)
         self.snapshot_count = 0  # stanzas received inside the current snapshot
+        self.register_id: str | None = None  # the iq id of the <register/> under way
+        self.registered_at = 0.0  # when the master answered it (SYNCING since)
 
     @property
     def state(self) -> LinkState:
@@ -220,19 +222,22 @@ class SlaveLink:
 
     # --- registration (§4.2) ---------------------------------------------------------
 
-    def register(self, event: str, out: Outbox) -> None:
+    def register(self, event: str, out: Outbox, *, retry: bool = False) -> None:
         """Send <register/> on `event` ("register", "netjoin", "forgotten",
-        "master-restarted"); the master answers with a full snapshot."""
+        "master-restarted"); the master answers with a full snapshot. A `retry` of an
+        unanswered one (the first s2s connection can take seconds) keeps its id, so that
+        the master, if it did get the first, answers without a second snapshot."""
         before = self.state
         self.machine.fire(event)
+        if not (retry and self.register_id is not None):
+            self.register_id = self.config.new_id("register", self.room.jid)
         if event != "register":
             out.info(f"netjoin with {self.room.jid}: resyncing")
         if event != "register" or before is L.SPLIT:
             self.rejoining = True  # for the log line of the answer
         self.last_sent = out.now
         self._hold_inflight(out)  # the master may not have them: ask it again
-        out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid,
-                                     self.config.new_id("register", self.room.jid),
+        out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid, self.register_id,
                                      self.config.keepalive, self.config.history,
                                      last=self.room.last_id))
 
@@ -252,6 +257,7 @@ class SlaveLink:
         self.last_heard = out.now
         if not self._allowed("registered", out):
             return
+        self.register_id, self.registered_at = None, out.now
         after_split = self.rejoining or self.state is L.SPLIT
         self.machine.fire("registered")
         self.rejoining = False
@@ -307,7 +313,11 @@ class SlaveLink:
         if state is L.REGISTERING:
             if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
                              split=True):
-                self.register("register", out)
+                self.register("register", out, retry=True)
+            return
+        if state is L.SYNCING and out.now - self.registered_at >= 2 * self.room.keepalive:
+            # registered, but the snapshot never ended (lost with a broken stream)
+            self.register("register", out)
             return
         if state not in KEEPALIVE_STATES:
             return

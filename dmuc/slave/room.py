@@ -33,6 +33,9 @@ class SlaveRoom:
     hidden: set[str] = field(default_factory=set)
     local: dict[str, str] = field(default_factory=dict)  # local full JID -> nick
     directed: set[str] = field(default_factory=set)  # local JIDs that sent presence to the room
+    # local JIDs whose join went to the master without an ENTER yet -> when it went; a
+    # refused join is answered to the user directly, so we only see no ENTER come
+    joining: dict[str, float] = field(default_factory=dict)
     subject: Element | None = None  # the last subject message, as broadcast
     avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
     history: History = field(default_factory=History)
@@ -187,16 +190,27 @@ class SlaveRoom:
 
     # --- local users -------------------------------------------------------------------
 
-    def note_presence(self, stanza: Element, full: str) -> None:
+    def note_presence(self, stanza: Element, full: str, now: float) -> None:
         """§4.5: remember which local users sent available presence to the room (the
-        ENTER check)."""
+        ENTER check), and since when a join waits for its ENTER."""
         if stanza.name != "presence":
             return
         ptype = stanza.getAttribute("type")
         if ptype is None:
             self.directed.add(full)
+            if full not in self.local:
+                self.joining.setdefault(full, now)
         elif ptype == "unavailable":
             self.directed.discard(full)
+            self.joining.pop(full, None)
+
+    def expire_joins(self, before: float) -> None:
+        """Joins that went to the master before `before` and got no ENTER were refused
+        (nick taken, banned, members-only...): those users are not coming in."""
+        for full, since in list(self.joining.items()):
+            if since < before:
+                del self.joining[full]
+                self.directed.discard(full)
 
 
 def resubmission(stanza: Element) -> Element:

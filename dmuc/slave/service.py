@@ -161,14 +161,31 @@ class SlaveService:
     def tick(self, now: float) -> Outbox:
         """Keepalives (§4.10) and unanswered registrations, per link."""
         out = Outbox(now)
-        for link in self.links.values():
+        for link in list(self.links.values()):
             link.tick(out)
             room = link.room
             if room.duplicates:
                 out.info(f"{room.jid}: dropped {room.duplicates} second copies from the "
                          "master (a slow link's late stanzas after a netjoin)")
                 room.duplicates = 0
+            if link.state is LinkState.LIVE and room.joining:
+                # a join the master answered with an error (to the user) never ENTERs
+                room.expire_joins(now - room.keepalive)
+                self._unregister_if_deserted(room, link, out)
+        self._save_touched(out)
         return self._fold(out)
+
+    def _unregister_if_deserted(self, room: SlaveRoom, link: SlaveLink, out: Outbox) -> None:
+        """The registration ends with the last local session, however it left (quit,
+        kicked, banned, its join refused): neither side keeps the room alive with
+        keepalives, and the next local join registers again."""
+        if not room.deserted() or room.jid in self.settings.rooms \
+                or link.state not in (LinkState.LIVE, LinkState.PASSTHROUGH):
+            return  # (slave.rooms are mirrored whoever is in them)
+        if link.state is LinkState.LIVE:
+            link.unregister(out)
+        self._forget(room.jid, out)
+        out.info(f"no local occupant left in {room.jid}; unregistered")
 
     def _fold(self, out: Outbox) -> Outbox:
         """A copy for several sessions of a host that fans out itself goes there once,
@@ -208,7 +225,7 @@ class SlaveService:
             # and only we mark what we held (its time, §4.11.2)
             stanza.children = [c for c in stanza.children
                                if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
-        room.note_presence(stanza, sender.full())
+        room.note_presence(stanza, sender.full(), out.now)
         link.submit(stanza, sender.full(), out)
 
     # --- the slave's own JID ------------------------------------------------------------
@@ -250,12 +267,29 @@ class SlaveService:
         link = self.links.get(room_jid)
         if link is None:
             return
-        if kind == "register":
+        if kind == "register" and stanzas.error_condition(stanza) == "item-not-found":
+            self._room_gone(link.room, out)
+        elif kind == "register":
             link.register_answered(stanza, out)
         elif kind == "keepalive":
             link.keepalive_answered(stanza, out)
         elif stanza.getAttribute("type") != "error":
             link.last_heard = out.now
+
+    def _room_gone(self, room: SlaveRoom, out: Outbox) -> None:
+        """The master says the room we registered for again was destroyed meanwhile (we
+        missed its notice): our occupants are told, what we held is answered, and we
+        forget the room (a later join creates it afresh)."""
+        notice = stanzas.new("presence", {"from": room.jid, "type": "unavailable"})
+        x = stanzas.muc_user_x([{"affiliation": "none", "role": "none"}])
+        x.addElement("destroy")
+        notice.addChild(x)
+        self.fanout.destroyed(room, notice, out)
+        for held in room.queue:
+            if held.getAttribute("type") not in ("error", "result", "unavailable"):
+                out.send(stanzas.error_reply(held, "cancel", "item-not-found",
+                                             "The room was destroyed", by=self.jid))
+        self._forget(room.jid, out)
 
     def _master_restarted(self, service: str, out: Outbox) -> None:
         """The master (re)connected and may have lost our registrations: netjoin now for
@@ -337,12 +371,8 @@ class SlaveService:
         if enter is not None and nick:
             self.fanout.enter(room, stanza, nick, enter, dmuc_x, out)
         elif leave is not None and nick:
-            if self.fanout.leave(room, stanza, leave, out) and room.deserted():
-                # Stop mirroring, so that neither side keeps the room alive with
-                # keepalives (the next local join registers again).
-                link.unregister(out)
-                self._forget(room.jid, out)
-                out.info(f"no local occupant left in {room.jid}; unregistered")
+            if self.fanout.leave(room, stanza, leave, out):
+                self._unregister_if_deserted(room, link, out)
         elif stanzas.child(dmuc_x, "destroy") is not None:
             self.fanout.destroyed(room, stanza, out)
             self._forget(room.jid, out)
@@ -354,6 +384,7 @@ class SlaveService:
         elif stanzas.child(dmuc_x, "synced") is not None:
             self.fanout.resync_end(room, out)
             link.synced(stanza, out)
+            self._unregister_if_deserted(room, link, out)  # registered for nobody
         else:
             malformed(stanza, out, "unknown dmuc element")
 

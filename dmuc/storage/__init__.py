@@ -10,14 +10,14 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-from dmuc.errors import StorageError
+from dmuc.errors import StorageError, StoreAbsent
 from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord, RoomRecord
 from dmuc.storage.postgres import PostgresStorage
 from dmuc.storage.sql import SQLStorage
 from dmuc.storage.sqlite import SQLiteStorage
 
-__all__ = ["BACKENDS", "PostgresStorage", "SQLiteStorage", "Storage", "backend_for",
-           "open_storage", "url_for_log"]
+__all__ = ["BACKENDS", "PostgresStorage", "SQLiteStorage", "Storage", "StoreAbsent",
+           "backend_for", "open_storage", "url_for_log"]
 
 # Every backend, by the URL schemes it serves.
 BACKENDS: tuple[type[SQLStorage], ...] = (SQLiteStorage, PostgresStorage)
@@ -27,8 +27,9 @@ class Storage(Protocol):
     """What master and slaves need of a store. Every method returns a Deferred; writes are
     applied in the order they are issued."""
 
-    def open(self) -> Deferred[None]:
-        """Create or migrate the schema to the current version."""
+    def open(self, read_only: bool = False) -> Deferred[None]:
+        """Create or migrate the schema to the current version; `read_only`: open an
+        existing store without writing anything (StoreAbsent if there is none)."""
 
     def close(self) -> Deferred[None]: ...
 

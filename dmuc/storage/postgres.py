@@ -167,13 +167,13 @@ class PostgresStorage(SQLStorage):
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def _connect(self) -> _Pool:
+    def _connect(self, read_only: bool) -> _Pool:
         return _Pool(
             "psycopg",
             self.conninfo,
             cp_min=1,
             cp_max=1,  # one connection, one thread: issue order is execution order
-            cp_openfun=self._setup_connection,
+            cp_openfun=self._setup_read_only if read_only else self._setup_connection,
         )
 
     def close(self) -> Deferred[None]:
@@ -205,6 +205,18 @@ class PostgresStorage(SQLStorage):
         # Every room and history row is text; the server's own settings may differ.
         conn.execute("SET client_encoding = 'UTF8'")
         conn.commit()
+
+    @classmethod
+    def _setup_read_only(cls, conn: psycopg.Connection) -> None:
+        conn.execute("SET default_transaction_read_only = on")
+        cls._setup_connection(conn)
+
+    def _read_version(self, txn: Any) -> int | None:
+        txn.execute("SELECT to_regclass('dmuc_schema') IS NOT NULL")
+        if not txn.fetchone()[0]:
+            return None
+        txn.execute("SELECT version FROM dmuc_schema")
+        return int(txn.fetchone()[0])
 
     def _migrate(self, txn: Any) -> None:
         # The lock first: openers of one database queue here, so exactly one creates the

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from dmuc.errors import ArchiveIdNotFound, StorageError
+from dmuc.errors import ArchiveIdNotFound, StorageError, StoreAbsent
 from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord, RoomRecord
 
 _T = TypeVar("_T")
@@ -264,11 +264,28 @@ class SQLStorage:
         """Raise StorageError if the configured store cannot work, as far as can be told
         without opening it (the configuration check)."""
 
-    def _connect(self) -> Any:
+    def _connect(self, read_only: bool) -> Any:
+        """A new adbapi pool; `read_only`: one that cannot write (StoreAbsent if there is no
+        store to open)."""
         raise NotImplementedError
 
     def _migrate(self, txn: Any) -> None:
         raise NotImplementedError
+
+    def _read_version(self, txn: Any) -> int | None:
+        """The stored schema version without writing anything; None: no dmuc schema."""
+        raise NotImplementedError
+
+    def _check_version(self, txn: Any) -> None:
+        """A read-only open: the store must be there, at this code's version (a read-only
+        open never migrates)."""
+        current = self._read_version(txn)
+        if current is None:
+            raise StoreAbsent(f"no dmuc store in {self.display}")
+        if current != schema_version():
+            raise StorageError(f"storage {self.display} has schema version {current}, not "
+                               f"the {schema_version()} of this dmuc (a read-only open does "
+                               "not migrate it)")
 
     def _run(self, what: str, interaction: Callable[..., _T], *args: Any) -> Deferred[_T]:
         raise NotImplementedError
@@ -278,17 +295,21 @@ class SQLStorage:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def open(self) -> Deferred[None]:
-        """Create the pool, then create or migrate the schema to the current version. The
-        database must be usable now: a daemon that cannot open it exits."""
+    def open(self, read_only: bool = False) -> Deferred[None]:
+        """Create the pool, then create or migrate the schema to the current version; or,
+        `read_only` (dmuc-admin's dry run), open an existing store at the current version
+        and write nothing: no file, no table, no migration (StoreAbsent if there is no
+        store). The database must be usable now: a daemon that cannot open it exits."""
         if self._pool is not None:
             return defer.fail(StorageError(f"storage {self.display} is already open"))
         try:
-            pool = self._connect()
+            pool = self._connect(read_only)
+        except StorageError as exc:
+            return defer.fail(exc)
         except OSError as exc:
             return defer.fail(StorageError(f"cannot open storage {self.display}: {exc}"))
         self._pool = pool
-        d = pool.runInteraction(self._migrate)
+        d = pool.runInteraction(self._check_version if read_only else self._migrate)
 
         def failed(f: Failure) -> Failure:
             # Leave no threads behind; report the database and the reason.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from dmuc.errors import StorageError
+from dmuc.errors import StorageError, StoreAbsent
 from dmuc.storage.sql import Dialect, SQLStorage, migrate, schema_version
 
 _T = TypeVar("_T")
@@ -50,6 +51,17 @@ DIALECT = Dialect(mark="?", types={"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"
 def _user_version(txn: Any) -> int:
     txn.execute("PRAGMA user_version")
     return int(txn.fetchone()[0])
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 if it does not exist (whatever the umask): it holds
+    room passwords and the archives of members-only rooms. SQLite gives its -wal and -shm
+    files the database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 class SQLiteStorage(SQLStorage):
@@ -89,27 +101,41 @@ class SQLiteStorage(SQLStorage):
         return cls(os.path.abspath(rest))
 
     def check(self) -> None:
-        """The file's directory, or the nearest existing one above it, must be writable."""
+        """The file's directory must exist (a mistyped path must not become a new, empty
+        store the daemon serves from) and be writable."""
         if self.path == MEMORY:
             return
-        existing = os.path.dirname(self.path)
-        while not os.path.exists(existing) and existing != os.path.dirname(existing):
-            existing = os.path.dirname(existing)
-        if not os.access(existing, os.W_OK):
-            raise StorageError(f"directory {existing} is not writable")
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise StorageError(f"directory {directory} does not exist (create it, or "
+                               "correct the path)")
+        if not os.access(directory, os.W_OK):
+            raise StorageError(f"directory {directory} is not writable")
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def _connect(self) -> adbapi.ConnectionPool:
+    def _connect(self, read_only: bool) -> adbapi.ConnectionPool:
         if self.path != MEMORY:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            directory = os.path.dirname(self.path)
+            if not os.path.isdir(directory):
+                raise StorageError(f"cannot open storage {self.path}: directory {directory} "
+                                   "does not exist")
+            if read_only and not os.path.exists(self.path):
+                raise StoreAbsent(f"no dmuc store at {self.path}")
+            if not read_only:
+                _create_private(self.path)
+        elif read_only:
+            raise StoreAbsent("no dmuc store in a new in-memory database")
         return adbapi.ConnectionPool(
             "sqlite3",
-            self.path,
+            # (one leading slash: "file://x" would name a host)
+            f"file:{urllib.parse.quote('/' + self.path.lstrip('/'))}?mode=ro" if read_only
+            else self.path,
+            uri=read_only,
             check_same_thread=False,
             cp_min=1,
             cp_max=1,  # one connection, one thread: issue order is execution order
-            cp_openfun=self._setup_connection,
+            cp_openfun=None if read_only else self._setup_connection,
         )
 
     def close(self) -> Deferred[None]:
@@ -133,6 +159,9 @@ class SQLiteStorage(SQLStorage):
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+
+    def _read_version(self, txn: Any) -> int | None:
+        return _user_version(txn)
 
     def _migrate(self, txn: Any) -> None:
         if _user_version(txn) == schema_version():

@@ -820,12 +820,20 @@ def table(reports: Iterable[FaultReport]) -> str:
 
 def _timings(logs: LogWatcher, began: float, healing: float
              ) -> tuple[list[LogEvent], list[LogEvent], list[str]]:
-    """The netsplit lines since the fault, the netjoin lines since the heal, and the logs
-    with a traceback (ever)."""
+    """The netsplit lines since the fault; the netjoin lines since the heal, or since the
+    last netsplit line if that came later (a split found at the heal) or earlier (a
+    flapping link split and joined again before it was healed for good): a split must
+    be followed by a netjoin; and the logs with a traceback (ever)."""
     splits = logs.matching(re.compile("|".join(SPLIT_LINES)), after=began)
-    joins = logs.matching(re.compile("|".join(JOIN_LINES)), after=healing)
+    joins = logs.matching(re.compile("|".join(JOIN_LINES)),
+                          after=splits[-1].at if splits else healing)
     tracebacks = sorted({e.source for e in logs.matching(re.compile("Traceback|Unhandled"))})
     return splits, joins, tracebacks
+
+
+def _netjoin(joins: list[LogEvent], healing: float) -> float | None:
+    """s from the heal to the last netjoin line (0 if the link joined before the heal)."""
+    return max(joins[-1].at - healing, 0.0) if joins else None
 
 
 async def run_fault(driver: TrafficDriver, fault: Fault | None, logs: LogWatcher, *,
@@ -855,7 +863,7 @@ async def run_fault(driver: TrafficDriver, fault: Fault | None, logs: LogWatcher
         fault=name or (fault.name if fault is not None else "none"), acc=acc,
         fault_seconds=fault_seconds if fault is not None else 0.0,
         detect=(splits[0].at - began) if fault is not None and splits else None,
-        netjoin=(joins[-1].at - healing) if fault is not None and joins else None,
+        netjoin=_netjoin(joins, healing) if fault is not None else None,
         split_by=sorted({_source(e.source) for e in splits}),
         joined_by=sorted({_source(e.source) for e in joins}),
         tracebacks=tracebacks, settle=settle, people=len(driver.people), bounds=bounds)
@@ -959,7 +967,7 @@ async def run_soak(driver: TrafficDriver,
         record.append(SoakFault(
             fault.name, healing - began,
             (splits[0].at - began) if splits else None,
-            (joins[-1].at - healing) if joins else None, bounds))
+            _netjoin(joins, healing), bounds))
     await asyncio.sleep(after)
     await driver.end()
     settle = await driver.settle(quiet=quiet)

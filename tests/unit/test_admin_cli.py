@@ -228,6 +228,36 @@ def test_import_list_show_and_idempotence(tmp_path: Path) -> None:
     assert missing.returncode == 1 and missing.stderr.startswith("dmuc-admin: no room")
 
 
+def test_dry_run_writes_nothing_and_a_wrong_host_is_an_error(tmp_path: Path) -> None:
+    config_dir = tmp_path / "data" / "rooms%2epros%2eexample" / "config"
+    config_dir.mkdir(parents=True)
+    (config_dir / "lounge.dat").write_bytes(LOUNGE_DAT.read_bytes())
+    db = tmp_path / "store" / "dmuc.db"
+    db.parent.mkdir()
+    store = ["--storage", f"sqlite:///{db}", "--service", HOST]
+    imp = ["import-prosody", "--host", HOST, "--data-path", str(tmp_path / "data")]
+    dry = _admin(*store, *imp, "--dry-run").stdout
+    assert "would import lounge@" in dry and "1 to import" in dry, dry
+    assert list(db.parent.iterdir()) == [], "the dry run created the store"
+    _admin(*store, *imp)
+    before = {p.name: p.read_bytes() for p in db.parent.iterdir() if p.name == "dmuc.db"}
+    assert "1 unchanged" in _admin(*store, *imp, "--dry-run").stdout
+    assert {p.name: p.read_bytes() for p in db.parent.iterdir() if p.name == "dmuc.db"} \
+        == before
+    # a --host with no room there: where it looked, and a non-zero exit
+    wrong = _admin(*store, "import-prosody", "--host", "muc.pros.example", "--data-path",
+                   str(tmp_path / "data"), check=False)
+    where = tmp_path / "data" / "muc%2epros%2eexample" / "config"
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    assert wrong.stderr.startswith("dmuc-admin: no room of muc.pros.example found in "
+                                   f"{where}"), wrong.stderr
+    # a store in a directory that does not exist: an error, nothing created
+    typo = _admin("--storage", f"sqlite:///{tmp_path / 'typo' / 'dmuc.db'}", "--service",
+                  HOST, *imp, check=False)
+    assert typo.returncode == 1 and "does not exist" in typo.stderr, typo.stderr
+    assert not (tmp_path / "typo").exists()
+
+
 def test_every_subcommand_has_help() -> None:
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")

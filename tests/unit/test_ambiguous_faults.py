@@ -204,3 +204,27 @@ def test_a_stopped_master_does_not_hold_its_senders_backlog_against_them():
                        f"<body>f{n}</body></message>")
     refused = [m for m in net.take(DIRECT) if m.getAttribute("type") == "error"]
     assert 5 <= len(refused) <= 10  # burst 50 (and the Net's clock moves a little)
+
+
+def test_a_slow_first_registration_gets_one_snapshot():
+    """The first s2s connection can take longer than the slave waits for an answer to
+    <register/> (keepalive/4): it sends it again, and both arrive. The retry keeps its
+    id, so the master answers it without a second snapshot (issue 16: 9 message stanzas
+    on that link instead of 5)."""
+    net = Net(limits=Limits())
+    net.join(DIRECT, "Ludwig", ROOM)
+    killrc = net.slaves[KILLRC]
+    snapshots = []
+    start = killrc.fanout.resync_start
+    killrc.fanout.resync_start = lambda room, out: (snapshots.append(room.jid),
+                                                   start(room, out))
+    net.stall(KILLRC)  # the s2s connection is being set up
+    net.join(WUMPUS, "Wumpus", ROOM)
+    net.tick(killrc.settings.keepalive / 4)
+    net.tick(killrc.settings.keepalive / 4)
+    net.resume_link(KILLRC)
+    net.tick(1)
+    assert snapshots == [ROOM]
+    assert killrc.links[ROOM].state is LinkState.LIVE
+    assert "Wumpus" in net.master.rooms[ROOM].occupants
+    assert [s["from"] for s in net.take(WUMPUS) if s.name == "presence"][-1] == f"{ROOM}/Wumpus"

@@ -145,6 +145,57 @@ def test_message_broadcast_hook_sees_the_stanza():
     assert stanzas.child(one(messages(out, WIZ)), "tag", "urn:example:tag") is not None
 
 
+def test_message_broadcast_carries_when_the_message_was_said():
+    h = Harness()
+    stamps: list[float] = []
+    h.service.hooks.add("message-broadcast",
+                        lambda stamp, **kw: stamps.append(stamp))
+    h.create_instant(WIZ, "wiz")
+    groupchat(h, WIZ, "now")
+    assert stamps == [h.now]
+
+
+def test_an_occupant_groupchat_handler_takes_a_message_over():
+    """As mod_muc's muc-occupant-groupchat: a true result and the room broadcasts
+    nothing, keeps nothing; a handler after the subject's still sees subject changes
+    handled by it."""
+    h = Harness()
+    taken: list[str] = []
+
+    def take(room, occupant, stanza, out):
+        taken.append(stanzas.text_of(stanzas.child(stanza, "body")) or "")
+        return True
+
+    h.service.hooks.add("occupant-groupchat", take, priority=15)
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    out = groupchat(h, WIZ, "swallowed")
+    assert taken == ["swallowed"]
+    assert messages(out, TROY) == [] and messages(out, WIZ) == []
+    assert not [op for op in out.storage if isinstance(op, AppendHistory)]
+    subject = h.send(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='s1'>"
+                     "<subject>news</subject></message>")
+    assert taken == ["swallowed"]  # the subject (priority 20) came first
+    assert stanzas.text_of(stanzas.child(one(messages(subject, TROY)), "subject")) == "news"
+
+
+def test_a_session_new_handler_sees_each_new_session_after_history_and_subject():
+    h = Harness()
+    seen: list[tuple[str, str, int]] = []
+
+    def note(room, occupant, session, stanza, self_codes, out):
+        seen.append((occupant.nick, session, len(out.deliveries)))
+
+    h.service.hooks.add("occupant-session-new", note)
+    h.create_instant(WIZ, "wiz")
+    out = h.join(TROY, "troy")
+    assert [(nick, session) for nick, session, _ in seen] == [("wiz", WIZ), ("troy", TROY)]
+    # the subject, the last thing a direct session gets, went out before the handler ran
+    last = messages(out, TROY)[-1]
+    assert stanzas.child(last, "subject") is not None
+    assert seen[-1][2] == len(out.deliveries)
+
+
 def test_disco_feature_hooks():
     h = Harness()
     h.service.hooks.add("room-disco-features", lambda room, features: features.append("x-room"))

@@ -165,8 +165,8 @@ def test_one_scheme_switch(tmp_path: Path, url: str, backend: type | None, shown
 
 
 @pytest_twisted.inlineCallbacks
-def test_open_creates_parent_dir_and_schema(tmp_path: Path):
-    path = tmp_path / "deep" / "er" / "m.db"
+def test_open_creates_the_schema(tmp_path: Path):
+    path = tmp_path / "m.db"
     store = yield _opened(path)
     try:
         assert path.is_file()

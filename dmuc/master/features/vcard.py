@@ -126,9 +126,9 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
 def _announce(room: Room, out: Outbox) -> None:
     """vcard-updated: the new hash to every occupant (one copy per slave), and 104."""
     presence = avatar_presence(room)
-    direct, links = room.service.distribution.route(room)
+    direct, relays = room.service.router.route(room)
     out.broadcast(presence, direct)
-    room.service.distribution.fan_out_room_stanza(room, presence, links, out)
+    room.service.router.fan_out_room_stanza(room, presence, relays, out)
     room.broadcast_groupchat(stanzas.status_message(room.jid, ["104"]), out)
 
 
@@ -138,7 +138,7 @@ def on_joined(room: Room, occupant: Occupant, session: str, out: Outbox) -> None
     room without avatar too; we send it only when there is one (clients learn of none
     from disco#info, and XEP-0486 warns that this presence confuses some clients)."""
     if avatar_hash(room) is None or len(occupant.sessions) != 1 \
-            or room.service.distribution.slave_of(room, session):
+            or room.service.router.relay_of(room, session) is not None:
         return
     presence = avatar_presence(room)
     presence["to"] = session
