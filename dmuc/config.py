@@ -230,6 +230,7 @@ def load_master_config(path: str) -> MasterConfig:
             raise r.error(f"muc.plugin_config.{name}", "must be a table")
     settings = ServiceSettings(
         jid=component.jid,
+        name=r.get("muc", "name", str, "Prosody Chatrooms"),
         admins=frozenset(jids.parse(a).userhost() for a in admins),  # type: ignore[union-attr]
         create_rooms=create,
         room_locking=r.get("muc", "room_locking", bool, True),

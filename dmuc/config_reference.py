@@ -49,6 +49,8 @@ COMMON: tuple[Key, ...] = (
 )
 
 MASTER: tuple[Key, ...] = COMMON + (
+    Key("muc.name", "string", '"Prosody Chatrooms"', True,
+        "The service's name in disco#info (mod_muc's `name`)."),
     Key("muc.admins", "array of bare JIDs", "[]", True, "Users who own every room."),
     Key("muc.create_rooms", "string or array", '"anyone"', True,
         '"anyone", "admins", or a list of user domains whose users may create rooms.'),
