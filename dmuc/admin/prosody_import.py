@@ -350,6 +350,13 @@ def normal_state(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rooms_location(*, data_path: str | None, sqlite: str | None, host: str) -> str:
+    """Where read_rooms looks for the rooms of `host`, for the operator."""
+    if data_path is not None:
+        return os.path.join(data_path, path_encode(host), "config", "*.dat")
+    return f"{sqlite} (table prosody, host {host!r}, store 'config')"
+
+
 def read_rooms(*, data_path: str | None, sqlite: str | None, host: str) -> list[ProsodyRoom]:
     if (data_path is None) == (sqlite is None):
         raise AdminError("give exactly one of --data-path (storage = \"internal\") "
