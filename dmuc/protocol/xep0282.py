@@ -66,14 +66,6 @@ def for_users(message: Element) -> Element:
     return copy
 
 
-def is_replay(message: Element) -> bool:
-    """Whether a groupchat message is a slave's replay across a netsplit (held, or
-    submitted again), by its id's prefix (§4.11.2)."""
-    message_id = message.getAttribute("id") or ""
-    return message.name == "message" and message_id.startswith(
-        (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX))
-
-
 def is_held(message: Element) -> bool:
     """Whether a groupchat message is one a slave held across a netsplit (§4.11.2)."""
     return message.name == "message" and (message.getAttribute("id") or "").startswith(
