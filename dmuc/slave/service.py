@@ -30,6 +30,9 @@ from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
 
+# A silence of the timers this long means the process was stopped (SIGSTOP, a stuck host).
+STOPPED_AFTER = 5.0
+
 
 @dataclass
 class SlaveSettings:
@@ -50,6 +53,7 @@ class SlaveService:
         self._ids = itertools.count(1)
         self.pending_iqs: dict[str, tuple[str, str]] = {}  # id -> (kind, room)
         self._touched: set[str] = set()  # rooms whose state changed since the last take
+        self.last_tick: float | None = None  # ticks come every second (shell/daemon.py)
         self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
         self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id,
                                       self.splits)
@@ -160,9 +164,17 @@ class SlaveService:
         self._save_touched(out)
         return self._fold(out)
 
+    def _resuming(self, now: float) -> bool:
+        """Whether we are reading what waited while we were stopped (SIGSTOP: no tick for
+        longer than STOPPED_AFTER). Then the master's "split" pings in that backlog are
+        about our stop, not a one-way link: what our users said meanwhile goes on as it
+        was said (live), and the master's <rejoin/> resyncs us."""
+        return self.last_tick is not None and now - self.last_tick > STOPPED_AFTER
+
     def tick(self, now: float) -> Outbox:
         """Keepalives (§4.10) and unanswered registrations, per link."""
         out = Outbox(now)
+        self.last_tick = now
         for link in list(self.links.values()):
             link.tick(out)
             room = link.room
@@ -366,7 +378,8 @@ class SlaveService:
             payload = next(stanza.elements(), None)
             if stype == "get" and payload is not None and payload.uri == xmlns.PING:
                 out.send(stanzas.iq_result(stanza))  # the master's keepalive (§4.10)
-                if xep0282.says_split(stanza) and link.state is LinkState.LIVE:
+                if xep0282.says_split(stanza) and link.state is LinkState.LIVE \
+                        and not self._resuming(out.now):
                     # it does not hear us: what we forward is lost on the way (§4.11.1)
                     link.bounced("the master's keepalive says it hears nothing from us", out)
             elif stype in ("get", "set"):
