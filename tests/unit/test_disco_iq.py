@@ -230,3 +230,12 @@ def test_room_iqs_while_locked_go_to_the_owner_only():
     assert error_condition(one(out.stanzas_for(WUMPUS))) == "forbidden"
     owner_submit(h, WIZ)
     assert not h.service.rooms[ROOM].locked
+
+
+def test_a_new_room_speaks_the_language_of_the_join_that_created_it():
+    """As mod_muc's set_room_defaults: the creating stanza's xml:lang."""
+    h = Harness()
+    h.send(f"<presence xml:lang='fi' from='{WIZ}' to='{ROOM}/wiz'>"
+           "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    form = stanzas.child(payload(_room_info(h)), "x", xmlns.DATA_FORMS)
+    assert field_values(form, "muc#roominfo_lang") == ["fi"]
