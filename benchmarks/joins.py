@@ -13,6 +13,13 @@ time of the first and the last 1,000 joins (equal when a join is O(1)).
 With --daemon, the joins through one slave also go through a real `twistd dmuc-master`
 (fed by a fake Prosody at --rate joins/s) while an unrelated user pings the service every
 50 ms: the time until the last ENTER, and the ping times (no stanza may stall others).
+That time is the benchmark's pace (occupants / rate) as long as the daemon keeps up.
+
+With --burst (implies --daemon), all the joins are written at once, as fast as the socket
+takes them (what a slave does after its own restart), while a direct user and a second
+slave (standing for its users) each ping the service every 50 ms; every figure is read
+from the daemon's answers: when the 1,000th, 5,000th and last ENTER came back, and each
+pinger's p50/p99/max. --json FILE writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.fake_prosody import SECRET, daemon_on_fake_server
+from benchmarks.fake_prosody import SECRET, FakeServer, daemon_on_fake_server
 from dmuc import xmlns
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
@@ -87,7 +96,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2500.0, help="joins/s (--daemon)")
     parser.add_argument("--daemon", action="store_true", help="also through twistd")
     parser.add_argument("--no-direct", action="store_true", help="skip the direct joins")
+    parser.add_argument("--burst", action="store_true",
+                        help="through twistd, all joins at once, pings from two senders")
+    parser.add_argument("--json", type=Path, help="write the --burst figures here")
     args = parser.parse_args()
+    if args.burst:
+        main_burst(args.occupants, args.json)
+        return
     print(f"{'joins (sans-I/O core)':<22}{'occupants':>10}{'total s':>10}{'slowest ms':>12}"
           f"{'first-1k ms':>13}{'last-1k ms':>12}{'copies':>12}")
     runs = [("through one slave", True)] + ([] if args.no_direct else [("direct", False)])
@@ -116,6 +131,103 @@ def main() -> None:
 # --- the same through the real daemon ------------------------------------------------------
 
 PINGER = "pinger@efnet.irc/r"
+SLAVE2 = "dmuc.hub.efnet.irc"
+SLAVE2_DOMAIN = "hub.efnet.irc"
+
+
+def _master_config(workdir: Path) -> Callable[[int], str]:
+    def config(port: int) -> str:
+        return daemon_toml(jid=SERVICE, host="127.0.0.1", port=port, secret=SECRET,
+                           db_path=workdir / "bench.db", level="warn",
+                           tables={"muc": {"room_locking": False}},
+                           extra_toml="[muc.limits]\nrate = 0\nslave_rate = 0\n",
+                           slaves={SLAVE: [SLAVE_DOMAIN], SLAVE2: [SLAVE2_DOMAIN]})
+    return config
+
+
+def _enter_xml(i: int) -> str:
+    return (f"<presence from='user{i}@{SLAVE_DOMAIN}/r' to='{ROOM}/nick{i}'>"
+            f"<x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
+
+
+async def _register(server: FakeServer, slave: str) -> None:
+    registered = server.expect(f"<iq[^>]*id='reg-{slave}'".encode())
+    server.send(f"<iq type='set' id='reg-{slave}' from='{slave}' to='{ROOM}'>"
+                f"<register xmlns='{xmlns.DMUC}' keepalive='600' history='0'/></iq>")
+    await asyncio.wait_for(registered, 30)
+
+
+def _percentiles(label: str, rtts: list[float]) -> dict[str, float]:
+    rtts = sorted(rtts)
+    return {f"{label}_pings": len(rtts),
+            f"{label}_p50_ms": rtts[len(rtts) // 2] * 1000,
+            f"{label}_p99_ms": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1000,
+            f"{label}_max_ms": rtts[-1] * 1000}
+
+
+async def run_burst(occupants: int, workdir: Path) -> dict[str, float]:
+    """`twistd dmuc-master` on a fake Prosody with two slaves registered: the first writes
+    `occupants` ENTERs at once; a direct user and the second slave each ping the service
+    every 50 ms until the last ENTER is answered."""
+    async with daemon_on_fake_server("dmuc-master", SERVICE, workdir,
+                                     _master_config(workdir)) as server:
+        await _register(server, SLAVE)
+        await _register(server, SLAVE2)
+        marks = sorted({n for n in (1000, 5000, occupants) if n <= occupants})
+        answered = {n: server.expect(f"<enter jid='user{n - 1}@{SLAVE_DOMAIN}/r'".encode())
+                    for n in marks}
+        done = asyncio.Event()
+        rtts: dict[str, list[float]] = {"direct": [], "slave": []}
+
+        async def pinger(label: str, sender: str) -> None:
+            n = 0
+            while not done.is_set():
+                n += 1
+                answer = server.expect(f"id='{label}{n}'".encode())
+                sent = time.perf_counter()
+                server.send(f"<iq type='get' id='{label}{n}' from='{sender}' to='{SERVICE}'>"
+                            f"<ping xmlns='{xmlns.PING}'/></iq>")
+                await asyncio.wait_for(answer, 120)
+                rtts[label].append(time.perf_counter() - sent)
+                await asyncio.sleep(0.05)
+
+        started = time.perf_counter()
+        server.send("".join(_enter_xml(i) for i in range(occupants)))
+        tasks = [asyncio.create_task(pinger("direct", PINGER)),
+                 asyncio.create_task(pinger("slave", SLAVE2))]
+        result: dict[str, float] = {"occupants": occupants}
+        for n in marks:
+            await asyncio.wait_for(answered[n], 600)
+            result[f"enter_{n}_s"] = time.perf_counter() - started
+        done.set()
+        await asyncio.gather(*tasks)
+        result["stalls"] = server.daemon.log_text().count("the reactor was held")
+    result.update(_percentiles("direct", rtts["direct"]))
+    result.update(_percentiles("slave", rtts["slave"]))
+    return result
+
+
+def main_burst(occupants: int, json_path: Path | None) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="dmuc-bench-burst-"))
+    gc.collect()
+    gc.disable()  # the times must be the daemon's, not this process's collections
+    try:
+        r = asyncio.run(run_burst(occupants, workdir))
+    finally:
+        gc.enable()
+        shutil.rmtree(workdir, ignore_errors=True)
+    enters = ", ".join(f"{k.split('_')[1]} by {v:.2f} s" for k, v in r.items()
+                       if k.startswith("enter_"))
+    print(f"twistd dmuc-master, {occupants} ENTERs written at once by one slave: answered "
+          f"{enters}; the daemon reported {r['stalls']:.0f} stalls over 100 ms")
+    for label, who in (("direct", "a direct user"), ("slave", "another slave")):
+        print(f"  pings from {who}: {r[label + '_pings']:.0f}, p50 "
+              f"{r[label + '_p50_ms']:.1f} ms, p99 {r[label + '_p99_ms']:.1f} ms, "
+              f"max {r[label + '_max_ms']:.1f} ms")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"command": "python -m benchmarks.joins --burst "
+                                         f"--occupants {occupants}", **r}, indent=1) + "\n")
 
 
 async def run_daemon(occupants: int, rate: float, workdir: Path) -> dict[str, float]:

@@ -54,6 +54,8 @@ class ServiceSettings:
     archive_expires_after: float | None = 7 * 86_400
     archive_cleanup_interval: float = 4 * 3600
     archive_max_results: int = 50
+    # [muc.plugin_config]: each plugin's own settings, by its name (e.g. "blocklist")
+    plugin_config: dict[str, Any] = field(default_factory=dict)
 
 
 class MUCService:
@@ -78,6 +80,7 @@ class MUCService:
         self.settings = settings
         self.admins = settings.admins
         self.distribution.set_allowed(dict(settings.slaves), out)
+        self.hooks.fire("config-reloaded", service=self, out=out)
         return out
 
     # --- state from storage --------------------------------------------------------------

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import calendar
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from xml.sax.saxutils import quoteattr
 
 from twisted.words.xish import domish
@@ -63,9 +64,15 @@ def text_of(el: Element | None) -> str | None:
     return None if el is None else str(el)
 
 
+def _interned(name: Any) -> Any:
+    return sys.intern(name) if type(name) is str else name
+
+
 def _shallow(el: Element) -> Element:
-    dup = Element((el.uri, el.name), el.defaultUri)
-    dup.attributes = dict(el.attributes)
+    # Names, namespaces and attribute keys come fresh from the parser with each stanza:
+    # interned, the copies a room keeps (a presence per occupant) share one of each.
+    dup = Element((_interned(el.uri), _interned(el.name)), _interned(el.defaultUri))
+    dup.attributes = {_interned(k): v for k, v in el.attributes.items()}
     dup.localPrefixes = dict(el.localPrefixes)
     return dup
 

@@ -45,6 +45,7 @@ from dmuc.outbox import (
 from dmuc.protocol import stanzas, xep0282
 from dmuc.records import ArchiveRecord, RoomRecord, status_service
 from dmuc.shell import metrics
+from dmuc.shell.fairness import FairQueue, sender_key
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
@@ -227,6 +228,10 @@ class CoreHandler(subprotocols.XMPPHandler):
         self._writing = 0  # storage writes issued and not done yet
         self.metrics: Metrics | None = None  # set by the Daemon
         self.on_link: Callable[[bool], None] | None = None  # told when the stream comes/goes
+        # stanzas parsed and not handled yet, per sender (see dmuc.shell.fairness)
+        self.turns: FairQueue[Element] = FairQueue(time.perf_counter)
+        self._turn_call: Any = None
+        self._reading_paused: Any = None  # the transport we stopped reading, if any
 
     @property
     def storage_queue(self) -> int:
@@ -234,7 +239,7 @@ class CoreHandler(subprotocols.XMPPHandler):
 
     def connectionInitialized(self) -> None:
         for kind in ("message", "presence", "iq"):
-            self.xmlstream.addObserver(f"/{kind}", self.on_stanza)
+            self.xmlstream.addObserver(f"/{kind}", self.arrived)
         if self.on_connect is not None:
             self.write(self.on_connect(time.time()))  # the core's greeting, every connect
         if self.on_link is not None:
@@ -242,13 +247,41 @@ class CoreHandler(subprotocols.XMPPHandler):
 
     def connectionLost(self, reason: object) -> None:
         super().connectionLost(reason)
+        self._reading_paused = None  # that transport is gone; what is queued is handled
         if self.on_link is not None:
             self.on_link(False)
 
-    def on_stanza(self, element: Element) -> None:
+    def arrived(self, element: Element) -> None:
+        """A stanza parsed from the stream: queued for its sender's turn, handled in a
+        later reactor turn; reading stops while too many wait (the socket holds the rest)."""
         if getattr(element, "handled", False):
             return
         element.handled = True
+        self.turns.push(sender_key(element.getAttribute("from")), element)
+        if self.turns.full and self._reading_paused is None and self.xmlstream is not None:
+            self._reading_paused = self.xmlstream.transport
+            self._reading_paused.pauseProducing()
+        if self._turn_call is None:
+            self._turn_call = reactor.callLater(0, self._take_turn)
+
+    def _take_turn(self) -> None:
+        """Handle queued stanzas round-robin for one turn's budget; the reactor reads the
+        socket and runs timers between two turns."""
+        self._turn_call = None
+        if self.turns.run(self.handle):
+            self._turn_call = reactor.callLater(0, self._take_turn)
+        if self._reading_paused is not None and self.turns.drained:
+            paused, self._reading_paused = self._reading_paused, None
+            paused.resumeProducing()
+
+    def on_stanza(self, element: Element) -> None:
+        """Handle a stanza now (the stream's stanzas go through `arrived`)."""
+        if getattr(element, "handled", False):
+            return
+        element.handled = True
+        self.handle(element)
+
+    def handle(self, element: Element) -> None:
         began = time.perf_counter()
         if self.metrics is not None:
             self.metrics.received(element.name)
@@ -440,7 +473,13 @@ class CoreHandler(subprotocols.XMPPHandler):
         return [self._write(op) for op in pending.values()]
 
     def flush(self) -> Deferred:
-        """Write the saves still being coalesced (on stop)."""
+        """Handle the stanzas still queued, then write the saves still being coalesced
+        (on stop)."""
+        if self._turn_call is not None and self._turn_call.active():
+            self._turn_call.cancel()
+        self._turn_call = None
+        while self.turns.pending:
+            self.handle(self.turns.pop())
         return defer.gatherResults([self._write_archive(), *self._write_saves()],
                                    consumeErrors=True)
 

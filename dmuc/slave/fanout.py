@@ -312,9 +312,15 @@ def _for_viewer(room: SlaveRoom, nick: str, presence: Element,
     occupant list is not serialised anew)."""
     cached = room.rendered.get(nick)
     if cached is None or cached[0] is not presence:
-        stripped = visibility.without_real_jid(presence)
-        cached = (presence, stanzas.render_without_to(presence), stripped,
-                  stanzas.render_without_to(stripped))
+        xml = stanzas.render_without_to(presence)
+        item = stanzas.muc_item(presence)
+        if item is None or item.getAttribute("jid") is None:
+            # nothing to strip (the master sent no real JID): one tree and one string
+            # serve every viewer, not two per occupant
+            cached = (presence, xml, presence, xml)
+        else:
+            stripped = visibility.without_real_jid(presence)
+            cached = (presence, xml, stripped, stanzas.render_without_to(stripped))
         room.rendered[nick] = cached
     if visibility.sees_real_jids(room.whois, viewer_role):
         return cached[0], cached[1]

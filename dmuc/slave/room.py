@@ -108,8 +108,13 @@ class SlaveRoom:
         cache, fresh = self._roster_xml, {}
         for nick, presence in self.roster.items():
             known = cache.get(nick)
-            fresh[nick] = known if known is not None and known[0] is presence \
-                else (presence, presence.toXml())
+            if known is None or known[0] is not presence:
+                # the newcomers' serialisation of the entry (a roster entry has no 'to'),
+                # if made already: one string per occupant kept, not two
+                rendered = self.rendered.get(nick)
+                known = (presence, rendered[1] if rendered is not None
+                         and rendered[0] is presence else presence.toXml())
+            fresh[nick] = known
         self._roster_xml = fresh
         return {nick: entry[1] for nick, entry in fresh.items()}
 

@@ -1,0 +1,90 @@
+"""Fair turns between senders (sans-I/O: it takes stanzas and a clock, never a reactor).
+
+Every stanza reaches a daemon through Prosody's one component stream, in order. Handled
+as it is parsed, a burst from one sender (a slave's 10,000 ENTERs after its restart)
+holds every stanza behind it until the whole burst is handled. Instead the shell parses
+what has arrived, queues it per sender, and handles the queues round-robin (per server,
+then per bare JID) within a time budget per reactor turn: a stanza from another server
+waits for at most one stanza of each busy server, plus what the component socket
+delivers ahead of it. Each sender's
+stanzas keep their order exactly; nothing is dropped (the shell stops reading the socket
+while more than `high_water` stanzas wait, and reads again below `low_water`)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+
+TURN_BUDGET = 0.010  # seconds of handling per reactor turn, before others get the reactor
+HIGH_WATER = 20_000  # queued stanzas at which the shell stops reading the socket
+LOW_WATER = 5_000  # ... and at which it reads again
+
+
+def sender_key(sender: str | None) -> tuple[str, str]:
+    """Whose turn a stanza takes: its sender's server, then its bare JID within that
+    server's turn. A burst comes from one server (a slave's users rejoining after its
+    restart arrive from 10,000 JIDs of one domain); a user's resources share one turn."""
+    bare = (sender or "").split("/", 1)[0].lower()
+    return bare.rpartition("@")[2], bare
+
+
+class FairQueue(Generic[Item]):
+    """Per-sender FIFO queues served round-robin in two levels: one item per server per
+    round, taken in turn from that server's senders."""
+
+    def __init__(self, clock: Callable[[], float], budget: float = TURN_BUDGET,
+                 high_water: int = HIGH_WATER, low_water: int = LOW_WATER) -> None:
+        self.clock = clock
+        self.budget = budget
+        self.high_water = high_water
+        self.low_water = low_water
+        # server -> its senders -> their items; insertion order is the round (the one at
+        # the front goes next)
+        self._servers: dict[str, dict[str, deque[Item]]] = {}
+        self.pending = 0
+
+    def push(self, sender: tuple[str, str], item: Item) -> None:
+        server, bare = sender
+        senders = self._servers.get(server)
+        if senders is None:
+            senders = self._servers[server] = {}
+        queue = senders.get(bare)
+        if queue is None:
+            queue = senders[bare] = deque()
+        queue.append(item)
+        self.pending += 1
+
+    def pop(self) -> Item:
+        """The next item in round-robin order (the queue must not be empty)."""
+        server = next(iter(self._servers))
+        senders = self._servers.pop(server)
+        bare = next(iter(senders))
+        queue = senders.pop(bare)
+        item = queue.popleft()
+        if queue:
+            senders[bare] = queue  # back of its server's round
+        if senders:
+            self._servers[server] = senders  # back of the round
+        self.pending -= 1
+        return item
+
+    def run(self, handle: Callable[[Item], None]) -> bool:
+        """Handle items round-robin until the budget is spent (at least one item, so the
+        queues always drain); True while items are left for a later turn."""
+        began = self.clock()
+        while self.pending:
+            handle(self.pop())
+            if self.clock() - began >= self.budget:
+                break
+        return self.pending > 0
+
+    @property
+    def full(self) -> bool:
+        return self.pending >= self.high_water
+
+    @property
+    def drained(self) -> bool:
+        return self.pending <= self.low_water

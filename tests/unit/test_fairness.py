@@ -1,0 +1,123 @@
+"""The shell's fair turns between senders (dmuc.shell.fairness), on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from dmuc.shell.fairness import FairQueue, sender_key
+
+
+class Clock:
+    """Each reading advances by `step` seconds: every handled item costs one step."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.mark.parametrize(("sender", "key"), [
+    ("dmuc.vesa.yeggmaex.irc", ("dmuc.vesa.yeggmaex.irc", "dmuc.vesa.yeggmaex.irc")),
+    ("User@Efnet.irc/phone", ("efnet.irc", "user@efnet.irc")),
+    ("user@efnet.irc", ("efnet.irc", "user@efnet.irc")),
+    ("efnet.irc/admin", ("efnet.irc", "efnet.irc")),
+    (None, ("", "")),
+])
+def test_sender_key_is_the_server_then_the_bare_jid(sender: str | None,
+                                                    key: tuple[str, str]) -> None:
+    assert sender_key(sender) == key
+
+
+def test_a_servers_burst_of_many_users_takes_one_turn_a_round() -> None:
+    """10,000 users of one server rejoining (a slave's restart) hold another server's
+    stanza for one of theirs, however many users they are."""
+    queue: FairQueue[str] = FairQueue(Clock(0.001), budget=1.0)
+    for i in range(10_000):
+        queue.push(sender_key(f"user{i}@vesa.irc/r"), f"enter{i}")
+    queue.push(sender_key("pinger@efnet.irc/r"), "ping")
+    handled: list[str] = []
+    queue.run(handled.append)
+    assert handled[:3] == ["enter0", "ping", "enter1"]
+
+
+def test_within_a_server_its_users_take_turns() -> None:
+    queue: FairQueue[str] = FairQueue(Clock(0.0), budget=1.0)
+    for n in range(3):
+        queue.push(sender_key("flood@efnet.irc/r"), f"flood{n}")
+    queue.push(sender_key("pinger@efnet.irc/r"), "ping")
+    queue.push(sender_key("other@vesa.irc/r"), "other")
+    handled: list[str] = []
+    queue.run(handled.append)
+    assert handled == ["flood0", "other", "ping", "flood1", "flood2"]
+
+
+def test_a_burst_does_not_hold_another_sender() -> None:
+    """A stanza of another sender queued behind 10,000 of a burst is handled second."""
+    queue: FairQueue[str] = FairQueue(Clock(0.001), budget=1.0)
+    for i in range(10_000):
+        queue.push(("slave", "slave"), f"enter{i}")
+    queue.push(("pinger", "pinger"), "ping")
+    handled: list[str] = []
+    queue.run(handled.append)
+    assert handled.index("ping") == 1
+    assert handled[:3] == ["enter0", "ping", "enter1"]
+
+
+def test_each_senders_order_is_kept_and_nothing_is_dropped() -> None:
+    queue: FairQueue[tuple[str, int]] = FairQueue(Clock(0.001), budget=0.0095)
+    pushed = {"a": 500, "b": 37, "c": 1, "d": 250}
+    for n in range(max(pushed.values())):
+        for sender, count in pushed.items():
+            if n < count:
+                queue.push((sender, sender), (sender, n))
+    handled: list[tuple[str, int]] = []
+    turns = 0
+    while queue.run(handled.append):
+        turns += 1
+    assert queue.pending == 0
+    assert sorted(handled) == sorted((s, n) for s, c in pushed.items() for n in range(c))
+    for sender, count in pushed.items():
+        assert [n for s, n in handled if s == sender] == list(range(count))
+    assert turns == len(handled) // 10  # ten items per 10 ms turn at 1 ms each
+
+
+def test_round_robin_one_item_per_sender_per_round() -> None:
+    queue: FairQueue[str] = FairQueue(Clock(0.0), budget=1.0)
+    for item in ("a1", "a2", "a3"):
+        queue.push(("a", "a"), item)
+    for item in ("b1", "b2"):
+        queue.push(("b", "b"), item)
+    queue.push(("c", "c"), "c1")
+    handled: list[str] = []
+    assert queue.run(handled.append) is False
+    assert handled == ["a1", "b1", "c1", "a2", "b2", "a3"]
+
+
+def test_the_budget_ends_a_turn_after_at_least_one_item() -> None:
+    queue: FairQueue[int] = FairQueue(Clock(1.0), budget=0.5)
+    for n in range(3):
+        queue.push(("a", "a"), n)
+    handled: list[int] = []
+    assert queue.run(handled.append) is True
+    assert handled == [0]
+    assert queue.pending == 2
+
+
+def test_high_and_low_water() -> None:
+    queue: FairQueue[int] = FairQueue(Clock(0.001), budget=0.0015, high_water=10,
+                                      low_water=4)
+    for n in range(9):
+        queue.push(("a", "a"), n)
+    assert not queue.full and not queue.drained
+    queue.push(("a", "a"), 9)
+    assert queue.full
+    handled: list[int] = []
+    queue.run(handled.append)  # two items within the 1.5 ms budget
+    assert (len(handled), queue.full, queue.drained) == (2, False, False)
+    while not queue.drained:
+        queue.run(handled.append)
+    assert queue.pending == 4
+    assert handled == list(range(6))
