@@ -20,7 +20,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
-from dmuc.master.features import iq_handlers
+from dmuc.master.features import iq_handlers, members_only
 from dmuc.master.model import (
     AFFILIATION_RANK,
     NO_CHANGE,
@@ -356,7 +356,10 @@ class Room:
         if self.locked and affiliation != "owner":
             raise Refusal("cancel", "item-not-found", "This room is locked")
         if affiliation == "outcast":
-            raise Refusal("auth", "forbidden", "You have been banned from this room")
+            # mod_muc checks members-only (-5) before the ban (-10): a members-only room
+            # refuses a banned user as any non-member (registration-required)
+            raise members_only.pre_join(self, stanza, nick, sender) or Refusal(
+                "auth", "forbidden", "You have been banned from this room")
         holder = self.occupants.get(nick)
         if holder is not None and holder.bare_jid != bare:
             raise Refusal("cancel", "conflict", "That nickname is already in use")
