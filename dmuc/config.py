@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dmuc import jids
+from dmuc.config_reference import COMMON, MASTER, SLAVE, keys_of, tables_of
 from dmuc.errors import StorageError
 from dmuc.master.features.limits import Limits
 from dmuc.master.model import RoomConfig
@@ -128,14 +129,14 @@ def _component(r: _Reader) -> ComponentConfig:
     secret = r.get("component", "secret", str)
     if not secret:
         raise r.error("component.secret", "must not be empty")
-    r.check_unknown("component", {"jid", "host", "port", "secret"})
+    r.check_unknown("component", keys_of(COMMON, "component"))
     return ComponentConfig(jid=parsed.host, host=r.get("component", "host", str, "127.0.0.1"),
                            port=port, secret=secret)
 
 
 def _storage_url(r: _Reader) -> str:
     url = r.get("storage", "url", str)
-    r.check_unknown("storage", {"url"})
+    r.check_unknown("storage", keys_of(COMMON, "storage"))
     try:
         open_storage(url).check()
     except StorageError as exc:
@@ -145,7 +146,7 @@ def _storage_url(r: _Reader) -> str:
 
 def _log_level(r: _Reader) -> str:
     level = r.get("log", "level", str, "info").lower()
-    r.check_unknown("log", {"level"})
+    r.check_unknown("log", keys_of(COMMON, "log"))
     if level not in LOG_LEVELS:
         raise r.error("log.level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
     return level
@@ -155,7 +156,7 @@ def _metrics(r: _Reader) -> tuple[str, int] | None:
     """[metrics] listen = "127.0.0.1:9250" (or "[::1]:9250"): where the Prometheus endpoint
     listens; absent or "": no endpoint (the default)."""
     listen = r.get("metrics", "listen", str, "")
-    r.check_unknown("metrics", {"listen"})
+    r.check_unknown("metrics", keys_of(COMMON, "metrics"))
     if not listen:
         return None
     host, colon, port = listen.rpartition(":")
@@ -193,15 +194,11 @@ def restart_keys(old: MasterConfig | SlaveConfig, new: MasterConfig | SlaveConfi
 def load_master_config(path: str) -> MasterConfig:
     r = _Reader(path, read_toml(path))
     for table in r.data:
-        if table not in ("component", "storage", "log", "muc", "slaves", "metrics"):
+        if table not in tables_of(MASTER):
             raise r.error(table, "unknown table")
     component = _component(r)
     storage_url, log_level = _storage_url(r), _log_level(r)
-    r.check_unknown("muc", {"admins", "create_rooms", "room_locking", "max_history_length",
-                            "archive_window", "enforce_reserved_nicks", "affiliation_notify",
-                            "allow_unaffiliated_register", "room_defaults", "plugins",
-                            "limits", "archive_expires_after", "archive_cleanup_interval",
-                            "archive_max_results"})
+    r.check_unknown("muc", keys_of(MASTER, "muc"))
     admins = r.get("muc", "admins", list, [])
     for admin in admins:
         parsed = jids.parse(admin) if isinstance(admin, str) else None
@@ -227,8 +224,13 @@ def load_master_config(path: str) -> MasterConfig:
     plugins = r.get("muc", "plugins", list, [])
     if not all(isinstance(p, str) for p in plugins):
         raise r.error("muc.plugins", "must be a list of module names")
+    plugin_config = r.get("muc", "plugin_config", dict, {})
+    for name, table in plugin_config.items():
+        if not isinstance(table, dict):
+            raise r.error(f"muc.plugin_config.{name}", "must be a table")
     settings = ServiceSettings(
         jid=component.jid,
+        name=r.get("muc", "name", str, "Prosody Chatrooms"),
         admins=frozenset(jids.parse(a).userhost() for a in admins),  # type: ignore[union-attr]
         create_rooms=create,
         room_locking=r.get("muc", "room_locking", bool, True),
@@ -244,6 +246,7 @@ def load_master_config(path: str) -> MasterConfig:
         archive_cleanup_interval=_bounded_int(r, "archive_cleanup_interval", 4 * 3600,
                                               1, 365 * 86_400),
         archive_max_results=_bounded_int(r, "archive_max_results", 50, 1, 10_000),
+        plugin_config=plugin_config,
     )
     return MasterConfig(path=path, component=component, storage_url=storage_url,
                         log_level=log_level, muc=settings, plugins=plugins,
@@ -336,7 +339,7 @@ def _slaves(r: _Reader) -> dict[str, list[str]]:
         if not isinstance(entry, dict):
             raise r.error(where, "must be a table")
         for key in entry:
-            if key not in ("jid", "domains"):
+            if key not in keys_of(MASTER, "slaves"):
                 raise r.error(f"{where}.{key}", "unknown key")
         if "jid" not in entry or "domains" not in entry:
             raise r.error(where, "needs jid and domains")
@@ -350,12 +353,12 @@ def _slaves(r: _Reader) -> dict[str, list[str]]:
 def load_slave_config(path: str) -> SlaveConfig:
     r = _Reader(path, read_toml(path))
     for table in r.data:
-        if table not in ("component", "storage", "log", "slave", "metrics"):
+        if table not in tables_of(SLAVE):
             raise r.error(table, "unknown table")
     cfg = SlaveConfig(path=path, component=_component(r), storage_url=_storage_url(r),
                       log_level=_log_level(r), metrics_listen=_metrics(r))
     r.table("slave")
-    r.check_unknown("slave", {"domains", "masters", "rooms", "keepalive", "history"})
+    r.check_unknown("slave", keys_of(SLAVE, "slave"))
     cfg.domains = _domain_list(r, "slave.domains", r.get("slave", "domains", list))
     if not cfg.domains:
         raise r.error("slave.domains", "must name at least one user domain")

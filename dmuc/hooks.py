@@ -41,7 +41,10 @@ occupant, out: the relayed copy, from the sender's occupant), ``occupant-presenc
 ``slave-snapshot`` (room, extra: append stanzas from the room JID that a XEP-0282
 snapshot carries after the subject); ``room-iq``, ``service-iq``
 (stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
-result means the stanza was handled; ``service-disco-features`` (features).
+result means the stanza was handled; ``service-disco-features`` (features);
+``tick`` (now, out: every second); ``config-reloaded`` (service, out: a SIGHUP applied
+new settings, ``service.settings``; a plugin re-reads its own, e.g. its
+``plugin_config`` table).
 
 The room core's own steps, where a handler may take a session or a stanza over (a true
 result: the room does not do that step itself). dmuc.master.distribution (XEP-0282) hooks

@@ -8,6 +8,7 @@ MUC_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 MUC_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
 MUC_REGISTER = "http://jabber.org/protocol/muc#register"
 MUC_REQUEST = "http://jabber.org/protocol/muc#request"
+MUC_UNIQUE = "http://jabber.org/protocol/muc#unique"  # XEP-0307
 MUC_STABLE_ID = "http://jabber.org/protocol/muc#stable_id"
 MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"

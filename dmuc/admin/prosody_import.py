@@ -31,8 +31,10 @@ from urllib.parse import quote
 from dmuc import jids
 from dmuc.admin import luadata
 from dmuc.admin.errors import AdminError, ProsodyDataError
+from dmuc.master.features.allow_pm import LEGACY as ALLOW_PM_LEGACY
 from dmuc.master.model import (
     AFFILIATIONS,
+    ALLOW_PM_VALUES,
     BROADCAST_ROLES,
     WHOIS_VALUES,
     RoomConfig,
@@ -41,7 +43,8 @@ from dmuc.master.model import (
 EXTRA_PREFIX = "prosody."
 PROSODY_DEFAULT_HISTORY = 20  # history.lib.lua default_history_length
 
-# _data keys that are state, not settings, and that dmuc does not keep (nothing to report).
+# _data keys that are state, not settings, and that dmuc does not keep (nothing to report;
+# subject_time is imported with the subject).
 _NOT_SETTINGS = {"subject_time", "occupant_id_salt", "history", "locked"}
 
 
@@ -195,7 +198,8 @@ def _bool(value: Any) -> bool:
 def convert(room: ProsodyRoom, service: str, max_history: int | None = None) -> Converted:
     """dmuc's state (Room.to_state) for one Prosody room, moved to `service`; a history
     length is capped at `max_history` (the master's muc.max_history_length), as mod_muc
-    caps it at max_history_messages."""
+    caps it at max_history_messages. Each of mod_muc's settings keeps its meaning; what
+    dmuc has no setting for is kept in `extra` and reported (one note each)."""
     node, host, resource = _split(room.jid)
     target = f"{node}@{service}" if node else ""
     if not node or resource:
@@ -206,41 +210,74 @@ def convert(room: ProsodyRoom, service: str, max_history: int | None = None) -> 
     if not _bool(data.get("persistent")):
         return Converted(target, None, skipped="not persistent")
     notes: list[str] = []
-    cfg = _config(data, max_history, notes)
-    affiliations, reserved = _members(room, notes)
+    cfg = _settings(data, notes, max_history)
     subject = data.get("subject")
     subject_from = data.get("subject_from")
+    subject_time = data.get("subject_time")
     state = {
         "config": cfg.to_dict(),
-        "affiliations": affiliations,
-        "reserved_nicks": reserved,
+        "affiliations": _affiliations(room, notes),
+        "reserved_nicks": _reserved_nicks(room, notes),
         "subject": subject if isinstance(subject, str) else "",
         # mod_muc keeps the occupant JID (room@host/nick); dmuc the nick
         "subject_from": _split(subject_from)[2] if isinstance(subject_from, str) else "",
+        # when it was set: the delay a joiner gets the subject with, as on mod_muc
+        "subject_time": float(subject_time) if isinstance(subject_time, (int, float))
+        and subject_time == subject_time and subject_time > 0 else 0.0,
     }
     return Converted(target, state, notes=notes)
 
 
-def _config(data: dict[str, Any], max_history: int | None, notes: list[str]) -> RoomConfig:
-    """The room's settings from mod_muc's room data; what it cannot map goes to `notes`."""
+# mod_muc's _data key -> RoomConfig attribute, for the settings that are text
+_TEXTS = {"name": "name", "description": "description", "language": "language",
+          "password": "password"}
+# mod_muc's _data key -> RoomConfig attribute, for the settings that are booleans (each
+# absent key keeps mod_muc's default, which is dmuc's: off, but archiving on as
+# mod_muc_mam's muc_log_by_default); `hidden` is the negation of dmuc's `public`
+_BOOLEANS = {"members_only": "members_only", "moderated": "moderated",
+             "changesubject": "change_subject", "allow_member_invites": "allow_member_invites",
+             "archiving": "archiving",  # mod_muc_mam's enablearchiving field
+             "logging": "logging"}  # mod_muc_log's enablelogging field
+_KNOWN = {*_TEXTS, *_BOOLEANS, "hidden", "whois", "history_length", "presence_broadcast",
+          "allowpm", "persistent", "destroyed", "subject", "subject_from"}
+
+
+def _settings(data: dict[str, Any], notes: list[str], max_history: int | None) -> RoomConfig:
     cfg = RoomConfig(persistent=True)
-    for key, attr in (("name", "name"), ("description", "description"),
-                      ("language", "language"), ("password", "password")):
-        value = data.get(key)
-        if value is not None:
-            setattr(cfg, attr, str(value))
+    for key, attr in _TEXTS.items():
+        if data.get(key) is not None:
+            setattr(cfg, attr, str(data[key]))
+    for key, attr in _BOOLEANS.items():
+        if key in data:
+            setattr(cfg, attr, _bool(data[key]))
     cfg.public = not _bool(data.get("hidden"))
-    cfg.members_only = _bool(data.get("members_only"))
-    cfg.moderated = _bool(data.get("moderated"))
-    cfg.change_subject = _bool(data.get("changesubject"))
-    cfg.allow_member_invites = _bool(data.get("allow_member_invites"))
-    cfg.logging = _bool(data.get("archiving"))
     whois = data.get("whois", "moderators")
     if whois in WHOIS_VALUES:
         cfg.whois = whois
     else:
         notes.append(f"whois {whois!r} unknown, kept 'moderators'")
-    length = data.get("history_length", PROSODY_DEFAULT_HISTORY)
+    _history_length(cfg, data.get("history_length", PROSODY_DEFAULT_HISTORY), notes,
+                    max_history)
+    allow_pm = data.get("allowpm")
+    if allow_pm is not None:
+        allow_pm = ALLOW_PM_LEGACY.get(str(allow_pm), str(allow_pm))
+        if allow_pm in ALLOW_PM_VALUES:
+            cfg.allow_pm = allow_pm
+        else:
+            notes.append(f"allowpm {data['allowpm']!r} unknown, kept {cfg.allow_pm!r}")
+    broadcast = data.get("presence_broadcast")
+    if broadcast is not None:
+        roles = _lua_table(broadcast)
+        cfg.presence_broadcast = [r for r in BROADCAST_ROLES if _bool(roles.get(r))]
+    for key in sorted(k for k in data if k not in _KNOWN and k not in _NOT_SETTINGS):
+        cfg.extra[EXTRA_PREFIX + str(key)] = _json_safe(data[key])
+        notes.append(f"{key} = {_json_safe(data[key])!r}: dmuc has no such setting, "
+                     "kept in extra (not applied)")
+    return cfg
+
+
+def _history_length(cfg: RoomConfig, length: Any, notes: list[str],
+                    max_history: int | None) -> None:
     if isinstance(length, (int, float)) and length >= 0 and length == length:
         cfg.history_length = int(min(length, 1_000_000))
         if max_history is not None and cfg.history_length > max_history:
@@ -248,23 +285,9 @@ def _config(data: dict[str, Any], max_history: int | None, notes: list[str]) -> 
             cfg.history_length = max_history
     else:
         notes.append(f"history_length {length!r} unusable, kept {cfg.history_length}")
-    broadcast = data.get("presence_broadcast")
-    if broadcast is not None:
-        roles = _lua_table(broadcast)
-        cfg.presence_broadcast = [r for r in BROADCAST_ROLES if _bool(roles.get(r))]
-    known = {"name", "description", "language", "password", "hidden", "members_only",
-             "moderated", "changesubject", "allow_member_invites", "archiving", "whois",
-             "history_length", "presence_broadcast", "persistent", "destroyed", "subject",
-             "subject_from"}
-    for key in sorted(k for k in data if k not in known and k not in _NOT_SETTINGS):
-        cfg.extra[EXTRA_PREFIX + str(key)] = _json_safe(data[key])
-        notes.append(f"kept {key} in extra")
-    return cfg
 
 
-def _members(room: ProsodyRoom, notes: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Affiliations and reserved nicknames by prepared bare JID; what is left out goes to
-    `notes`."""
+def _affiliations(room: ProsodyRoom, notes: list[str]) -> dict[str, str]:
     affiliations: dict[str, str] = {}
     for user, affiliation in sorted(room.affiliations.items()):
         if affiliation not in AFFILIATIONS or affiliation == "none":
@@ -275,6 +298,10 @@ def _members(room: ProsodyRoom, notes: list[str]) -> tuple[dict[str, str], dict[
             notes.append(f"affiliation of {user!r}: not a JID, left out")
             continue
         affiliations[prepared] = affiliation
+    return affiliations
+
+
+def _reserved_nicks(room: ProsodyRoom, notes: list[str]) -> dict[str, str]:
     reserved: dict[str, str] = {}
     for user, info in sorted(room.affiliation_data.items()):
         nick = info.get("reserved_nickname")
@@ -283,7 +310,7 @@ def _members(room: ProsodyRoom, notes: list[str]) -> tuple[dict[str, str], dict[
             notes.append(f"registration data {', '.join(others)} of {user} not kept")
         if isinstance(nick, str) and nick:
             reserved[_bare_jid(user) or user] = nick
-    return affiliations, reserved
+    return reserved
 
 
 def _bare_jid(text: str) -> str | None:
@@ -319,6 +346,7 @@ def normal_state(state: dict[str, Any]) -> dict[str, Any]:
         "reserved_nicks": dict(state.get("reserved_nicks", {})),
         "subject": state.get("subject", ""),
         "subject_from": state.get("subject_from", ""),
+        "subject_time": float(state.get("subject_time", 0.0)),
     }
 
 

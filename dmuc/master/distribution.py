@@ -181,14 +181,14 @@ class Distribution:
             ("occupant-session-new", self._on_session_new),
             ("occupant-session-moved", self._on_session_moved),
             ("occupant-leaving", self._on_leaving),
-            ("occupant-session-gone", self._on_session_gone),
-            ("occupant-role-set", self._on_role_set),
-            ("occupant-role-broadcast", self._on_role_broadcast),
+            ("occupant-session-gone", self.forget),
+            ("occupant-role-set", self.count_roles),
+            ("occupant-role-broadcast", self.visibility_changed),
             ("message-time", self._on_message_time),
             ("message-kept", self._on_message_kept),
             ("message-retracted", self._on_message_retracted),
             ("recent-message", self._on_recent_message),
-            ("room-destroying", self._on_room_destroying),
+            ("room-destroying", self.destroyed),
         ):
             hooks.add(event, handler, priority=HOOK_PRIORITY)
         # a subject change (priority 20) is never a resubmission
@@ -252,7 +252,7 @@ class Distribution:
         return [link for link in self.links.get(room.jid, {}).values()
                 if link.state is RegistrationState.LIVE]
 
-    # --- room events (called by the room core) ---------------------------------------
+    # --- what the room's events do (hooked in _hook) ----------------------------------
 
     def entering(self, room: Room, session: str, out: Outbox) -> bool:
         """A session joins: if its domain has a reachable slave, the session will be
@@ -424,7 +424,7 @@ class Distribution:
             link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois), out)
             self._refresh_visibility(room, link, out)
 
-    # --- room events ------------------------------------------------------------------
+    # --- room events whose handler takes a step over, or reads a stanza ---------------
     # A handler returns True to take the event over (the room does not go on), else None.
 
     def _on_entering(self, room: Room, session: str, out: Outbox) -> bool | None:
@@ -451,20 +451,18 @@ class Distribution:
                     out: Outbox) -> bool | None:
         return self.leaving(room, occupant, session, change, out) or None
 
-    def _on_session_gone(self, room: Room, session: str, out: Outbox) -> None:
-        self.forget(room, session, out)
-
-    def _on_role_set(self, room: Room, occupant: Occupant) -> None:
-        self.count_roles(room, occupant)
-
-    def _on_role_broadcast(self, room: Room, occupant: Occupant, out: Outbox) -> None:
-        self.visibility_changed(room, occupant, out)
-
     def _on_groupchat(self, room: Room, occupant: Occupant, stanza: Element,
                       out: Outbox) -> bool | None:
         """A groupchat a slave resubmits after a netsplit, already broadcast, is dropped."""
         return self._resubmitted(room, stanza.getAttribute("from"),
                                  stanza.getAttribute("id"), out) or None
+
+    def is_second_copy(self, room: Room, stanza: Element) -> bool:
+        """Whether a slave's resubmission is of a message the room has already had (it
+        will be dropped: the rate limits do not charge it)."""
+        original, replay = xep0282.original_id(stanza.getAttribute("id") or "")
+        return replay and (stanza.getAttribute("from"), original) in \
+            self.replay_of(room).submitted
 
     def _resubmitted(self, room: Room, sender: str, message_id: str | None,
                      out: Outbox) -> bool:
@@ -513,9 +511,6 @@ class Distribution:
         if room.config.whois != old.whois:
             self.whois_changed(room, out)
 
-    def _on_room_destroying(self, room: Room, notice: Element | None, out: Outbox) -> None:
-        self.destroyed(room, notice, out)
-
     # --- from a slave -------------------------------------------------------------------
 
     def is_slave_stanza(self, stanza: Element, sender_jid: str) -> bool:
@@ -545,8 +540,9 @@ class Distribution:
             self._unregister(stanza, link, out)
         elif kind == "iq" and stype == "get" and _is(payload, "keepalive"):
             if link is None:
-                out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
-                                             "Not registered for this room"))
+                stanzas.refuse(out, stanza, "cancel", "item-not-found",
+                               "Not registered for this room",
+                               what=f"XEP-0282 keepalive for {room_jid}")
             else:
                 out.send(stanzas.iq_result(stanza))
         elif kind == "presence" and _is(payload, "x"):
@@ -728,14 +724,15 @@ class Distribution:
     def _slave_presence(self, stanza: Element, x: Element, link: SlaveRegistration | None,
                         slave_jid: str, room_jid: str, out: Outbox) -> None:
         refuse = stanzas.child(x, "refuse") if x.uri == xmlns.DMUC else None
-        if refuse is None:
-            out.send(stanzas.error_reply(stanza, "modify", "bad-request",
-                                         "Unknown XEP-0282 presence"))
+        if refuse is None:  # <enter/> is the master's to send; an empty or unknown <x>
+            stanzas.refuse(out, stanza, "modify", "bad-request", "Unknown XEP-0282 presence",
+                           what=f"XEP-0282 presence to {room_jid} ({_children(x)})")
             return
         user = jids.parse(refuse.getAttribute("jid"))
         if link is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found",
-                                         "Not registered for this room"))
+            stanzas.refuse(out, stanza, "cancel", "item-not-found",
+                           "Not registered for this room",
+                           what=f"XEP-0282 refuse for {room_jid}")
             return
         if user is None or user.host not in link.domains:
             out.warn(f"slave {slave_jid} spoke for {refuse.getAttribute('jid')} in {room_jid}:"
@@ -784,7 +781,7 @@ class Distribution:
                     link.last_ping = now
                     iq_id = f"dmuc-ka-{next(self._ids)}"
                     self.pings[iq_id] = (link.room, link.jid)
-                    out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id))
+                    out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id, link.split))
 
     def _pong(self, stanza: Element, out: Outbox) -> None:
         target = self.pings.pop(stanza.getAttribute("id") or "", None)
@@ -817,3 +814,9 @@ class Distribution:
 
 def _is(payload: Element | None, name: str) -> bool:
     return payload is not None and payload.uri == xmlns.DMUC and payload.name == name
+
+
+def _children(x: Element) -> str:
+    """What an <x/> holds, for a log line: its namespace and its first children's names."""
+    names = [el.name for el in x.elements()][:3]
+    return f"x of {x.uri}: " + (", ".join(f"<{n}/>" for n in names) if names else "empty")

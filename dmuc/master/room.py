@@ -399,6 +399,8 @@ class Room:
             reply = stanzas.join_error(stanza, refusal.err_type, refusal.condition, refusal.text)
             reply["from"] = self.occupant_jid(requested_nick)
             out.send(reply)
+            out.info(stanzas.one_line(f"refused join of {sender} to {self.jid}: "
+                                      f"{refusal.condition}: {refusal.text}"))
             return
         if created:
             self_codes.append("201")

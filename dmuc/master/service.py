@@ -31,7 +31,7 @@ LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's de
 @dataclass
 class ServiceSettings:
     jid: str
-    name: str = "Chatrooms"
+    name: str = "Prosody Chatrooms"  # the disco name; mod_muc's default for its `name`
     admins: frozenset[str] = frozenset()
     # who may create rooms: "anyone", "admins", or a list of user domains
     create_rooms: str | list[str] = "anyone"
@@ -54,6 +54,8 @@ class ServiceSettings:
     archive_expires_after: float | None = 7 * 86_400
     archive_cleanup_interval: float = 4 * 3600
     archive_max_results: int = 50
+    # [muc.plugin_config]: each plugin's own settings, by its name (e.g. "blocklist")
+    plugin_config: dict[str, Any] = field(default_factory=dict)
 
 
 class MUCService:
@@ -78,6 +80,7 @@ class MUCService:
         self.settings = settings
         self.admins = settings.admins
         self.distribution.set_allowed(dict(settings.slaves), out)
+        self.hooks.fire("config-reloaded", service=self, out=out)
         return out
 
     # --- state from storage --------------------------------------------------------------
@@ -261,8 +264,9 @@ class MUCService:
         identity.attributes.update(
             {"category": "conference", "type": "text", "name": self.settings.name}
         )
+        # mod_muc_mam adds urn:xmpp:mam:2 on the service too
         features = [xmlns.MUC, xmlns.DISCO_INFO, xmlns.DISCO_ITEMS, xmlns.PING,
-                    xmlns.STANZA_ID]
+                    xmlns.STANZA_ID, xmlns.MAM]
         self.hooks.fire("service-disco-features", features=features)
         for var in features:
             reply.addElement("feature")["var"] = var

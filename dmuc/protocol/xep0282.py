@@ -66,12 +66,18 @@ def for_users(message: Element) -> Element:
     return copy
 
 
-def is_replay(message: Element) -> bool:
-    """Whether a groupchat message is a slave's replay across a netsplit (held, or
-    submitted again): its sender was charged for it when it first sent it (§4.11.2)."""
-    message_id = message.getAttribute("id") or ""
-    return message.name == "message" and message_id.startswith(
-        (RESUBMIT_ID_PREFIX, SPLIT_ID_PREFIX))
+def is_held(message: Element) -> bool:
+    """Whether a groupchat message is one a slave held across a netsplit (§4.11.2)."""
+    return message.name == "message" and (message.getAttribute("id") or "").startswith(
+        SPLIT_ID_PREFIX)
+
+
+def without_held_prefix(message_id: str) -> str:
+    """A local client's message id with the held prefix taken off: only the slave marks
+    what it held (mod_dmuc_slave's RESUBMIT prefix stays: it replays after a crash)."""
+    while message_id.startswith(SPLIT_ID_PREFIX):
+        message_id = message_id[len(SPLIT_ID_PREFIX):]
+    return message_id
 
 
 def dmuc_x() -> Element:
@@ -166,9 +172,20 @@ def registered_result(request: Element, keepalive: int, history: int, whois: str
     return stanzas.iq_result(request, registered)
 
 
-def keepalive_ping(room: str, slave: str, iq_id: str) -> Element:
-    """§4.10: the master's XMPP Ping to a quiet (or split) slave."""
-    return stanzas.iq("get", room, slave, iq_id, Element((xmlns.PING, "ping")))
+def keepalive_ping(room: str, slave: str, iq_id: str, split: bool = False) -> Element:
+    """§4.10: the master's XMPP Ping to a quiet (or split) slave. To a slave it found
+    split it says so (<split/> after the ping): a slave that hears the master but is not
+    heard (a link blackholed towards the master only) learns of the split from it."""
+    iq = stanzas.iq("get", room, slave, iq_id, Element((xmlns.PING, "ping")))
+    if split:
+        iq.addChild(dmuc_x()).addElement("split")
+    return iq
+
+
+def says_split(ping: Element) -> bool:
+    """Whether the master's ping says it has found us split (it hears nothing from us)."""
+    x = stanzas.child(ping, "x", xmlns.DMUC)
+    return x is not None and stanzas.child(x, "split") is not None
 
 
 def resync_notice(room: str, slave: str, whois: str) -> Element:

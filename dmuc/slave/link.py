@@ -86,6 +86,10 @@ REFUSALS = frozenset({"forbidden", "not-allowed", "service-unavailable",
 # waits for its next local stanza.
 RESTORED_AS = {L.REGISTERING: L.LIVE, L.SYNCING: L.LIVE, L.LIVE: L.LIVE, L.SPLIT: L.LIVE}
 MAX_INFLIGHT = 1000  # forwarded groupchat messages remembered until their broadcast
+# How long (in keepalives) a forwarded message is remembered without its broadcast: a
+# split is found by then, by us (2 x keepalive) or by the master, which tells us with its
+# next ping (2 x keepalive, its tick, keepalive/4).
+INFLIGHT_KEEPALIVES = 4
 
 
 def restored_state(state: Mapping[str, Any]) -> LinkState:
@@ -141,8 +145,8 @@ class SlaveLink:
         if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
             # Only an id lets a message lost on the way be submitted again, and the master
             # drop it if it did arrive (§4.11.2): a client that gave none gets one. The
-            # prefixes that mark our replays are ours alone (a replay is not rate-limited).
-            client_id, _ = xep0282.original_id(stanza.getAttribute("id") or "")
+            # prefix that marks what we held is ours alone (it is not rate-limited).
+            client_id = xep0282.without_held_prefix(stanza.getAttribute("id") or "")
             stanza["id"] = client_id or xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
         if state in FORWARDING:
             if state is L.LIVE:
@@ -311,8 +315,9 @@ class SlaveLink:
         went unanswered that long."""
         state = self.state
         if state is L.REGISTERING:
-            if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
-                             split=True):
+            # unanswered for keepalive/4: sent again (hearing the master's pings meanwhile
+            # is no answer: they pass where ours may not)
+            if out.now - self.last_sent >= keepalive.interval(self.room.keepalive, True):
                 self.register("register", out, retry=True)
             return
         if state is L.SYNCING and out.now - self.registered_at >= 2 * self.room.keepalive:
@@ -333,10 +338,10 @@ class SlaveLink:
                                           self.config.new_id("keepalive", self.room.jid)))
 
     def _expire_inflight(self, now: float) -> None:
-        """A message whose broadcast did not come back within three keepalive intervals
-        while no split was found (one is found within two) arrived, or was refused (the
-        refusal went to its sender): no need to remember it."""
-        horizon = now - 3 * self.room.keepalive
+        """A message whose broadcast did not come back within INFLIGHT_KEEPALIVES
+        intervals while no split was found arrived, or was refused (the refusal went to
+        its sender): no need to remember it."""
+        horizon = now - INFLIGHT_KEEPALIVES * self.room.keepalive
         inflight = self.room.inflight
         while inflight and next(iter(inflight.values()))[1] < horizon:
             inflight.popitem(last=False)
@@ -371,7 +376,9 @@ class SlaveLink:
     def rejoin(self, out: Outbox) -> None:
         """The master heard from us again after it found the link split: register again,
         with the newest message we have, and get exactly what we missed."""
-        if self._allowed("forgotten", out):
+        if self.state is L.REGISTERING:
+            self.register("register", out, retry=True)  # it did not get ours: again
+        elif self._allowed("forgotten", out):
             self.register("forgotten", out)
 
     def in_sequence(self, stanza: Element, in_snapshot: bool, out: Outbox) -> bool:

@@ -337,6 +337,9 @@ class SlaveService:
             payload = next(stanza.elements(), None)
             if stype == "get" and payload is not None and payload.uri == xmlns.PING:
                 out.send(stanzas.iq_result(stanza))  # the master's keepalive (§4.10)
+                if xep0282.says_split(stanza) and link.state is LinkState.LIVE:
+                    # it does not hear us: what we forward is lost on the way (§4.11.1)
+                    link.bounced("the master's keepalive says it hears nothing from us", out)
             elif stype in ("get", "set"):
                 out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
             return

@@ -8,6 +8,8 @@ The sources use a small Markdown subset, one construct per line:
 - inline `` `code` `` (bold) and `*word*` (italic)
 - `@ADMIN_SYNOPSIS@` and `@ADMIN_COMMANDS@`: generated from dmuc-admin's argparse parser,
   so that its page cannot drift from the command.
+- `@MASTER_CONFIGURATION@` and `@SLAVE_CONFIGURATION@`: every key of the daemon's TOML
+  file, from dmuc/config_reference.py (which the configuration loader uses too).
 
 `python docs/man/build_man.py` writes docs/man/NAME.8 beside each source; `--check` only
 compares (exit 1 if a page is out of date).
@@ -24,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the checkout, for dmuc.admin.cli
 
 from dmuc.admin.cli import build_parser  # noqa: E402
+from dmuc.config_reference import MASTER, SLAVE, Key  # noqa: E402
 
 DATE = "2026-12-02"  # fixed, so that a rebuild is byte-identical
 VERSION = "dmuc 0.1.0"
@@ -75,6 +78,34 @@ def admin_sections() -> dict[str, list[str]]:
     return {"@ADMIN_SYNOPSIS@": synopsis, "@ADMIN_COMMANDS@": body}
 
 
+def configuration(reference: tuple[Key, ...]) -> list[str]:
+    """One subsection per table, one tagged paragraph per key, in the reference's order."""
+    lines: list[str] = []
+    table = None
+    for key in reference:
+        if key.table != table:
+            table = key.table
+            shown = f"[[{table}]]" if "[]" in key.name else f"[{table}]"
+            lines += [f"## {shown}", ""]
+        when = "A reload (SIGHUP) applies a change." if key.reloads else \
+            "A change waits for a restart."
+        lines += [f"`{key.key}` (*{key.kind}*; default `{key.default}`)",
+                  f": {key.text} {when}", ""]
+    return lines
+
+
+def generated_sections(lines: list[str]) -> dict[str, list[str]]:
+    wanted = {line.strip() for line in lines}
+    sections: dict[str, list[str]] = {}
+    if wanted & {"@ADMIN_SYNOPSIS@", "@ADMIN_COMMANDS@"}:
+        sections.update(admin_sections())
+    sections["@MASTER_CONFIGURATION@"] = configuration(MASTER)
+    sections["@SLAVE_CONFIGURATION@"] = configuration(SLAVE)
+    # SIGNALS, EXIT STATUS and ENVIRONMENT, the same for both daemons
+    sections["@DAEMON_OPERATION@"] = (HERE / "daemon.md.inc").read_text().splitlines()
+    return sections
+
+
 def render(source: str) -> str:
     lines = source.splitlines()
     head = re.match(r"% (\S+)\((\d)\) \| (.+)", lines[0])
@@ -82,10 +113,10 @@ def render(source: str) -> str:
         raise SystemExit("the first line must be '% NAME(SECTION) | title'")
     name, section, title = head.groups()
     expanded: list[str] = []
-    generated = admin_sections() if any(line.strip() in ("@ADMIN_SYNOPSIS@", "@ADMIN_COMMANDS@")
-                                        for line in lines) else {}
+    generated = generated_sections(lines)
     for line in lines[1:]:
-        expanded.extend(generated.get(line.strip(), [line]))
+        expanded.extend(part.replace("@NAME@", name)
+                        for part in generated.get(line.strip(), [line]))
     out = [f'.TH "{name.upper()}" "{section}" "{DATE}" "{VERSION}" "{title}"']
     in_code = False
     paragraph: list[str] = []

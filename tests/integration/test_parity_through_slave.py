@@ -262,3 +262,68 @@ def test_an_occupant_hidden_is_gone_for_the_others_not_for_itself(
                        "<item nick='affected' role='visitor'/></query></iq>"))
     assert res.get("type") == "result", xml_str(res)
     hidden_now("visitor", "hidden-by-role")
+
+
+NS_MAM = "urn:xmpp:mam:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_HINTS = "urn:xmpp:hints"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+
+# (payload, historic: mod_muc's muc-message-is-historic, which mod_muc_mam archives by)
+KINDS = [
+    (f"<composing xmlns='{NS_CHATSTATES}'/><no-store xmlns='{NS_HINTS}'/>"
+     f"<no-permanent-store xmlns='{NS_HINTS}'/>", False),  # as Converse.js sends them
+    (f"<active xmlns='{NS_CHATSTATES}'/>", False),
+    ("<received xmlns='urn:xmpp:receipts' id='r1'/>", False),
+    (f"<body>not to keep</body><no-store xmlns='{NS_HINTS}'/>", False),
+    ("<body>to keep</body>", True),
+    (f"<paused xmlns='{NS_CHATSTATES}'/><store xmlns='{NS_HINTS}'/>", True),
+    ("<displayed xmlns='urn:xmpp:chat-markers:0' id='x1'/>", True),
+]
+
+
+def archived(client: Client, room: str) -> list[ET.Element]:
+    """Every message of the room's archive (one page is enough here), as forwarded."""
+    client.send_raw(f"<iq type='set' to='{room}' id='mam-all'><query xmlns='{NS_MAM}' "
+                    "queryid='all'/></iq>")
+    run(client.expect(all_of(lambda e: e.tag.endswith("}iq"), lambda e: e.get("id") == "mam-all"),
+                      20))
+    found = []
+    for message in client.received(is_message(from_=room)):
+        result = message.find(f"{{{NS_MAM}}}result")
+        if result is not None and result.get("queryid") == "all":
+            found.append(result.find(f"{{{NS_FORWARD}}}forwarded/{{jabber:client}}message"))
+    return found
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_only_historic_messages_are_archived_and_replayed_and_ids_are_the_senders(
+        daemons: DmucDaemons, net_client_factory: MakeClient, way: str) -> None:
+    """As mod_muc and mod_muc_mam: chat states, receipts and messages hinted no-store
+    reach everyone but neither the archive nor a joiner's history; a body, a marker, a
+    store hint do. A message sent without an id reaches everyone, the archive and the
+    history without one, whichever way it came (the slave's tracking id stays on the
+    link). The joiner is behind a slave in one case, direct in the other."""
+    room = f"historic-{way.split()[0]}@{MUC_SERVICE}"
+    sender_jid, joiner_jid = ((BIGCHEESE, EFCHEN) if way == "through a slave"
+                              else (LUDWIG, "jarkko@efnet.irc/irssi"))
+    owner, sender, joiner = users(net_client_factory, TROY, sender_jid, joiner_jid)
+    create_room(owner, room, "owner")
+    enter(sender, room, "sender")
+    for n, (payload, _) in enumerate(KINDS):
+        sender.send_raw(f"<message to='{room}' type='groupchat' id='k{n}'>{payload}</message>")
+    sender.send_raw(f"<message to='{room}' type='groupchat'><body>no id</body></message>")
+    every = [f"k{n}" for n in range(len(KINDS))] + [None]
+    historic = [f"k{n}" for n, (_, kept) in enumerate(KINDS) if kept] + [None]
+    for client in (owner, sender):
+        last = run(client.expect(all_of(is_message(from_=f"{room}/sender"),
+                                        lambda e: body(e) == "no id"), 20))
+        live = [m.get("id") for m in client.received(is_message(from_=f"{room}/sender"))]
+        assert [*live, last.get("id")] == every, (client.jid, live, xml_str(last))
+    assert [m.get("id") for m in archived(owner, room)] == historic
+    assert [m.get("id") for m in archived(sender, room)] == historic
+    joiner.send_raw(f"<presence to='{room}/joiner'><x xmlns='{NS_MUC}'/></presence>")
+    run(joiner.expect(all_of(is_message(from_=room),
+                             lambda e: e.find("{jabber:client}subject") is not None), 20))
+    replayed = [m.get("id") for m in joiner.received(is_message(from_=f"{room}/sender"))]
+    assert replayed == historic, replayed

@@ -6,10 +6,11 @@ the master; stanzas to a slave JID go to that slave; to a user, into that user's
 It counts what the master's server sends to each other server (the s2s links).
 
 Faults: a link can be cut (`down`: what crosses it is lost, as a closed or blackholed
-link), stalled (`stall`: what crosses it waits, and `resume_link` delivers all of it in
-order, as TCP does after backpressure), and a process (the master, "avalon.irc", or a
-slave's domain) can be paused (`pause`: SIGSTOP; its input waits and it does nothing, not
-even its timers; `resume` delivers the input, as SIGCONT does).
+link; `one_way`: only one direction loses), stalled (`stall`: what crosses it waits, and
+`resume_link` delivers all of it in order, as TCP does after backpressure), and a
+process (the master, "avalon.irc", or a slave's domain) can be paused (`pause`: SIGSTOP;
+its input waits and it does nothing, not even its timers; `resume` delivers the input, as
+SIGCONT does).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Net:
         self.inbox: dict[str, list[Element]] = defaultdict(list)
         self.s2s: Counter[tuple[str, str]] = Counter()  # (to server, stanza kind) from avalon
         self.down: set[str] = set()  # slave domains whose link is cut
+        self.one_way: set[tuple[str, str]] = set()  # (from server, to server) dropped
         self.stalled: dict[str, list[tuple[Element, str]]] = {}  # domain -> what waits
         self.paused: dict[str, list[tuple[Element, str]]] = {}  # process -> its input
         for slave in self.slaves.values():
@@ -73,6 +75,8 @@ class Net:
         host = jids.bare(to).split("@")[-1]
         if from_server != to_server and (from_server in self.down or to_server in self.down):
             return  # netsplit: the link between the two servers is cut
+        if (from_server, to_server) in self.one_way:
+            return  # one direction of the link blackholed
         crossing = {from_server, to_server} if from_server != to_server else set()
         backlog = next((self.stalled[d] for d in crossing if d in self.stalled), None)
         if backlog is not None and not unstalled:

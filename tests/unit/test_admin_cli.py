@@ -117,6 +117,32 @@ def test_unknown_settings_go_to_extra_and_are_reported() -> None:
         assert word in notes
 
 
+@pytest.mark.parametrize(("data", "expected"), [
+    # the owner's archiving choice (mod_muc_mam) is dmuc's archiving, never its logging
+    ({"archiving": False}, {"archiving": False, "logging": False}),
+    ({"archiving": True}, {"archiving": True, "logging": False}),
+    ({}, {"archiving": True, "logging": False}),  # mod_muc_mam's muc_log_by_default
+    ({"logging": True}, {"archiving": True, "logging": True}),  # mod_muc_log's
+    ({"allowpm": "moderators"}, {"allow_pm": "moderator"}),
+    ({"allowpm": "none"}, {"allow_pm": "none"}),
+    ({"hidden": True, "members_only": True}, {"public": False, "members_only": True}),
+])
+def test_each_prosody_setting_keeps_its_meaning(data: dict, expected: dict) -> None:
+    room = prosody_import.ProsodyRoom(f"r@{HOST}", {"persistent": True, **data}, {}, {}, "t")
+    converted = prosody_import.convert(room, HOST)
+    assert converted.state is not None and converted.notes == []
+    assert {k: converted.state["config"][k] for k in expected} == expected
+
+
+def test_the_subject_keeps_the_time_it_was_set() -> None:
+    room = prosody_import.ProsodyRoom(f"r@{HOST}", {
+        "persistent": True, "subject": "Topic", "subject_from": f"r@{HOST}/alice",
+        "subject_time": 1_700_000_000}, {}, {}, "t")
+    state = prosody_import.convert(room, HOST).state
+    assert state is not None and state["subject_time"] == 1_700_000_000.0
+    assert prosody_import.normal_state(state) == state
+
+
 @pytest.mark.parametrize(("data", "why"), [
     ({}, "not persistent"),
     ({"persistent": True, "destroyed": True}, "tombstone"),

@@ -14,6 +14,7 @@ from muc_helpers import BIGCHEESE, ROOM, VALDIS, WIZ, WUMPUS
 
 from dmuc import xmlns
 from dmuc.master.features.limits import Limits
+from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.slave.link import LinkState
 
@@ -117,6 +118,33 @@ def test_a_cut_link_loses_nothing(seconds):
     traffic.assert_exactly_once_in_order()
 
 
+@pytest.mark.parametrize("seconds", [6, 30])
+def test_a_link_blackholed_towards_the_slave_only_loses_nothing(seconds):
+    """What avalon writes to killrc is lost, what killrc writes passes: the master's
+    broadcasts go missing (the numbers show the gap) and its keepalives go unanswered."""
+    net, traffic = talking_net()
+    net.one_way.add(("avalon.irc", KILLRC))
+    traffic.talk(seconds)
+    net.one_way.clear()
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
+def test_a_link_blackholed_towards_the_master_only_past_the_bound_loses_nothing():
+    """What killrc writes to avalon is lost, what avalon writes passes: the slave keeps
+    hearing the master, so only the master finds the split, and its pings say so; the
+    slave holds from then on, with what it had in flight in front."""
+    net, traffic = talking_net()
+    net.one_way.add((KILLRC, "avalon.irc"))
+    traffic.talk(30)
+    assert net.slaves[KILLRC].links[ROOM].state is not LinkState.LIVE
+    net.one_way.clear()
+    traffic.talk(3)
+    traffic.settle()
+    traffic.assert_exactly_once_in_order()
+
+
 @pytest.mark.parametrize("timers_first", [False, True])
 @pytest.mark.parametrize("seconds", [6, 20, 70])
 def test_a_paused_slave_that_resumes_loses_nothing(seconds, timers_first):
@@ -148,12 +176,14 @@ def _sent_by_vesa(net: Net, xml: str) -> list[str]:
 
 
 def test_a_client_cannot_pass_for_a_replay_or_claim_a_time():
-    """The replay prefixes and the held marker are the slave's alone: a client's are
-    taken off before its message goes anywhere (a replay is not rate-limited, and a held
-    message keeps the time it claims)."""
+    """The held prefix and the held marker are the slave's alone: a client's are taken
+    off before its message goes anywhere (a held message is not rate-limited, and keeps
+    the time it claims). The resubmission prefix is mod_dmuc_slave's too (its replay
+    after a crash of the slave): it stays, and costs the sender as any message unless
+    the room drops it as a second copy."""
     net, traffic = talking_net()
     got = _sent_by_vesa(net, f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
-                             "id='dmuc-split-dmuc-resent-f1'><body>forged</body>"
+                             "id='dmuc-split-dmuc-split-f1'><body>forged</body>"
                              "<x xmlns='urn:xmpp:tmp:dmuc:0'><held stamp='2000-01-01T00:00:00Z'/>"
                              "</x></message>")
     assert got == ["f1"]
@@ -228,3 +258,43 @@ def test_a_slow_first_registration_gets_one_snapshot():
     assert killrc.links[ROOM].state is LinkState.LIVE
     assert "Wumpus" in net.master.rooms[ROOM].occupants
     assert [s["from"] for s in net.take(WUMPUS) if s.name == "presence"][-1] == f"{ROOM}/Wumpus"
+
+
+@pytest.mark.parametrize(("first", "second", "dropped"), [
+    ("m1", "m1", False),  # a client may reuse an id: two plain copies are two messages
+    ("m1", "dmuc-split-m1", True),  # held after a split, but the first copy had arrived
+    ("m1", "dmuc-resent-m1", True),  # resubmitted after a restart, likewise
+    ("dmuc-split-m1", "m1", True),  # the first copy, late on a slow link, after the replay
+    ("dmuc-resent-m1", "m1", True),
+    ("dmuc-split-m1", "dmuc-resent-dmuc-split-m1", True),  # replayed twice
+    ("m1", "m2", False),
+])
+def test_which_second_copy_the_master_drops(first, second, dropped):
+    net = Net()
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    room, distribution = net.master.rooms[ROOM], net.master.distribution
+    out = Outbox(net.now)
+    assert distribution._resubmitted(room, BIGCHEESE, first, out) is False
+    assert distribution._resubmitted(room, DIRECT, second, out) is False  # another sender
+    assert distribution._resubmitted(room, BIGCHEESE, second, out) is dropped
+    assert out.deliveries == []  # never answered: not the user's error
+
+
+def test_mod_dmuc_slave_replay_after_a_slave_crash_is_dropped_not_shown_twice():
+    """mod_dmuc_slave hands a restarted slave the last seconds of groupchat again, with
+    the resubmission prefix: the slave keeps it, the master drops what it had, and a
+    client that merely uses the prefix gains nothing against its rate limit."""
+    net, traffic = talking_net()
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' id='k1'>"
+                   "<body>before the crash</body></message>")
+    net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
+                   "id='dmuc-resent-k1'><body>before the crash</body></message>")
+    traffic.collect()
+    assert traffic.got[WIZ].count("before the crash") == 1
+    for _ in range(6):
+        net.tick(1)
+    for n in range(60):
+        net.user_sends(f"<message from='{BIGCHEESE}' to='{ROOM}' type='groupchat' "
+                       f"id='dmuc-resent-r{n}'><body>r{n}</body></message>")
+    refused = [m for m in net.take(BIGCHEESE) if m.getAttribute("type") == "error"]
+    assert 5 <= len(refused) <= 10  # burst 50

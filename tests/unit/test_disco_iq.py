@@ -49,7 +49,25 @@ def test_service_disco_info():
     identity = stanzas.child(payload(reply), "identity")
     assert (identity["category"], identity["type"], identity["name"]) == (
         "conference", "text", "Avalon chatrooms")
-    assert {xmlns.MUC, xmlns.DISCO_INFO, xmlns.DISCO_ITEMS} <= _features(reply)
+    # as mod_muc 0.12 with mod_muc_unique (a dependency) and mod_muc_mam
+    assert {xmlns.MUC, xmlns.DISCO_INFO, xmlns.DISCO_ITEMS, xmlns.MUC_UNIQUE,
+            xmlns.MAM} <= _features(reply)
+
+
+def test_the_service_is_named_as_mod_muc_by_default_and_makes_unique_names():
+    h = Harness()
+    reply = _result(iq(h, TROY, SERVICE, "get", DISCO_INFO), TROY)
+    assert stanzas.child(payload(reply), "identity")["name"] == "Prosody Chatrooms"
+    names = set()
+    for _ in range(2):
+        out = h.send(f"<iq type='get' id='u' from='{TROY}' to='{SERVICE}'>"
+                     f"<unique xmlns='{xmlns.MUC_UNIQUE}'/></iq>")
+        [answer] = out.deliveries
+        assert answer.stanza["type"] == "result"
+        unique = stanzas.child(answer.stanza, "unique", xmlns.MUC_UNIQUE)
+        assert unique is not None and str(unique).islower() and len(str(unique)) >= 16
+        names.add(str(unique))
+    assert len(names) == 2
 
 
 def test_service_disco_items_lists_public_unlocked_rooms_only():

@@ -223,6 +223,8 @@ def test_registration_form_and_submission():
     form = stanzas.child(payload(reply), "x", xmlns.DATA_FORMS)
     assert stanzas.form_type(form) == xmlns.MUC_REGISTER
     assert field_values(form, "muc#register_roomnick") == []
+    [nick_field] = [f for f in form.elements() if f.getAttribute("var") == "muc#register_roomnick"]
+    assert stanzas.child(nick_field, "required") is not None  # as mod_muc's register.lib
     out = _reg_set(h, TROY, "Troy")
     assert one([s for s in out.stanzas_for(TROY) if s.name == "iq"])["type"] == "result"
     room = h.service.rooms[ROOM]

@@ -3,6 +3,7 @@ the error reply, the one log line and that the room's state did not change."""
 
 from __future__ import annotations
 
+import pytest
 from muc_helpers import ROOM, SERVICE, TROY, WIZ, WUMPUS, Harness, error_condition
 from muc_steps import private
 
@@ -72,3 +73,36 @@ def test_every_error_the_room_or_the_service_generates_says_by_whom() -> None:
     errors = [d.stanza for out in outs for d in out.deliveries if d.stanza["type"] == "error"]
     assert len(errors) == 4
     assert [stanzas.child(e, "error")["by"] for e in errors] == [ROOM, ROOM, SERVICE, ROOM]
+
+
+UNLISTED = "dmuc.unlisted.example"
+DMUC_X = f"xmlns='{xmlns.DMUC}'"
+# (who, stanza, condition): every XEP-0282 stanza a slave may not send, refused with one
+# log line (docs/operations.md: every refusal is logged once)
+SLAVE_REFUSALS = [
+    (UNLISTED, f"<presence type='unavailable'><x {DMUC_X}><refuse jid='{TROY}'/></x></presence>",
+     "item-not-found"),
+    (UNLISTED, f"<presence><x {DMUC_X}><enter jid='{TROY}'/></x></presence>", "bad-request"),
+    (SLAVE, f"<presence><x {DMUC_X}><enter jid='{TROY}'/></x></presence>", "bad-request"),
+    (SLAVE, f"<presence><x {DMUC_X}><garbage/><more>x</more></x></presence>", "bad-request"),
+    (SLAVE, f"<presence><x {DMUC_X}/></presence>", "bad-request"),
+    (SLAVE, f"<iq type='get' id='k'><keepalive {DMUC_X}/></iq>", "item-not-found"),
+]
+
+
+@pytest.mark.parametrize(("sender", "xml", "condition"), SLAVE_REFUSALS,
+                         ids=["refuse from an unlisted component",
+                              "enter from an unlisted component", "enter from a slave",
+                              "x with garbage", "empty x", "keepalive unregistered"])
+def test_each_refused_slave_stanza_is_answered_and_logged_once(sender: str, xml: str,
+                                                               condition: str) -> None:
+    h = Harness(room_locking=False, slaves={SLAVE: frozenset({"eris.dclxvii.irc"})})
+    h.join(WUMPUS, "Wumpus")
+    stanza = stanzas.parse_stanza(xml)
+    stanza["from"], stanza["to"] = sender, ROOM
+    h.now += 1
+    out = h.service.receive(stanza, h.now)
+    [reply] = out.deliveries
+    assert reply.stanza["to"] == sender and error_condition(reply.stanza) == condition
+    refusals = [line for _, line in out.log if "refused" in line]
+    assert len(refusals) == 1 and sender in refusals[0], out.log

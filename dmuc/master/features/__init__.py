@@ -28,6 +28,7 @@ from dmuc.master.features import (
     room_logging,
     roominfo,
     subject,
+    unique,
     vcard,
     voice,
     whois,
@@ -55,6 +56,7 @@ BUILTIN_FEATURES: tuple[ModuleType, ...] = (
     affiliation_notify,
     occupant_id,  # XEP-0421
     vcard,  # the room's vCard and avatar (XEP-0486)
+    unique,  # XEP-0307 unique room names on the service
 )
 
 

@@ -182,7 +182,8 @@ class RateLimits:
 
     def _replayed_by_slave(self, stanza: Element, sender: str, room_jid: str,
                            now: float) -> bool:
-        """A message its slave held or submitted again across a netsplit (§4.11.2), or
+        """A message its slave held across a netsplit, or a copy the room will drop (a
+        resubmission of one it had, §4.11.2), or
         anything from behind a slave we found split or that just came back (what waited
         while it was stopped or its link stalled, arriving at once), is not the user's
         burst: it is charged to the slave's bucket and never refused."""
@@ -192,7 +193,8 @@ class RateLimits:
         if slave is None:
             return False  # only a slave replays; a direct user's id is just an id
         link = distribution.link(room_jid, slave)
-        if not xep0282.is_replay(stanza) and (link is None or not link.catching_up(now)):
+        replay = xep0282.is_held(stanza) or distribution.is_second_copy(room, stanza)
+        if not replay and (link is None or not link.catching_up(now)):
             return False
         if self.slaves is not None:
             self.slaves.take(slave, now)

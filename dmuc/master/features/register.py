@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 def registration_form() -> Element:
     return stanzas.form(
         xmlns.MUC_REGISTER,
-        [{"var": "muc#register_roomnick", "type": "text-single", "label": "Nickname"}],
+        [{"var": "muc#register_roomnick", "type": "text-single", "label": "Nickname",
+          "required": True}],  # as mod_muc's register.lib
         title="Room registration",
     )
 
