@@ -72,6 +72,16 @@ def is_held(message: Element) -> bool:
         SPLIT_ID_PREFIX)
 
 
+def is_replay(message: Element) -> bool:
+    """Whether a groupchat message is a slave's replay: held across a netsplit, or
+    submitted again after a crash or a split (§4.11.2). Its sender said it earlier, when
+    the room could not judge it; a per-sender pace (a plugin's slow mode) lets it pass."""
+    if message.name != "message":
+        return False
+    _, resubmitted = original_id(message.getAttribute("id") or "")
+    return resubmitted or is_held(message)
+
+
 def without_held_prefix(message_id: str) -> str:
     """A local client's message id with the held prefix taken off: only the slave marks
     what it held (mod_dmuc_slave's RESUBMIT prefix stays: it replays after a crash)."""
