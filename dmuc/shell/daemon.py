@@ -235,6 +235,8 @@ class CoreHandler(subprotocols.XMPPHandler):
         self.on_link: Callable[[bool], None] | None = None  # told when the stream comes/goes
         # stanzas parsed and not handled yet, per sender (see dmuc.shell.fairness)
         self.turns: FairQueue[Element] = FairQueue(time.perf_counter)
+        # domains whose stanzas share one queue, in arrival order (fairness.sender_key)
+        self.one_turn: dict[str, str] = {}
         self._turn_call: Any = None
         self._reading_paused: Any = None  # the transport we stopped reading, if any
 
@@ -265,7 +267,7 @@ class CoreHandler(subprotocols.XMPPHandler):
         if getattr(element, "handled", False):
             return
         element.handled = True
-        self.turns.push(sender_key(element.getAttribute("from")), element)
+        self.turns.push(sender_key(element.getAttribute("from"), self.one_turn), element)
         if self.turns.full and self._reading_paused is None and self.xmlstream is not None:
             self._reading_paused = self.xmlstream.transport
             self._reading_paused.pauseProducing()

@@ -13,7 +13,7 @@ while more than `high_water` stanzas wait, and reads again below `low_water`).""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -23,12 +23,23 @@ HIGH_WATER = 20_000  # queued stanzas at which the shell stops reading the socke
 LOW_WATER = 5_000  # ... and at which it reads again
 
 
-def sender_key(sender: str | None) -> tuple[str, str]:
+def sender_key(sender: str | None,
+               one_turn: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Whose turn a stanza takes: its sender's server, then its bare JID within that
     server's turn. A burst comes from one server (a slave's users rejoining after its
-    restart arrive from 10,000 JIDs of one domain); a user's resources share one turn."""
+    restart arrive from 10,000 JIDs of one domain); a user's resources share one turn.
+
+    `one_turn` maps domains whose senders must keep their order among themselves to the
+    one queue they share: everything a slave sends the master (its own stanzas and its
+    users' forwarded ones: an ENTER before the user's first message), everything a master
+    sends a slave (its service JID and its rooms: a registration before the snapshot)."""
     bare = (sender or "").split("/", 1)[0].lower()
-    return bare.rpartition("@")[2], bare
+    server = bare.rpartition("@")[2]
+    if one_turn:
+        owner = one_turn.get(server)
+        if owner is not None:
+            return owner, owner
+    return server, bare
 
 
 class FairQueue(Generic[Item]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import Metric
 from twisted.application import service
@@ -33,6 +33,17 @@ def build_service(cfg: MasterConfig) -> MUCService:
     return muc
 
 
+def slave_turns(slaves: Mapping[str, frozenset[str]]) -> dict[str, str]:
+    """Each allowed slave's stanzas and its users' (which it forwards) in one queue, in
+    the order they came: a user's ENTER is handled before that user's messages."""
+    turns: dict[str, str] = {}
+    for slave, domains in slaves.items():
+        turns[slave.lower()] = slave.lower()
+        for domain in domains:
+            turns[domain.lower()] = slave.lower()
+    return turns
+
+
 class MasterService(Daemon):
     """The master: restores persistent rooms, then serves them."""
 
@@ -42,6 +53,7 @@ class MasterService(Daemon):
         handler = CoreHandler(self.muc.receive, storage, cfg.component.jid,
                               on_connect=self.muc.connected)
         super().__init__("dmuc-master", cfg, storage, handler, self.muc.tick)
+        handler.one_turn = slave_turns(cfg.muc.slaves)
         self.slave_status = SlaveStatus(self.muc.distribution)
         self.started = time.time()
         self._status_call = task.LoopingCall(self.record_status)
@@ -93,6 +105,7 @@ class MasterService(Daemon):
         old: MasterConfig = self.cfg
         settings = dataclasses.replace(new.muc, jid=old.muc.jid, limits=old.muc.limits)
         self.handler.write(self.muc.reconfigure(settings, time.time()))
+        self.handler.one_turn = slave_turns(settings.slaves)
         return dataclasses.replace(new, muc=settings, plugins=old.plugins)
 
     def summary(self) -> str:

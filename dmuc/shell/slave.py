@@ -42,6 +42,8 @@ class SlaveDaemon(Daemon):
         handler = CoreHandler(self.slave.receive, storage, self.slave.jid,
                               on_connect=self.slave.connected, save_delay=SAVE_DELAY)
         super().__init__("dmuc-slave", cfg, storage, handler, self.slave.tick)
+        # a master's service JID and its rooms in one queue, in the order they came
+        handler.one_turn = {m.lower(): m.lower() for m in cfg.masters}
 
     @defer.inlineCallbacks
     def restore(self):  # type: ignore[no-untyped-def]

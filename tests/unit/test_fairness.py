@@ -31,6 +31,33 @@ def test_sender_key_is_the_server_then_the_bare_jid(sender: str | None,
     assert sender_key(sender) == key
 
 
+SLAVE_TURNS = {"dmuc.vesa.irc": "dmuc.vesa.irc", "vesa.irc": "dmuc.vesa.irc"}
+
+
+@pytest.mark.parametrize(("sender", "key"), [
+    ("dmuc.vesa.irc", ("dmuc.vesa.irc", "dmuc.vesa.irc")),
+    ("user@vesa.irc/phone", ("dmuc.vesa.irc", "dmuc.vesa.irc")),
+    ("User@Efnet.irc/phone", ("efnet.irc", "user@efnet.irc")),
+])
+def test_a_slave_and_its_users_share_one_turn(sender: str, key: tuple[str, str]) -> None:
+    assert sender_key(sender, SLAVE_TURNS) == key
+
+
+def test_what_a_slave_sends_keeps_its_order_across_jids() -> None:
+    """A slave's ENTERs (from its own JID) and its users' forwarded messages (from their
+    JIDs) are handled in the order they came, whatever else is queued: a user's first
+    message never overtakes its ENTER."""
+    queue: FairQueue[str] = FairQueue(Clock(0.001), budget=1.0)
+    for i in range(100):
+        queue.push(sender_key("dmuc.vesa.irc", SLAVE_TURNS), f"enter{i}")
+    queue.push(sender_key("user99@vesa.irc/r", SLAVE_TURNS), "message99")
+    queue.push(sender_key("pinger@efnet.irc/r", SLAVE_TURNS), "ping")
+    handled: list[str] = []
+    queue.run(handled.append)
+    assert handled.index("ping") == 1
+    assert handled.index("message99") == handled.index("enter99") + 1
+
+
 def test_a_servers_burst_of_many_users_takes_one_turn_a_round() -> None:
     """10,000 users of one server rejoining (a slave's restart) hold another server's
     stanza for one of theirs, however many users they are."""
