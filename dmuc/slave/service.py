@@ -22,11 +22,16 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Delivery, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
+from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
+from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
 from dmuc.protocol.statemachine import SplitCounter
 from dmuc.records import HistoryRecord
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
+
+# A silence of the timers this long means the process was stopped (SIGSTOP, a stuck host).
+STOPPED_AFTER = 5.0
 
 
 @dataclass
@@ -48,6 +53,7 @@ class SlaveService:
         self._ids = itertools.count(1)
         self.pending_iqs: dict[str, tuple[str, str]] = {}  # id -> (kind, room)
         self._touched: set[str] = set()  # rooms whose state changed since the last take
+        self.last_tick: float | None = None  # ticks come every second (shell/daemon.py)
         self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
         self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id,
                                       self.splits)
@@ -158,9 +164,17 @@ class SlaveService:
         self._save_touched(out)
         return self._fold(out)
 
+    def _resuming(self, now: float) -> bool:
+        """Whether we are reading what waited while we were stopped (SIGSTOP: no tick for
+        longer than STOPPED_AFTER). Then the master's "split" pings in that backlog are
+        about our stop, not a one-way link: what our users said meanwhile goes on as it
+        was said (live), and the master's <rejoin/> resyncs us."""
+        return self.last_tick is not None and now - self.last_tick > STOPPED_AFTER
+
     def tick(self, now: float) -> Outbox:
         """Keepalives (§4.10) and unanswered registrations, per link."""
         out = Outbox(now)
+        self.last_tick = now
         for link in list(self.links.values()):
             link.tick(out)
             room = link.room
@@ -220,6 +234,8 @@ class SlaveService:
                                              by=self.jid))
             return
         room, link = self._mirror(room_jid)
+        if stanza.name == "iq" and self._answered_here(room, link, stanza, sender, out):
+            return
         if stanza.name != "iq":
             occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
             # and only we mark what we held (its time, §4.11.2)
@@ -227,6 +243,31 @@ class SlaveService:
                                if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
         room.note_presence(stanza, sender.full(), out.now)
         link.submit(stanza, sender.full(), out)
+
+    def _answered_here(self, room: SlaveRoom, link: SlaveLink, stanza: Element, sender: JID,
+                       out: Outbox) -> bool:
+        """XEP-0410 at the edge: while this slave knows who of its users is in the room
+        (LIVE, and SPLIT, where they keep talking), it answers as the master would (the one
+        rule of occupant_iq) a local occupant's ping to its own occupant JID, and a local
+        user's IQ to an occupant JID when that user is not in the room: no round trip, and
+        no client leaves and rejoins because a link is down. Everything else (a join still
+        on its way, an IQ to another occupant) goes to the master."""
+        to = jids.parse(stanza.getAttribute("to"))
+        nick, full = to.resource if to is not None else None, sender.full()
+        if not nick or stanza.getAttribute("type") not in ("get", "set") \
+                or link.state not in (LinkState.LIVE, LinkState.SPLIT) \
+                or (full in room.directed and full not in room.local):
+            return False
+        sender_nick = room.local.get(full) if full in room.directed else None
+        decided = occupant_iq_verdict(stanza, sender_nick, nick, nick in room.roster)
+        if decided is OccupantIq.NOT_IN_ROOM:
+            stanzas.refuse(out, stanza, *NOT_IN_ROOM,
+                           what=f"iq to {stanza.getAttribute('to')}")
+            return True
+        if decided is OccupantIq.SELF_PING:
+            out.send(stanzas.iq_result(stanza))
+            return True
+        return False
 
     # --- the slave's own JID ------------------------------------------------------------
 
@@ -337,7 +378,8 @@ class SlaveService:
             payload = next(stanza.elements(), None)
             if stype == "get" and payload is not None and payload.uri == xmlns.PING:
                 out.send(stanzas.iq_result(stanza))  # the master's keepalive (§4.10)
-                if xep0282.says_split(stanza) and link.state is LinkState.LIVE:
+                if xep0282.says_split(stanza) and link.state is LinkState.LIVE \
+                        and not self._resuming(out.now):
                     # it does not hear us: what we forward is lost on the way (§4.11.1)
                     link.bounced("the master's keepalive says it hears nothing from us", out)
             elif stype in ("get", "set"):
