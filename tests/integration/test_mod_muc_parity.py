@@ -254,7 +254,6 @@ SCENARIO: list[tuple[str, str, str]] = [
     ("instant room", "owner", owner_submit({}, "p-instant")),
     ("disco#info of an open room, by its owner", "owner", disco_info("p-di-owner")),
     ("disco#info of an open room, by a stranger", "guest", disco_info("p-di-stranger")),
-    ("disco#items of an open room, by a stranger", "guest", disco_items("p-dit-stranger")),
     ("registration form, asked by a stranger", "guest", register_get("p-reg-stranger")),
     ("join", "pete", join("pete")),
     ("groupchat", "pete", "<message to='ROOM' type='groupchat' id='p-m1'><body>hi</body>"
@@ -342,7 +341,6 @@ SCENARIO: list[tuple[str, str, str]] = [
     ("disco#info of a closed room, by a stranger", "guest", disco_info("p-di-closed-s")),
     ("disco#info of a closed room, by its owner", "owner", disco_info("p-di-closed-o")),
     ("disco#items of a closed room, by a stranger", "guest", disco_items("p-dit-closed-s")),
-    ("disco#items of a closed room, by an occupant", "owner", disco_items("p-dit-closed-o")),
     ("registration form of a closed room, asked by a stranger", "guest",
      register_get("p-reg-closed")),
     ("probe of a closed room from outside", "guest",

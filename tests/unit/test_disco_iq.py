@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from muc_helpers import (
     PHAEDRUS,
     ROOM,
@@ -13,7 +12,7 @@ from muc_helpers import (
     Harness,
     error_condition,
 )
-from muc_steps import field_values, iq, one, owner_submit, payload
+from muc_steps import field_values, iq, occ, one, owner_submit, payload
 
 from dmuc import xmlns
 from dmuc.protocol import stanzas
@@ -172,16 +171,24 @@ def test_room_disco_set_is_bad_request():
 # --- disco#items of a room ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("public", ["1", "0"])
-def test_room_disco_items_are_empty_to_anyone_as_mod_muc(public: str):
-    """mod_muc 0.12.3 lists no occupants in a room's disco#items, to a stranger or to an
-    occupant, public room or hidden: no nick leaks to outsiders."""
+def test_room_disco_items_lists_occupants():
     h = Harness()
-    h.create_instant(WIZ, "wiz", publicroom=public)
+    h.create_instant(WIZ, "wiz")
     h.join(TROY, "troy")
-    for asker in (PHAEDRUS, TROY):
-        reply = _result(iq(h, asker, ROOM, "get", DISCO_ITEMS), asker)
-        assert stanzas.children(payload(reply), "item") == []
+    reply = _result(iq(h, PHAEDRUS, ROOM, "get", DISCO_ITEMS), PHAEDRUS)
+    listed = {(i["jid"], i["name"]) for i in stanzas.children(payload(reply), "item")}
+    assert listed == {(occ("wiz"), "wiz"), (occ("troy"), "troy")}
+    assert "eris" not in reply.toXml()
+
+
+def test_hidden_room_items_only_to_occupants():
+    h = Harness()
+    h.create_instant(WIZ, "wiz", publicroom="0")
+    h.join(TROY, "troy")
+    reply = _result(iq(h, PHAEDRUS, ROOM, "get", DISCO_ITEMS), PHAEDRUS)
+    assert stanzas.children(payload(reply), "item") == []
+    reply = _result(iq(h, TROY, ROOM, "get", DISCO_ITEMS), TROY)
+    assert len(stanzas.children(payload(reply), "item")) == 2
 
 
 # --- other IQs to the room ---------------------------------------------------------------------
