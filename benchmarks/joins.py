@@ -157,6 +157,21 @@ async def _register(server: FakeServer, slave: str) -> None:
     await asyncio.wait_for(registered, 30)
 
 
+async def pinger(server: FakeServer, label: str, sender: str, rtts: list[float],
+                 done: asyncio.Event) -> None:
+    """Ping the service from `sender` every 50 ms until `done`, noting each round trip."""
+    n = 0
+    while not done.is_set():
+        n += 1
+        answer = server.expect(f"id='{label}{n}'".encode())
+        sent = time.perf_counter()
+        server.send(f"<iq type='get' id='{label}{n}' from='{sender}' to='{SERVICE}'>"
+                    f"<ping xmlns='{xmlns.PING}'/></iq>")
+        await asyncio.wait_for(answer, 120)
+        rtts.append(time.perf_counter() - sent)
+        await asyncio.sleep(0.05)
+
+
 def _percentiles(label: str, rtts: list[float]) -> dict[str, float]:
     rtts = sorted(rtts)
     return {f"{label}_pings": len(rtts),
@@ -179,22 +194,10 @@ async def run_burst(occupants: int, workdir: Path) -> dict[str, float]:
         done = asyncio.Event()
         rtts: dict[str, list[float]] = {"direct": [], "slave": []}
 
-        async def pinger(label: str, sender: str) -> None:
-            n = 0
-            while not done.is_set():
-                n += 1
-                answer = server.expect(f"id='{label}{n}'".encode())
-                sent = time.perf_counter()
-                server.send(f"<iq type='get' id='{label}{n}' from='{sender}' to='{SERVICE}'>"
-                            f"<ping xmlns='{xmlns.PING}'/></iq>")
-                await asyncio.wait_for(answer, 120)
-                rtts[label].append(time.perf_counter() - sent)
-                await asyncio.sleep(0.05)
-
         started = time.perf_counter()
         server.send("".join(_enter_xml(i) for i in range(occupants)))
-        tasks = [asyncio.create_task(pinger("direct", PINGER)),
-                 asyncio.create_task(pinger("slave", SLAVE2))]
+        tasks = [asyncio.create_task(pinger(server, "direct", PINGER, rtts["direct"], done)),
+                 asyncio.create_task(pinger(server, "slave", SLAVE2, rtts["slave"], done))]
         result: dict[str, float] = {"occupants": occupants}
         for n in marks:
             await asyncio.wait_for(answered[n], 600)
@@ -252,19 +255,7 @@ async def run_daemon(occupants: int, rate: float, workdir: Path) -> dict[str, fl
         rtts: list[float] = []
         done = asyncio.Event()
 
-        async def pinger() -> None:
-            n = 0
-            while not done.is_set():
-                n += 1
-                answer = server.expect(f"id='ping{n}'".encode())
-                sent = time.perf_counter()
-                server.send(f"<iq type='get' id='ping{n}' from='{PINGER}' to='{SERVICE}'>"
-                            f"<ping xmlns='{xmlns.PING}'/></iq>")
-                await asyncio.wait_for(answer, 60)
-                rtts.append(time.perf_counter() - sent)
-                await asyncio.sleep(0.05)
-
-        ping_task = asyncio.create_task(pinger())
+        ping_task = asyncio.create_task(pinger(server, "ping", PINGER, rtts, done))
         started = time.perf_counter()
         chunk = max(int(rate / 100), 1)  # every 10 ms
         for first in range(0, occupants, chunk):

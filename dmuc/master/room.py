@@ -20,7 +20,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
-from dmuc.master.features import iq_handlers
+from dmuc.master.features import iq_handlers, members_only
 from dmuc.master.model import (
     AFFILIATION_RANK,
     NO_CHANGE,
@@ -32,12 +32,12 @@ from dmuc.master.model import (
 from dmuc.outbox import Outbox, SaveRoom
 from dmuc.protocol import stanzas, visibility
 from dmuc.protocol.history import History
+from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
+from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
 
 if TYPE_CHECKING:
     from dmuc.master.service import MUCService
 
-# The answer to a stanza that needs its sender in the room (as mod_muc).
-NOT_IN_ROOM = ("cancel", "not-acceptable", "You are not currently connected to this chat")
 # Pending IQs forwarded between occupants (rewritten id -> where the answer goes).
 MAX_PENDING_IQS = 1000
 # Error conditions that mean the occupant's session is gone (mod_muc's is_kickable_error).
@@ -356,7 +356,10 @@ class Room:
         if self.locked and affiliation != "owner":
             raise Refusal("cancel", "item-not-found", "This room is locked")
         if affiliation == "outcast":
-            raise Refusal("auth", "forbidden", "You have been banned from this room")
+            # mod_muc checks members-only (-5) before the ban (-10): a members-only room
+            # refuses a banned user as any non-member (registration-required)
+            raise members_only.pre_join(self, stanza, nick, sender) or Refusal(
+                "auth", "forbidden", "You have been banned from this room")
         holder = self.occupants.get(nick)
         if holder is not None and holder.bare_jid != bare:
             raise Refusal("cancel", "conflict", "That nickname is already in use")
@@ -836,15 +839,17 @@ class Room:
         sender_occupant = self.occupant_by_session(sender)
         target = self.occupants.get(nick)
         payload = next(stanza.elements(), None)
-        is_ping = payload is not None and payload.uri == xmlns.PING
-        if sender_occupant is None:
+        decided = occupant_iq_verdict(
+            stanza, sender_occupant.nick if sender_occupant is not None else None, nick,
+            target is not None)
+        if decided is OccupantIq.NOT_IN_ROOM or sender_occupant is None:
             # XEP-0410: a client that is not joined learns it from this error.
             self._refuse(stanza, out, *NOT_IN_ROOM)
             return
-        if target is None:
+        if decided is OccupantIq.NO_RECIPIENT or target is None:
             self._refuse(stanza, out, "cancel", "item-not-found")
             return
-        if is_ping and sender in target.sessions:
+        if decided is OccupantIq.SELF_PING:
             out.send(stanzas.iq_result(stanza))  # XEP-0410 self-ping, answered by the room
             return
         to_bare = payload is not None and payload.uri == xmlns.VCARD

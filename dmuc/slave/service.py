@@ -22,6 +22,8 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.outbox import DeleteRoom, Delivery, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
+from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
+from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
 from dmuc.protocol.statemachine import SplitCounter
 from dmuc.records import HistoryRecord
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
@@ -237,6 +239,8 @@ class SlaveService:
                                              by=self.jid))
             return
         room, link = self._mirror(room_jid)
+        if stanza.name == "iq" and self._answered_here(room, link, stanza, sender, out):
+            return
         if stanza.name != "iq":
             occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
             # and only we mark what we held (its time, §4.11.2)
@@ -244,6 +248,31 @@ class SlaveService:
                                if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
         room.note_presence(stanza, sender.full(), out.now)
         link.submit(stanza, sender.full(), out)
+
+    def _answered_here(self, room: SlaveRoom, link: SlaveLink, stanza: Element, sender: JID,
+                       out: Outbox) -> bool:
+        """XEP-0410 at the edge: while this slave knows who of its users is in the room
+        (LIVE, and SPLIT, where they keep talking), it answers as the master would (the one
+        rule of occupant_iq) a local occupant's ping to its own occupant JID, and a local
+        user's IQ to an occupant JID when that user is not in the room: no round trip, and
+        no client leaves and rejoins because a link is down. Everything else (a join still
+        on its way, an IQ to another occupant) goes to the master."""
+        to = jids.parse(stanza.getAttribute("to"))
+        nick, full = to.resource if to is not None else None, sender.full()
+        if not nick or stanza.getAttribute("type") not in ("get", "set") \
+                or link.state not in (LinkState.LIVE, LinkState.SPLIT) \
+                or (full in room.directed and full not in room.local):
+            return False
+        sender_nick = room.local.get(full) if full in room.directed else None
+        decided = occupant_iq_verdict(stanza, sender_nick, nick, nick in room.roster)
+        if decided is OccupantIq.NOT_IN_ROOM:
+            stanzas.refuse(out, stanza, *NOT_IN_ROOM,
+                           what=f"iq to {stanza.getAttribute('to')}")
+            return True
+        if decided is OccupantIq.SELF_PING:
+            out.send(stanzas.iq_result(stanza))
+            return True
+        return False
 
     # --- the slave's own JID ------------------------------------------------------------
 

@@ -75,6 +75,10 @@ def test_install_lays_out_the_venv_user_configs_and_docs(installed: Path) -> Non
         config = root / f"etc/dmuc/{name}.toml"
         assert stat.S_IMODE(config.stat().st_mode) == 0o640 and config.stat().st_gid == gid
         assert (root / f"usr/local/share/man/man8/{name}.8").is_file()
+    # the example plugins are installed with the package
+    for plugin in ("slowmode", "blocklist"):
+        assert list((root / PREFIX.lstrip("/")).glob(
+            f"lib/python3*/site-packages/dmuc/plugins/{plugin}.py")), plugin
     for doc in ("README.md", "operations.md", "protocol.md", "examples/dmuc-master.toml",
                 "examples/mod_dmuc_slave.lua"):
         assert (root / "usr/share/doc/dmuc" / doc).is_file(), doc

@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,7 +54,9 @@ def twin() -> Iterator[ProsodyInstance]:
     """A Prosody with our master's component and a mod_muc component side by side."""
     workdir = make_tempdir("dmuc-parity-")
     # a Component line in the global part opens its own section (the VirtualHosts follow)
-    mod_muc = f'Component "{MOD_MUC}" "muc"\n    muc_room_locking = true\n'
+    # rooms public by default on both (ours: room_defaults; mod_muc 0.12: hidden)
+    mod_muc = (f'Component "{MOD_MUC}" "muc"\n    muc_room_locking = true\n'
+               '    muc_room_default_public = true\n')
     yield from running(ProsodyInstance(
         workdir, virtualhosts=TEST_DOMAINS, extra_config=mod_muc,
         components=[ComponentSpec(OURS, secrets.token_hex(16))]), workdir)
@@ -111,8 +114,19 @@ DROPPED = {
     f"{{{NS_SID}}}stanza-id",        # ours stamps XEP-0359 ids on every groupchat message
     f"{{{NS_OCCUPANT_ID}}}occupant-id",  # XEP-0421: mod_muc 0.12 adds it only with a module
 }
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+# disco#info features of protocols ours serves on the room itself, which mod_muc 0.12 has
+# only with other modules (mod_muc_mam, mod_muc_moderation, mod_vcard_muc) or not at all
+# (docs/mod_muc-parity.md)
+OUR_EXTRA_FEATURES = {
+    NS_DISCO_INFO, "http://jabber.org/protocol/disco#items", "urn:xmpp:ping",
+    "urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", NS_SID, "urn:xmpp:message-moderate:0",
+    "urn:xmpp:message-moderate:1", "vcard-temp",
+}
+OUR_EXTRA_ROOMINFO = {"muc#roominfo_avatarhash"}  # mod_vcard_muc's
 # the human-readable text ours adds to errors where mod_muc gives the condition alone
-OUR_EXTRA_ERROR_TEXTS = {"That nickname is already in use", "You have been banned from this room"}
+OUR_EXTRA_ERROR_TEXTS = {"That nickname is already in use", "You have been banned from this room",
+                         "Only members may register a nickname in this room"}
 
 
 def _deliberate(e: ET.Element, stanza: ET.Element) -> bool:
@@ -122,7 +136,9 @@ def _deliberate(e: ET.Element, stanza: ET.Element) -> bool:
         return True
     if kind == "error" and e.tag == f"{{{NS_MUC}}}x":
         return True  # ours returns the join's <x/> with its error, as XEP-0045's examples
-    return False
+    if e.tag == f"{{{NS_DISCO_INFO}}}feature" and e.get("var") in OUR_EXTRA_FEATURES:
+        return True
+    return e.tag == "{jabber:x:data}field" and e.get("var") in OUR_EXTRA_ROOMINFO
 
 
 def _is_destroy_notice(stanza: ET.Element) -> bool:
@@ -219,6 +235,15 @@ def disco_info(iq_id: str, node: str = "") -> str:
             f"xmlns='http://jabber.org/protocol/disco#info'{node_attr}/></iq>")
 
 
+def disco_items(iq_id: str) -> str:
+    return (f"<iq type='get' to='ROOM' id='{iq_id}'><query "
+            "xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+
+
+def register_get(iq_id: str) -> str:
+    return f"<iq type='get' to='ROOM' id='{iq_id}'><query xmlns='jabber:iq:register'/></iq>"
+
+
 GUEST_BARE = GUEST.split("/")[0]
 QUINN_BARE = QUINN.split("/")[0]
 PETE_BARE = PETE.split("/")[0]
@@ -229,6 +254,8 @@ SCENARIO: list[tuple[str, str, str]] = [
     ("instant room", "owner", owner_submit({}, "p-instant")),
     ("disco#info of an open room, by its owner", "owner", disco_info("p-di-owner")),
     ("disco#info of an open room, by a stranger", "guest", disco_info("p-di-stranger")),
+    ("disco#items of an open room, by a stranger", "guest", disco_items("p-dit-stranger")),
+    ("registration form, asked by a stranger", "guest", register_get("p-reg-stranger")),
     ("join", "pete", join("pete")),
     ("groupchat", "pete", "<message to='ROOM' type='groupchat' id='p-m1'><body>hi</body>"
                           "</message>"),
@@ -308,6 +335,18 @@ SCENARIO: list[tuple[str, str, str]] = [
     ("banned user joins", "quinn", join("quinn")),
     ("leave", "pete", "<presence to='ROOM/peter' type='unavailable' id='p-leave'>"
                       "<status>gone</status></presence>"),
+    ("config change: hidden, members-only, password", "owner",
+     owner_submit({"muc#roomconfig_publicroom": "0", "muc#roomconfig_membersonly": "1",
+                   "muc#roomconfig_passwordprotectedroom": "1",
+                   "muc#roomconfig_roomsecret": "sesame"}, "p-cfg-closed")),
+    ("disco#info of a closed room, by a stranger", "guest", disco_info("p-di-closed-s")),
+    ("disco#info of a closed room, by its owner", "owner", disco_info("p-di-closed-o")),
+    ("disco#items of a closed room, by a stranger", "guest", disco_items("p-dit-closed-s")),
+    ("disco#items of a closed room, by an occupant", "owner", disco_items("p-dit-closed-o")),
+    ("registration form of a closed room, asked by a stranger", "guest",
+     register_get("p-reg-closed")),
+    ("probe of a closed room from outside", "guest",
+     "<presence type='probe' to='ROOM/boss' id='p-pr-closed'/>"),
     ("destroy", "owner", f"<iq type='set' to='ROOM' id='p-destroy'><query "
                          f"xmlns='{NS_MUC_OWNER}'><destroy jid='elsewhere@SERVICE'>"
                          "<reason>done</reason></destroy></query></iq>"),
@@ -323,6 +362,13 @@ MORE_THAN_MOD_MUC = {
 }
 
 
+def _parts(normalised: list[str]) -> Counter[str]:
+    """The fields and features of normalised stanzas: what differs in a long one."""
+    return Counter(p for text in normalised
+                   for p in re.findall(r"<[^<>/]*(?:field|feature|identity)[^<>]*>"
+                                       r"(?:<[^<>]*value >[^<]*</>)*", text))
+
+
 def test_every_stanza_a_client_sees_matches_mod_muc(casts: list[Cast]) -> None:
     ours, theirs = casts
     differences = []
@@ -335,6 +381,10 @@ def test_every_stanza_a_client_sees_matches_mod_muc(casts: list[Cast]) -> None:
                     differences.append(f"{label}, as {name} sees it: mod_muc sent what ours"
                                        " does not:\n  " + "\n  ".join(
                                            sorted(set(expected[name]) - set(got[name]))))
+            elif got[name] != expected[name] and label.startswith("disco#info"):
+                differences.append(f"{label}, as {name} sees it: only ours: "
+                                   f"{dict(_parts(got[name]) - _parts(expected[name]))}; only "
+                                   f"mod_muc: {dict(_parts(expected[name]) - _parts(got[name]))}")
             elif got[name] != expected[name]:
                 differences.append(f"{label}, as {name} sees it:\n  ours:    "
                                    + "\n           ".join(got[name]) + "\n  mod_muc: "

@@ -37,12 +37,14 @@ from test_master_daemon import (
 from xmpp_client import (
     NS_CLIENT,
     NS_DATA,
+    NS_DELAY,
     NS_DISCO_INFO,
     NS_MUC,
     NS_MUC_OWNER,
     Client,
     all_of,
     has_status,
+    is_message,
     is_presence,
     run,
 )
@@ -66,9 +68,12 @@ LOUNGE = {
 }
 # mod_muc 0.12's name for "members may invite" (dmuc's form: muc#roomconfig_allowinvites)
 PROSODY_MEMBER_INVITES = "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites"
+ENABLE_ARCHIVING = "muc#roomconfig_enablearchiving"  # mod_muc_mam's, and dmuc's
 COMPARED_VARS = ["muc#roomconfig_" + k for k in (
     "roomname", "roomdesc", "persistentroom", "publicroom", "membersonly", "moderatedroom",
-    "roomsecret", "whois", "changesubject", "historylength", "presencebroadcast", "lang")]
+    "roomsecret", "whois", "changesubject", "historylength", "presencebroadcast", "lang",
+    "enablearchiving")]
+NS_MAM = "urn:xmpp:mam:2"
 
 
 def dmuc_admin(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,6 +115,7 @@ def make_rooms(muc: str, alice: Client, bob: Client) -> None:
     fields = {f"muc#roomconfig_{k}": v for k, v in LOUNGE.items()}
     fields["muc#roomconfig_presencebroadcast"] = "moderator"  # list-multi, one value
     fields[PROSODY_MEMBER_INVITES] = True
+    fields[ENABLE_ARCHIVING] = False  # the owner's choice: no archive of this room
     assert_result(iq(alice, f"<iq type='set' to='{lounge}'><query xmlns='{NS_MUC_OWNER}'>"
                             f"{form_xml(NS_ROOMCONFIG, fields)}</query></iq>"))
     for item in (f"<item affiliation='member' jid='{BOB}'/>",
@@ -128,12 +134,25 @@ def make_rooms(muc: str, alice: Client, bob: Client) -> None:
     alice.send_raw(f"<presence to='{plain}/alice'><x xmlns='{NS_MUC}'/></presence>")
     run(alice.expect(all_of(is_presence(from_=f"{plain}/alice"), lambda e: has_status(e, 201))))
     fields = {"muc#roomconfig_persistentroom": True, "muc#roomconfig_publicroom": True,
-              "muc#roomconfig_roomname": "Plain"}
+              "muc#roomconfig_roomname": "Plain", ENABLE_ARCHIVING: True}
     assert_result(iq(alice, f"<iq type='set' to='{plain}'><query xmlns='{NS_MUC_OWNER}'>"
                             f"{form_xml(NS_ROOMCONFIG, fields)}</query></iq>"))
     alice.send_raw(f"<message to='{plain}' type='groupchat'><subject>Plain</subject></message>")
     run(alice.expect(is_subject(plain)))
     leave(alice, plain, "alice")
+
+
+def archived_bodies(client: Client, room: str, queryid: str) -> list[str | None]:
+    """The bodies of the room's archive (MAM), as the client reads them."""
+    assert_result(iq(client, f"<iq type='set' to='{room}'><query xmlns='{NS_MAM}' "
+                             f"queryid='{queryid}'/></iq>"))
+    found = []
+    for message in client.received(is_message(from_=room)):
+        result = message.find(f"{{{NS_MAM}}}result")
+        if result is not None and result.get("queryid") == queryid:
+            found.append(result.findtext(
+                f"{{urn:xmpp:forward:0}}forwarded/{{{NS_CLIENT}}}message/{{{NS_CLIENT}}}body"))
+    return found
 
 
 def form_values(res: ET.Element) -> dict[str, object]:
@@ -162,14 +181,22 @@ def observe(muc: str, alice: Client, bob: Client) -> dict[str, object]:
     for node, password in (("lounge", PASSWORD), ("plain", None)):
         room = f"{node}@{muc}"
         info = disco_info(alice, room)
-        seen[f"{node} features"] = sorted(f for f in features(info) if f.startswith("muc_"))
+        seen[f"{node} features"] = sorted(f for f in features(info)
+                                          if f.startswith("muc_") or f == NS_MAM)
         seen[f"{node} name"] = [i.get("name") for i in info.iter(f"{{{NS_DISCO_INFO}}}identity")]
         roominfo = {k: v for k, v in form_values(info).items()
                     if k in ("muc#roominfo_description", "muc#roominfo_lang")}
         seen[f"{node} roominfo"] = roominfo
         subject = enter(alice, room, "alice", password)
+        delay = subject.find(f"{{{NS_DELAY}}}delay")
         seen[f"{node} subject"] = (subject.findtext(f"{{{NS_CLIENT}}}subject"),
                                    subject.get("from"))
+        seen[f"{node} subject delay"] = delay is not None and delay.get("stamp")
+        # the owner's archiving choice holds: said now, archived or not
+        alice.send_raw(f"<message to='{room}' type='groupchat'><body>archived?</body></message>")
+        run(alice.expect(all_of(is_message(from_=f"{room}/alice"),
+                                lambda e: e.findtext(f"{{{NS_CLIENT}}}body") == "archived?")))
+        seen[f"{node} archive"] = archived_bodies(alice, room, f"{node}-{len(seen)}")
         config = form_values(iq(alice, f"<iq type='get' to='{room}'>"
                                        f"<query xmlns='{NS_MUC_OWNER}'/></iq>"))
         seen[f"{node} config"] = {v: config.get(v) for v in COMPARED_VARS}
@@ -198,9 +225,9 @@ def workdir() -> Iterator[Path]:
 def test_rooms_made_by_prosody_look_the_same_on_dmuc(workdir: Path) -> None:
     sql_db = workdir / "data" / "prosody.sqlite"
     prosody = ProsodyInstance(workdir, virtualhosts=[VHOST], log_level="info", components=[
-        ComponentSpec(FILE_MUC, "", plugin="muc"),
+        ComponentSpec(FILE_MUC, "", plugin="muc", options={"modules_enabled": ["muc_mam"]}),
         ComponentSpec(SQL_MUC, "", plugin="muc",
-                      options={"storage": "sql",
+                      options={"storage": "sql", "modules_enabled": ["muc_mam"],
                                "sql": {"driver": "SQLite3", "database": str(sql_db)}})])
     prosody.start()
     master = None
@@ -209,7 +236,10 @@ def test_rooms_made_by_prosody_look_the_same_on_dmuc(workdir: Path) -> None:
         for muc in (FILE_MUC, SQL_MUC):
             make_rooms(muc, alice, bob)
         before = observe(FILE_MUC, alice, bob)
-        assert before["lounge subject"] == ("Welcome & hello", f"lounge@{FILE_MUC}/alice")
+        assert before["lounge subject"][:2] == ("Welcome & hello", f"lounge@{FILE_MUC}/alice")
+        assert before["plain subject delay"], "mod_muc gives the subject with its time"
+        assert before["lounge archive"] == [] and before["plain archive"] == ["archived?"]
+        assert NS_MAM in before["plain features"] and NS_MAM not in before["lounge features"]
         assert before["lounge bob's nick"] == ["bobby"]
         assert before["lounge outcasts"] == {DAVE: ("outcast", None),
                                              "evil.example": ("outcast", None)}
@@ -257,6 +287,12 @@ def test_rooms_made_by_prosody_look_the_same_on_dmuc(workdir: Path) -> None:
         alice, bob = connect(prosody, ALICE + "/a"), connect(prosody, BOB + "/b")
         after = observe(FILE_MUC, alice, bob)
         for key, value in before.items():
+            if key == "lounge subject delay" and value is False:
+                # mod_muc 0.12.3 gave this room's subject (set once, stored with its
+                # subject_time) without a delay on a later join, and the plain room's with
+                # one; dmuc gives both with the time it was set (what the import read)
+                assert after[key], "dmuc gives the subject with the time it was set"
+                continue
             assert after[key] == value, f"{key}: mod_muc showed {value!r}, dmuc {after[key]!r}"
         run(alice.disconnect())
         run(bob.disconnect())

@@ -10,21 +10,19 @@ split is found and healed quickly.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from cast import CAST, DIRECT_USER
-from conftest import FAULT_KEEPALIVE, keep_testbed, make_tempdir
+from conftest import FAULT_KEEPALIVE
+from module_net import Net, module_net
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 from test_dmuc_slaves import is_groupchat, join
 from xmpp_client import Client, all_of, body, is_message, run
 
-from testbed.faults import DmucDaemons, wait_for_text
-from testbed.network import MASTER_DOMAIN, MUC_SERVICE, DmucNetwork
+from testbed.faults import wait_for_text
+from testbed.network import MASTER_DOMAIN, MUC_SERVICE
 
 pytestmark = pytest.mark.integration
 
@@ -36,40 +34,9 @@ LUDWIG = DIRECT_USER[1]
 PLUGINS = ("xep_0313", "xep_0359", "xep_0425")
 
 
-@dataclass
-class Net:
-    network: DmucNetwork
-    daemons: DmucDaemons
-    clients: list[Client]
-
-    def client(self, jid: str) -> Client:
-        server = self.network.server(jid)
-        client = Client(jid, host=server.ip, port=server.c2s_port)
-        for plugin in PLUGINS:
-            client.xmpp.register_plugin(plugin)
-        self.clients.append(client)
-        run(client.connect())
-        return client
-
-
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    net_dir, daemons_dir = make_tempdir("dmuc-mam-net-"), make_tempdir("dmuc-mam-")
-    network = DmucNetwork(net_dir, ips=IPS, log_level="info")
-    network.start()
-    daemons = DmucDaemons(network, daemons_dir, keepalive=FAULT_KEEPALIVE)
-    clients: list[Client] = []
-    try:
-        daemons.start()
-        yield Net(network, daemons, clients)
-    finally:
-        run(asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True))
-        network.heal_all()
-        daemons.stop()
-        network.stop()
-        if not keep_testbed():
-            for d in (net_dir, daemons_dir):
-                shutil.rmtree(d, ignore_errors=True)
+    yield from module_net("dmuc-mam", IPS, PLUGINS)
 
 
 def child(elem, name: str, ns: str):  # type: ignore[no-untyped-def]

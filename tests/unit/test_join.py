@@ -108,12 +108,24 @@ def test_reserved_room_owner_gets_form_and_submission_unlocks():
     assert form["type"] == "form"
     assert stanzas.form_type(form) == xmlns.MUC_ROOMCONFIG
     assert h.service.rooms[ROOM].locked  # getting the form does not unlock
-    out = owner_submit(h, WIZ, {"muc#roomconfig_roomname": "Wallops"})
-    assert one(out.stanzas_for(WIZ))["type"] == "result"
+    out = owner_submit(h, WIZ, {"muc#roomconfig_roomname": "Wallops",
+                                "muc#roomconfig_whois": "anyone"})
+    assert [s.name for s in out.stanzas_for(WIZ)] == ["iq", "message"]
+    assert one([s for s in out.stanzas_for(WIZ) if s.name == "iq"])["type"] == "result"
     room = h.service.rooms[ROOM]
     assert not room.locked
     assert room.config.name == "Wallops"
-    # No 104 notice for the configuration that unlocks the room.
+    # As mod_muc's process_form: the configuration that unlocks the room is announced
+    # like any other (104 for the name, 172 for whois).
+    assert [codes(m) for m in messages(out, WIZ)] == [{"104", "172"}]
+
+
+def test_a_submitted_history_length_is_announced_as_a_change_as_mod_muc():
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    out = owner_submit(h, WIZ, {"muc#roomconfig_historylength": "20"})  # unchanged
+    assert [codes(m) for m in messages(out, WIZ)] == [{"104"}]
+    out = owner_submit(h, WIZ, {"muc#roomconfig_roomname": ""})  # unchanged
     assert messages(out, WIZ) == []
 
 

@@ -64,7 +64,9 @@ def slow_room(seconds: str) -> Harness:
                  "<x xmlns='jabber:x:data' type='submit'>"
                  f"<field var='dmuc#slowmode'><value>{seconds}</value></field>"
                  "</x></query></iq>")
-    assert sent(out)[-1].getAttribute("type") == "result", sent(out)[-1].toXml()
+    # the iq's result, then (as mod_muc) the 104 to the creator
+    [answer] = [s for s in sent(out) if s.name == "iq"]
+    assert answer.getAttribute("type") == "result", answer.toXml()
     h.join(VALDIS, "Valdis")
     return h
 

@@ -80,15 +80,11 @@ def room_info(room: Room, stanza: Element, payload: Element, out: Outbox) -> Non
 
 
 def room_items(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
-    """Occupants of a public room, or of any room to its own occupants (XEP-0045 §6.5)."""
+    """No items, to anyone, as mod_muc 0.12.3's get_disco_items (XEP-0045 §6.5 lets a
+    room list its occupants; mod_muc never does, so no one learns the nicks of a room
+    from outside)."""
     if stanza.getAttribute("type") != "get":
         out.send(stanzas.error_reply(stanza, "cancel", "bad-request"))
         return
     reply = stanzas.query(xmlns.DISCO_ITEMS, {"node": payload.getAttribute("node")})
-    asker = stanza.getAttribute("from")
-    if room.config.public or room.occupant_by_session(asker) is not None:
-        for nick in room.occupants:
-            item = reply.addElement("item")
-            item["jid"] = room.occupant_jid(nick)
-            item["name"] = nick
     out.send(stanzas.iq_result(stanza, reply))

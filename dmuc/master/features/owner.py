@@ -12,6 +12,7 @@ from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.errors import Refusal
+from dmuc.master.features.history import LENGTH
 from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import RoomConfig
 from dmuc.outbox import Outbox
@@ -84,7 +85,9 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
         stanzas.refuse(out, stanza, refusal.err_type, refusal.condition, refusal.text, what=what)
         return
     out.send(stanzas.iq_result(stanza))
-    reconfigure(room, new, out)
+    # as history.lib 0.12.3, whose setter always reports a change: a submitted history
+    # length means 104 (clients submit the whole form, so nearly always)
+    reconfigure(room, new, out, changed=LENGTH in values)
 
 
 def _query_with(el: Element) -> Element:
@@ -93,17 +96,18 @@ def _query_with(el: Element) -> Element:
     return q
 
 
-def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
+def reconfigure(room: Room, new: RoomConfig, out: Outbox, changed: bool = False) -> None:
     """Put a new configuration in place: what a changed setting implies is done by the
     `room-config-applied` handlers (322 evictions, history trim, storage, slaves), then
-    the occupants get the status codes (104, 170-173) and `room-configured` fires."""
+    the occupants get the status codes (104, 170-173; 104 also when `changed`), the
+    creator of a locked room too (as mod_muc), and `room-configured` fires."""
     old = room.config
     was_locked = room.locked
     room.locked = False
     room.config = new
     codes: list[str] = []
     # as mod_muc: 104 for a change of any setting but these two, which have their own codes
-    if dataclasses.replace(new, whois=old.whois, logging=old.logging) != old:
+    if changed or dataclasses.replace(new, whois=old.whois, logging=old.logging) != old:
         codes.append("104")
     if new.whois != old.whois:
         codes.append("172" if new.whois == "anyone" else "173")
@@ -112,7 +116,7 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox) -> None:
     if new.archiving != old.archiving and ("170" if new.archiving else "171") not in codes:
         codes.append("170" if new.archiving else "171")  # as mod_muc_mam
     room.service.hooks.fire("room-config-applied", room=room, old=old, out=out)
-    if codes and not was_locked and room.occupants:
+    if codes and room.occupants:
         room.broadcast_groupchat(stanzas.status_message(room.jid, codes), out)
     out.info(f"{room.jid} configured" + (" (unlocked)" if was_locked else ""))
     room.service.hooks.fire("room-configured", room=room, old=old, out=out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.words.xish.domish import Element
+
 from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field, Values
@@ -13,6 +15,7 @@ from dmuc.master.model import RoomConfig
 if TYPE_CHECKING:
     from dmuc.master.room import Room
 
+XML_NS = "http://www.w3.org/XML/1998/namespace"  # of xml:lang
 NAME = "muc#roomconfig_roomname"
 DESCRIPTION = "muc#roomconfig_roomdesc"
 LANGUAGE = "muc#roomconfig_lang"
@@ -55,7 +58,17 @@ def info_language(room: Room, fields: list[Field]) -> None:
                        "value": room.config.language})
 
 
+def on_pre_create(room: Room, stanza: Element, **_: object) -> None:
+    """A new room speaks the language of the join that creates it, unless the service's
+    room defaults name one (mod_muc's set_room_defaults: the stanza's xml:lang, else
+    muc_room_default_language)."""
+    lang = stanza.getAttribute((XML_NS, "lang"))
+    if lang and not room.config.language:
+        room.config.language = lang
+
+
 def setup(hooks: Hooks) -> None:
+    hooks.add("room-pre-create", on_pre_create)
     hooks.add("room-config-form", config_form, priority=170)
     hooks.add("room-config-submitted", submitted, priority=170)
     hooks.add("room-disco-info", info_description, priority=100)

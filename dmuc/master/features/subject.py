@@ -62,8 +62,10 @@ def send_on_join(room: Room, session: str, out: Outbox) -> None:
 def info(room: Room, fields: list[Field]) -> None:
     """As subject.lib 0.12.3: whether anyone may set it, never the subject itself (a
     stranger asking a hidden or members-only room must not read it)."""
-    fields.append({"var": CHANGE_SUBJECT, "type": "boolean",
-                   "value": room.config.change_subject})
+    field: Field = {"var": CHANGE_SUBJECT, "type": "boolean"}
+    if room.config.change_subject:  # as 0.12.3: no value at all when not allowed
+        field["value"] = True
+    fields.append(field)
 
 
 def setup(hooks: Hooks) -> None:
