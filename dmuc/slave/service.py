@@ -54,6 +54,7 @@ class SlaveService:
         self.pending_iqs: dict[str, tuple[str, str]] = {}  # id -> (kind, room)
         self._touched: set[str] = set()  # rooms whose state changed since the last take
         self.last_tick: float | None = None  # ticks come every second (shell/daemon.py)
+        self.resumed_at = -1e18  # when a tick last found we had been stopped
         self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
         self.link_config = LinkConfig(self.jid, settings.keepalive, settings.history, self._id,
                                       self.splits)
@@ -169,11 +170,15 @@ class SlaveService:
         longer than STOPPED_AFTER). Then the master's "split" pings in that backlog are
         about our stop, not a one-way link: what our users said meanwhile goes on as it
         was said (live), and the master's <rejoin/> resyncs us."""
-        return self.last_tick is not None and now - self.last_tick > STOPPED_AFTER
+        last = self.last_tick
+        return (last is not None and now - last > STOPPED_AFTER) \
+            or now - self.resumed_at < STOPPED_AFTER  # the backlog outlasts the 1st tick
 
     def tick(self, now: float) -> Outbox:
         """Keepalives (§4.10) and unanswered registrations, per link."""
         out = Outbox(now)
+        if self.last_tick is not None and now - self.last_tick > STOPPED_AFTER:
+            self.resumed_at = now  # we were stopped: our backlog is being read
         self.last_tick = now
         for link in list(self.links.values()):
             link.tick(out)
