@@ -495,3 +495,23 @@ class LogWatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# (kind, "short"/"long") the code does not survive yet (issue 16 stays open for them).
+# They run in `make faults` and `make soak`, where they fail with their reports; `make test`
+# leaves them out so that what it checks must hold. Each with what its report shows:
+OPEN_FAULTS: set[tuple[str, str]] = {
+    # a loss towards the master shorter than the detection bound: nothing numbers what a
+    # slave sends the master, so the loss goes unnoticed (needs slave->master sequence
+    # numbers)
+    ("oneway-to-master", "short"),
+    # what mod_dmuc_slave held while the slave was down reaches the room stamped with the
+    # slave's restart time, not the time it was said (the module does not record it), and
+    # one message in flight at the kill comes back out of its sender's order
+    ("slave-kill", "short"), ("slave-kill", "long"),
+    # the direct (efnet) users: a master killed -9 forgets its direct occupants (they are
+    # not told, their messages are refused until they rejoin), and while the master or
+    # its Prosody is down their own server bounces what they say
+    ("master-kill", "short"), ("master-kill", "long"),
+    ("master-prosody-restart", "short"), ("master-prosody-restart", "long"),
+}
