@@ -32,8 +32,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from conftest import STRICT_KEEPALIVE, MakeClient, Rig
-from traffic import (
+
+from testbed.faults import FAULT_KINDS, FLAP, Fault, FaultInjector, FaultKind, fault_kind
+from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, SLAVE_DOMAINS, DmucNetwork
+from tests.integration.conftest import STRICT_KEEPALIVE, MakeClient, Rig
+from tests.integration.traffic import (
     Bounds,
     FaultReport,
     TrafficDriver,
@@ -43,10 +46,7 @@ from traffic import (
     run_fault,
     table,
 )
-from xmpp_client import all_of, body, error_condition, is_message, run
-
-from testbed.faults import FAULT_KINDS, FLAP, Fault, FaultInjector, FaultKind, fault_kind
-from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, SLAVE_DOMAINS, DmucNetwork
+from tests.integration.xmpp_client import all_of, body, error_condition, is_message, run
 
 pytestmark = pytest.mark.integration
 
