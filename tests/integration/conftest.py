@@ -10,7 +10,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +22,7 @@ from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
 from testbed.configs import daemon_toml
 from testbed.faults import DmucDaemons, FaultInjector, LogWatcher
 from testbed.network import DmucNetwork
-
-# the helper module sits next to this file; importable however pytest imports the tests
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from xmpp_client import Client, close_loop, run  # noqa: E402
+from tests.integration.xmpp_client import Client, close_loop, run
 
 TEST_DOMAINS = ["avalon.irc", "killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc"]
 MUC_DOMAIN = "channel.avalon.irc"

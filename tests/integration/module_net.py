@@ -8,11 +8,10 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from conftest import FAULT_KEEPALIVE, keep_testbed, make_tempdir
-from xmpp_client import Client, run
-
 from testbed.faults import DmucDaemons
 from testbed.network import DmucNetwork
+from tests.integration.conftest import FAULT_KEEPALIVE, keep_testbed, make_tempdir
+from tests.integration.xmpp_client import Client, run
 
 
 @dataclass

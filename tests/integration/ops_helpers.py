@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from xmpp_client import NS_MUC, Client, body, is_message, is_presence, run
 
 from testbed import TwistdDaemon
+from tests.integration.xmpp_client import NS_MUC, Client, body, is_message, is_presence, run
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -15,14 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cast import CAST, DIRECT_USER
-from conftest import MakeClient, keep_testbed, make_tempdir, running
 from slixmpp.exceptions import IqError
-from xmpp_client import NS_MUC, NS_MUC_USER, Client, body, is_message, is_presence, run
 
 from testbed import TwistdDaemon
 from testbed.faults import mirror_line, wait_for_text
 from testbed.network import MUC_SERVICE, SLAVE_DOMAINS, DmucNetwork, slave_jid
+from tests.integration.cast import CAST, DIRECT_USER
+from tests.integration.conftest import MakeClient, keep_testbed, make_tempdir, running
+from tests.integration.xmpp_client import (
+    NS_MUC,
+    NS_MUC_USER,
+    Client,
+    body,
+    is_message,
+    is_presence,
+    run,
+)
 
 pytestmark = pytest.mark.integration
 

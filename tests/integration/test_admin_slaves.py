@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAULT_KEEPALIVE, MUC_DOMAIN, Rig
-from xmpp_client import NS_MUC, Client, all_of, has_status, is_presence, run
+
+from tests.integration.conftest import FAULT_KEEPALIVE, MUC_DOMAIN, Rig
+from tests.integration.xmpp_client import NS_MUC, Client, all_of, has_status, is_presence, run
 
 pytestmark = pytest.mark.integration
 

@@ -23,11 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cast import CAST as SEED_CAST
-from cast import DIRECT_USER
-from conftest import PROBE_COMPONENT, MakeClient, keep_testbed, make_tempdir, running
-from test_network import RawComponent, error_condition_component
-from xmpp_client import (
+
+from testbed import ComponentSpec, TwistdDaemon
+from testbed.network import (
+    DIRECT_DOMAIN,
+    DMUC_NS,
+    MASTER_DOMAIN,
+    MUC_SERVICE,
+    SLAVE_DOMAINS,
+    DmucNetwork,
+    slave_jid,
+)
+from tests.integration.cast import CAST as SEED_CAST
+from tests.integration.cast import DIRECT_USER
+from tests.integration.conftest import (
+    PROBE_COMPONENT,
+    MakeClient,
+    keep_testbed,
+    make_tempdir,
+    running,
+)
+from tests.integration.test_network import RawComponent, error_condition_component
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DELAY,
     NS_DISCO_INFO,
@@ -50,17 +67,6 @@ from xmpp_client import (
     status_codes,
     take_through,
     xml_str,
-)
-
-from testbed import ComponentSpec, TwistdDaemon
-from testbed.network import (
-    DIRECT_DOMAIN,
-    DMUC_NS,
-    MASTER_DOMAIN,
-    MUC_SERVICE,
-    SLAVE_DOMAINS,
-    DmucNetwork,
-    slave_jid,
 )
 
 pytestmark = pytest.mark.integration

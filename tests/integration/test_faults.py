@@ -33,18 +33,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from conftest import STRICT_KEEPALIVE, MakeClient, Rig
-from traffic import (
-    Bounds,
-    FaultReport,
-    TrafficDriver,
-    default_people,
-    detection_bound,
-    fault_bounds,
-    run_fault,
-    table,
-)
-from xmpp_client import all_of, body, error_condition, is_message, run
 
 from testbed.faults import (
     FAULT_KINDS,
@@ -56,6 +44,18 @@ from testbed.faults import (
     fault_kind,
 )
 from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, SLAVE_DOMAINS, DmucNetwork
+from tests.integration.conftest import STRICT_KEEPALIVE, MakeClient, Rig
+from tests.integration.traffic import (
+    Bounds,
+    FaultReport,
+    TrafficDriver,
+    default_people,
+    detection_bound,
+    fault_bounds,
+    run_fault,
+    table,
+)
+from tests.integration.xmpp_client import all_of, body, error_condition, is_message, run
 
 pytestmark = pytest.mark.integration
 

@@ -21,17 +21,18 @@ import os
 import random
 import secrets
 import shutil
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir
-from test_network import RawComponent
-from xmpp_client import (
+
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from testbed.configs import daemon_toml
+from tests.integration.conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir
+from tests.integration.test_network import RawComponent
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DATA,
     NS_DISCO_ITEMS,
@@ -49,12 +50,7 @@ from xmpp_client import (
     take_through,
     xml_str,
 )
-
-from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
-from testbed.configs import daemon_toml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from fuzz_stanzas import StanzaFuzzer  # noqa: E402
+from tests.unit.fuzz_stanzas import StanzaFuzzer
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 
 import pytest
-from cast import CAST
-from conftest import MUC_DOMAIN, MakeClient
-from xmpp_client import (
+
+from testbed import TwistdDaemon
+from tests.integration.cast import CAST
+from tests.integration.conftest import MUC_DOMAIN, MakeClient
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DATA,
     NS_MUC,
@@ -31,8 +33,6 @@ from xmpp_client import (
     run,
     xml_str,
 )
-
-from testbed import TwistdDaemon
 
 pytestmark = pytest.mark.integration
 

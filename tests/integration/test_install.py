@@ -24,11 +24,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir, write_master_config
-from ops_helpers import NotifySocket
 
 from testbed import ComponentSpec, ProsodyInstance
 from testbed.prosody import stop_process
+from tests.integration.conftest import (
+    MUC_DOMAIN,
+    TEST_DOMAINS,
+    keep_testbed,
+    make_tempdir,
+    write_master_config,
+)
+from tests.integration.ops_helpers import NotifySocket
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/opt/dmuc"

@@ -9,12 +9,20 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import MUC_DOMAIN, MakeClient
-from test_hostile_input_daemon import MasterLog, configure, join
-from xmpp_client import NS_CLIENT, body, error_condition, is_message, local, run, xml_str
 
 from dmuc.master.features.limits import OVERACTIVE_ROOM, Limits
 from testbed import TwistdDaemon
+from tests.integration.conftest import MUC_DOMAIN, MakeClient
+from tests.integration.test_hostile_input_daemon import MasterLog, configure, join
+from tests.integration.xmpp_client import (
+    NS_CLIENT,
+    body,
+    error_condition,
+    is_message,
+    local,
+    run,
+    xml_str,
+)
 
 pytestmark = pytest.mark.integration
 

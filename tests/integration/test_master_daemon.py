@@ -20,9 +20,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cast import CAST, bare, room_jid
-from conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir, write_master_config
-from xmpp_client import (
+
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon, free_port
+from tests.integration.cast import CAST, bare, room_jid
+from tests.integration.conftest import (
+    MUC_DOMAIN,
+    TEST_DOMAINS,
+    keep_testbed,
+    make_tempdir,
+    write_master_config,
+)
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DATA,
     NS_DELAY,
@@ -45,8 +53,6 @@ from xmpp_client import (
     status_codes,
     xml_str,
 )
-
-from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon, free_port
 
 pytestmark = pytest.mark.integration
 

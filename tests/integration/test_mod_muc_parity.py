@@ -18,8 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import TEST_DOMAINS, keep_testbed, make_tempdir, running, write_master_config
-from xmpp_client import (
+
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from tests.integration.conftest import (
+    TEST_DOMAINS,
+    keep_testbed,
+    make_tempdir,
+    running,
+    write_master_config,
+)
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DATA,
     NS_MUC,
@@ -30,8 +38,6 @@ from xmpp_client import (
     local,
     run,
 )
-
-from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
 
 pytestmark = pytest.mark.integration
 

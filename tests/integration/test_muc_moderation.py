@@ -11,9 +11,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 
 import pytest
-from cast import CAST, bare, room_jid
-from conftest import MUC_DOMAIN, MakeClient
-from xmpp_client import (
+
+from testbed import TwistdDaemon
+from tests.integration.cast import CAST, bare, room_jid
+from tests.integration.conftest import MUC_DOMAIN, MakeClient
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DATA,
     NS_DISCO_INFO,
@@ -38,8 +40,6 @@ from xmpp_client import (
     status_codes,
     xml_str,
 )
-
-from testbed import TwistdDaemon
 
 pytestmark = pytest.mark.integration
 

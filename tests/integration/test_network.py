@@ -13,8 +13,18 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
-from conftest import PROBE_COMPONENT, MakeClient
-from xmpp_client import (
+
+from testbed.network import (
+    DIRECT_DOMAIN,
+    DMUC_NS,
+    DOMAINS,
+    MASTER_DOMAIN,
+    MUC_SERVICE,
+    DmucNetwork,
+    slave_jid,
+)
+from tests.integration.conftest import PROBE_COMPONENT, MakeClient
+from tests.integration.xmpp_client import (
     NS_DISCO_INFO,
     NS_MUC,
     NS_STANZAS,
@@ -27,16 +37,6 @@ from xmpp_client import (
     local,
     run,
     xml_str,
-)
-
-from testbed.network import (
-    DIRECT_DOMAIN,
-    DMUC_NS,
-    DOMAINS,
-    MASTER_DOMAIN,
-    MUC_SERVICE,
-    DmucNetwork,
-    slave_jid,
 )
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_tempdir, running, write_master_config
-from test_dmuc_slaves import (  # noqa: F401 - fixtures, used by name
+
+from dmuc.master.features.occupant_id import compute
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from testbed.network import DmucNetwork, slave_jid
+from tests.integration.conftest import make_tempdir, running, write_master_config
+from tests.integration.test_dmuc_slaves import (  # noqa: F401 - fixtures, used by name
     ERIS,
     KILLRC,
     VESA,
@@ -34,8 +38,8 @@ from test_dmuc_slaves import (  # noqa: F401 - fixtures, used by name
     room_of,
     say,
 )
-from test_master_daemon import configure
-from xmpp_client import (
+from tests.integration.test_master_daemon import configure
+from tests.integration.xmpp_client import (
     NS_DISCO_INFO,
     NS_MUC,
     NS_VCARD,
@@ -49,10 +53,6 @@ from xmpp_client import (
     take_through,
     xml_str,
 )
-
-from dmuc.master.features.occupant_id import compute
-from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
-from testbed.network import DmucNetwork, slave_jid
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cast import CAST
-from conftest import SPARE_COMPONENT, keep_testbed, make_tempdir, write_master_config
-from ops_helpers import NotifySocket, hear, join, refused, say, scrape, sighup, value
-from xmpp_client import NS_DISCO_INFO, Client, run
 
 from testbed import ProsodyInstance, TwistdDaemon, free_port
+from tests.integration.cast import CAST
+from tests.integration.conftest import (
+    SPARE_COMPONENT,
+    keep_testbed,
+    make_tempdir,
+    write_master_config,
+)
+from tests.integration.ops_helpers import (
+    NotifySocket,
+    hear,
+    join,
+    refused,
+    say,
+    scrape,
+    sighup,
+    value,
+)
+from tests.integration.xmpp_client import NS_DISCO_INFO, Client, run
 
 pytestmark = pytest.mark.integration
 

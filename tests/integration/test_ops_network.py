@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cast import CAST, DIRECT_USER
-from conftest import FAULT_KEEPALIVE, keep_testbed, make_tempdir
-from ops_helpers import (
+
+from testbed import free_port
+from testbed.faults import DmucDaemons, FaultInjector
+from testbed.network import MUC_SERVICE, DmucNetwork, slave_jid
+from tests.integration.cast import CAST, DIRECT_USER
+from tests.integration.conftest import FAULT_KEEPALIVE, keep_testbed, make_tempdir
+from tests.integration.ops_helpers import (
     NotifySocket,
     Samples,
     hear,
@@ -29,11 +33,7 @@ from ops_helpers import (
     value_or_0,
     wait_for_metric,
 )
-from xmpp_client import Client, has_status, is_presence, run
-
-from testbed import free_port
-from testbed.faults import DmucDaemons, FaultInjector
-from testbed.network import MUC_SERVICE, DmucNetwork, slave_jid
+from tests.integration.xmpp_client import Client, has_status, is_presence, run
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
-from conftest import MakeClient, keep_testbed, make_tempdir, running
-from xmpp_client import (
+
+from testbed.faults import DmucDaemons
+from testbed.network import MUC_SERVICE, DmucNetwork
+from tests.integration.conftest import MakeClient, keep_testbed, make_tempdir, running
+from tests.integration.xmpp_client import (
     NS_DATA,
     NS_MUC,
     NS_MUC_ADMIN,
@@ -37,9 +40,6 @@ from xmpp_client import (
     run,
     xml_str,
 )
-
-from testbed.faults import DmucDaemons
-from testbed.network import MUC_SERVICE, DmucNetwork
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cast import CAST, DIRECT_USER
-from conftest import keep_testbed, make_tempdir
-from test_dmuc_slaves import is_groupchat, join
-from xmpp_client import NS_CLIENT, Client, body, error_condition, is_message, is_presence, run
 
 from testbed.faults import DmucDaemons, wait_for_text
 from testbed.network import MUC_SERVICE, DmucNetwork
+from tests.integration.cast import CAST, DIRECT_USER
+from tests.integration.conftest import keep_testbed, make_tempdir
+from tests.integration.test_dmuc_slaves import is_groupchat, join
+from tests.integration.xmpp_client import (
+    NS_CLIENT,
+    Client,
+    body,
+    error_condition,
+    is_message,
+    is_presence,
+    run,
+)
 
 pytestmark = pytest.mark.integration
 

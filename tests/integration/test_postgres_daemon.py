@@ -15,10 +15,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cast import CAST, DIRECT_USER, room_jid
-from conftest import MakeClient, keep_testbed, make_tempdir, write_master_config
-from test_master_daemon import assert_no_traceback, configure, discard, join, new_prosody
-from xmpp_client import NS_CLIENT, Client, all_of, body, is_message, run
 
 from dmuc.records import status_service
 from dmuc.storage import sql
@@ -26,6 +22,16 @@ from testbed import ProsodyInstance, TwistdDaemon
 from testbed.faults import DmucDaemons
 from testbed.network import MUC_SERVICE, DmucNetwork, slave_jid
 from testbed.postgres import PostgresInstance
+from tests.integration.cast import CAST, DIRECT_USER, room_jid
+from tests.integration.conftest import MakeClient, keep_testbed, make_tempdir, write_master_config
+from tests.integration.test_master_daemon import (
+    assert_no_traceback,
+    configure,
+    discard,
+    join,
+    new_prosody,
+)
+from tests.integration.xmpp_client import NS_CLIENT, Client, all_of, body, is_message, run
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import keep_testbed, make_tempdir
-from test_master_daemon import (
+
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from testbed.configs import daemon_toml
+from tests.integration.conftest import keep_testbed, make_tempdir
+from tests.integration.test_master_daemon import (
     NS_MUC_REGISTER,
     NS_REGISTER,
     NS_ROOMCONFIG,
@@ -34,7 +37,7 @@ from test_master_daemon import (
     iq,
     is_subject,
 )
-from xmpp_client import (
+from tests.integration.xmpp_client import (
     NS_CLIENT,
     NS_DATA,
     NS_DELAY,
@@ -48,9 +51,6 @@ from xmpp_client import (
     is_presence,
     run,
 )
-
-from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
-from testbed.configs import daemon_toml
 
 pytestmark = pytest.mark.integration
 

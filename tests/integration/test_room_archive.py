@@ -13,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cast import CAST, DIRECT_USER
-from conftest import FAULT_KEEPALIVE
-from module_net import Net, module_net
 from slixmpp import JID
 from slixmpp.exceptions import IqError
-from test_dmuc_slaves import is_groupchat, join
-from xmpp_client import Client, all_of, body, is_message, run
 
 from testbed.faults import wait_for_text
 from testbed.network import MASTER_DOMAIN, MUC_SERVICE
+from tests.integration.cast import CAST, DIRECT_USER
+from tests.integration.conftest import FAULT_KEEPALIVE
+from tests.integration.module_net import Net, module_net
+from tests.integration.test_dmuc_slaves import is_groupchat, join
+from tests.integration.xmpp_client import Client, all_of, body, is_message, run
 
 pytestmark = pytest.mark.integration
 

@@ -15,16 +15,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
-from cast import CAST, DIRECT_USER
-from conftest import FAULT_KEEPALIVE
-from module_net import Net, module_net
 from slixmpp import JID
 from slixmpp.plugins.xep_0410 import PingStatus
-from test_dmuc_slaves import join
-from xmpp_client import Client, error_condition, run
 
 from testbed.faults import wait_for_text
 from testbed.network import MASTER_DOMAIN, MUC_SERVICE
+from tests.integration.cast import CAST, DIRECT_USER
+from tests.integration.conftest import FAULT_KEEPALIVE
+from tests.integration.module_net import Net, module_net
+from tests.integration.test_dmuc_slaves import join
+from tests.integration.xmpp_client import Client, error_condition, run
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import keep_testbed, make_tempdir
-from test_network import RawComponent
-from xmpp_client import Client, error_condition, run
 
 from testbed import ProsodyInstance
 from testbed.network import MODULES_DIR
 from testbed.prosody import ComponentSpec
+from tests.integration.conftest import keep_testbed, make_tempdir
+from tests.integration.test_network import RawComponent
+from tests.integration.xmpp_client import Client, error_condition, run
 
 pytestmark = pytest.mark.integration
 

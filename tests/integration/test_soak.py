@@ -20,12 +20,19 @@ import os
 import random
 
 import pytest
-from conftest import STRICT_KEEPALIVE, Rig
-from traffic import Bounds, TrafficDriver, default_people, detection_bound, fault_bounds, run_soak
-from xmpp_client import run
 
 from testbed.faults import FAULT_CLASSES, FAULT_KINDS, OPEN_FAULTS, Fault, FaultInjector, FaultKind
 from testbed.network import DIRECT_DOMAIN, SLAVE_DOMAINS
+from tests.integration.conftest import STRICT_KEEPALIVE, Rig
+from tests.integration.traffic import (
+    Bounds,
+    TrafficDriver,
+    default_people,
+    detection_bound,
+    fault_bounds,
+    run_soak,
+)
+from tests.integration.xmpp_client import run
 
 pytestmark = pytest.mark.integration
 

@@ -13,18 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MUC_DOMAIN, SPARE_COMPONENT, MakeClient, make_tempdir
-from xmpp_client import (
-    NS_PING,
-    Client,
-    body,
-    error_condition,
-    is_iq,
-    is_message,
-    is_presence,
-    run,
-    xml_str,
-)
 
 from testbed import (
     ComponentSpec,
@@ -36,6 +24,18 @@ from testbed import (
     stop_all,
 )
 from testbed.daemon import TWISTD
+from tests.integration.conftest import MUC_DOMAIN, SPARE_COMPONENT, MakeClient, make_tempdir
+from tests.integration.xmpp_client import (
+    NS_PING,
+    Client,
+    body,
+    error_condition,
+    is_iq,
+    is_message,
+    is_presence,
+    run,
+    xml_str,
+)
 
 pytestmark = pytest.mark.integration
 

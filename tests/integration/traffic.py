@@ -53,7 +53,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from xmpp_client import (
+from testbed.faults import Fault, FaultKind, LogEvent, LogWatcher
+from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, MUC_SERVICE, SLAVE_DOMAINS, DmucNetwork
+from tests.integration.xmpp_client import (
     NS_DELAY,
     NS_DISCO_ITEMS,
     NS_MUC,
@@ -65,9 +67,6 @@ from xmpp_client import (
     status_codes,
     xml_str,
 )
-
-from testbed.faults import Fault, FaultKind, LogEvent, LogWatcher
-from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, MUC_SERVICE, SLAVE_DOMAINS, DmucNetwork
 
 NS_SID = "urn:xmpp:sid:0"
 ROOM = f"wallops@{MUC_SERVICE}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from muc_helpers import SERVICE, parse
 from twisted.words.xish.domish import Element
 
 from dmuc import jids
@@ -25,6 +24,7 @@ from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.slave.service import SlaveService, SlaveSettings
+from tests.unit.muc_helpers import SERVICE, parse
 
 SLAVE_DOMAINS = ("killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from muc_helpers import ROOM, Harness
 from twisted.words.xish import domish
 
 from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import ROOM, Harness
 
 MUC_USER = xmlns.MUC_USER
 

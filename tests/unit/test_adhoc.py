@@ -5,15 +5,15 @@ cores (dmuc_net)."""
 from __future__ import annotations
 
 import pytest
-from dmuc_net import Net, slave_jid
-from muc_helpers import BIGCHEESE, ROOM, SERVICE, WUMPUS, Harness, error_condition
-from muc_steps import iq
 
 from dmuc import xmlns
 from dmuc.master.distribution import RegistrationState
 from dmuc.master.features import adhoc
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import BIGCHEESE, ROOM, SERVICE, WUMPUS, Harness, error_condition
+from tests.unit.muc_steps import iq
 
 ADMIN = "oper@avalon.irc/console"
 OTHER_ADMIN = "root@avalon.irc/tty"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.outbox import SaveRoom
+from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
     BIGCHEESE,
     EFCHEN,
     PHAEDRUS,
@@ -16,7 +19,7 @@ from muc_helpers import (
     error_condition,
     item,
 )
-from muc_steps import (
+from tests.unit.muc_steps import (
     admin_get,
     admin_set,
     groupchat,
@@ -27,10 +30,6 @@ from muc_steps import (
     presence_from,
     presences,
 )
-
-from dmuc import xmlns
-from dmuc.outbox import SaveRoom
-from dmuc.protocol import stanzas
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 WUMPUS_BARE = "argl@killrc.oulubox.irc"
@@ -507,7 +506,7 @@ def test_kicking_the_last_occupant_ends_a_temporary_room():
 
 
 def test_a_user_outside_the_room_is_told_of_a_new_affiliation_with_status_101_if_asked():
-    from muc_helpers import ROOM, WUMPUS, Harness, codes
+    from tests.unit.muc_helpers import ROOM, WUMPUS, Harness, codes
 
     h = Harness(room_locking=False, affiliation_notify=True)
     h.join(WUMPUS, "Wumpus")
@@ -521,7 +520,7 @@ def test_a_user_outside_the_room_is_told_of_a_new_affiliation_with_status_101_if
 
 
 def test_no_out_of_room_notice_for_an_occupant():
-    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness
+    from tests.unit.muc_helpers import ROOM, VALDIS, WUMPUS, Harness
 
     h = Harness(room_locking=False)
     h.join(WUMPUS, "Wumpus")
@@ -536,7 +535,7 @@ def test_no_out_of_room_notice_for_an_occupant():
 def test_an_absent_users_affiliation_change_is_announced_to_the_room_as_mod_muc():
     """XEP-0045 example 195: moderators only in a semi-anonymous room; no 101 notice to the
     user unless configured."""
-    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness
+    from tests.unit.muc_helpers import ROOM, VALDIS, WUMPUS, Harness
 
     h = Harness(room_locking=False)
     h.join(WUMPUS, "Wumpus")  # owner, moderator

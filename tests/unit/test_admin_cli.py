@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from dmuc_net import Net, slave_jid
-from muc_helpers import SERVICE, WUMPUS
 
 from dmuc.admin import luadata, prosody_import
 from dmuc.admin.cli import build_parser
 from dmuc.admin.errors import LuaDataError
 from dmuc.master.distribution import RegistrationState
 from dmuc.master.status import UNREGISTERED, SlaveStatus
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import SERVICE, WUMPUS
 
 ROOT = Path(__file__).resolve().parents[2]
 LOUNGE_DAT = Path(__file__).resolve().parent / "data" / "prosody" / "lounge.dat"

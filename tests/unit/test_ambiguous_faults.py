@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from dmuc_net import Net
-from muc_helpers import BIGCHEESE, ROOM, VALDIS, WIZ, WUMPUS
 
 from dmuc import xmlns
 from dmuc.master.features.limits import Limits
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.slave.link import LinkState
+from tests.unit.dmuc_net import Net
+from tests.unit.muc_helpers import BIGCHEESE, ROOM, VALDIS, WIZ, WUMPUS
 
 KILLRC = "killrc.oulubox.irc"
 DIRECT = "ludwig@efnet.irc/vt100"  # no slave on efnet.irc: a direct occupant

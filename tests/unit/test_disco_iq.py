@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
     PHAEDRUS,
     ROOM,
     SERVICE,
@@ -12,10 +14,7 @@ from muc_helpers import (
     Harness,
     error_condition,
 )
-from muc_steps import field_values, iq, occ, one, owner_submit, payload
-
-from dmuc import xmlns
-from dmuc.protocol import stanzas
+from tests.unit.muc_steps import field_values, iq, occ, one, owner_submit, payload
 
 OTHER = "lobby@channel.avalon.irc"
 HIDDEN = "secret@channel.avalon.irc"

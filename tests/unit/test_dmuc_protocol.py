@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dmuc_net import Net, slave_jid
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.protocol import stanzas, xep0282
+from dmuc.slave.link import LinkState
+from dmuc.slave.room import SlaveRoom
+from dmuc.slave.service import SlaveService
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import (
     BIGCHEESE,
     EFCHEN,
     PHAEDRUS,
@@ -15,12 +20,6 @@ from muc_helpers import (
     codes,
     item,
 )
-
-from dmuc import xmlns
-from dmuc.protocol import stanzas, xep0282
-from dmuc.slave.link import LinkState
-from dmuc.slave.room import SlaveRoom
-from dmuc.slave.service import SlaveService
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
 TEXT = "Phaedrus, we're all having a truly rotten time."
@@ -274,9 +273,8 @@ def test_a_slave_without_occupants_gets_no_broadcasts_and_is_refreshed_on_the_ne
 
 
 def test_a_restarted_master_gets_its_slaves_and_their_users_back_at_once():
-    from muc_helpers import SERVICE
-
     from dmuc.master.service import MUCService
+    from tests.unit.muc_helpers import SERVICE
 
     net = occupied_room()
     net.join(BIGCHEESE, "BigCheese", ROOM)
@@ -300,9 +298,8 @@ def test_a_slave_back_late_after_a_master_restart_gets_all_it_missed():
     """The master restarts; vesa's users talk at once, killrc's slave is cut off until
     later: it registers with a `last` the new master never had, and its users get every
     message said since the restart, not only the newest history-length of them."""
-    from muc_helpers import SERVICE
-
     from dmuc.master.service import MUCService
+    from tests.unit.muc_helpers import SERVICE
 
     net = occupied_room()
     net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='before'>"

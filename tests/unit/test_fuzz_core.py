@@ -20,8 +20,6 @@ import os
 import random
 
 import pytest
-from fuzz_stanzas import StanzaFuzzer
-from muc_helpers import SERVICE, parse
 
 from dmuc import jids
 from dmuc.master.features.limits import Limits
@@ -29,6 +27,8 @@ from dmuc.master.model import ROLES
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from tests.unit.fuzz_stanzas import StanzaFuzzer
+from tests.unit.muc_helpers import SERVICE, parse
 
 SLAVE = "dmuc.vesa.yeggmaex.irc"
 SLAVE_DOMAIN = "vesa.yeggmaex.irc"

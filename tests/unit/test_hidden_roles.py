@@ -4,8 +4,11 @@ mod_muc 0.12: announced as gone to the others, still inside for themselves. Dire
 
 from __future__ import annotations
 
-from dmuc_net import Net
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.protocol import stanzas
+from dmuc.slave.room import SlaveRoom
+from tests.unit.dmuc_net import Net
+from tests.unit.muc_helpers import (
     BIGCHEESE,
     EFCHEN,
     PHAEDRUS,
@@ -18,11 +21,7 @@ from muc_helpers import (
     codes,
     item,
 )
-from muc_steps import admin_set, occ, one, owner_submit, presence_from, presences
-
-from dmuc import xmlns
-from dmuc.protocol import stanzas
-from dmuc.slave.room import SlaveRoom
+from tests.unit.muc_steps import admin_set, occ, one, owner_submit, presence_from, presences
 
 BROADCAST = "muc#roomconfig_presencebroadcast"
 ALL_ROLES = ["moderator", "participant", "visitor"]

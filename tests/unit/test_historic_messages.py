@@ -7,12 +7,12 @@ whichever way it came in (the slave's tracking id stays on the link)."""
 from __future__ import annotations
 
 import pytest
-from dmuc_net import Net
-from muc_helpers import BIGCHEESE, EFCHEN, ROOM, TROY, WIZ, WUMPUS, Harness
 
 from dmuc.outbox import AppendArchive
 from dmuc.protocol import stanzas, xep0282
 from dmuc.protocol.history import is_historic
+from tests.unit.dmuc_net import Net
+from tests.unit.muc_helpers import BIGCHEESE, EFCHEN, ROOM, TROY, WIZ, WUMPUS, Harness
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 HINTS = "urn:xmpp:hints"

@@ -6,7 +6,16 @@ import sys
 import types
 
 import pytest
-from muc_helpers import (
+
+from dmuc import xmlns
+from dmuc.errors import Refusal
+from dmuc.hooks import Hooks, load_plugins
+from dmuc.master.room import Room
+from dmuc.master.service import MUCService, ServiceSettings
+from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
+from dmuc.protocol import stanzas
+from dmuc.records import HistoryRecord, RoomRecord
+from tests.unit.muc_helpers import (
     ROOM,
     SERVICE,
     TROY,
@@ -18,7 +27,7 @@ from muc_helpers import (
     error_condition,
     item,
 )
-from muc_steps import (
+from tests.unit.muc_steps import (
     admin_set,
     groupchat,
     iq,
@@ -29,15 +38,6 @@ from muc_steps import (
     payload,
     presence_from,
 )
-
-from dmuc import xmlns
-from dmuc.errors import Refusal
-from dmuc.hooks import Hooks, load_plugins
-from dmuc.master.room import Room
-from dmuc.master.service import MUCService, ServiceSettings
-from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
-from dmuc.protocol import stanzas
-from dmuc.records import HistoryRecord, RoomRecord
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 

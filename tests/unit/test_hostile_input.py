@@ -12,7 +12,15 @@ import copy as copy_module
 from collections.abc import Callable
 
 import pytest
-from muc_helpers import (
+from twisted.logger import LogLevel, formatEvent
+from twisted.words.xish import domish
+
+from dmuc import xmlns
+from dmuc.log import LevelLogger
+from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
+from dmuc.shell import daemon
+from tests.unit.muc_helpers import (
     BIGCHEESE,
     ROOM,
     SERVICE,
@@ -23,15 +31,7 @@ from muc_helpers import (
     Harness,
     error_condition,
 )
-from muc_steps import admin_set, iq, messages, one, owner_submit, presences
-from twisted.logger import LogLevel, formatEvent
-from twisted.words.xish import domish
-
-from dmuc import xmlns
-from dmuc.log import LevelLogger
-from dmuc.outbox import Outbox
-from dmuc.protocol import stanzas
-from dmuc.shell import daemon
+from tests.unit.muc_steps import admin_set, iq, messages, one, owner_submit, presences
 
 WIZ_BARE = "squit@eris.dclxvii.irc"
 TROY_BARE = "troy@eris.dclxvii.irc"

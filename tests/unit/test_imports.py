@@ -100,14 +100,6 @@ def test_no_function_level_imports_in_the_package() -> None:
     assert offenders == []
 
 
-def test_test_modules_have_names_of_their_own() -> None:
-    """pytest imports tests/unit and tests/integration into one namespace: two test
-    modules with one basename make the whole run fail at collection."""
-    tests = PACKAGE.parent / "tests"
-    names = [p.name for p in tests.glob("*/test_*.py")]
-    assert sorted(n for n in set(names) if names.count(n) > 1) == []
-
-
 # What the sans-I/O core must not load: the reactor (importing it installs one) and the
 # database drivers; only the shell, config and dmuc-admin import the storage adapters.
 IO_MODULES = ("twisted.internet.reactor", "psycopg", "sqlite3", "twisted.enterprise.adbapi",

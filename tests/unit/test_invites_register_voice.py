@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
     BIGCHEESE,
     EFCHEN,
     ROOM,
@@ -15,7 +17,7 @@ from muc_helpers import (
     error_condition,
     item,
 )
-from muc_steps import (
+from tests.unit.muc_steps import (
     admin_set,
     field_values,
     groupchat,
@@ -25,9 +27,6 @@ from muc_steps import (
     payload,
     presence_from,
 )
-
-from dmuc import xmlns
-from dmuc.protocol import stanzas
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 WUMPUS_BARE = "argl@killrc.oulubox.irc"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
     BIGCHEESE,
     PHAEDRUS,
     ROOM,
@@ -16,7 +18,7 @@ from muc_helpers import (
     error_condition,
     item,
 )
-from muc_steps import (
+from tests.unit.muc_steps import (
     admin_set,
     groupchat,
     iq,
@@ -30,9 +32,6 @@ from muc_steps import (
     presence_from,
     presences,
 )
-
-from dmuc import xmlns
-from dmuc.protocol import stanzas
 
 
 def _error(stanza):
@@ -717,7 +716,7 @@ def test_nick_change_normalised_by_resourceprep_gets_210():
 
 
 def test_a_room_never_configured_is_destroyed_after_five_minutes():
-    from muc_helpers import ROOM, WUMPUS, Harness
+    from tests.unit.muc_helpers import ROOM, WUMPUS, Harness
 
     h = Harness()
     h.join(WUMPUS, "Wumpus")
@@ -729,7 +728,7 @@ def test_a_room_never_configured_is_destroyed_after_five_minutes():
 
 
 def test_presence_update_to_the_bare_room_jid_is_an_update():
-    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness
+    from tests.unit.muc_helpers import ROOM, VALDIS, WUMPUS, Harness
 
     h = Harness(room_locking=False)
     h.join(WUMPUS, "Wumpus")
@@ -740,7 +739,7 @@ def test_presence_update_to_the_bare_room_jid_is_an_update():
 
 
 def test_an_owner_joining_a_semi_anonymous_room_sees_real_jids_in_the_occupant_list():
-    from muc_helpers import ROOM, VALDIS, WUMPUS, Harness, item
+    from tests.unit.muc_helpers import ROOM, VALDIS, WUMPUS, Harness, item
 
     h = Harness(room_locking=False)
     h.join(WUMPUS, "Wumpus")  # creates the room: Wumpus owns it

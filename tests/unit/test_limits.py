@@ -8,16 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from muc_helpers import (
-    BIGCHEESE,
-    ROOM,
-    SERVICE,
-    TROY,
-    WIZ,
-    Harness,
-    error_condition,
-    parse,
-)
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
@@ -32,6 +22,16 @@ from dmuc.master.features.limits import (
 )
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
+    BIGCHEESE,
+    ROOM,
+    SERVICE,
+    TROY,
+    WIZ,
+    Harness,
+    error_condition,
+    parse,
+)
 
 SLAVE = "dmuc.vesa.yeggmaex.irc"
 

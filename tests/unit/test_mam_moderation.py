@@ -8,20 +8,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import pytest_twisted
-from dmuc_net import Net, slave_jid
-from muc_helpers import (
-    BIGCHEESE,
-    EFCHEN,
-    ROOM,
-    SERVICE,
-    TROY,
-    WIZ,
-    Harness,
-    codes,
-    error_condition,
-    parse,
-)
-from muc_steps import groupchat
 from twisted.internet import defer
 from twisted.words.xish.domish import Element
 
@@ -44,6 +30,20 @@ from dmuc.protocol.history import stanza_id
 from dmuc.records import ArchiveQuery, ArchiveRecord
 from dmuc.shell.daemon import CoreHandler
 from dmuc.storage import Storage, open_storage
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import (
+    BIGCHEESE,
+    EFCHEN,
+    ROOM,
+    SERVICE,
+    TROY,
+    WIZ,
+    Harness,
+    codes,
+    error_condition,
+    parse,
+)
+from tests.unit.muc_steps import groupchat
 
 
 @pytest.fixture

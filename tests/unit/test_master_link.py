@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from muc_helpers import ROOM, SERVICE, parse
 
 from dmuc import xmlns
 from dmuc.errors import IllegalTransition
@@ -14,6 +13,7 @@ from dmuc.master.distribution import REGISTRATION_TRANSITIONS, RegistrationState
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import ROOM, SERVICE, parse
 
 EVENTS = sorted({event for _, event in REGISTRATION_TRANSITIONS})
 

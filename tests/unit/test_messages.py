@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.outbox import AppendHistory
+from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
     PHAEDRUS,
     ROOM,
     TROY,
@@ -12,11 +15,17 @@ from muc_helpers import (
     Harness,
     error_condition,
 )
-from muc_steps import admin_set, groupchat, iq, iqs, messages, occ, one, owner_submit, private
-
-from dmuc import xmlns
-from dmuc.outbox import AppendHistory
-from dmuc.protocol import stanzas
+from tests.unit.muc_steps import (
+    admin_set,
+    groupchat,
+    iq,
+    iqs,
+    messages,
+    occ,
+    one,
+    owner_submit,
+    private,
+)
 
 HAMMER = "troy@eris.dclxvii.irc/hammer"
 

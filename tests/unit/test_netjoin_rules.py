@@ -4,13 +4,12 @@ nothing done on the split side can take over the room."""
 
 from __future__ import annotations
 
-from dmuc_net import Net, slave_jid
-from muc_helpers import BIGCHEESE, EFCHEN, ROOM, WIZ, WUMPUS, error_condition
-
 from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.slave.link import LinkState
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import BIGCHEESE, EFCHEN, ROOM, WIZ, WUMPUS, error_condition
 
 VESA = "vesa.yeggmaex.irc"
 DIRECT = "ludwig@efnet.irc/vt100"

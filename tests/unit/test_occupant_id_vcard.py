@@ -6,10 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from dmuc_net import Net, slave_jid
-from muc_helpers import BIGCHEESE, EFCHEN, ROOM, TROY, WIZ, WUMPUS, Harness, error_condition
-from muc_steps import field_values, groupchat, iq, one, payload, private
-
 from dmuc import xmlns
 from dmuc.master.features import disco, occupant_id, vcard
 from dmuc.master.service import MUCService
@@ -17,6 +13,18 @@ from dmuc.protocol import occupant_id as oid
 from dmuc.protocol import stanzas
 from dmuc.records import RoomRecord
 from dmuc.slave.link import LinkState
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import (
+    BIGCHEESE,
+    EFCHEN,
+    ROOM,
+    TROY,
+    WIZ,
+    WUMPUS,
+    Harness,
+    error_condition,
+)
+from tests.unit.muc_steps import field_values, groupchat, iq, one, payload, private
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
 OTHER_ROOM = "other@channel.avalon.irc"

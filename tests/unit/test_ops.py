@@ -15,7 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from muc_helpers import ROOM, SERVICE, parse
 
 from dmuc import xmlns
 from dmuc.config import ConfigError, load_master_config, load_slave_config, restart_keys
@@ -25,6 +24,7 @@ from dmuc.protocol.statemachine import SplitCounter, StateMachine
 from dmuc.shell.sdnotify import Notifier, socket_address, watchdog_interval
 from dmuc.slave import link as slave_link
 from dmuc.slave.service import SlaveService, SlaveSettings
+from tests.unit.muc_helpers import ROOM, SERVICE, parse
 
 MASTER = """
 [component]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from muc_helpers import (
+from dmuc import xmlns
+from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, SaveRoom
+from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import (
     ROOM,
     SERVICE,
     TROY,
@@ -14,7 +17,7 @@ from muc_helpers import (
     error_condition,
     item,
 )
-from muc_steps import (
+from tests.unit.muc_steps import (
     admin_set,
     field_values,
     form_field,
@@ -30,10 +33,6 @@ from muc_steps import (
     presence_from,
     presences,
 )
-
-from dmuc import xmlns
-from dmuc.outbox import AppendHistory, ClearHistory, DeleteRoom, SaveRoom
-from dmuc.protocol import stanzas
 
 TROY_BARE = "troy@eris.dclxvii.irc"
 

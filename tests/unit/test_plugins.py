@@ -9,14 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from dmuc_net import Net
-from muc_helpers import ROOM, TROY, VALDIS, WIZ, WUMPUS, Harness
 from twisted.words.xish.domish import Element
 
 from dmuc.hooks import load_plugins
 from dmuc.outbox import Outbox
 from dmuc.plugins import blocklist, slowmode
 from dmuc.protocol import stanzas
+from tests.unit.dmuc_net import Net
+from tests.unit.muc_helpers import ROOM, TROY, VALDIS, WIZ, WUMPUS, Harness
 
 SLOWMODE = "dmuc.plugins.slowmode"
 BLOCKLIST = "dmuc.plugins.blocklist"

@@ -6,10 +6,10 @@ does not exist brings nothing of a destroyed room back."""
 from __future__ import annotations
 
 import pytest
-from dmuc_net import Net, slave_jid
-from muc_helpers import BIGCHEESE, EFCHEN, ROOM
 
 from dmuc.protocol import stanzas
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import BIGCHEESE, EFCHEN, ROOM
 
 VESA = "vesa.yeggmaex.irc"
 OWNER = "ludwig@efnet.irc/vt100"  # a direct user (no slave on efnet.irc)

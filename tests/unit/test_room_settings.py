@@ -11,18 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from muc_helpers import ROOM, TROY, VALDIS, WIZ, Harness, codes, error_condition
-from muc_steps import (
-    field_values,
-    form_field,
-    iq,
-    messages,
-    one,
-    owner_get,
-    owner_submit,
-    payload,
-    presence_from,
-)
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
@@ -34,6 +22,18 @@ from dmuc.master.model import RoomConfig
 from dmuc.master.room import Room
 from dmuc.master.service import MUCService
 from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import ROOM, TROY, VALDIS, WIZ, Harness, codes, error_condition
+from tests.unit.muc_steps import (
+    field_values,
+    form_field,
+    iq,
+    messages,
+    one,
+    owner_get,
+    owner_submit,
+    payload,
+    presence_from,
+)
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dmuc"
 FEATURES = PACKAGE / "master" / "features"

@@ -6,12 +6,12 @@ answer, with no s2s stanza, and during a netsplit too."""
 from __future__ import annotations
 
 import pytest
-from dmuc_net import Net, slave_jid
-from muc_helpers import EFCHEN, ROOM, TROY, WIZ, error_condition, parse
-from test_occupant_id_vcard import DIRECT, occupied_net
 
 from dmuc.protocol.occupant_iq import OccupantIq, verdict
 from dmuc.slave.link import LinkState
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import EFCHEN, ROOM, TROY, WIZ, error_condition, parse
+from tests.unit.test_occupant_id_vcard import DIRECT, occupied_net
 
 VESA = "vesa.yeggmaex.irc"
 EFCHEN_PHONE = "msa@vesa.yeggmaex.irc/phone"  # Efchen's other resource, not joined

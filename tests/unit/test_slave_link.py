@@ -7,8 +7,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from dmuc_net import Net, slave_jid
-from muc_helpers import BIGCHEESE, EFCHEN, ROOM, SERVICE, WUMPUS, parse
 
 from dmuc import xmlns
 from dmuc.errors import IllegalTransition
@@ -24,6 +22,8 @@ from dmuc.slave.link import (
 )
 from dmuc.slave.room import SlaveRoom
 from dmuc.slave.service import SlaveService, SlaveSettings
+from tests.unit.dmuc_net import Net, slave_jid
+from tests.unit.muc_helpers import BIGCHEESE, EFCHEN, ROOM, SERVICE, WUMPUS, parse
 
 L = LinkState
 EVENTS = sorted({event for _, event in LINK_TRANSITIONS})

@@ -4,11 +4,11 @@ the error reply, the one log line and that the room's state did not change."""
 from __future__ import annotations
 
 import pytest
-from muc_helpers import ROOM, SERVICE, TROY, WIZ, WUMPUS, Harness, error_condition
-from muc_steps import private
 
 from dmuc import xmlns
 from dmuc.protocol import stanzas
+from tests.unit.muc_helpers import ROOM, SERVICE, TROY, WIZ, WUMPUS, Harness, error_condition
+from tests.unit.muc_steps import private
 
 SLAVE = "dmuc.eris.dclxvii.irc"
 

@@ -19,16 +19,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dmuc_net import SLAVE_DOMAINS, Net, slave_jid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from muc_helpers import ROOM, SERVICE
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
 from dmuc.master.distribution import RegistrationState
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from tests.unit.dmuc_net import SLAVE_DOMAINS, Net, slave_jid
+from tests.unit.muc_helpers import ROOM, SERVICE
 
 DIRECT_DOMAIN = "efnet.irc"
 # Two users on each slave's server (the first with a second session) and two direct ones.
