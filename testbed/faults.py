@@ -514,4 +514,7 @@ OPEN_FAULTS: set[tuple[str, str]] = {
     # its Prosody is down their own server bounces what they say
     ("master-kill", "short"), ("master-kill", "long"),
     ("master-prosody-restart", "short"), ("master-prosody-restart", "long"),
+    # a users' Prosody restarted for long: now and then (2 runs of 5 here) its users, back
+    # in the room, miss the others from their roster (roster mismatches, nothing lost)
+    ("users-prosody-restart", "long"),
 }
