@@ -10,6 +10,7 @@ that, so a new backend is one small file (sqlite.py, postgres.py).
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -238,7 +239,7 @@ def select_archive_page(txn: Any, d: Dialect, room_jid: str, query: ArchiveQuery
     return ArchivePage(records, count, len(rows) <= query.max)
 
 
-class SQLStorage:
+class SQLStorage(ABC):
     """The Storage interface over the queries above. A backend sets `dialect` and
     `URL_SCHEMES`, builds itself `from_url`, and implements `_connect` (a new adbapi pool),
     `_migrate` (read the stored version, call `migrate`, store the new one), `_run` (queue
@@ -252,8 +253,9 @@ class SQLStorage:
         self._pool: Any = None  # the adbapi pool while open
 
     @classmethod
+    @abstractmethod
     def from_url(cls, url: str) -> SQLStorage:
-        raise NotImplementedError
+        """The backend for a storage URL of one of its URL_SCHEMES."""
 
     @staticmethod
     def url_for_log(url: str) -> str:
@@ -262,19 +264,21 @@ class SQLStorage:
 
     def check(self) -> None:
         """Raise StorageError if the configured store cannot work, as far as can be told
-        without opening it (the configuration check)."""
+        without opening it (the configuration check). By default nothing can be told."""
+        return None
 
+    @abstractmethod
     def _connect(self, read_only: bool) -> Any:
         """A new adbapi pool; `read_only`: one that cannot write (StoreAbsent if there is no
         store to open)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _migrate(self, txn: Any) -> None:
-        raise NotImplementedError
+        """Read the stored version, call `migrate`, store the new one (in `txn`)."""
 
+    @abstractmethod
     def _read_version(self, txn: Any) -> int | None:
         """The stored schema version without writing anything; None: no dmuc schema."""
-        raise NotImplementedError
 
     def _check_version(self, txn: Any) -> None:
         """A read-only open: the store must be there, at this code's version (a read-only
@@ -287,11 +291,13 @@ class SQLStorage:
                                f"the {schema_version()} of this dmuc (a read-only open does "
                                "not migrate it)")
 
+    @abstractmethod
     def _run(self, what: str, interaction: Callable[..., _T], *args: Any) -> Deferred[_T]:
-        raise NotImplementedError
+        """Queue one interaction on the pool (`what` names it in log lines)."""
 
+    @abstractmethod
     def close(self) -> Deferred[None]:
-        raise NotImplementedError
+        """Close the pool once the queued writes are done."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
