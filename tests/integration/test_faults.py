@@ -71,7 +71,7 @@ LONG_FAULT = 3 * DETECTION_BOUND + 0.5
 SHORT = {"users-prosody-restart": 0.5, "master-prosody-restart": 0.5, "slave-kill": 0.5,
          "master-kill": 0.5, "flap": 3 * FLAP}  # else SHORT_FAULT
 LONG = {"flap": 20.0}  # cut 2 s / healed 2 s for 20 s; else LONG_FAULT
-LONG_IN_SUITE = {"stall", "master-pause"}
+LONG_IN_SUITE = {"stall"}
 
 
 def fault_seconds(kind: FaultKind, length: str) -> float:
