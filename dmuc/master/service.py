@@ -175,6 +175,8 @@ class MUCService:
                                              "The service's own addresses are not users",
                                              by=self.jid))
             return out
+        if self.direct_occupants.held_for_a_slave(stanza, sender.full(), out):
+            return out
         if self.hooks.fire("stanza", stanza=stanza, out=out):
             return out
         if to.user is None:

@@ -14,7 +14,7 @@ from dmuc.master.features import direct_occupants
 from dmuc.outbox import DeleteRoom, ForgetOccupants, Outbox, SaveOccupant, SaveRoom
 from dmuc.protocol import stanzas
 from dmuc.records import OccupantRecord, RoomRecord
-from tests.unit.muc_helpers import BIGCHEESE, ROOM, SERVICE, TROY, WIZ, Harness, codes
+from tests.unit.muc_helpers import BIGCHEESE, ROOM, SERVICE, TROY, WIZ, WUMPUS, Harness, codes
 
 
 class Store:
@@ -182,3 +182,40 @@ def test_a_held_direct_message_keeps_its_time_only_from_the_hold_module(
             (ROOM, stanzas.format_stamp(said))]
     else:
         assert delays == []
+
+
+@pytest.mark.parametrize(("who", "kind", "announced", "held", "answer"), [
+    (WUMPUS, "groupchat", True, True, "dropped"),  # the slave submits it again
+    (WUMPUS, "chat", True, True, "remote-server-timeout"),  # its slave learns of the split
+    (WUMPUS, "groupchat", False, True, "not-acceptable"),  # no module: not a held stanza
+    (WUMPUS, "groupchat", True, False, "not-acceptable"),  # not held: a user out of the room
+    (TROY, "groupchat", True, True, None),  # a direct user: held, then taken (as above)
+])
+def test_what_our_prosody_held_from_a_slaves_domain_is_left_to_its_slave(
+        who: str, kind: str, announced: bool, held: bool, answer: str | None) -> None:
+    """After a master restart its Prosody hands it what a slave had forwarded meanwhile;
+    the slave, not the master, knows what to submit again (§4.11.2): a groupchat is a
+    second copy of what it submits again, anything else gets the answer the master's
+    absence gave before, which mod_dmuc_slave passes to it."""
+    h = Harness(slaves={"dmuc.killrc.oulubox.irc": frozenset({"killrc.oulubox.irc"})})
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.service.connected(h.now)
+    if announced:
+        h.send(ANNOUNCE)
+    delay = (f"<delay xmlns='{xmlns.DELAY}' from='{SERVICE}' "
+             f"stamp='{stanzas.format_stamp(h.now)}'/>" if held else "")
+    to = ROOM if kind == "groupchat" else f"{ROOM}/wiz"
+    out = h.send(f"<message from='{who}' to='{to}' type='{kind}' id='s1'>"
+                 f"<body>forwarded</body>{delay}</message>")
+    errors = [m for m in out.stanzas_for(who) if m.getAttribute("type") == "error"]
+    if answer == "dropped":
+        assert out.deliveries == [] and h.service.distribution.duplicates == {ROOM: 1}
+        return
+    if answer is None:
+        assert errors == [] and len(out.stanzas_for(WIZ)) == 1
+        return
+    (error,) = errors
+    assert stanzas.error_condition(error) == answer and out.stanzas_for(WIZ) == []
+    if answer == "remote-server-timeout":
+        assert stanzas.child(error, "error")["by"] == SERVICE

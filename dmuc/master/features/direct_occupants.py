@@ -206,20 +206,47 @@ class DirectOccupants:
         self.hold_announced = True
         return True
 
-    def held_time(self, room: Room, stanza: Element, now: float) -> float | None:
-        """When a direct sender said a groupchat its Prosody held for us (its delay from
-        our JID, announced and within the last day); None: now."""
+    def _held_stamp(self, stanza: Element) -> float | None:
+        """When our Prosody held `stanza` for us (mod_dmuc_hold's delay), if it did."""
         if not self.hold_announced:
-            return None
-        sender = stanza.getAttribute("from")
-        if room.service.router.relay_of(room, sender) is not None:
             return None
         for delay in stanzas.children(stanza, "delay", xmlns.DELAY):
             if delay.getAttribute("from") == self.service.jid:
-                held = stanzas.parse_stamp(delay.getAttribute("stamp", ""))
-                if held is not None and now - MAX_HELD_SECONDS <= held <= now:
-                    return held
+                return stanzas.parse_stamp(delay.getAttribute("stamp", ""))
         return None
+
+    def held_for_a_slave(self, stanza: Element, sender: str, out: Outbox) -> bool:
+        """A user's stanza our Prosody held while we were down, from a domain a slave
+        serves: it was on its way from that slave, which registers again when we are back
+        and submits again every groupchat it had in flight (§4.11.2): a held groupchat
+        is a second copy of that, dropped and counted as one; anything else gets the
+        answer the component's absence gave before (remote-server-timeout, which
+        mod_dmuc_slave hands to the slave). Whether it was one."""
+        if "@" not in sender or stanza.getAttribute("type") in ("error", "result"):
+            return False
+        domain = sender.split("/", 1)[0].split("@", 1)[1]
+        if not any(domain in served for served in self.service.distribution.allowed.values()):
+            return False
+        if self._held_stamp(stanza) is None:
+            return False
+        if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
+            out.debug(f"dropped a held groupchat {stanza.getAttribute('id')} of {sender}: "
+                      "its slave submits it again")
+            self.service.distribution.duplicate_dropped(
+                (stanza.getAttribute("to") or "").split("/", 1)[0])
+            return True
+        stanzas.refuse(out, stanza, "wait", "remote-server-timeout",
+                       "Held while the service was down; its slave submits it again",
+                       what=f"a held {stanza.name} through a slave", by=self.service.jid)
+        return True
+
+    def held_time(self, room: Room, stanza: Element, now: float) -> float | None:
+        """When a direct sender said a groupchat its Prosody held for us (its delay from
+        our JID, announced and within the last day); None: now."""
+        if room.service.router.relay_of(room, stanza.getAttribute("from")) is not None:
+            return None
+        held = self._held_stamp(stanza)
+        return held if held is not None and now - MAX_HELD_SECONDS <= held <= now else None
 
 
 def setup(hooks: Hooks, service: MUCService) -> DirectOccupants:
