@@ -344,18 +344,23 @@ def test_persistent_room_survives_restart(restarted: Restarted) -> None:
     assert_no_traceback(r.second)
 
 
-def test_temporary_room_gone_after_restart(restarted: Restarted) -> None:
+def test_temporary_room_kept_with_its_occupant_after_restart(restarted: Restarted) -> None:
+    """An occupied temporary room survives the restart with its occupant reached directly
+    (docs/protocol.md §4.11.5; mod_muc keeps it through a clean shutdown too): still
+    there, its owner still in, and the next joiner enters it rather than creating it."""
     r = restarted
+    assert "restored 1 of 1 stored occupants reached directly (1 temporary rooms kept" \
+        in r.second.log_text()
     (efchen,) = r.clients(r.prosody, "Efchen")
-    assert_error(disco_info(efchen, r.temp), "item-not-found")
+    assert_result(disco_info(efchen, r.temp))
     items = iq(efchen, f"<iq type='get' to='{MUC_DOMAIN}'>"
                        "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
     listed = {i.get("jid") for i in items.iter("{http://jabber.org/protocol/disco#items}item")}
-    assert r.temp not in listed and r.room in listed
-    # the name is free: the next joiner creates a new room and owns it
+    assert {r.temp, r.room} <= listed
     pres, _, _ = join(efchen, r.temp, "Efchen")
-    assert "201" in status_codes(pres)
-    assert muc_item(pres)["affiliation"] == "owner"
+    assert "201" not in status_codes(pres)
+    assert muc_item(pres)["affiliation"] == "none"
+    assert efchen.received(is_presence(from_=f"{r.temp}/WiZ")), efchen.dump()
 
 
 # ----------------------------------------------------------------------------------------------
