@@ -207,12 +207,13 @@ def _set(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
     last = {change.key: i for i, change in enumerate(changes)}
     changes = [change for i, change in enumerate(changes) if last[change.key] == i]
     _check_request(room, actor_aff, actor_role, changes)
+    actor_jid = stanza.getAttribute("from")  # as mod_muc: the session that acted
     for change in changes:
         if change.kind == "role":
             if room.occupants.get(change.target.nick) is change.target:  # not evicted since
                 room.set_role(change.target, change.value, out, reason=change.reason,
-                              actor_nick=actor_nick)
+                              actor_nick=actor_nick, actor_jid=actor_jid)
         else:
             room.set_affiliation(change.target, change.value, out, reason=change.reason,
-                                 actor_nick=actor_nick)
+                                 actor_nick=actor_nick, actor_jid=actor_jid)
     out.send(stanzas.iq_result(stanza))
