@@ -343,14 +343,26 @@ class Room:
             return
         target = self.occupants.get(nick) if nick else None
         if target is None:
-            out.send(
-                stanzas.new(
-                    "presence",
-                    {"from": stanza.getAttribute("to"), "to": sender, "type": "unavailable"},
-                )
-            )
+            out.send(self._absent_presence(stanza.getAttribute("to"), nick, sender,
+                                           prober.role))
             return
         self.publicise(target, out, only_to=[sender])
+
+    def _absent_presence(self, occupant_jid: str, nick: str | None, to: str,
+                         viewer_role: str) -> Element:
+        """The answer to a probe of a nick no occupant holds: as mod_muc, for a nick
+        registered by a user, unavailable with that user's affiliation, role none, the
+        nick and (to whom may see it) the real JID; else (mod_muc: no answer) a bare
+        unavailable, so that the probe gets one."""
+        absent = stanzas.new("presence", {"from": occupant_jid, "to": to,
+                                          "type": "unavailable"})
+        owner = self.reserved_by(nick) if nick else None
+        if owner is not None:
+            sees = visibility.sees_real_jids(self.config.whois, viewer_role)
+            absent.addChild(stanzas.muc_user_x([{
+                "affiliation": self.affiliation(owner), "role": "none", "nick": nick,
+                "jid": owner if sees else None}]))
+        return absent
 
     def check_join(self, stanza: Element, sender: str, nick: str) -> None:
         """Raise a Refusal if `sender` may not enter as `nick` (XEP-0045 §7.2.6-§7.2.11).
@@ -683,7 +695,8 @@ class Room:
 
     def set_affiliation(self, bare_jid: str, affiliation: str, out: Outbox, *,
                         reason: str | None = None, actor_nick: str | None = None,
-                        actor_jid: str | None = None) -> None:
+                        actor_jid: str | None = None, reserve_nick: str | None = None) -> None:
+        """`reserve_nick`: the nick registered with it (mod_muc's reserved_nickname)."""
         previous = self.affiliations.get(bare_jid, "none")
         is_downgrade = AFFILIATION_RANK[previous] > AFFILIATION_RANK[affiliation]
         if affiliation == "none":
@@ -692,6 +705,8 @@ class Room:
             self.affiliations[bare_jid] = affiliation
         if affiliation in ("none", "outcast"):
             self.reserved_nicks.pop(bare_jid, None)  # a registration is a membership
+        elif reserve_nick is not None:
+            self.reserved_nicks[bare_jid] = reserve_nick
         present = self.occupants_of(bare_jid)
         for occupant in present:
             if affiliation == "outcast":

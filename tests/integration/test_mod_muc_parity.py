@@ -249,6 +249,14 @@ def register_get(iq_id: str) -> str:
     return f"<iq type='get' to='ROOM' id='{iq_id}'><query xmlns='jabber:iq:register'/></iq>"
 
 
+def register_set(nick: str, iq_id: str) -> str:
+    return (f"<iq type='set' to='ROOM' id='{iq_id}'><query xmlns='jabber:iq:register'>"
+            f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'><value>"
+            "http://jabber.org/protocol/muc#register</value></field>"
+            f"<field var='muc#register_roomnick'><value>{nick}</value></field></x>"
+            "</query></iq>")
+
+
 GUEST_BARE = GUEST.split("/")[0]
 QUINN_BARE = QUINN.split("/")[0]
 PETE_BARE = PETE.split("/")[0]
@@ -345,7 +353,18 @@ SCENARIO: list[tuple[str, str, str]] = [
                    "muc#roomconfig_roomsecret": "sesame"}, "p-cfg-closed")),
     ("a member of a members-only room", "owner",
      admin(f"<item jid='{GUEST_BARE}' affiliation='member'/>", "p-member2")),
-    ("the member joins", "guest", join("guest", password="sesame")),
+    ("the member registers a nick", "guest", register_set("Hank", "p-reg-hank")),
+    ("the member joins under another nick", "guest", join("guest", password="sesame")),
+    ("probe of a registered nick nobody holds, by a participant", "guest",
+     "<presence type='probe' to='ROOM/Hank' id='p-pr-hank1'/>"),
+    ("probe of a registered nick nobody holds, by the owner", "owner",
+     "<presence type='probe' to='ROOM/Hank' id='p-pr-hank2'/>"),
+    ("reserving a nick through an affiliation change", "owner",
+     admin(f"<item jid='{PETE_BARE}' affiliation='admin' nick='Pete'/>", "p-reserve")),
+    ("the admin list shows the reserved nick", "owner",
+     admin("<item affiliation='admin'/>", "p-l-admin2", "get")),
+    ("probe of a nick reserved so", "owner",
+     "<presence type='probe' to='ROOM/Pete' id='p-pr-pete'/>"),
     ("member removed from a members-only room (321, actor's JID)", "owner",
      admin(f"<item jid='{GUEST_BARE}' affiliation='none'><reason>bye</reason></item>",
            "p-unmember")),

@@ -50,6 +50,7 @@ LUDWIG = "ludwig@efnet.irc/vt100"  # direct: efnet.irc has no slave
 BIGCHEESE = "rubenro@vesa.yeggmaex.irc/shaver"  # behind vesa's slave
 TROY = "troy@eris.dclxvii.irc/screwdriver"  # behind eris's slave
 EFCHEN = "msa@vesa.yeggmaex.irc/bicycle"
+GUEST_ON_ERIS = "gus@eris.dclxvii.irc"  # never connects
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +375,41 @@ def test_a_member_removed_from_a_members_only_room(daemons: DmucDaemons,
         assert item.get("jid") == (removed.jid if sees_jid else None), (client.jid,
                                                                         xml_str(seen))
         assert has_status(seen, 110) == (client is removed), xml_str(seen)
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_a_probe_of_a_reserved_nick_nobody_holds(daemons: DmucDaemons,
+                                                   net_client_factory: MakeClient,
+                                                   way: str) -> None:
+    """As mod_muc: a probe of a nick a member registered, while nobody holds it, gets an
+    unavailable presence naming the member (affiliation, role none, nick), with the
+    member's real JID to the owner and without it to a participant of a semi-anonymous
+    room. Owner and participant are behind vesa's slave, or on efnet.irc (none)."""
+    room = f"regprobe-{way.split()[0]}@{MUC_SERVICE}"
+    owner_jid, prober_jid = ((EFCHEN, BIGCHEESE) if way == "through a slave"
+                             else ("jarkko@efnet.irc/irssi", LUDWIG))
+    owner, prober, member = users(net_client_factory, owner_jid, prober_jid, TROY)
+    create_room(owner, room, "owner")
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                       f"<item jid='{member.bare}' affiliation='member'/></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    res = run(member.iq(f"<iq type='set' to='{room}'><query xmlns='jabber:iq:register'>"
+                        f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'><value>"
+                        "http://jabber.org/protocol/muc#register</value></field>"
+                        "<field var='muc#register_roomnick'><value>Hank</value></field>"
+                        "</x></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    # and one reserved by the owner's affiliation item with a nick (as mod_muc 0.12)
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                       f"<item jid='{GUEST_ON_ERIS}' affiliation='member' nick='Gus'/>"
+                       "</query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    enter(prober, room, "prober")
+    for nick, bare in (("Hank", member.bare), ("Gus", GUEST_ON_ERIS)):
+        for client, jid in ((owner, bare), (prober, None)):
+            client.send_raw(f"<presence type='probe' to='{room}/{nick}' id='pr-{nick}'/>")
+            answer = run(client.expect(is_presence(from_=f"{room}/{nick}",
+                                                   type_="unavailable"), 20))
+            assert _item(answer).attrib == {"affiliation": "member", "role": "none",
+                                            "nick": nick, **({"jid": jid} if jid else {})}, \
+                (client.jid, xml_str(answer))
