@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 # What a session that moves to another nick through its slave asks for: no history again.
 _NO_HISTORY_JOIN = stanzas.parse_xml(
     f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
-# The oldest original time a slave may claim for a message it held through a netsplit.
-MAX_HELD_SECONDS = 86_400
 # Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
 # first copy after its replay (§4.11.2): far more than a split holds in flight.
 MAX_REMEMBERED_SUBMISSIONS = 5000
@@ -495,7 +493,7 @@ class Distribution:
         held = xep0282.held_stamp(stanza)
         if held is None or self.slave_of(room, stanza["from"]) is None:
             return None
-        return held if now - MAX_HELD_SECONDS <= held <= now else None
+        return xep0282.plausible_said_time(held, now)
 
     def _on_message_kept(self, room: Room, entry: HistoryEntry, sid: str | None,
                          restored: bool = False) -> None:

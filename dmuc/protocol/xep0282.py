@@ -105,12 +105,17 @@ def mirror_iq(slave: str, domain: str, services: list[str], iq_id: str) -> Eleme
     return stanzas.iq("set", slave, domain, iq_id, mirror)
 
 
-def fanout_supported(answer: Element) -> bool:
-    """mod_dmuc_slave answers the mirror list with ``<mirror><fanout/></mirror>`` when it
-    fans a local broadcast out itself (docs/protocol.md §4.15)."""
+def mirror_offers(answer: Element, feature: str) -> bool:
+    """What mod_dmuc_slave says it does in its answer to the mirror list: ``<fanout/>``, it
+    fans a local broadcast out itself (docs/protocol.md §4.15); ``<said/>``, it stamps its
+    users' groupchat messages with when it received them (§4.11.2)."""
     mirror = stanzas.child(answer, "mirror", xmlns.DMUC)
     return answer.getAttribute("type") == "result" and mirror is not None \
-        and stanzas.child(mirror, "fanout") is not None
+        and stanzas.child(mirror, feature) is not None
+
+
+def fanout_supported(answer: Element) -> bool:
+    return mirror_offers(answer, "fanout")
 
 
 def render_fanout(stanza: Element, host: str, recipients: Iterable[str],
@@ -289,11 +294,32 @@ def held(message: Element, stamp: float) -> Element:
 
 def held_stamp(message: Element) -> float | None:
     """The time a held message was sent, if it says so."""
+    return _marker_stamp(message, "held")
+
+
+def said_stamp(message: Element) -> float | None:
+    """When mod_dmuc_slave received a local user's groupchat message (``<said/>``), if it
+    says so: the module removes any such element a client put in before adding its own."""
+    return _marker_stamp(message, "said")
+
+
+def _marker_stamp(message: Element, marker_name: str) -> float | None:
     for x in stanzas.children(message, "x", xmlns.DMUC):
-        marker = stanzas.child(x, "held")
+        marker = stanzas.child(x, marker_name)
         if marker is not None:
             return stanzas.parse_stamp(marker.getAttribute("stamp", ""))
     return None
+
+
+# The oldest original time a held message may claim (a netsplit, or a slave down, longer
+# than a day is replayed with the time of the replay).
+MAX_HELD_SECONDS = 86_400
+
+
+def plausible_said_time(stamp: float | None, now: float) -> float | None:
+    """A claimed original time (a held message's, a module's receipt), if it lies within
+    the last day and not in the future; the one rule of master and slave."""
+    return stamp if stamp is not None and now - MAX_HELD_SECONDS <= stamp <= now else None
 
 
 # --- sequence numbers: nothing the master sends a slave for a room goes missing unnoticed ------

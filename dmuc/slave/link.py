@@ -138,9 +138,12 @@ class SlaveLink:
 
     # --- local users -> master (§4.8) ------------------------------------------------
 
-    def submit(self, stanza: Element, full: str, out: Outbox) -> None:
+    def submit(self, stanza: Element, full: str, out: Outbox,
+               said_at: float | None = None) -> None:
         """A local user's stanza to the room: to the master unchanged while LIVE (or
-        PASSTHROUGH); otherwise held until <synced/>, and the first one registers."""
+        PASSTHROUGH); otherwise held until <synced/>, and the first one registers.
+        `said_at`: when its user said it (mod_dmuc_slave's stamp; default now)."""
+        said_at = out.now if said_at is None else said_at
         state = self.state
         if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
             # Only an id lets a message lost on the way be submitted again, and the master
@@ -150,7 +153,7 @@ class SlaveLink:
             stanza["id"] = client_id or xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
         if state in FORWARDING:
             if state is L.LIVE:
-                self._track(stanza, full, out)
+                self._track(stanza, full, said_at)
             out.send(stanza)
             return
         if stanza.name == "iq" and state is L.SPLIT:
@@ -167,13 +170,19 @@ class SlaveLink:
                 and not resent:  # a resubmission was shown already, when it first went out
             # A local occupant keeps talking: shown here at once, submitted later with an
             # id that tells us not to show it again (§4.11.1, §4.11.2).
-            self._hold(self._shown_and_held(stanza, nick, out.now, out), out)
+            self._hold(self._shown_and_held(stanza, nick, said_at, out), out)
+        elif is_groupchat and resent:
+            # mod_dmuc_slave's replay of what it handed a slave that then died: not shown
+            # here (the room may have shown it already), and marked with its time, so that
+            # wherever it is shown late it is shown as said then (XEP-0203), not after
+            # what its sender said since (the master drops a copy it had)
+            self._hold(xep0282.held(stanza, said_at), out)
         else:
             self._hold(stanza, out)
         if state is L.UNREGISTERED:
             self.register("register", out)
 
-    def _track(self, stanza: Element, full: str, out: Outbox) -> None:
+    def _track(self, stanza: Element, full: str, said_at: float) -> None:
         """Remember a local occupant's groupchat until the master's broadcast of it comes
         back: a split found meanwhile submits it again (§4.11.2)."""
         nick = self.room.local.get(full)
@@ -181,7 +190,7 @@ class SlaveLink:
         if stanza.name != "message" or stanza.getAttribute("type") != "groupchat" \
                 or nick is None or not message_id:
             return
-        self.room.inflight[(nick, message_id)] = (stanza, out.now)
+        self.room.inflight[(nick, message_id)] = (stanza, said_at)
         while len(self.room.inflight) > MAX_INFLIGHT:
             self.room.inflight.popitem(last=False)
 

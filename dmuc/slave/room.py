@@ -130,7 +130,8 @@ class SlaveRoom:
     def unacknowledged(self) -> list[Element]:
         """What the master may not have: the stanzas in flight (as resubmissions), then
         the held ones, in the order the users sent them."""
-        return [resubmission(stanza) for stanza, _ in self.inflight.values()] + self.queue
+        return [xep0282.held(resubmission(stanza), said_at)
+                for stanza, said_at in self.inflight.values()] + self.queue
 
     def take_once(self, sid: str) -> bool:
         """Whether the master's message with this stanza-id is new here (then noted)."""
