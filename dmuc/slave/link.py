@@ -13,6 +13,7 @@ netsplit and netjoin.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -24,7 +25,7 @@ from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, occupant_id, stanzas, xep0282
 from dmuc.protocol.statemachine import StateMachine, TransitionObserver
-from dmuc.slave.room import SlaveRoom
+from dmuc.slave.room import SlaveRoom, resubmission
 
 # Stanzas held per room while not LIVE: stored with the room, far above a realistic split
 # (an hour of a busy room's local traffic); past it, local users get resource-constraint.
@@ -86,6 +87,9 @@ REFUSALS = frozenset({"forbidden", "not-allowed", "service-unavailable",
 # waits for its next local stanza.
 RESTORED_AS = {L.REGISTERING: L.LIVE, L.SYNCING: L.LIVE, L.LIVE: L.LIVE, L.SPLIT: L.LIVE}
 MAX_INFLIGHT = 1000  # forwarded groupchat messages remembered until their broadcast
+# A groupchat forwarded this long (seconds) after its user said it waited on the way (in
+# our socket while we were stopped, in mod_dmuc_slave): it goes marked with its time.
+WAITED = 1.0
 # How long (in keepalives) a forwarded message is remembered without its broadcast: a
 # split is found by then, by us (2 x keepalive) or by the master, which tells us with its
 # next ping (2 x keepalive, its tick, keepalive/4).
@@ -122,6 +126,11 @@ class SlaveLink:
         self.last_sent = 0.0  # our last <register/> or keepalive
         self.rejoining = False  # the current registration follows a netsplit
         self.expected_seq: int | None = None  # the master's next stanza number (§4.11.2)
+        # our numbers for what we forward while LIVE (§4.11.2): the last one given (our
+        # registrations tell the master), and the recent forwards by number (and when
+        # said), for a resend
+        self.sent_seq = 0
+        self.sent: OrderedDict[int, tuple[Element, float]] = OrderedDict()
         self.snapshot_count = 0  # stanzas received inside the current snapshot
         self.register_id: str | None = None  # the iq id of the <register/> under way
         self.registered_at = 0.0  # when the master answered it (SYNCING since)
@@ -154,7 +163,7 @@ class SlaveLink:
         if state in FORWARDING:
             if state is L.LIVE:
                 self._track(stanza, full, said_at)
-            out.send(stanza)
+            self._forward(stanza, said_at, out)
             return
         if stanza.name == "iq" and state is L.SPLIT:
             # §4.11.1: an IQ cannot wait for the netjoin; answer it now.
@@ -190,7 +199,8 @@ class SlaveLink:
         if stanza.name != "message" or stanza.getAttribute("type") != "groupchat" \
                 or nick is None or not message_id:
             return
-        self.room.inflight[(nick, message_id)] = (stanza, said_at)
+        original, _ = xep0282.original_id(message_id)  # its broadcast may come as either
+        self.room.inflight[(nick, original)] = (stanza, said_at)
         while len(self.room.inflight) > MAX_INFLIGHT:
             self.room.inflight.popitem(last=False)
 
@@ -231,7 +241,49 @@ class SlaveLink:
     def flush(self, out: Outbox) -> None:
         queued, self.room.queue = self.room.queue, []
         for stanza in queued:
+            self._forward(stanza, out.now, out)
+
+    def _forward(self, stanza: Element, said_at: float, out: Outbox) -> None:
+        """To the master; while LIVE numbered (a copy: what we keep stays as the user sent
+        it) and remembered for a while, so that what the master misses can go again."""
+        if self.state is not L.LIVE:
             out.send(stanza)
+            return
+        self.sent_seq += 1
+        self.sent[self.sent_seq] = (stanza, said_at)
+        while len(self.sent) > MAX_INFLIGHT:
+            self.sent.popitem(last=False)
+        wire = stanzas.copy(stanza)
+        if said_at < out.now - WAITED and stanza.name == "message" \
+                and stanza.getAttribute("type") == "groupchat" \
+                and xep0282.held_stamp(stanza) is None:
+            wire = xep0282.held(wire, said_at)  # the room shows it said then (§4.11.2)
+        out.send(xep0282.numbered(wire, self.sent_seq))
+
+    def resend(self, request: Element, out: Outbox) -> None:
+        """The master found a gap in our numbers (stanzas lost on the way to it, too short
+        a loss for a split to be found): what it names goes again. A groupchat message as
+        a resubmission with the time it was said (the master drops a copy it had), a
+        presence as it was; a lost IQ cannot go again unasked: its sender is answered."""
+        first = stanzas.parse_bounded_int(request.getAttribute("from"), 1, 2**62)
+        last = stanzas.parse_bounded_int(request.getAttribute("to"), 1, 2**62)
+        if self.state is not L.LIVE or first is None or last is None or last < first:
+            return  # a registration under way resyncs everything anyway
+        lost = [entry for seq, entry in self.sent.items() if first <= seq <= last]
+        out.warn(f"the master of {self.room.jid} lost {last - first + 1} stanzas of ours "
+                 f"on the way; sending {len(lost)} again")
+        for stanza, said_at in lost:
+            if stanza.name == "iq":
+                if stanza.getAttribute("type") in ("get", "set"):
+                    out.send(stanzas.error_reply(stanza, "wait", "remote-server-timeout",
+                                                 "Lost on the way to the room; try again",
+                                                 by=self.config.slave_jid))
+                continue
+            if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
+                stanza = resubmission(stanza)
+                if xep0282.held_stamp(stanza) is None:
+                    stanza = xep0282.held(stanza, said_at)
+            self._forward(stanza, said_at, out)
 
     # --- registration (§4.2) ---------------------------------------------------------
 
@@ -252,7 +304,7 @@ class SlaveLink:
         self._hold_inflight(out)  # the master may not have them: ask it again
         out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid, self.register_id,
                                      self.config.keepalive, self.config.history,
-                                     last=self.room.last_id))
+                                     last=self.room.last_id, sent=self.sent_seq))
 
     def register_answered(self, answer: Element, out: Outbox) -> None:
         room = self.room
@@ -344,16 +396,17 @@ class SlaveLink:
                          split=state is L.SPLIT):
             self.last_sent = out.now
             out.send(xep0282.keepalive_iq(self.config.slave_jid, self.room.jid,
-                                          self.config.new_id("keepalive", self.room.jid)))
+                                          self.config.new_id("keepalive", self.room.jid),
+                                          self.sent_seq))
 
     def _expire_inflight(self, now: float) -> None:
         """A message whose broadcast did not come back within INFLIGHT_KEEPALIVES
         intervals while no split was found arrived, or was refused (the refusal went to
         its sender): no need to remember it."""
         horizon = now - INFLIGHT_KEEPALIVES * self.room.keepalive
-        inflight = self.room.inflight
-        while inflight and next(iter(inflight.values()))[1] < horizon:
-            inflight.popitem(last=False)
+        for recent in (self.room.inflight, self.sent):
+            while recent and next(iter(recent.values()))[1] < horizon:
+                recent.popitem(last=False)
 
     def keepalive_answered(self, answer: Element, out: Outbox) -> None:
         if answer.getAttribute("type") == "error":
@@ -405,14 +458,14 @@ class SlaveLink:
             self.expected_seq, self.snapshot_count = seq + 1, 0
             return True
         expected, self.expected_seq = self.expected_seq, seq + 1
-        if expected is not None and seq < expected:
+        lost = xep0282.missing_before(expected, seq)
+        if lost is None:
             self.expected_seq = expected
             self.room.duplicates += 1  # told once a tick (service.tick)
             return False
         synced = stanzas.child(x, "synced") if x is not None else None
         count = stanzas.parse_bounded_int(synced.getAttribute("count"), 0, 2**62) \
             if synced is not None else None
-        lost = (seq - expected) if expected is not None and seq > expected else 0
         if count is not None and count != self.snapshot_count:
             lost += abs(count - self.snapshot_count)
         if not lost:

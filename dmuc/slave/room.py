@@ -142,6 +142,13 @@ class SlaveRoom:
             self.seen.popitem(last=False)
         return True
 
+    def arrived(self, message: Element) -> None:
+        """The master's broadcast of a message came back: if it was one of ours in
+        flight, under its own id or as a resubmission, it is no longer."""
+        nick = message.getAttribute("from", "").partition("/")[2]
+        original, _ = xep0282.original_id(message.getAttribute("id") or "")
+        self.inflight.pop((nick, original), None)
+
     def note_echoed(self, nick: str, message_id: str) -> None:
         self.echoed[(nick, message_id)] = None
         while len(self.echoed) > MAX_ECHOED:

@@ -383,7 +383,8 @@ class SlaveService:
             out.send(stanza)
             return
         nick = room.local.get(user)
-        resent = nick is not None and (nick, stanza.getAttribute("id") or "") in room.inflight
+        original, _ = xep0282.original_id(stanza.getAttribute("id") or "")
+        resent = nick is not None and (nick, original) in room.inflight
         link.bounced(f"a local user's {stanza.name} bounced "
                      f"({stanzas.error_condition(stanza)})", out)
         if not resent:
@@ -423,6 +424,9 @@ class SlaveService:
         elif stanza.name == "message" and dmuc_x is not None \
                 and stanzas.child(dmuc_x, "rejoin") is not None:
             link.rejoin(out)
+        elif stanza.name == "message" and dmuc_x is not None \
+                and stanzas.child(dmuc_x, "resend") is not None:
+            link.resend(stanzas.child(dmuc_x, "resend"), out)
         elif stanza.name == "message":
             self.fanout.message(room, stanza, dmuc_x, out)
 

@@ -16,7 +16,7 @@ SIGCONT does).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 
 from twisted.words.xish.domish import Element
 
@@ -51,6 +51,8 @@ class Net:
         self.one_way: set[tuple[str, str]] = set()  # (from server, to server) dropped
         self.stalled: dict[str, list[tuple[Element, str]]] = {}  # domain -> what waits
         self.paused: dict[str, list[tuple[Element, str]]] = {}  # process -> its input
+        self._wire: deque[tuple[Element, str]] = deque()  # sent, not delivered yet
+        self._carrying = False
         for slave in self.slaves.values():
             self._route(slave.connected(self.now), source=slave.jid)
 
@@ -61,12 +63,23 @@ class Net:
         return host[len("dmuc."):] if host.startswith("dmuc.") else host
 
     def _route(self, out: Outbox, source: str) -> None:
+        """Everything sent goes through one FIFO, in the order it was sent, and what its
+        delivery sends goes behind what was already on its way (as on the wire: a
+        process's outputs never overtake each other)."""
         for delivery in out.deliveries:
             targets = delivery.recipients or [delivery.stanza["to"]]
             for to in targets:
                 copy = stanzas.copy(delivery.stanza)
                 copy["to"] = to
-                self._deliver(copy, source)
+                self._wire.append((copy, source))
+        if self._carrying:
+            return
+        self._carrying = True
+        try:
+            while self._wire:
+                self._deliver(*self._wire.popleft())
+        finally:
+            self._carrying = False
 
     def _deliver(self, stanza: Element, source: str, unstalled: bool = False) -> None:
         to = stanza["to"]
