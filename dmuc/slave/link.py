@@ -211,6 +211,10 @@ class SlaveLink:
         its id: §4.11.2), and returned as held, with the time it was said."""
         room = self.room
         echo = local_echo(stanza, room.jid, nick, occupant_id.of(room.roster.get(nick)))
+        if said_at < out.now - WAITED:
+            # shown late (it was in flight, or waited on the way): with when it was said,
+            # as the room shows it elsewhere, not after what its sender said since
+            echo.addChild(stanzas.delay(said_at, room.jid))
         out.broadcast(echo, room.local_sessions())
         original, _ = xep0282.original_id(stanza.getAttribute("id") or "")
         room.note_echoed(nick, original)

@@ -9,6 +9,7 @@ import pytest
 from twisted.words.protocols.jabber.jid import JID
 
 from dmuc import xmlns
+from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas, xep0282
 from dmuc.slave.link import LinkState
 from tests.unit.dmuc_net import Net, module_stamp
@@ -131,3 +132,24 @@ def test_a_host_whose_module_does_not_stamp_has_its_stamps_ignored() -> None:
     slave.receive(answer, net.now)
     assert KILLRC not in slave.unstamped_hosts
     assert slave._said_at(forged, JID(WUMPUS), net.now) == pytest.approx(net.now - 3600, abs=0.001)
+
+
+def test_a_message_in_flight_shown_late_at_a_split_carries_its_time() -> None:
+    """A split found a while after a message went out (a loss that ends in a bounce): the
+    message is shown to its own server now, after what its sender said since, so it
+    comes with when it was said (as elsewhere), not as if said now."""
+    net, _ = talking_net()
+    for who in (WUMPUS, VALDIS):
+        net.take(who)
+    net.one_way.add((KILLRC, "avalon.irc"))
+    said = net.now
+    _line(net, WUMPUS, "in flight")
+    net.now += 3
+    _line(net, WUMPUS, "said after")
+    link = net.slaves[KILLRC].links[ROOM]
+    out = Outbox(net.now)
+    link.bounced("a forward bounced", out)
+    echoes = {str(stanzas.child(d.stanza, "body")): _delay_of(d.stanza)
+              for d in out.deliveries if d.stanza.name == "message"}
+    assert said - 1 < echoes["in flight"] <= said
+    assert echoes["said after"] is None  # just said: shown as now
