@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import select
 import signal
 import sys
 import time
@@ -49,6 +50,7 @@ from dmuc.records import ArchiveRecord, OccupantRecord, RoomRecord, status_servi
 from dmuc.shell import metrics
 from dmuc.shell.fairness import FairQueue, sender_key
 from dmuc.shell.metrics import Metrics
+from dmuc.shell.resume import RETRY_EVERY, TickGate
 from dmuc.shell.sdnotify import Notifier
 from dmuc.shell.stalls import StallWatch, freeze_startup_objects
 from dmuc.storage import Storage, url_for_log
@@ -297,6 +299,18 @@ class CoreHandler(subprotocols.XMPPHandler):
         if self._reading_paused is not None and self.turns.drained:
             paused, self._reading_paused = self._reading_paused, None
             paused.resumeProducing()
+
+    def backlog(self) -> bool:
+        """Whether stanzas are waiting: parsed and not handled yet, or still unread in
+        the component socket (resume.TickGate: read before the timers run)."""
+        if self.turns.pending or self._reading_paused is not None:
+            return True
+        transport = self.xmlstream.transport if self.xmlstream is not None else None
+        try:
+            readable, _, _ = select.select([transport.fileno()], [], [], 0)
+        except (AttributeError, OSError, ValueError):  # no socket (yet), or closed
+            return False
+        return bool(readable)
 
     def on_stanza(self, element: Element) -> None:
         """Handle a stanza now (the stream's stanzas go through `arrived`)."""
@@ -587,6 +601,8 @@ class Daemon(service.Service, abc.ABC):
         self._tick_core = tick
         self._ticker = task.LoopingCall(self._tick)
         self._ticks = 0
+        self._gate = TickGate()
+        self._tick_retry: Any = None
         self.notifier = Notifier()
         self.metrics = Metrics(self._collect)
         handler.metrics = self.metrics
@@ -641,11 +657,20 @@ class Daemon(service.Service, abc.ABC):
         self.connection.startService()
 
     def _tick(self) -> None:
-        if self.handler.xmlstream is not None:
-            self.handler.write(self._tick_core(time.time()))
-            self._ticks += 1
-            if self._ticks % self.STATUS_EVERY == 0:
-                self.notifier.status(self._status())
+        if self.handler.xmlstream is None:
+            return
+        if not self._gate.due(time.monotonic(), self.handler.backlog()):
+            # resumed from a stop: what waited in the socket is read first (resume.py)
+            if self._tick_retry is None or not self._tick_retry.active():
+                self._tick_retry = reactor.callLater(RETRY_EVERY, self._tick)
+            return
+        if self._tick_retry is not None and self._tick_retry.active():
+            self._tick_retry.cancel()
+        self._tick_retry = None
+        self.handler.write(self._tick_core(time.time()))
+        self._ticks += 1
+        if self._ticks % self.STATUS_EVERY == 0:
+            self.notifier.status(self._status())
 
     def _status(self) -> str:
         return f"connected to Prosody as {self.cfg.component.jid}: {self.summary()}"
@@ -687,6 +712,8 @@ class Daemon(service.Service, abc.ABC):
             self._previous_sighup = None
         if self._ticker.running:
             self._ticker.stop()
+        if self._tick_retry is not None and self._tick_retry.active():
+            self._tick_retry.cancel()
         if self.connection.running:
             self.connection.stopService()
         yield self.metrics.close()

@@ -49,6 +49,26 @@ local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
 local resent_id_prefix = "dmuc-resent-";
 local given_id_prefix = "dmuc-id-";
 
+-- When this server received a local user's groupchat message for a mirrored room, with
+-- a fraction of a second (XEP-0082), carried to the slave in <x xmlns='urn:xmpp:tmp:dmuc:0'>
+-- <said stamp='...'/></x> (docs/protocol.md §4.11.2): a message that waits (here while the
+-- slave is down, in the slave's socket while it is stopped, held through a netsplit)
+-- reaches the room with the time it was said, not the time it was handed on. Any element
+-- of that namespace a client put in is removed first: only this module says when.
+local function said_stamp(t)
+	return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t))
+		.. string.format(".%03dZ", math.floor((t % 1) * 1000));
+end
+
+local function stamp_said(stanza)
+	stanza:maptags(function(tag)
+		if tag.attr.xmlns == xmlns_dmuc then return nil; end
+		return tag;
+	end);
+	stanza:add_direct_child(st.stanza("x", { xmlns = xmlns_dmuc })
+		:tag("said", { stamp = said_stamp(now()) }):up());
+end
+
 -- Hook priorities: the fan-out before any stock handler of the host; the divert after
 -- them all (see there); bounces before the stock handlers deliver them to the user.
 local fanout_priority = 1000;
@@ -119,9 +139,10 @@ module:hook("iq-set/host/" .. xmlns_dmuc .. ":mirror", function(event)
 		module:log("warn", "Could not store the mirror list: %s", tostring(err));
 	end
 	-- <fanout/>: this module delivers one copy of a broadcast to several local sessions
-	local reply = st.reply(stanza);
+	-- <said/>: this module stamps its users' groupchat messages (and strips theirs)
+	local reply = st.reply(stanza):tag("mirror", { xmlns = xmlns_dmuc }):tag("said"):up();
 	if fanout_enabled then
-		reply:tag("mirror", { xmlns = xmlns_dmuc }):tag("fanout");
+		reply:tag("fanout");
 	end
 	origin.send(reply);
 	return true;
@@ -273,6 +294,9 @@ local function divert(event)
 		-- the master drop it if it had it (docs/protocol.md §4.11.2). A tracking handle on
 		-- the master/slave link only: users and the archive get the message without an id.
 		stanza.attr.id = given_id_prefix .. new_id();
+	end
+	if stanza.name == "message" and stanza.attr.type == "groupchat" then
+		stamp_said(stanza);
 	end
 	hand_over(target, origin, stanza);
 	return true;
