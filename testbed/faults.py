@@ -516,7 +516,4 @@ OPEN_FAULTS: set[tuple[str, str]] = {
     # netjoin took 22.6 s after the long restart, bound 20.5 s: the master's backoff to
     # its Prosody, now at most 5 s)
     ("master-prosody-restart", "short"), ("master-prosody-restart", "long"),
-    # a users' Prosody restarted for long: now and then (2 runs of 5 here) its users, back
-    # in the room, miss the others from their roster (roster mismatches, nothing lost)
-    ("users-prosody-restart", "long"),
 }
