@@ -516,7 +516,4 @@ OPEN_FAULTS: set[tuple[str, str]] = {
     # backoff to its Prosody is at most 5 s the slaves' netjoin follows in 3.3 s (was
     # 22.6 s, over the 20.5 s bound); measured again after that: the same 48 and 576 lost
     ("master-prosody-restart", "short"), ("master-prosody-restart", "long"),
-    # a users' Prosody restarted for long: now and then (2 runs of 5 here) its users, back
-    # in the room, miss the others from their roster (roster mismatches, nothing lost)
-    ("users-prosody-restart", "long"),
 }
