@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
+from dmuc import xmlns
 from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
 
@@ -36,6 +37,11 @@ class SlaveRoom:
     # local JIDs whose join went to the master without an ENTER yet -> when it went; a
     # refused join is answered to the user directly, so we only see no ENTER come
     joining: dict[str, float] = field(default_factory=dict)
+    # local JIDs counted in the room that sent a join (MUC <x>) again: a client back under
+    # the same full JID after its server restarted. The master answers with the whole join
+    # sequence (as mod_muc), and what it says about the old session (a leave for a bounce)
+    # is not for the new one.
+    fresh: set[str] = field(default_factory=set)
     subject: Element | None = None  # the last subject message, as broadcast
     avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
     history: History = field(default_factory=History)
@@ -205,9 +211,12 @@ class SlaveRoom:
             self.directed.add(full)
             if full not in self.local:
                 self.joining.setdefault(full, now)
+            elif stanzas.child(stanza, "x", xmlns.MUC) is not None:
+                self.fresh.add(full)
         elif ptype == "unavailable":
             self.directed.discard(full)
             self.joining.pop(full, None)
+            self.fresh.discard(full)
 
     def expire_joins(self, before: float) -> None:
         """Joins that went to the master before `before` and got no ENTER were refused
