@@ -308,7 +308,8 @@ def run_both(r: Rig, occupants: list[int], newcomer: int) -> dict[str, dict[str,
                                rate=rate, duration=s.paced_seconds * 3)
     assert r.load is not None
     for res in out.values():
-        r.load.call("leave", room=res["room"], clients=occupants)
+        # N leaves cost N² presences too (each goes to everyone left): minutes at K=10
+        r.load.call("leave", room=res["room"], clients=occupants, timeout=600.0)
         res["memory"] = {k: memory_kib(p) for k, p in r.server_pids().items()}
     return out
 
