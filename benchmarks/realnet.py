@@ -265,10 +265,28 @@ def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
     out["newcomer_first_p50"] = firsts[len(firsts) // 2] if firsts else None
 
 
+def settle(r: Rig, quiet: float = 2.0, limit: float = 180.0) -> float:
+    """Wait until nothing crosses the s2s links for ``quiet`` seconds (at most ``limit``):
+    what the previous phase left in flight (mod_muc's flood backlog is still draining
+    minutes later at N=2,000) must not be counted in the next one. The seconds waited."""
+    began = time.monotonic()
+    last, since = -1, began
+    while time.monotonic() - began < limit:
+        total = sum(sum(v[:2]) for v in r.s2s().values())
+        now = time.monotonic()
+        if total != last:
+            last, since = total, now
+        elif now - since >= quiet:
+            break
+        time.sleep(0.25)  # a window of silence has no event to await
+    return time.monotonic() - began
+
+
 def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, Any]:
     """One traffic phase from one sender on each users' server; CPU and s2s counted."""
     assert r.load is not None
     senders = occupants[:len(r.user_domains)]
+    settled = settle(r)
     r.network.reset_counts()
     cpu0, load0 = r.cpu(), cpu_seconds(r.load.pid)
     result = r.load.call("traffic", room=room, senders=senders, drain=r.settings.drain,
@@ -276,6 +294,7 @@ def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, A
     cpu1 = r.cpu()
     # the clients' own process: near one core's worth of the elapsed time, it bounds the rate
     result["load_cpu"] = cpu_seconds(r.load.pid) - load0
+    result["settled_seconds"] = settled
     result["cpu"] = _delta(cpu1, cpu0)
     result["cpu_by_process"] = {k: v - cpu0[k] for k, v in cpu1.items()}
     result["s2s"] = r.s2s()
