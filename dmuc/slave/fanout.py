@@ -237,9 +237,7 @@ class Fanout:
             return
         if sid is not None:
             room.last_id = sid  # what we have: a catch-up replays what follows it
-        sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
-        if sender_nick:
-            room.inflight.pop((sender_nick, local_copy.getAttribute("id") or ""), None)
+        room.arrived(local_copy)
         echoed = _echoed_locally(room, local_copy)
         _as_sender_sent(local_copy)
         retracted = moderated_id(local_copy, room.jid)

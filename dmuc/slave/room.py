@@ -136,7 +136,8 @@ class SlaveRoom:
     def unacknowledged(self) -> list[Element]:
         """What the master may not have: the stanzas in flight (as resubmissions), then
         the held ones, in the order the users sent them."""
-        return [resubmission(stanza) for stanza, _ in self.inflight.values()] + self.queue
+        return [xep0282.held(resubmission(stanza), said_at)
+                for stanza, said_at in self.inflight.values()] + self.queue
 
     def take_once(self, sid: str) -> bool:
         """Whether the master's message with this stanza-id is new here (then noted)."""
@@ -146,6 +147,13 @@ class SlaveRoom:
         while len(self.seen) > MAX_SEEN:
             self.seen.popitem(last=False)
         return True
+
+    def arrived(self, message: Element) -> None:
+        """The master's broadcast of a message came back: if it was one of ours in
+        flight, under its own id or as a resubmission, it is no longer."""
+        nick = message.getAttribute("from", "").partition("/")[2]
+        original, _ = xep0282.original_id(message.getAttribute("id") or "")
+        self.inflight.pop((nick, original), None)
 
     def note_echoed(self, nick: str, message_id: str) -> None:
         self.echoed[(nick, message_id)] = None
