@@ -56,4 +56,4 @@ def test_scale_bursts_answered() -> None:
         for pinger in ("direct_ping", "slave_ping"):
             assert res[pinger]["pings"] >= 1, (name, pinger)
             assert res[pinger]["max_ms"] is not None, (name, pinger)
-    assert len(burst_table(burst)) == 3 + len(burst["results"])
+    assert len(burst_table(burst)) == 4 + len(burst["results"])  # title, blank, head, rule
