@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.daemon import TwistdDaemon
-from testbed.network import MUC_SERVICE, SLAVE_DOMAINS, DmucNetwork, slave_jid
+from testbed.network import MUC_SERVICE, DmucNetwork, slave_jid
 from testbed.prosody import ProsodyInstance, TestbedError
 
 MASTER = "master"
@@ -82,7 +82,7 @@ class DmucDaemons:
                                                 level=level, storage_url=storage_url))
         self.master = TwistdDaemon("dmuc-master", config, master_dir)
         self.slaves: dict[str, TwistdDaemon] = {}
-        for domain in SLAVE_DOMAINS:
+        for domain in network.slave_domains:
             d = self.workdir / domain
             d.mkdir(parents=True, exist_ok=True)
             (d / "slave.toml").write_text(network.slave_config(
