@@ -59,7 +59,10 @@ def record_of(message: Element, room_jid: str, stamp: float, nick: str,
     if sid is None:
         return None
     stored = stanzas.copy(xep0282.for_users(message))
-    stored.attributes.pop("to", None)
+    # as the room built it: from, type, id (not the 'to' of a copy, nor the xml:lang a
+    # server put on it on the way)
+    stored.attributes = {k: v for k, v in stored.attributes.items()
+                         if k in ("from", "type", "id")}
     stored.children = [c for c in stored.children if not (
         isinstance(c, Element) and c.uri in (xmlns.DELAY, xmlns.DMUC))]
     return ArchiveRecord(sid=sid, stamp=stamp, nick=nick, sender=sender, xml=stored.toXml())
@@ -68,7 +71,9 @@ def record_of(message: Element, room_jid: str, stamp: float, nick: str,
 def tombstone(room_jid: str, sid: str, original: Element, actor_nick: str,
               reason: str | None, now: float) -> Element:
     """What the archive keeps instead of a retracted message: its sender, id and
-    stanza-id, without its content, marked retracted in both forms (XEP-0425 v0.2, v0.3)."""
+    stanza-id, without its content, marked retracted in both forms (XEP-0425 v0.2, v0.3).
+    The id is the one its sender gave it, never a slave's handle on it (for_users)."""
+    original = xep0282.for_users(original)
     stone = stanzas.new("message", {"from": original.getAttribute("from"),
                                     "type": "groupchat", "id": original.getAttribute("id")})
     stamp = stanzas.format_stamp(now)

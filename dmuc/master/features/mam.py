@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
+from dmuc.errors import ArchiveIdNotFound
 from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import Occupant, RoomConfig
 from dmuc.outbox import AppendArchive, DeleteArchive, ExpireArchive, Outbox, QueryArchive
-from dmuc.protocol import mam, stanzas, visibility
+from dmuc.protocol import mam, stanzas, visibility, xep0282
 from dmuc.protocol.history import is_historic
 from dmuc.records import ArchivePage, ArchiveQuery
 
@@ -115,6 +116,47 @@ def parse_query(room: Room, payload: Element, asker: str) -> ArchiveQuery:
         room.jid, room.service.settings.archive_max_results, sees))
 
 
+# --- a slave's copy (docs/protocol.md §4.17) -------------------------------------------
+
+FILL_MAX = 100  # messages a page of a slave's copy
+FILL_BYTES = 256 * 1024  # and about this much XML, under Prosody's s2s stanza size limit
+
+
+def slave_settings(room: Room, **_: object) -> xep0282.ArchiveSettings:
+    """What a slave keeps its copy of this room's archive by."""
+    settings = room.service.settings
+    return xep0282.ArchiveSettings(room.config.archiving, settings.archive_max_results,
+                                   settings.archive_expires_after)
+
+
+def fill_slave(room: Room, stanza: Element, payload: Element, with_senders: bool,
+               out: Outbox, **_: object) -> bool:
+    """A page of the archive for a slave's copy: what follows its newest message."""
+    wanted = stanzas.parse_bounded_int(payload.getAttribute("max") or "", 1, FILL_MAX)
+    query = ArchiveQuery(max=wanted or FILL_MAX, after=payload.getAttribute("after") or None)
+
+    def answer(page: ArchivePage | Exception, reply_out: Outbox) -> None:
+        if isinstance(page, ArchiveIdNotFound):
+            _refuse(room, stanza, reply_out, "cancel", "item-not-found",
+                    "That message is no longer in the archive")
+            return
+        if isinstance(page, Exception):
+            reply_out.warn(f"archive copy of {room.jid} failed: {page}")
+            reply_out.send(stanzas.error_reply(stanza, "wait", "internal-server-error"))
+            return
+        records, size = [], 0
+        for record in page.records:
+            size += len(record.xml)
+            if records and size > FILL_BYTES:
+                break
+            records.append(record)
+        complete = page.complete and len(records) == len(page.records)
+        reply_out.send(xep0282.archive_fill_result(stanza, records, complete, with_senders))
+
+    out.store(QueryArchive(room.jid, query, answer))
+    return True
+
+
 def _refuse(room: Room, stanza: Element, out: Outbox, err_type: str, condition: str,
             text: str) -> None:
     stanzas.refuse(out, stanza, err_type, condition, text,
@@ -150,4 +192,6 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-iq", handle_iq)
     hooks.add("room-destroyed", destroyed)
+    hooks.add("slave-archive-settings", slave_settings)
+    hooks.add("slave-archive-fill", fill_slave)
     hooks.add("message-broadcast", on_broadcast, priority=-2)  # after history
