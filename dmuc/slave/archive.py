@@ -29,6 +29,7 @@ from dmuc.outbox import (
     RetractArchived,
 )
 from dmuc.protocol import mam, stanzas, visibility, xep0282
+from dmuc.protocol.history import moderated_id
 from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ def fill_answered(room: SlaveRoom, answer: Element, key: str, out: Outbox) -> bo
     records, complete = parsed
     for record in records:
         out.store(AppendArchive(key, record))
+        _retraction_in(room, record, key, out)
     if records:
         copy.last = records[-1].sid
     if not complete:
@@ -180,6 +182,17 @@ def fill_answered(room: SlaveRoom, answer: Element, key: str, out: Outbox) -> bo
     copy.filling, copy.filled = False, True
     out.info(f"{room.jid}: archive copy complete (newest {copy.last})")
     return False
+
+
+def _retraction_in(room: SlaveRoom, record: ArchiveRecord, key: str, out: Outbox) -> None:
+    """A copied announcement of a retraction (missed in a split) applies to the copy too:
+    the message it retracts may be one the copy had before."""
+    if xmlns.RETRACT_1 not in record.xml:
+        return
+    notice = stanzas.parse_xml(record.xml)
+    sid = moderated_id(notice, room.jid)
+    if sid is not None:
+        retract(room, notice, sid, record.stamp, key, out)
 
 
 def trim(room: SlaveRoom, key: str, now: float, out: Outbox) -> None:

@@ -4,7 +4,7 @@ after it, which queries it answers itself and what a page during a split says.""
 
 from __future__ import annotations
 
-from dmuc.outbox import AppendArchive, DeleteArchive, Outbox, QueryArchive
+from dmuc.outbox import AppendArchive, DeleteArchive, Outbox, QueryArchive, RetractArchived
 from dmuc.protocol import stanzas, xep0282
 from dmuc.records import ArchivePage, ArchiveRecord
 from dmuc.slave import archive
@@ -141,3 +141,29 @@ def test_a_page_during_a_split_never_claims_complete_going_forwards() -> None:
         op.answer(ArchivePage(records, 1, True), later)
         fin = later.stanzas_for(USER)[-1].firstChildElement()
         assert (fin.getAttribute("complete") == "true") is complete, (inner, split)
+
+
+def test_a_copied_retraction_applies_to_the_message_the_copy_had() -> None:
+    """Missed during a split, the announcement comes with the copy: the message it
+    retracts, which the copy had from before, becomes the master's tombstone."""
+    room = filled_room()
+    archive.registered(room, SETTINGS)
+    notice = (f"<message from='{ROOM}' type='groupchat' id='n1'>"
+              "<retract xmlns='urn:xmpp:message-retract:1' id='s1'>"
+              "<moderated xmlns='urn:xmpp:message-moderate:1' by='wallops@channel.avalon.irc/W'/>"
+              "<reason>spam</reason></retract>"
+              f"<stanza-id xmlns='urn:xmpp:sid:0' id='n-sid' by='{ROOM}'/></message>")
+    request = stanzas.parse_xml(f"<iq type='get' id='f1' from='{SLAVE}' to='{ROOM}'/>")
+    page = xep0282.archive_fill_result(request, [ArchiveRecord("n-sid", 200.5, "", "", notice)],
+                                       True, False)
+    out = Outbox(0.0)
+    archive.fill_answered(room, page, KEY, out)
+    [query_op] = [op for op in out.storage if isinstance(op, QueryArchive)]
+    assert query_op.query.ids == ["s1"]
+    later = Outbox(0.0)
+    original = broadcast("s1").toXml()
+    query_op.answer(ArchivePage([ArchiveRecord("s1", 100.0, "Trillian", "", original)], 1,
+                                True), later)
+    [retracted] = later.storage
+    assert isinstance(retracted, RetractArchived) and retracted.sid == "s1"
+    assert "spam" in retracted.tombstone_xml and "<body>" not in retracted.tombstone_xml
