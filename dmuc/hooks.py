@@ -39,7 +39,10 @@ password.py adds the password), ``private-message`` (room, stanza,
 occupant, out: the relayed copy, from the sender's occupant), ``occupant-presence``
 (room, occupant, stanza: each presence the room builds about an occupant, any variant),
 ``slave-snapshot`` (room, extra: append stanzas from the room JID that a XEP-0282
-snapshot carries after the subject); ``room-iq``, ``service-iq``
+snapshot carries after the subject), ``slave-archive-settings`` (room: the
+xep0282.ArchiveSettings a slave keeps its copy of the archive by), ``slave-archive-fill``
+(room, stanza, payload, with_senders, out: a page of the archive for a slave's copy, true
+when answered); ``room-iq``, ``service-iq``
 (stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
 result means the stanza was handled; ``service-disco-features`` (features);
 ``tick`` (now, out: every second); ``config-reloaded`` (service, out: a SIGHUP applied

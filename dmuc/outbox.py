@@ -99,9 +99,12 @@ class RetractArchived:
 
 @dataclass
 class ExpireArchive:
-    """Delete archived messages said before `older_than` (the retention timer)."""
+    """Delete archived messages said before `older_than` (the retention timer): of every
+    room, or of the one archive `room_jid` (a slave's copy, trimmed by its room's
+    retention)."""
 
     older_than: float
+    room_jid: str | None = None
 
 
 @dataclass

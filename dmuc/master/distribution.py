@@ -418,12 +418,21 @@ class Distribution:
         self.routes.pop(room_jid, None)
         self.replays.pop(room_jid, None)
 
-    def whois_changed(self, room: Room, out: Outbox) -> None:
-        """The slaves apply whois themselves; a roster copy that must gain or lose the
-        real JIDs is sent again."""
+    def whois_changed(self, room: Room, out: Outbox, whois: bool = True) -> None:
+        """The slaves apply whois and archiving themselves; a roster copy that must gain
+        or lose the real JIDs is sent again (`whois`: it changed)."""
         for link in self.live_links(room):
-            link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois), out)
-            self._refresh_visibility(room, link, out)
+            link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois,
+                                            self.archive_settings(room)), out)
+            if whois:
+                self._refresh_visibility(room, link, out)
+
+    def archive_settings(self, room: Room | None) -> xep0282.ArchiveSettings | None:
+        """The room's archive settings a slave keeps its copy by (§4.17); None without
+        an archive (the feature is not loaded)."""
+        if room is None:
+            return None
+        return self.service.hooks.fire("slave-archive-settings", room=room)
 
     # --- room events whose handler takes a step over, or reads a stanza ---------------
     # A handler returns True to take the event over (the room does not go on), else None.
@@ -509,8 +518,8 @@ class Distribution:
         return self.replay_of(room).window.get(sid)
 
     def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
-        if room.config.whois != old.whois:
-            self.whois_changed(room, out)
+        if room.config.whois != old.whois or room.config.archiving != old.archiving:
+            self.whois_changed(room, out, whois=room.config.whois != old.whois)
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -569,12 +578,31 @@ class Distribution:
                 sent = stanzas.parse_bounded_int(payload.getAttribute("seq"), 0, 2**62)
                 if sent is not None:  # what it forwarded up to now: the tail lost too?
                     link.forwarded.said_sent(sent, out.now)
+        elif kind == "iq" and stype == "get" and _is(payload, "archive"):
+            self._archive_fill(stanza, payload, link, room_jid, out)
         elif kind == "presence" and _is(payload, "x"):
             self._slave_presence(stanza, payload, link, slave_jid, room_jid, out)
         elif stype not in ("error", "result"):
             out.warn(f"malformed stanza from slave {slave_jid} to {room_jid}")
             out.send(stanzas.error_reply(stanza, "modify", "bad-request",
                                          "Unknown XEP-0282 request"))
+
+    def _archive_fill(self, stanza: Element, payload: Element,
+                      link: SlaveRegistration | None, room_jid: str, out: Outbox) -> None:
+        """§4.17: a registered slave copies the room's archive, a page at a time (the
+        senders' real JIDs only if it may see them)."""
+        room = self.service.rooms.get(room_jid)
+        if link is None or room is None:
+            stanzas.refuse(out, stanza, "cancel", "item-not-found",
+                           "Not registered for this room",
+                           what=f"XEP-0282 archive copy of {room_jid}")
+            return
+        if not self.service.hooks.fire("slave-archive-fill", room=room, stanza=stanza,
+                                       payload=payload, with_senders=self.shows_jids(room, link),
+                                       out=out):
+            stanzas.refuse(out, stanza, "cancel", "feature-not-implemented",
+                           "This room keeps no archive",
+                           what=f"XEP-0282 archive copy of {room_jid}")
 
     def _register(self, stanza: Element, payload: Element, slave_jid: str, room_jid: str,
                   out: Outbox) -> None:
@@ -611,7 +639,8 @@ class Distribution:
             # we sent is on its way; a second would double what crosses the link
             link.forwarded.restart(_sent_so_far(payload))
             out.send(xep0282.registered_result(stanza, link.keepalive, link.history,
-                                               room.config.whois if room else "moderators"))
+                                               room.config.whois if room else "moderators",
+                                               self.archive_settings(room)))
             out.debug(f"{room_jid}: slave {slave_jid} sent its registration again; "
                       "answered, no second snapshot")
             return
@@ -627,7 +656,8 @@ class Distribution:
         link.last_heard, link.register_id = out.now, stanza.getAttribute("id")
         link.forwarded.restart(_sent_so_far(payload))
         whois = room.config.whois if room else "moderators"
-        out.send(xep0282.registered_result(stanza, every, history, whois))
+        out.send(xep0282.registered_result(stanza, every, history, whois,
+                                           self.archive_settings(room)))
         out.info(f"slave {slave_jid} registered for {room_jid} "
                  f"(keepalive {every}s, history {history})")
         self.snapshot(link, out, after=payload.getAttribute("last"))

@@ -5,13 +5,16 @@ docs/protocol.md shows each of them; keep the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
 from dmuc.protocol import stanzas
+from dmuc.records import ArchiveRecord
 
 # The message id prefixes (mod_dmuc_slave.lua names the same two it adds: keep in step).
 # Part of the wire format (§4.11.2): a groupchat message a local user sent while its slave's
@@ -185,11 +188,14 @@ def master_restarted(service: str, slave: str) -> Element:
     return message
 
 
-def registered_result(request: Element, keepalive: int, history: int, whois: str) -> Element:
+def registered_result(request: Element, keepalive: int, history: int, whois: str,
+                      archive: ArchiveSettings | None = None) -> Element:
     registered = Element((xmlns.DMUC, "registered"))
     registered["keepalive"] = str(keepalive)
     registered["history"] = str(history)
     registered["whois"] = whois
+    if archive is not None:
+        archive.place(registered)
     return stanzas.iq_result(request, registered)
 
 
@@ -264,17 +270,113 @@ def for_slave(message: Element, stamp: float, sender: str, *, history: bool = Fa
     copy = stanzas.copy(message)
     copy.attributes.pop("to", None)
     x = copy.addChild(dmuc_x())
-    x.addChild(stanzas.delay(stamp, sender))
+    delay = x.addChild(stanzas.delay(stamp, sender))
+    delay["stamp"] = precise_stamp(stamp)  # the archive's stamp, to the microsecond
     if history:
         x.addElement("history")
     return copy
 
 
-def room_settings(room: str, slave: str, whois: str) -> Element:
-    """A room setting the slave applies itself changed (whois decides JID stripping)."""
+def room_settings(room: str, slave: str, whois: str,
+                  archive: ArchiveSettings | None = None) -> Element:
+    """A room setting the slave applies itself changed (whois decides JID stripping;
+    archiving whether its copy of the archive keeps what the room broadcasts, §4.17)."""
     message = stanzas.new("message", {"from": room, "to": slave, "type": "normal"})
-    message.addChild(dmuc_x()).addElement("room")["whois"] = whois
+    settings = message.addChild(dmuc_x()).addElement("room")
+    settings["whois"] = whois
+    if archive is not None:
+        archive.place(settings)
     return message
+
+
+# --- the room archive at the edge (§4.17) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """What a slave needs to keep and answer from its copy of the room archive as the
+    master does: whether the room archives, the largest page, the retention."""
+
+    archiving: bool
+    max_results: int
+    expires_after: float | None  # seconds; None: kept for ever
+
+    def place(self, el: Element) -> None:
+        el["archiving"] = "true" if self.archiving else "false"
+        el["archive-max"] = str(self.max_results)
+        if self.expires_after is not None:
+            el["archive-expires"] = str(int(self.expires_after))
+
+    @classmethod
+    def parse(cls, el: Element) -> ArchiveSettings | None:
+        """The settings an element carries; None when it carries none (an older master)
+        or a malformed one."""
+        archiving = el.getAttribute("archiving")
+        max_results = stanzas.parse_bounded_int(el.getAttribute("archive-max"), 1, 10**6)
+        if archiving not in ("true", "false") or max_results is None:
+            return None
+        expires = el.getAttribute("archive-expires")
+        seconds = stanzas.parse_bounded_int(expires, 1, 10**12) if expires else None
+        if expires and seconds is None:
+            return None
+        return cls(archiving == "true", max_results, seconds)
+
+
+def archive_fill_iq(slave: str, room: str, iq_id: str, after: str | None,
+                    max_items: int) -> Element:
+    """The slave asks for the room's archive after the newest message it has (all of it
+    without `after`), a page at a time, at each registration."""
+    fill = Element((xmlns.DMUC, "archive"))
+    if after is not None:
+        fill["after"] = after
+    fill["max"] = str(max_items)
+    return stanzas.iq("get", slave, room, iq_id, fill)
+
+
+def archive_fill_result(request: Element, records: Sequence[ArchiveRecord], complete: bool,
+                        with_senders: bool) -> Element:
+    """One page of the archive, oldest first, each message as archived (its XML as text)
+    with its stamp as stored (exact), its sender's nickname and, only to a slave that
+    may see real JIDs, its bare JID; complete: nothing follows."""
+    page = Element((xmlns.DMUC, "archive"))
+    if complete:
+        page["complete"] = "true"
+    for record in records:
+        item = page.addElement("item")
+        item["sid"], item["stamp"], item["nick"] = record.sid, repr(record.stamp), record.nick
+        if with_senders and record.sender:
+            item["sender"] = record.sender
+        if record.retracted:
+            item["retracted"] = "true"
+        item.addContent(record.xml)  # as stored, byte for byte
+    return stanzas.iq_result(request, page)
+
+
+def parse_archive_fill(answer: Element) -> tuple[list[ArchiveRecord], bool] | None:
+    """The records of a fill page and whether it is the last; None if malformed."""
+    page = stanzas.child(answer, "archive", xmlns.DMUC)
+    if page is None:
+        return None
+    records = []
+    for item in stanzas.children(page, "item"):
+        try:
+            stamp = float(item.getAttribute("stamp", ""))
+        except ValueError:
+            return None
+        if not str(item).strip() or not item.getAttribute("sid"):
+            return None
+        records.append(ArchiveRecord(
+            sid=item["sid"], stamp=stamp, nick=item.getAttribute("nick", ""),
+            sender=item.getAttribute("sender", ""), xml=str(item),
+            retracted=item.getAttribute("retracted") == "true"))
+    return records, page.getAttribute("complete") == "true"
+
+
+def precise_stamp(stamp: float) -> str:
+    """XEP-0082 with microseconds (truncated, so that the second is the stamp's): the
+    archive's stamp as the slave must store it."""
+    micros = int((stamp % 1) * 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{micros:06d}Z"
 
 
 # --- slave -> anyone asking -------------------------------------------------------------------

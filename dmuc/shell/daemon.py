@@ -456,7 +456,7 @@ class CoreHandler(subprotocols.XMPPHandler):
         elif isinstance(op, RetractArchived):
             d = s.retract_archive(op.room_jid, op.sid, op.tombstone_xml)
         elif isinstance(op, ExpireArchive):
-            d = s.expire_archive(op.older_than)
+            d = s.expire_archive(op.older_than, op.room_jid)
             d.addCallback(_log_expired)
         elif isinstance(op, DeleteArchive):
             d = s.delete_archive(op.room_jid)

@@ -20,6 +20,7 @@ from dmuc.protocol.history import (
     stanza_id,
 )
 from dmuc.records import slave_history_key
+from dmuc.slave import archive
 from dmuc.slave.room import SlaveRoom
 
 
@@ -214,17 +215,13 @@ class Fanout:
         setting the slave applies itself."""
         if stanza.getAttribute("type") != "groupchat":
             settings = stanzas.child(dmuc_x, "room") if dmuc_x is not None else None
-            if settings is not None and settings.getAttribute("whois") in ("anyone",
-                                                                           "moderators"):
-                room.whois = settings["whois"]
+            if settings is not None:
+                _apply_settings(room, settings)
             return
         if dmuc_x is None:
             malformed(stanza, out, "groupchat from the master without a dmuc element")
             return
-        delay = stanzas.child(dmuc_x, "delay", xmlns.DELAY)
-        stamp = stanzas.parse_stamp(delay.getAttribute("stamp", "")) if delay is not None else None
-        if stamp is None:
-            stamp = out.now
+        stamp = _stamp_of(dmuc_x, out.now)
         local_copy = without_dmuc(stanza)
         local_copy.attributes.pop("to", None)
         is_history = stanzas.child(dmuc_x, "history") is not None
@@ -239,8 +236,10 @@ class Fanout:
             room.last_id = sid  # what we have: a catch-up replays what follows it
         room.arrived(local_copy)
         echoed = _echoed_locally(room, local_copy)
-        _as_sender_sent(local_copy)
         retracted = moderated_id(local_copy, room.jid)
+        if new:
+            self._archive(room, local_copy, retracted, stamp, out)
+        _as_sender_sent(local_copy)
         if retracted is not None:
             # XEP-0425: a moderator retracted a message; joiners no longer get it
             self._drop_from_history(room, retracted, out)
@@ -276,6 +275,14 @@ class Fanout:
         if is_history or echoed:
             return
         out.broadcast(local_copy, room.local_sessions())
+
+    def _archive(self, room: SlaveRoom, message: Element, retracted: str | None,
+                 stamp: float, out: Outbox) -> None:
+        """Into our copy of the room's archive, as the master archived it (§4.17)."""
+        key = self.history_key(room.jid)
+        archive.keep(room, message, stamp, key, out)
+        if retracted is not None:
+            archive.retract(room, message, retracted, stamp, key, out)
 
     def _drop_from_history(self, room: SlaveRoom, sid: str, out: Outbox) -> None:
         """Forget a moderated message; the stored history is rewritten without it."""
@@ -340,6 +347,20 @@ def _photo(avatar: Element | None) -> str:
     x = stanzas.child(avatar, "x", xmlns.VCARD_UPDATE) if avatar is not None else None
     photo = stanzas.child(x, "photo") if x is not None else None
     return str(photo).strip() if photo is not None else ""
+
+
+def _apply_settings(room: SlaveRoom, settings: Element) -> None:
+    """The room settings the slave applies itself: whois, and its archive's (§4.17)."""
+    if settings.getAttribute("whois") in ("anyone", "moderators"):
+        room.whois = settings["whois"]
+    archive.settings_changed(room, xep0282.ArchiveSettings.parse(settings))
+
+
+def _stamp_of(dmuc_x: Element, now: float) -> float:
+    """When the room said it (the delay in the dmuc element); now if it does not say."""
+    delay = stanzas.child(dmuc_x, "delay", xmlns.DELAY)
+    stamp = stanzas.parse_stamp(delay.getAttribute("stamp", "")) if delay is not None else None
+    return now if stamp is None else stamp
 
 
 def _as_sender_sent(message: Element) -> None:

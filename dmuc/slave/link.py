@@ -25,6 +25,7 @@ from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, occupant_id, stanzas, xep0282
 from dmuc.protocol.statemachine import StateMachine, TransitionObserver
+from dmuc.slave import archive
 from dmuc.slave.room import SlaveRoom, resubmission
 
 # Stanzas held per room while not LIVE: stored with the room, far above a realistic split
@@ -339,6 +340,8 @@ class SlaveLink:
             history = stanzas.parse_bounded_int(registered.getAttribute("history"), 0, 10**6)
             room.history_length = room.history_length if history is None else history
             room.whois = registered.getAttribute("whois") or room.whois
+        archive.registered(room, xep0282.ArchiveSettings.parse(registered)
+                           if registered is not None else None)
         out.info(f"registered with {room.jid} (keepalive {room.keepalive}s, "
                  f"history {room.history_length})" + (" after a netsplit" if after_split else ""))
         # Local stanzas stay held until the snapshot that follows has arrived.
@@ -355,6 +358,10 @@ class SlaveLink:
             self.room.last_id = synced["last"]
         self._rejoin_local_occupants()
         self.flush(out)
+        if self.room.archive.filling:
+            # our archive copy: what the master archived since the newest message we have
+            out.send(archive.fill_iq(self.room, self.config.slave_jid,
+                                     self.config.new_id("fill", self.room.jid)))
 
     def _rejoin_local_occupants(self) -> None:
         """After a netjoin, local occupants the master no longer knows enter again with

@@ -14,6 +14,7 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
+from dmuc.slave.archive import ArchiveCopy
 
 # Local messages remembered as shown here (echoed): what a slave may hold, and more.
 MAX_ECHOED = 20_000
@@ -45,6 +46,7 @@ class SlaveRoom:
     subject: Element | None = None  # the last subject message, as broadcast
     avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
     history: History = field(default_factory=History)
+    archive: ArchiveCopy = field(default_factory=ArchiveCopy)  # its XEP-0313 archive (§4.17)
     queue: list[Element] = field(default_factory=list)  # local stanzas held for the master
     # groupchat forwarded while LIVE whose broadcast has not come back yet: (nick, id) ->
     # (the stanza, when sent). Submitted again if a netsplit is found meanwhile (§4.11.2).
@@ -90,6 +92,7 @@ class SlaveRoom:
             # what waits for the master survives a restart; what was in flight is
             # submitted again (the master drops it if it had it)
             "queue": self._serialised(self.unacknowledged()),
+            **self.archive.to_state(),
         }
 
     @classmethod
@@ -108,6 +111,7 @@ class SlaveRoom:
         if state.get("avatar"):
             room.avatar = stanzas.parse_xml(state["avatar"])
         room.queue = [stanzas.parse_xml(x) for x in state.get("queue", ())]
+        room.archive = ArchiveCopy.from_state(state)
         return room
 
     def _roster_serialised(self) -> dict[str, str]:

@@ -20,12 +20,13 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.outbox import DeleteRoom, Delivery, Outbox, SaveRoom
+from dmuc.outbox import DeleteArchive, DeleteRoom, Delivery, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
 from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
 from dmuc.protocol.statemachine import SplitCounter
 from dmuc.records import HistoryRecord
+from dmuc.slave import archive
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
@@ -101,6 +102,7 @@ class SlaveService:
         self.links.pop(room_jid, None)
         self._touched.discard(room_jid)
         out.store(DeleteRoom(room_jid, self.history_key(room_jid)))
+        out.store(DeleteArchive(self.history_key(room_jid)))  # copied afresh if needed
 
     def _save_touched(self, out: Outbox) -> None:
         """Every room this stanza touched is saved, with its link's state (the shell
@@ -186,6 +188,7 @@ class SlaveService:
         for link in list(self.links.values()):
             link.tick(out)
             room = link.room
+            archive.trim(room, self.history_key(room.jid), now, out)
             if room.duplicates:
                 out.info(f"{room.jid}: dropped {room.duplicates} second copies from the "
                          "master (a slow link's late stanzas after a netjoin)")
@@ -244,6 +247,8 @@ class SlaveService:
         room, link = self._mirror(room_jid)
         if stanza.name == "iq" and self._answered_here(room, link, stanza, sender, out):
             return
+        if stanza.name == "iq" and self._archive_query(room, link, stanza, out):
+            return
         said_at = out.now
         if stanza.name != "iq":
             said_at = self._said_at(stanza, sender, out.now)
@@ -288,6 +293,20 @@ class SlaveService:
             out.send(stanzas.iq_result(stanza))
             return True
         return False
+
+    def _archive_query(self, room: SlaveRoom, link: SlaveLink, stanza: Element,
+                       out: Outbox) -> bool:
+        """XEP-0313 at the edge (§4.17): a local occupant's query to the room is answered
+        from our copy of its archive while we know the room (LIVE, and SPLIT)."""
+        payload = next(stanza.elements(), None)
+        to = jids.parse(stanza.getAttribute("to"))
+        if payload is None or payload.uri != xmlns.MAM or payload.name != "query" \
+                or to is None or to.resource or link.state not in (LinkState.LIVE,
+                                                                   LinkState.SPLIT) \
+                or stanza.getAttribute("type") not in ("get", "set"):
+            return False
+        return archive.answer_query(room, stanza, payload, link.state is LinkState.SPLIT,
+                                    self.history_key(room.jid), out)
 
     # --- the slave's own JID ------------------------------------------------------------
 
@@ -335,7 +354,10 @@ class SlaveService:
         link = self.links.get(room_jid)
         if link is None:
             return
-        if kind == "register" and stanzas.error_condition(stanza) == "item-not-found":
+        if kind == "fill":
+            if archive.fill_answered(link.room, stanza, self.history_key(room_jid), out):
+                out.send(archive.fill_iq(link.room, self.jid, self._id("fill", room_jid)))
+        elif kind == "register" and stanzas.error_condition(stanza) == "item-not-found":
             self._room_gone(link.room, out)
         elif kind == "register":
             link.register_answered(stanza, out)

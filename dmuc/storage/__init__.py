@@ -84,7 +84,8 @@ class Storage(Protocol):
     def retract_archive(self, room_jid: str, sid: str, tombstone_xml: str) -> Deferred[bool]:
         """Replace an archived message with its tombstone; whether it was there."""
 
-    def expire_archive(self, older_than: float) -> Deferred[int]:
+    def expire_archive(self, older_than: float,
+                       room_jid: str | None = None) -> Deferred[int]:
         """Delete every room's archived messages said before `older_than`; how many."""
 
     def delete_archive(self, room_jid: str) -> Deferred[None]:

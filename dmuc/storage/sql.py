@@ -225,8 +225,12 @@ def retract_archived(txn: Any, d: Dialect, room_jid: str, sid: str, tombstone: s
     return bool(txn.rowcount and txn.rowcount > 0)
 
 
-def delete_archive_before(txn: Any, d: Dialect, older_than: float) -> int:
-    txn.execute(f"DELETE FROM archive WHERE stamp < {d.mark}", (older_than,))
+def delete_archive_before(txn: Any, d: Dialect, older_than: float, room_jid: str | None) -> int:
+    if room_jid is None:
+        txn.execute(f"DELETE FROM archive WHERE stamp < {d.mark}", (older_than,))
+    else:
+        txn.execute(f"DELETE FROM archive WHERE room = {d.mark} AND stamp < {d.mark}",
+                    (room_jid, older_than))
     return max(txn.rowcount or 0, 0)
 
 
@@ -449,10 +453,12 @@ class SQLStorage(ABC):
         return self._run("retract_archive", retract_archived, self.dialect, room_jid, sid,
                          tombstone_xml)
 
-    def expire_archive(self, older_than: float) -> Deferred[int]:
-        """Delete every room's archived messages said before `older_than`; how many."""
+    def expire_archive(self, older_than: float,
+                       room_jid: str | None = None) -> Deferred[int]:
+        """Delete every room's archived messages said before `older_than` (or only those
+        of the archive `room_jid`); how many."""
         return self._run("expire_archive", delete_archive_before, self.dialect,
-                         float(older_than))
+                         float(older_than), room_jid)
 
     def delete_archive(self, room_jid: str) -> Deferred[None]:
         """Forget a room's archive (the room was destroyed)."""

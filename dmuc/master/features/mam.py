@@ -6,9 +6,9 @@ form's start / end / with / before-id / after-id / ids) is a storage read the sh
 (Outbox QueryArchive) and whose page it hands back here to answer; archived messages
 expire after the service's retention (a periodic ExpireArchive from the timers).
 
-Users behind a slave query the same room JID: the slave forwards the query unchanged
-(§4.8) and the master answers them directly, so they get the same archive with the same
-stanza-ids (docs/protocol.md, "The room archive")."""
+The query rule (the form, RSM, the result messages, <fin/>) is dmuc.protocol.mam's, which
+a slave answering its own users from its copy of the archive uses too (dmuc/slave/
+archive.py, docs/protocol.md §4.17): same stanza-ids, same stamps, same pages."""
 
 from __future__ import annotations
 
@@ -24,24 +24,15 @@ from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import Occupant, RoomConfig
 from dmuc.outbox import AppendArchive, DeleteArchive, ExpireArchive, Outbox, QueryArchive
-from dmuc.protocol import stanzas, visibility, xep0282
-from dmuc.protocol.history import is_historic, stanza_id
-from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord
+from dmuc.protocol import mam, stanzas, visibility, xep0282
+from dmuc.protocol.history import is_historic
+from dmuc.records import ArchivePage, ArchiveQuery
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
     from dmuc.master.service import ServiceSettings
 
 ENABLE = "muc#roomconfig_enablearchiving"
-DEFAULT_MAX = 20  # messages a page when the query does not say (as mod_muc_mam)
-# The largest RSM max we parse before capping it at the service's archive_max_results.
-_MAX_PARSED = 10**9
-
-
-class QueryRefused(Exception):
-    def __init__(self, err_type: str, condition: str, text: str) -> None:
-        super().__init__(text)
-        self.err_type, self.condition, self.text = err_type, condition, text
 
 
 # --- archiving -----------------------------------------------------------------------
@@ -51,20 +42,15 @@ def archive(room: Room, message: Element, occupant: Occupant | None, out: Outbox
             stamp: float | None = None) -> None:
     """Archive a groupchat message the room broadcast (as broadcast, without 'to' and
     without a delay: the archive's own stamp is when it was said), one the caller found
-    historic (dmuc.protocol.history.is_historic, as mod_muc_mam archives only what
-    muc-message-is-historic accepts). `occupant`: its sender, None for the room itself."""
+    archivable (dmuc.protocol.mam.archivable). `occupant`: its sender, None for the room
+    itself."""
     if not room.config.archiving:
         return
-    sid = stanza_id(message, room.jid)
-    if sid is None:
-        return
-    stored = stanzas.copy(xep0282.for_users(message))  # the id its sender gave it
-    stored.attributes.pop("to", None)
-    out.store(AppendArchive(room.jid, ArchiveRecord(
-        sid=sid, stamp=out.now if stamp is None else stamp,
-        nick=occupant.nick if occupant is not None else "",
-        sender=occupant.bare_jid if occupant is not None else "",
-        xml=stored.toXml())))
+    record = mam.record_of(message, room.jid, out.now if stamp is None else stamp,
+                           occupant.nick if occupant is not None else "",
+                           occupant.bare_jid if occupant is not None else "")
+    if record is not None:
+        out.store(AppendArchive(room.jid, record))
 
 
 def on_broadcast(room: Room, stanza: Element, occupant: Occupant, out: Outbox,
@@ -93,19 +79,7 @@ class Retention:
         out.store(ExpireArchive(now - settings.archive_expires_after))
 
 
-# --- queries -------------------------------------------------------------------------
-
-
-def query_form() -> Element:
-    """The search form a client gets for an iq get (XEP-0313 §5)."""
-    return stanzas.form(xmlns.MAM, [
-        {"var": "with", "type": "jid-single"},
-        {"var": "start", "type": "text-single"},
-        {"var": "end", "type": "text-single"},
-        {"var": "before-id", "type": "text-single"},
-        {"var": "after-id", "type": "text-single"},
-        {"var": "ids", "type": "list-multi"},
-    ])
+# --- queries (the rule is dmuc.protocol.mam's; who may ask is the room's) -------------
 
 
 def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> bool | None:
@@ -113,9 +87,7 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
     if payload.uri != xmlns.MAM or payload.name != "query":
         return None
     if stanza.getAttribute("type") == "get":
-        reply = Element((xmlns.MAM, "query"))
-        reply.addChild(query_form())
-        out.send(stanzas.iq_result(stanza, reply))
+        out.send(mam.form_reply(stanza))
         return True
     asker = stanza.getAttribute("from")
     affiliation = room.affiliation(jids.bare(asker))
@@ -125,27 +97,13 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
         return True
     try:
         query = parse_query(room, payload, asker)
-    except QueryRefused as refused:
+    except mam.QueryRefused as refused:
         _refuse(room, stanza, out, refused.err_type, refused.condition, refused.text)
         return True
-    queryid = payload.getAttribute("queryid")
-    flip = stanzas.child(payload, "flip-page") is not None
     whois = room.config.whois
 
     def answer(page: ArchivePage | Exception, reply_out: Outbox) -> None:
-        if isinstance(page, ArchiveIdNotFound):
-            _refuse(room, stanza, reply_out, "cancel", "item-not-found",
-                    "No message with that id in the archive")
-            return
-        if isinstance(page, Exception):
-            reply_out.warn(f"archive query of {room.jid} failed: {page}")
-            reply_out.send(stanzas.error_reply(stanza, "wait", "internal-server-error"))
-            return
-        results = [result_message(room.jid, asker, queryid, record, whois)
-                   for record in page.records]
-        for message in reversed(results) if flip else results:
-            reply_out.send(message)
-        reply_out.send(stanzas.iq_result(stanza, fin(page)))
+        mam.answer(stanza, payload, room.jid, whois, page, reply_out)
 
     out.store(QueryArchive(room.jid, query, answer))
     return True
@@ -153,124 +111,50 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
 
 def parse_query(room: Room, payload: Element, asker: str) -> ArchiveQuery:
     """The query's form and RSM set as an ArchiveQuery; QueryRefused when malformed."""
-    limit = room.service.settings.archive_max_results
-    query = ArchiveQuery(max=min(DEFAULT_MAX, limit))
-    x = stanzas.child(payload, "x", xmlns.DATA_FORMS)
-    if x is not None:
-        if stanzas.form_type(x) != xmlns.MAM:
-            raise QueryRefused("modify", "bad-request",
-                               f"Unexpected FORM_TYPE, expected '{xmlns.MAM}'")
-        values = stanzas.parse_form(x)
-        query.start = _stamp(values, "start")
-        query.end = _stamp(values, "end")
-        query.before = _text(values, "before-id")
-        query.after = _text(values, "after-id")
-        if "ids" in values:
-            query.ids = [v for v in values["ids"] if v]
-            if len(query.ids) > limit:
-                raise QueryRefused("modify", "policy-violation",
-                                   f"At most {limit} ids in one query")
-        with_jid = _text(values, "with")
-        if with_jid is not None:
-            _filter_with(room, query, with_jid, asker)
-    rsm = stanzas.child(payload, "set", xmlns.RSM)
-    if rsm is not None:
-        max_el = stanzas.child(rsm, "max")
-        if max_el is not None:
-            value = stanzas.parse_bounded_int(str(max_el).strip(), 0, _MAX_PARSED)
-            if value is None:
-                raise QueryRefused("modify", "bad-request", "RSM max must be a number")
-            query.max = min(value, limit)
-        after = stanzas.child(rsm, "after")
-        if after is not None and str(after):
-            query.after = str(after)
-        before = stanzas.child(rsm, "before")
-        if before is not None:
-            if str(before):
-                query.before = str(before)
-            else:
-                query.last = True  # an empty <before/>: the last page
-    return query
+    sees = visibility.sees_real_jids(room.config.whois, room.role_of_session(asker))
+    return mam.parse_query(payload, mam.Asker(
+        room.jid, room.service.settings.archive_max_results, sees))
 
 
-def _text(values: roomconfig.Values, var: str) -> str | None:
-    value = roomconfig.text(values, var)
-    return value.strip() or None if value is not None else None
+# --- a slave's copy (docs/protocol.md §4.17) -------------------------------------------
+
+FILL_MAX = 100  # messages a page of a slave's copy
+FILL_BYTES = 256 * 1024  # and about this much XML, under Prosody's s2s stanza size limit
 
 
-def _stamp(values: roomconfig.Values, var: str) -> float | None:
-    text = _text(values, var)
-    if text is None:
-        return None
-    stamp = stanzas.parse_stamp(text)
-    if stamp is None:
-        raise QueryRefused("modify", "bad-request", "Invalid timestamp")
-    return stamp
+def slave_settings(room: Room, **_: object) -> xep0282.ArchiveSettings:
+    """What a slave keeps its copy of this room's archive by."""
+    settings = room.service.settings
+    return xep0282.ArchiveSettings(room.config.archiving, settings.archive_max_results,
+                                   settings.archive_expires_after)
 
 
-def _filter_with(room: Room, query: ArchiveQuery, value: str, asker: str) -> None:
-    """'with' in a room's archive: an occupant JID (room/nick) filters by nickname, the
-    room's own JID by what the room itself said, a real JID by the sender's bare JID,
-    which only someone who may see real JIDs may ask (or the nicknames leak them)."""
-    parsed = jids.parse(value)
-    if parsed is None:
-        raise QueryRefused("modify", "bad-request", "'with' is not a JID")
-    if parsed.userhost() == room.jid:
-        query.nick = parsed.resource or ""
-        return
-    if not visibility.sees_real_jids(room.config.whois, room.role_of_session(asker)):
-        raise QueryRefused("auth", "forbidden",
-                           "Only moderators may search this room's archive by real JID")
-    query.sender = parsed.userhost()
+def fill_slave(room: Room, stanza: Element, payload: Element, with_senders: bool,
+               out: Outbox, **_: object) -> bool:
+    """A page of the archive for a slave's copy: what follows its newest message."""
+    wanted = stanzas.parse_bounded_int(payload.getAttribute("max") or "", 1, FILL_MAX)
+    query = ArchiveQuery(max=wanted or FILL_MAX, after=payload.getAttribute("after") or None)
 
+    def answer(page: ArchivePage | Exception, reply_out: Outbox) -> None:
+        if isinstance(page, ArchiveIdNotFound):
+            _refuse(room, stanza, reply_out, "cancel", "item-not-found",
+                    "That message is no longer in the archive")
+            return
+        if isinstance(page, Exception):
+            reply_out.warn(f"archive copy of {room.jid} failed: {page}")
+            reply_out.send(stanzas.error_reply(stanza, "wait", "internal-server-error"))
+            return
+        records, size = [], 0
+        for record in page.records:
+            size += len(record.xml)
+            if records and size > FILL_BYTES:
+                break
+            records.append(record)
+        complete = page.complete and len(records) == len(page.records)
+        reply_out.send(xep0282.archive_fill_result(stanza, records, complete, with_senders))
 
-def result_message(room_jid: str, to: str, queryid: str | None, record: ArchiveRecord,
-                   whois: str) -> Element:
-    """One archived message as a MAM result (XEP-0313 §4.2): forwarded with the time it
-    was said; in a non-anonymous room with the sender's real JID, as mod_muc_mam."""
-    message = stanzas.new("message", {"from": room_jid, "to": to})
-    result = message.addElement((xmlns.MAM, "result"))
-    if queryid is not None:
-        result["queryid"] = queryid
-    result["id"] = record.sid
-    forwarded = result.addElement((xmlns.FORWARD, "forwarded"))
-    delay = forwarded.addElement((xmlns.DELAY, "delay"))
-    delay["stamp"] = stanzas.format_stamp(record.stamp)
-    archived = stanzas.parse_xml(record.xml)
-    archived.attributes.pop("to", None)
-    archived.children = [c for c in archived.children if not (
-        isinstance(c, Element) and c.uri == xmlns.MUC_USER and c.name == "x")]
-    if whois == "anyone" and record.sender:
-        x = archived.addElement((xmlns.MUC_USER, "x"))
-        x.addElement("item")["jid"] = record.sender
-    forwarded.addChild(_in_client_namespace(archived))
-    return message
-
-
-def _in_client_namespace(message: Element) -> Element:
-    """The forwarded message says its namespace (jabber:client), as XEP-0297 requires; so
-    do its children that had none (a stanza's own namespace is implied on the wire)."""
-    pending = [message]
-    while pending:
-        el = pending.pop()
-        if not el.uri:
-            el.uri = xmlns.CLIENT
-            el.defaultUri = xmlns.CLIENT
-        pending.extend(el.elements())
-    return message
-
-
-def fin(page: ArchivePage) -> Element:
-    """<fin/> with complete='true' when the page reaches the end, and the RSM set."""
-    el = Element((xmlns.MAM, "fin"))
-    if page.complete:
-        el["complete"] = "true"
-    rsm = el.addElement((xmlns.RSM, "set"))
-    if page.records:
-        rsm.addElement("first", content=page.records[0].sid)["index"] = "0"
-        rsm.addElement("last", content=page.records[-1].sid)
-    rsm.addElement("count", content=str(page.count))
-    return el
+    out.store(QueryArchive(room.jid, query, answer))
+    return True
 
 
 def _refuse(room: Room, stanza: Element, out: Outbox, err_type: str, condition: str,
@@ -308,4 +192,6 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-iq", handle_iq)
     hooks.add("room-destroyed", destroyed)
+    hooks.add("slave-archive-settings", slave_settings)
+    hooks.add("slave-archive-fill", fill_slave)
     hooks.add("message-broadcast", on_broadcast, priority=-2)  # after history

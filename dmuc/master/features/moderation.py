@@ -22,6 +22,7 @@ from dmuc.hooks import Hooks
 from dmuc.master.features import history, mam
 from dmuc.master.features import occupant_id as occupant_ids
 from dmuc.outbox import Outbox, QueryArchive, RetractArchived
+from dmuc.protocol import mam as archive_rule
 from dmuc.protocol import occupant_id, stanzas
 from dmuc.protocol.history import entry_for, stanza_id
 from dmuc.records import ArchivePage, ArchiveQuery
@@ -89,8 +90,8 @@ def retract_message(room: Room, request: Element, sid: str, original: Element,
         _not_found(room, request, out)
         return
     if room.config.archiving:
-        out.store(RetractArchived(room.jid, sid, tombstone(room, sid, original, actor_nick,
-                                                           reason, out.now).toXml()))
+        out.store(RetractArchived(room.jid, sid, archive_rule.tombstone(
+            room.jid, sid, original, actor_nick, reason, out.now).toXml()))
     history.retract(room, sid, out)
     moderator_id = occupant_ids.compute(jids.bare(request.getAttribute("from")),
                                         occupant_ids.room_salt(room))
@@ -129,30 +130,6 @@ def announcement(room_jid: str, sid: str, actor_nick: str, reason: str | None,
     own["id"] = str(uuid.uuid4())
     own["by"] = room_jid
     return message
-
-
-def tombstone(room: Room, sid: str, original: Element, actor_nick: str,
-              reason: str | None, now: float) -> Element:
-    """What the archive keeps instead: the message's sender, id and stanza-id, without its
-    content, marked retracted in both forms."""
-    stone = stanzas.new("message", {"from": original.getAttribute("from"),
-                                    "type": "groupchat", "id": original.getAttribute("id")})
-    stamp = stanzas.format_stamp(now)
-    retracted = stone.addElement((xmlns.RETRACT_1, "retracted"))
-    retracted["stamp"] = stamp
-    retracted.addElement((xmlns.MODERATE_1, "moderated"))["by"] = actor_nick
-    if reason:
-        retracted.addElement("reason", content=reason)
-    moderated = stone.addElement((xmlns.MODERATE_0, "moderated"))
-    moderated["by"] = actor_nick
-    moderated.addElement((xmlns.RETRACT_0, "retracted"))["stamp"] = stamp
-    if reason:
-        moderated.addElement("reason", content=reason)
-    own = stone.addElement((xmlns.STANZA_ID, "stanza-id"))
-    own["id"] = sid
-    own["by"] = room.jid
-    occupant_id.place(stone, occupant_id.of(original), own)  # whose message it was
-    return stone
 
 
 def _not_found(room: Room, stanza: Element, out: Outbox) -> None:
