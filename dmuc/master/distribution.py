@@ -295,7 +295,7 @@ class Distribution:
         if slave is None:
             return False
         codes = visibility.self_status_codes(change.statuses)
-        own = room.changed_presence(occupant, change, True, codes)
+        own = room.changed_presence(occupant, change, True, codes, own=True)
         self._send(room, slave, xep0282.leave(own, slave, session), out)
         return True
 

@@ -87,6 +87,7 @@ class PresenceChange:
     item_extra: dict[str, str | None] | None = None  # e.g. the new nick of a 303
     reason: str | None = None
     actor_nick: str | None = None
+    actor_jid: str | None = None  # the actor's real JID: only to those who see real JIDs
     base: Element | None = None  # the presence repeated (default: the occupant's own)
     from_nick: str | None = None  # the nick it comes from (default: the occupant's)
     prev_role: str | None = None  # its role before (None: the role did not change)

@@ -70,6 +70,9 @@ class Room:
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self.destroyed = False
+        # It has (or had) occupants reached directly, which storage keeps: a temporary
+        # room is then stored too (features/direct_occupants.py)
+        self.keeps_occupants = False
         # What the room's features keep with it (as Prosody's room._data), stored with the
         # room: e.g. the occupant-id salt, the room's vCard.
         self.data: dict[str, Any] = {}
@@ -99,7 +102,7 @@ class Room:
         return room
 
     def save(self, out: Outbox) -> None:
-        if self.config.persistent and not self.destroyed:
+        if (self.config.persistent or self.keeps_occupants) and not self.destroyed:
             out.store(SaveRoom(self.jid, self.to_state))
 
     # --- lookups --------------------------------------------------------------------
@@ -174,6 +177,7 @@ class Room:
         item_extra: dict[str, str | None] | None = None,
         reason: str | None = None,
         actor_nick: str | None = None,
+        actor_jid: str | None = None,
         base: Element | None = None,
         from_nick: str | None = None,
     ) -> Element:
@@ -183,6 +187,7 @@ class Room:
             list(codes),
             reason=reason,
             actor_nick=actor_nick,
+            actor_jid=actor_jid,
         )
         base = base if base is not None else occupant.presence
         presence = stanzas.occupant_presence(
@@ -203,6 +208,9 @@ class Room:
         them); `exclude` leaves sessions out of a broadcast. Whether the others see it at
         all is visibility.presence_shown (mod_muc's presence_broadcast)."""
         occupant.listed.clear()  # whatever changed, the listed form changes with it
+        nicks = (occupant.nick,) if change.from_nick in (None, occupant.nick) else (
+            occupant.nick, change.from_nick)
+        self.service.hooks.fire("occupant-changed", room=self, nicks=nicks, out=out)
         own = set(occupant.sessions)
         if only_to is not None:
             targets, relays = list(only_to), []
@@ -227,7 +235,7 @@ class Room:
             if kind != "self":
                 return for_others(kind == "with_jid")
             codes = visibility.self_status_codes([*change.statuses, *change.self_statuses])
-            return self.changed_presence(occupant, change, True, codes)
+            return self.changed_presence(occupant, change, True, codes, own=True)
 
         recipients = [(session, self.role_of_session(session)) for session in targets
                       if shown.visible or session in own]
@@ -242,11 +250,14 @@ class Room:
             self.service.router.fan_out_presence(self, for_others, relays, out)
 
     def changed_presence(self, occupant: Occupant, change: PresenceChange, with_jid: bool,
-                          codes: Iterable[str]) -> Element:
-        """An occupant's presence as `change` describes it (one variant)."""
+                          codes: Iterable[str], *, own: bool = False) -> Element:
+        """An occupant's presence as `change` describes it (one variant); the actor's
+        real JID goes with the others' real JIDs, never into the occupant's `own` copy
+        (as mod_muc)."""
         return self.presence_of(
             occupant, with_jid, codes, presence_type=change.type, item_extra=change.item_extra,
-            reason=change.reason, actor_nick=change.actor_nick, base=change.base,
+            reason=change.reason, actor_nick=change.actor_nick,
+            actor_jid=change.actor_jid if with_jid and not own else None, base=change.base,
             from_nick=change.from_nick)
 
     def hidden_presence(self, occupant: Occupant, with_jid: bool) -> Element:
@@ -338,14 +349,26 @@ class Room:
             return
         target = self.occupants.get(nick) if nick else None
         if target is None:
-            out.send(
-                stanzas.new(
-                    "presence",
-                    {"from": stanza.getAttribute("to"), "to": sender, "type": "unavailable"},
-                )
-            )
+            out.send(self._absent_presence(stanza.getAttribute("to"), nick, sender,
+                                           prober.role))
             return
         self.publicise(target, out, only_to=[sender])
+
+    def _absent_presence(self, occupant_jid: str, nick: str | None, to: str,
+                         viewer_role: str) -> Element:
+        """The answer to a probe of a nick no occupant holds: as mod_muc, for a nick
+        registered by a user, unavailable with that user's affiliation, role none, the
+        nick and (to whom may see it) the real JID; else (mod_muc: no answer) a bare
+        unavailable, so that the probe gets one."""
+        absent = stanzas.new("presence", {"from": occupant_jid, "to": to,
+                                          "type": "unavailable"})
+        owner = self.reserved_by(nick) if nick else None
+        if owner is not None:
+            sees = visibility.sees_real_jids(self.config.whois, viewer_role)
+            absent.addChild(stanzas.muc_user_x([{
+                "affiliation": self.affiliation(owner), "role": "none", "nick": nick,
+                "jid": owner if sees else None}]))
+        return absent
 
     def check_join(self, stanza: Element, sender: str, nick: str) -> None:
         """Raise a Refusal if `sender` may not enter as `nick` (XEP-0045 §7.2.6-§7.2.11).
@@ -632,11 +655,13 @@ class Room:
         *,
         reason: str | None = None,
         actor_nick: str | None = None,
+        actor_jid: str | None = None,
     ) -> None:
         """Remove an occupant with all its sessions (kick 307, ban 301, 321, 322...)."""
         prev_role, occupant.role = occupant.role, "none"
         gone = PresenceChange(type="unavailable", statuses=tuple(statuses), reason=reason,
-                              actor_nick=actor_nick, base=stanzas.new("presence"))
+                              actor_nick=actor_nick, actor_jid=actor_jid,
+                              base=stanzas.new("presence"))
         # a relayed session's own copy is its relay's (even when its role is hidden)
         relayed = {session for session in list(occupant.sessions)
                    if self._leaving(occupant, session, gone, out)}
@@ -647,9 +672,11 @@ class Room:
     # --- roles and affiliations -----------------------------------------------------------
 
     def set_role(self, occupant: Occupant, role: str, out: Outbox, *,
-                 reason: str | None = None, actor_nick: str | None = None) -> None:
+                 reason: str | None = None, actor_nick: str | None = None,
+                 actor_jid: str | None = None) -> None:
         if role == "none":
-            self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick)
+            self.evict(occupant, ["307"], out, reason=reason, actor_nick=actor_nick,
+                       actor_jid=actor_jid)
             out.info(f"{occupant.nick} was kicked from {self.jid}")
             self.service.close_if_empty(self, out)
             return
@@ -659,7 +686,7 @@ class Room:
         occupant.role = role
         self.service.hooks.fire("occupant-role-set", room=self, occupant=occupant)
         self.publicise(occupant, out, PresenceChange(reason=reason, actor_nick=actor_nick,
-                                                     prev_role=old_role))
+                                                     actor_jid=actor_jid, prev_role=old_role))
         self._moderation_changed(occupant, old_role, out)
 
     def _moderation_changed(self, occupant: Occupant, old_role: str, out: Outbox) -> None:
@@ -673,7 +700,9 @@ class Room:
                 self.send_occupant_list(session, out)
 
     def set_affiliation(self, bare_jid: str, affiliation: str, out: Outbox, *,
-                        reason: str | None = None, actor_nick: str | None = None) -> None:
+                        reason: str | None = None, actor_nick: str | None = None,
+                        actor_jid: str | None = None, reserve_nick: str | None = None) -> None:
+        """`reserve_nick`: the nick registered with it (mod_muc's reserved_nickname)."""
         previous = self.affiliations.get(bare_jid, "none")
         is_downgrade = AFFILIATION_RANK[previous] > AFFILIATION_RANK[affiliation]
         if affiliation == "none":
@@ -682,14 +711,18 @@ class Room:
             self.affiliations[bare_jid] = affiliation
         if affiliation in ("none", "outcast"):
             self.reserved_nicks.pop(bare_jid, None)  # a registration is a membership
+        elif reserve_nick is not None:
+            self.reserved_nicks[bare_jid] = reserve_nick
         present = self.occupants_of(bare_jid)
         for occupant in present:
             if affiliation == "outcast":
-                self.evict(occupant, ["301"], out, reason=reason, actor_nick=actor_nick)
+                self.evict(occupant, ["301"], out, reason=reason, actor_nick=actor_nick,
+                           actor_jid=actor_jid)
                 continue
             role = self.default_role(self.affiliation(bare_jid))
             if role == "none":
-                self.evict(occupant, ["321"], out, reason=reason, actor_nick=actor_nick)
+                self.evict(occupant, ["321"], out, reason=reason, actor_nick=actor_nick,
+                           actor_jid=actor_jid)
                 continue
             old_role = occupant.role
             # As mod_muc: the role follows a downgrade, or rises to the new default, but a
@@ -697,8 +730,8 @@ class Room:
             if is_downgrade or ROLE_RANK[old_role] < ROLE_RANK[role]:
                 occupant.role = role
                 self.service.hooks.fire("occupant-role-set", room=self, occupant=occupant)
-            self.publicise(occupant, out, PresenceChange(reason=reason, actor_nick=actor_nick,
-                                                         prev_role=old_role))
+            self.publicise(occupant, out, PresenceChange(
+                reason=reason, actor_nick=actor_nick, actor_jid=actor_jid, prev_role=old_role))
             self._moderation_changed(occupant, old_role, out)
         self.save(out)
         out.info(f"{bare_jid} is now {affiliation} of {self.jid}")

@@ -290,16 +290,22 @@ def muc_user_x(
     *,
     reason: str | None = None,
     actor_nick: str | None = None,
+    actor_jid: str | None = None,
 ) -> Element:
-    """<x xmlns='http://jabber.org/protocol/muc#user'> with items and status codes."""
+    """<x xmlns='http://jabber.org/protocol/muc#user'> with items and status codes; an
+    item's actor named by its nick and (to those who may see it) its real JID."""
     x = Element((xmlns.MUC_USER, "x"))
     for attrs in items:
         item = x.addElement("item")
         for key, value in attrs.items():
             if value is not None:
                 item[key] = value
-        if actor_nick:
-            item.addElement("actor")["nick"] = actor_nick
+        if actor_nick or actor_jid:
+            actor = item.addElement("actor")
+            if actor_nick:
+                actor["nick"] = actor_nick
+            if actor_jid:
+                actor["jid"] = actor_jid
         if reason:
             item.addElement("reason", content=reason)
     for code in sorted(set(statuses)):

@@ -4,9 +4,10 @@ One rule for master and slave (XEP-0045 §7.2.3/§7.2.4, XEP-0282 §4.7): in a n
 room (whois = anyone) everyone sees real JIDs; in a semi-anonymous room only moderators
 do; a slave receives them only while one of its local occupants is a moderator; an
 occupant's own copy of its presence carries status 110 and its own real JID (and, as it
-enters a non-anonymous room, 100). And whether the others see a presence change at all
-(mod_muc's presence_broadcast): presence_shown decides it on the master, hides_occupant
-reads the result on the slave.
+enters a non-anonymous room, 100); the actor of a change (kick, role, affiliation) is
+named by its real JID too to those who see real JIDs, never in the occupant's own copy.
+And whether the others see a presence change at all (mod_muc's presence_broadcast):
+presence_shown decides it on the master, hides_occupant reads the result on the slave.
 """
 
 from __future__ import annotations
@@ -115,12 +116,23 @@ def deliver_presence(
 
 
 def without_real_jid(presence: Element) -> Element:
-    """§4.7: the occupant's presence without its real JID, for non-moderators."""
+    """§4.7: the occupant's presence without its real JID (nor its actor's), for
+    non-moderators."""
     copy = stanzas.copy(presence)
     item = stanzas.muc_item(copy)
     if item is not None:
         item.attributes.pop("jid", None)
+        _drop_actor_jid(item)
     return copy
+
+
+def _drop_actor_jid(item: Element) -> None:
+    """The actor's real JID out of an item (an empty actor goes too)."""
+    actor = stanzas.child(item, "actor")
+    if actor is not None:
+        actor.attributes.pop("jid", None)
+        if not actor.attributes:
+            item.children.remove(actor)
 
 
 def with_self_status(presence: Element, real_jid: str | None = None) -> Element:
@@ -132,6 +144,8 @@ def with_self_status(presence: Element, real_jid: str | None = None) -> Element:
     item = stanzas.muc_item(copy)
     if real_jid is not None and item is not None and not item.getAttribute("jid"):
         item["jid"] = real_jid
+    if item is not None:
+        _drop_actor_jid(item)  # as mod_muc: an occupant's own copy names its actor by nick
     x = stanzas.child(copy, "x", xmlns.MUC_USER)
     if x is None:
         x = copy.addElement((xmlns.MUC_USER, "x"))

@@ -171,8 +171,6 @@ def normalise(elem: ET.Element, service: str, resource: str) -> str:
                 continue  # ours adds XEP-0045's legacy error numbers too
             if key == "by" and local(e.tag) == "error":
                 continue  # ours names the generator of every error, mod_muc of most
-            if key == "jid" and local(e.tag) == "actor":
-                continue  # ours names the actor by nick alone, to moderators too
             if key == "id" and parent is None and subject:
                 continue  # ours reflects the id of a subject change (mod_muc drops it)
             if key == "id" and not value.startswith("p-"):
@@ -209,9 +207,10 @@ def step(cast: Cast, who: str, xml: str) -> dict[str, list[str]]:
             for name, client in cast.clients.items()}
 
 
-def join(nick: str, extra: str = "") -> str:
+def join(nick: str, extra: str = "", password: str | None = None) -> str:
+    secret = f"<password>{password}</password>" if password is not None else ""
     return (f"<presence to='ROOM/{nick}' id='p-join-{nick}'><x xmlns='{NS_MUC}'>"
-            f"<history maxstanzas='20'/></x>{extra}</presence>")
+            f"<history maxstanzas='20'/>{secret}</x>{extra}</presence>")
 
 
 def owner_submit(fields: dict[str, str | list[str]], iq_id: str) -> str:
@@ -248,6 +247,14 @@ def disco_items(iq_id: str) -> str:
 
 def register_get(iq_id: str) -> str:
     return f"<iq type='get' to='ROOM' id='{iq_id}'><query xmlns='jabber:iq:register'/></iq>"
+
+
+def register_set(nick: str, iq_id: str) -> str:
+    return (f"<iq type='set' to='ROOM' id='{iq_id}'><query xmlns='jabber:iq:register'>"
+            f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'><value>"
+            "http://jabber.org/protocol/muc#register</value></field>"
+            f"<field var='muc#register_roomnick'><value>{nick}</value></field></x>"
+            "</query></iq>")
 
 
 GUEST_BARE = GUEST.split("/")[0]
@@ -344,6 +351,23 @@ SCENARIO: list[tuple[str, str, str]] = [
      owner_submit({"muc#roomconfig_publicroom": "0", "muc#roomconfig_membersonly": "1",
                    "muc#roomconfig_passwordprotectedroom": "1",
                    "muc#roomconfig_roomsecret": "sesame"}, "p-cfg-closed")),
+    ("a member of a members-only room", "owner",
+     admin(f"<item jid='{GUEST_BARE}' affiliation='member'/>", "p-member2")),
+    ("the member registers a nick", "guest", register_set("Hank", "p-reg-hank")),
+    ("the member joins under another nick", "guest", join("guest", password="sesame")),
+    ("probe of a registered nick nobody holds, by a participant", "guest",
+     "<presence type='probe' to='ROOM/Hank' id='p-pr-hank1'/>"),
+    ("probe of a registered nick nobody holds, by the owner", "owner",
+     "<presence type='probe' to='ROOM/Hank' id='p-pr-hank2'/>"),
+    ("reserving a nick through an affiliation change", "owner",
+     admin(f"<item jid='{PETE_BARE}' affiliation='admin' nick='Pete'/>", "p-reserve")),
+    ("the admin list shows the reserved nick", "owner",
+     admin("<item affiliation='admin'/>", "p-l-admin2", "get")),
+    ("probe of a nick reserved so", "owner",
+     "<presence type='probe' to='ROOM/Pete' id='p-pr-pete'/>"),
+    ("member removed from a members-only room (321, actor's JID)", "owner",
+     admin(f"<item jid='{GUEST_BARE}' affiliation='none'><reason>bye</reason></item>",
+           "p-unmember")),
     ("disco#info of a closed room, by a stranger", "guest", disco_info("p-di-closed-s")),
     ("disco#info of a closed room, by its owner", "owner", disco_info("p-di-closed-o")),
     ("disco#items of a closed room, by a stranger", "guest", disco_items("p-dit-closed-s")),

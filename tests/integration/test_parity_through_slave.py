@@ -50,6 +50,7 @@ LUDWIG = "ludwig@efnet.irc/vt100"  # direct: efnet.irc has no slave
 BIGCHEESE = "rubenro@vesa.yeggmaex.irc/shaver"  # behind vesa's slave
 TROY = "troy@eris.dclxvii.irc/screwdriver"  # behind eris's slave
 EFCHEN = "msa@vesa.yeggmaex.irc/bicycle"
+GUEST_ON_ERIS = "gus@eris.dclxvii.irc"  # never connects
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +328,88 @@ def test_only_historic_messages_are_archived_and_replayed_and_ids_are_the_sender
                              lambda e: e.find("{jabber:client}subject") is not None), 20))
     replayed = [m.get("id") for m in joiner.received(is_message(from_=f"{room}/sender"))]
     assert replayed == historic, replayed
+
+
+def _item(presence: ET.Element) -> ET.Element:
+    item = presence.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item")
+    assert item is not None, xml_str(presence)
+    return item
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_a_member_removed_from_a_members_only_room(daemons: DmucDaemons,
+                                                   net_client_factory: MakeClient,
+                                                   way: str) -> None:
+    """As mod_muc: a member whose affiliation is set to none leaves a members-only room
+    with status 321; the actor is named by its nick to all, and by its real JID too to
+    those who may see real JIDs (the owner), never in the removed member's own copy nor
+    to the other non-moderators. The owner, the removed member and one watcher share a
+    server (vesa's slave, or efnet.irc without one); another watcher is behind eris."""
+    room = f"unmember-{way.split()[0]}@{MUC_SERVICE}"
+    domain = "vesa.yeggmaex.irc" if way == "through a slave" else "efnet.irc"
+    owner, removed, watcher, far = users(
+        net_client_factory, f"boss@{domain}/desk", f"leaver@{domain}/phone",
+        f"watcher@{domain}/w", TROY)
+    create_room(owner, room, "owner", membersonly="1")
+    for client in (removed, watcher, far):
+        res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                           f"<item jid='{client.bare}' affiliation='member'/></query></iq>"))
+        assert res.get("type") == "result", xml_str(res)
+    for client, nick in ((removed, "leaver"), (watcher, "watcher"), (far, "far")):
+        enter(client, room, nick)
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                       f"<item jid='{removed.bare}' affiliation='none'><reason>bye</reason>"
+                       "</item></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    gone = is_presence(from_=f"{room}/leaver", type_="unavailable")
+    for client in (owner, removed, watcher, far):
+        seen = run(client.expect(all_of(gone, lambda e: has_status(e, 321)), 20))
+        item = _item(seen)
+        actor = item.find(f"{{{NS_MUC_USER}}}actor")
+        assert (item.get("affiliation"), item.get("role")) == ("none", "none"), xml_str(seen)
+        assert actor is not None and actor.get("nick") == "owner", xml_str(seen)
+        assert item.findtext(f"{{{NS_MUC_USER}}}reason") == "bye", xml_str(seen)
+        assert actor.get("jid") == (owner.jid if client is owner else None), \
+            (client.jid, xml_str(seen))
+        sees_jid = client in (owner, removed)
+        assert item.get("jid") == (removed.jid if sees_jid else None), (client.jid,
+                                                                        xml_str(seen))
+        assert has_status(seen, 110) == (client is removed), xml_str(seen)
+
+
+@pytest.mark.parametrize("way", ["through a slave", "directly"])
+def test_a_probe_of_a_reserved_nick_nobody_holds(daemons: DmucDaemons,
+                                                   net_client_factory: MakeClient,
+                                                   way: str) -> None:
+    """As mod_muc: a probe of a nick a member registered, while nobody holds it, gets an
+    unavailable presence naming the member (affiliation, role none, nick), with the
+    member's real JID to the owner and without it to a participant of a semi-anonymous
+    room. Owner and participant are behind vesa's slave, or on efnet.irc (none)."""
+    room = f"regprobe-{way.split()[0]}@{MUC_SERVICE}"
+    owner_jid, prober_jid = ((EFCHEN, BIGCHEESE) if way == "through a slave"
+                             else ("jarkko@efnet.irc/irssi", LUDWIG))
+    owner, prober, member = users(net_client_factory, owner_jid, prober_jid, TROY)
+    create_room(owner, room, "owner")
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                       f"<item jid='{member.bare}' affiliation='member'/></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    res = run(member.iq(f"<iq type='set' to='{room}'><query xmlns='jabber:iq:register'>"
+                        f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE'><value>"
+                        "http://jabber.org/protocol/muc#register</value></field>"
+                        "<field var='muc#register_roomnick'><value>Hank</value></field>"
+                        "</x></query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    # and one reserved by the owner's affiliation item with a nick (as mod_muc 0.12)
+    res = run(owner.iq(f"<iq type='set' to='{room}'><query xmlns='{NS_MUC_ADMIN}'>"
+                       f"<item jid='{GUEST_ON_ERIS}' affiliation='member' nick='Gus'/>"
+                       "</query></iq>"))
+    assert res.get("type") == "result", xml_str(res)
+    enter(prober, room, "prober")
+    for nick, bare in (("Hank", member.bare), ("Gus", GUEST_ON_ERIS)):
+        for client, jid in ((owner, bare), (prober, None)):
+            client.send_raw(f"<presence type='probe' to='{room}/{nick}' id='pr-{nick}'/>")
+            answer = run(client.expect(is_presence(from_=f"{room}/{nick}",
+                                                   type_="unavailable"), 20))
+            assert _item(answer).attrib == {"affiliation": "member", "role": "none",
+                                            "nick": nick, **({"jid": jid} if jid else {})}, \
+                (client.jid, xml_str(answer))

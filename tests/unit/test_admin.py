@@ -361,6 +361,43 @@ def test_members_only_removal_gives_321():
     assert "troy" not in h.service.rooms[ROOM].occupants
 
 
+def test_the_actors_real_jid_goes_only_to_whom_may_see_real_jids():
+    """As mod_muc 0.12.3: <actor nick jid/> to the moderators of a semi-anonymous room,
+    <actor nick/> to the participants and to the removed member itself."""
+    h = Harness()
+    h.create_instant(WIZ, "wiz", membersonly="1")
+    for bare in (TROY_BARE, VALDIS_BARE):
+        admin_set(h, WIZ, f"<item affiliation='member' jid='{bare}'/>")
+    h.join(TROY, "troy")
+    h.join(VALDIS, "valdis")
+    out = admin_set(h, WIZ, f"<item affiliation='none' jid='{TROY_BARE}'/>")
+    for viewer, actor_jid in ((WIZ, WIZ), (VALDIS, None), (TROY, None)):
+        seen = one(presence_from(out, viewer, "troy"))
+        actor = stanzas.child(stanzas.muc_item(seen), "actor")
+        assert "321" in codes(seen) and actor["nick"] == "wiz"
+        assert actor.getAttribute("jid") == actor_jid, (viewer, seen.toXml())
+
+
+def test_an_affiliation_item_with_a_nick_reserves_it():
+    """As mod_muc 0.12: <item affiliation jid nick/> reserves the nick for the JID (the
+    member list shows it, a probe of it names the member); someone else holding it is
+    kicked ("This nickname is reserved"); taking the affiliation away drops it."""
+    h = _room()
+    out = admin_set(h, WIZ, f"<item affiliation='member' jid='{BIGCHEESE_BARE}' nick='troy'/>")
+    _result(out, WIZ)
+    kicked = one(presence_from(out, TROY, "troy"))
+    assert {"307", "110"} <= codes(kicked) and _actor(kicked) == (None,
+                                                                  "This nickname is reserved")
+    room = h.service.rooms[ROOM]
+    assert room.reserved_nicks[BIGCHEESE_BARE] == "troy" and "troy" not in room.occupants
+    assert _listed(admin_get(h, WIZ, "affiliation='member'"), WIZ) == {(BIGCHEESE_BARE, "troy")}
+    # the holder's own nick is no conflict; a later item without a nick keeps it
+    _result(admin_set(h, WIZ, f"<item affiliation='admin' jid='{BIGCHEESE_BARE}'/>"), WIZ)
+    assert room.reserved_nicks[BIGCHEESE_BARE] == "troy"
+    _result(admin_set(h, WIZ, f"<item affiliation='none' jid='{BIGCHEESE_BARE}'/>"), WIZ)
+    assert BIGCHEESE_BARE not in room.reserved_nicks
+
+
 def test_removing_membership_in_open_room_keeps_occupant():
     h = _room()
     admin_set(h, WIZ, f"<item affiliation='member' jid='{TROY_BARE}'/>")

@@ -663,6 +663,30 @@ def test_presence_probe_to_occupant_is_answered():
     assert one(out.stanzas_for(TROY))["type"] == "unavailable"
 
 
+def test_a_probe_of_a_registered_nick_nobody_holds_names_its_member():
+    """As mod_muc's build_unavailable_presence: a probe of a nick a member registered,
+    while no occupant holds it, gets an unavailable presence with the member's
+    affiliation, role none, the nick, and the member's real JID to whom may see it (a
+    moderator in a semi-anonymous room), not to a participant."""
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    room = h.service.rooms[ROOM]
+    room.affiliations["troy@eris.dclxvii.irc"] = "member"
+    room.reserved_nicks["troy@eris.dclxvii.irc"] = "Troy"
+    h.join(VALDIS, "valdis")
+    for prober, jid in ((WIZ, "troy@eris.dclxvii.irc"), (VALDIS, None)):
+        answer = one(h.send(f"<presence type='probe' from='{prober}' to='{ROOM}/Troy'/>")
+                     .stanzas_for(prober))
+        assert answer["from"] == occ("Troy") and answer["type"] == "unavailable"
+        assert item(answer) == {"affiliation": "member", "role": "none", "nick": "Troy",
+                                **({"jid": jid} if jid else {})}
+        assert "110" not in codes(answer)
+    # a nick nobody registered: a bare unavailable (mod_muc: no answer at all)
+    answer = one(h.send(f"<presence type='probe' from='{WIZ}' to='{ROOM}/nobody'/>")
+                 .stanzas_for(WIZ))
+    assert answer["type"] == "unavailable" and stanzas.muc_item(answer) is None
+
+
 def test_a_probe_is_answered_whatever_the_roles_broadcast():
     """mod_muc answers a probe with the occupant's current presence even when its role's
     presence is not broadcast (presence_broadcast, "none" accepted); a moderator sees

@@ -120,6 +120,7 @@ class Change:
     target: Any
     value: str
     reason: str | None
+    nick: str | None = None  # an affiliation item's nick: reserved for its JID (mod_muc)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -157,7 +158,7 @@ def _read_item(room: Room, item: Element) -> Change:
             target_jid = jids.parse(occupant.bare_jid) if occupant else None
         if target_jid is None:
             raise Refusal("modify", "bad-request", "An affiliation change needs a JID")
-        return Change("affiliation", target_jid.userhost(), affiliation, reason)
+        return Change("affiliation", target_jid.userhost(), affiliation, reason, nick)
     raise Refusal("modify", "bad-request")
 
 
@@ -207,12 +208,25 @@ def _set(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
     last = {change.key: i for i, change in enumerate(changes)}
     changes = [change for i, change in enumerate(changes) if last[change.key] == i]
     _check_request(room, actor_aff, actor_role, changes)
+    actor_jid = stanza.getAttribute("from")  # as mod_muc: the session that acted
     for change in changes:
         if change.kind == "role":
             if room.occupants.get(change.target.nick) is change.target:  # not evicted since
                 room.set_role(change.target, change.value, out, reason=change.reason,
-                              actor_nick=actor_nick)
+                              actor_nick=actor_nick, actor_jid=actor_jid)
         else:
+            if change.nick is not None:
+                _reserve_for(room, change.target, change.nick, out)
             room.set_affiliation(change.target, change.value, out, reason=change.reason,
-                                 actor_nick=actor_nick)
+                                 actor_nick=actor_nick, actor_jid=actor_jid,
+                                 reserve_nick=change.nick)
     out.send(stanzas.iq_result(stanza))
+
+
+def _reserve_for(room: Room, bare_jid: str, nick: str, out: Outbox) -> None:
+    """As mod_muc 0.12: an affiliation item with a nick reserves that nick for the JID;
+    someone else holding it in the room is kicked first ("This nickname is reserved")."""
+    holder = room.occupants.get(nick)
+    if holder is not None and holder.bare_jid != bare_jid:
+        room.set_role(holder, "none", out, reason="This nickname is reserved")
+    out.info(f"reserving {nick} in {room.jid} for {bare_jid}")

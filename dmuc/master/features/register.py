@@ -45,10 +45,9 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
         out.send(stanzas.iq_result(stanza, reply))
         return
     if stanzas.child(payload, "remove") is not None:
+        # as mod_muc: the membership goes, a higher affiliation stays (announced again)
         room.reserved_nicks.pop(user, None)
-        if affiliation == "member":
-            room.set_affiliation(user, "none", out)
-        room.save(out)
+        room.set_affiliation(user, "none" if affiliation == "member" else affiliation, out)
         out.send(stanzas.iq_result(stanza))
         return
     form = stanzas.child(payload, "x", xmlns.DATA_FORMS)
@@ -66,10 +65,8 @@ def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
         stanzas.refuse(out, stanza, "cancel", "conflict", what=what)
         return
     if registered != nick:
-        room.reserved_nicks[user] = nick
-        if affiliation == "none":
-            room.set_affiliation(user, "member", out, reason="Registered")
-        else:
-            room.save(out)
+        # as mod_muc: the affiliation set again with the nick, and announced so
+        room.set_affiliation(user, "member" if affiliation == "none" else affiliation, out,
+                             reserve_nick=nick)
         out.info(f"{user} registered the nickname {nick} in {room.jid}")
     out.send(stanzas.iq_result(stanza))

@@ -82,7 +82,8 @@ def _response(room: Room, stanza: Element, fields: dict[str, list[str]], moderat
         target = room.occupants.get(nick)
     if target is None or target.role != "visitor":
         return
-    room.set_role(target, "participant", out, reason="Voice granted", actor_nick=moderator.nick)
+    room.set_role(target, "participant", out, reason="Voice granted", actor_nick=moderator.nick,
+                  actor_jid=stanza.getAttribute("from"))
 
 
 def setup(hooks: Hooks) -> None:
