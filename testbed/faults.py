@@ -501,11 +501,6 @@ class LogWatcher:
 # They run in `make faults` and `make soak`, where they fail with their reports; `make test`
 # leaves them out so that what it checks must hold. Each with what its report shows:
 OPEN_FAULTS: set[tuple[str, str]] = {
-    # a loss towards the master shorter than the detection bound: the slave's numbers make
-    # the master ask for what it lost, and nothing is lost any more; but when the loss
-    # ends in a bounce (a split at the heal), the messages that were in flight are shown
-    # to their sender's own server after its later ones, without their time (1 run of 3)
-    ("oneway-to-master", "short"),
     # the direct (efnet) users while the master's Prosody restarts (measured here: short
     # 1.5 s, 12 of efnet's messages lost: 6 bounced remote-server-not-found by efnet's own
     # Prosody when its s2s to avalon failed, 6 written into the s2s connection avalon

@@ -206,15 +206,16 @@ class SlaveLink:
             self.room.inflight.popitem(last=False)
 
     def _shown_and_held(self, stanza: Element, nick: str, said_at: float,
-                        out: Outbox) -> Element:
+                        out: Outbox, in_flight: bool = False) -> Element:
         """A local occupant's groupchat that cannot go to the master now: shown to the
         local occupants at once (the master's copy of it will not be shown again, whatever
         its id: §4.11.2), and returned as held, with the time it was said."""
         room = self.room
         echo = local_echo(stanza, room.jid, nick, occupant_id.of(room.roster.get(nick)))
-        if said_at < out.now - WAITED:
-            # shown late (it was in flight, or waited on the way): with when it was said,
-            # as the room shows it elsewhere, not after what its sender said since
+        if in_flight or said_at < out.now - WAITED:
+            # shown late (it was in flight, and later ones of its sender may have been
+            # shown already; or it waited on the way): with when it was said, as the room
+            # shows it elsewhere, not as if said now
             echo.addChild(stanzas.delay(said_at, room.jid))
         out.broadcast(echo, room.local_sessions())
         original, _ = xep0282.original_id(stanza.getAttribute("id") or "")
@@ -230,7 +231,7 @@ class SlaveLink:
         and we do not show its copy again (§4.11.2)."""
         room = self.room
         if room.inflight:
-            replays = [self._shown_and_held(stanza, nick, said_at, out)
+            replays = [self._shown_and_held(stanza, nick, said_at, out, in_flight=True)
                        for (nick, _), (stanza, said_at) in room.inflight.items()]
             room.inflight.clear()
             room.queue[:0] = replays

@@ -8,11 +8,10 @@ The faults are drawn from the kinds testbed.faults.FAULT_KINDS has, each lasting
 0.5 s to 3 x the detection bound (keepalive 2 s), on a random users' server. The first
 draws take one kind of each class of fault present (link, process pause, process
 kill/restart, Prosody restart). `make soak` (SOAK_FAULTS, 30 by default) draws from every
-kind; the suite's short soak (3 faults) only from the kinds that hold today
-(HOLDING_KINDS: link faults but the short loss towards the master, pauses, a slave
-killed; those, the master killed and the Prosody restarts are open in issue 16, see
-testbed.faults.OPEN_FAULTS). The seed is fresh every
-run and printed (DMUC_SOAK_SEED=n replays one).
+kind; the suite's short soak (one fault of each class) only from the kinds that hold
+today (HOLDING_KINDS: every kind but the master's Prosody restarted, open in issue 16,
+see testbed.faults.OPEN_FAULTS). The seed is fresh every run and printed
+(DMUC_SOAK_SEED=n replays one).
 """
 
 from __future__ import annotations
