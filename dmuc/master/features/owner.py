@@ -106,8 +106,11 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox, changed: bool = False)
     room.locked = False
     room.config = new
     codes: list[str] = []
-    # as mod_muc: 104 for a change of any setting but these two, which have their own codes
-    if changed or dataclasses.replace(new, whois=old.whois, logging=old.logging) != old:
+    # as mod_muc: 104 for a change of any setting but these two, which have their own
+    # codes, and the default history (history.lib's setter reports no change)
+    if changed or dataclasses.replace(new, whois=old.whois, logging=old.logging,
+                                      default_history_messages=old.default_history_messages
+                                      ) != old:
         codes.append("104")
     if new.whois != old.whois:
         codes.append("172" if new.whois == "anyone" else "173")
