@@ -89,7 +89,8 @@ install: install-deps
 	install -m 0644 README.md docs/operations.md docs/protocol.md docs/mod_muc-parity.md \
 	  $(DESTDIR)$(DOCDIR)/
 	install -m 0644 etc/dmuc-master.toml etc/dmuc-slave.toml etc/prosody/*.cfg.lua \
-	  etc/prosody/modules/mod_dmuc_slave.lua $(DESTDIR)$(DOCDIR)/examples/
+	  etc/prosody/modules/mod_dmuc_slave.lua etc/prosody/modules/mod_dmuc_hold.lua \
+	  etc/prosody/modules/dmuc_hold.lib.lua $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 docs/man/*.8 $(DESTDIR)$(MANDIR)/
 	systemd-sysusers --root=$(if $(DESTDIR),$(DESTDIR),/) $(DESTDIR)$(SYSUSERSDIR)/dmuc.conf
 	for conf in dmuc-master dmuc-slave; do \

@@ -69,6 +69,10 @@ relayed is read from dmuc.master.routing.Router:
 ``occupant-role-set`` (room, occupant)
     an occupant's sessions have its role (a join, a session moved into it, a role
     change), before the change is broadcast.
+``occupant-changed`` (room, nicks, out)
+    an occupant's presence is about to go out (it joined, left, changed nick, role or
+    status; ``nicks``: its nick, and the one it leaves): features/direct_occupants.py
+    stores what it keeps of it.
 ``occupant-role-broadcast`` (room, occupant, out)
     after the broadcast that followed ``occupant-role-set``.
 ``occupant-groupchat`` (room, occupant, stanza, out)

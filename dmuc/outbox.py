@@ -48,6 +48,25 @@ class DeleteRoom:
 
 
 @dataclass
+class SaveOccupant:
+    """Store (or forget) one occupant the master reaches directly. `snapshot` is called
+    when the write happens (the shell coalesces an occupant's changes into one write);
+    it returns None when there is nothing to keep (the occupant left, or is reached
+    through a slave now): the row is deleted."""
+
+    room_jid: str
+    nick: str
+    snapshot: Callable[[], dict[str, Any] | None]
+
+
+@dataclass
+class ForgetOccupants:
+    """Forget every stored occupant of a room (it was destroyed)."""
+
+    room_jid: str
+
+
+@dataclass
 class AppendHistory:
     """Append to the history kept under `key` (the room JID, or a slave's history key)."""
 
@@ -111,8 +130,9 @@ class RecordStatus:
     state: dict[str, Any]
 
 
-StorageOp = (SaveRoom | DeleteRoom | AppendHistory | ClearHistory | AppendArchive
-             | RetractArchived | ExpireArchive | DeleteArchive | QueryArchive | RecordStatus)
+StorageOp = (SaveRoom | DeleteRoom | SaveOccupant | ForgetOccupants | AppendHistory
+             | ClearHistory | AppendArchive | RetractArchived | ExpireArchive | DeleteArchive
+             | QueryArchive | RecordStatus)
 
 
 @dataclass

@@ -18,6 +18,16 @@ class RoomRecord:
 
 
 @dataclass
+class OccupantRecord:
+    """An occupant of a master's room reached directly (not through a slave), as stored:
+    the room, its nick, and its state (bare JID, role, occupant-id, sessions' presences)."""
+
+    room_jid: str
+    nick: str
+    state: dict[str, Any]
+
+
+@dataclass
 class HistoryRecord:
     """One stored history stanza of a room."""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from testbed.configs import daemon_toml
 from testbed.daemon import TwistdDaemon
+from testbed.network import MODULES_DIR
 from testbed.prosody import ComponentSpec, ProsodyInstance, TestbedError, free_port
 
 SERVICE = "channel.avalon.irc"
@@ -74,7 +75,8 @@ def main() -> int:
     secret = secrets.token_hex(16)
     prosody = ProsodyInstance(
         workdir / "prosody", c2s_port=_port(5222), virtualhosts=DOMAINS,
-        components=[ComponentSpec(SERVICE, secret)], log_level="info",
+        components=[ComponentSpec(SERVICE, secret, modules=["dmuc_hold"])],
+        plugin_paths=[MODULES_DIR], log_level="info",
     )
     config = state / "dmuc-master.toml"
     master = TwistdDaemon("dmuc-master", config, state)

@@ -694,7 +694,10 @@ class DmucNetwork:
         role, component = "direct", None
         if domain == MASTER_DOMAIN:
             role, component = "master", MUC_SERVICE
-            components.append(ComponentSpec(MUC_SERVICE, secrets.token_hex(16)))
+            # mod_dmuc_hold: what is sent to the master while it is down waits for it
+            components.append(ComponentSpec(MUC_SERVICE, secrets.token_hex(16),
+                                            modules=["dmuc_hold"]))
+            plugin_paths.append(MODULES_DIR)
         elif domain in SLAVE_DOMAINS:
             role = "slave"
             if self.slaves:

@@ -27,6 +27,7 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
 from dmuc.master.model import Occupant, PresenceChange, RoomConfig
+from dmuc.master.numbering import ForwardedNumbers
 from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 # What a session that moves to another nick through its slave asks for: no history again.
 _NO_HISTORY_JOIN = stanzas.parse_xml(
     f"<presence><x xmlns='{xmlns.MUC}'><history maxstanzas='0'/></x></presence>")
-# The oldest original time a slave may claim for a message it held through a netsplit.
-MAX_HELD_SECONDS = 86_400
 # Recent (sender, message id) pairs kept to recognise a slave's resubmissions, and a late
 # first copy after its replay (§4.11.2): far more than a split holds in flight.
 MAX_REMEMBERED_SUBMISSIONS = 5000
@@ -88,6 +87,8 @@ class SlaveRegistration:
     last_heard: float = 0.0
     last_ping: float = 0.0
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
+    # the numbers of what it forwarded us for the room (§4.11.2): a lost one is asked for
+    forwarded: ForwardedNumbers = field(default_factory=ForwardedNumbers)
     shows_jids: bool = False  # whether its roster copy carries real JIDs
     since: float = 0.0  # when it entered its present state (for the admins' view)
     back_since: float = -1e18  # when it last left SPLIT
@@ -499,7 +500,7 @@ class Distribution:
         held = xep0282.held_stamp(stanza)
         if held is None or self.slave_of(room, stanza["from"]) is None:
             return None
-        return held if now - MAX_HELD_SECONDS <= held <= now else None
+        return xep0282.plausible_said_time(held, now)
 
     def _on_message_kept(self, room: Room, entry: HistoryEntry, sid: str | None,
                          restored: bool = False) -> None:
@@ -516,6 +517,26 @@ class Distribution:
             self.whois_changed(room, out)
 
     # --- from a slave -------------------------------------------------------------------
+
+    def note_forwarded(self, stanza: Element, sender: str, room_jid: str,
+                       out: Outbox) -> None:
+        """A stanza a slave forwarded for one of its users carries the slave's number for
+        the room (§4.11.2), taken off here (the room never relays it); a gap is what was
+        lost on the way, which the slave is asked to send again."""
+        seq = xep0282.take_sequence_number(stanza)
+        link = self.link_for_user(room_jid, sender) if seq is not None else None
+        if link is not None and seq is not None:
+            link.forwarded.heard(seq, out.now)
+
+    def _ask_lost(self, link: SlaveRegistration, out: Outbox) -> None:
+        """Numbers missing for a while: stanzas lost on the way, asked for again."""
+        ranges = link.forwarded.lost(out.now)
+        if ranges:
+            count = sum(last - first + 1 for first, last in ranges)
+            out.warn(f"lost {count} stanzas from slave {link.jid} for {link.room} on the "
+                     "way; asking it to send them again")
+        for first, last in ranges:
+            link.send(xep0282.resend_request(link.room, link.jid, first, last), out)
 
     def is_slave_stanza(self, stanza: Element, sender_jid: str) -> bool:
         """Stanzas from a server-level JID to a room: a slave speaking for itself."""
@@ -549,6 +570,9 @@ class Distribution:
                                what=f"XEP-0282 keepalive for {room_jid}")
             else:
                 out.send(stanzas.iq_result(stanza))
+                sent = stanzas.parse_bounded_int(payload.getAttribute("seq"), 0, 2**62)
+                if sent is not None:  # what it forwarded up to now: the tail lost too?
+                    link.forwarded.said_sent(sent, out.now)
         elif kind == "presence" and _is(payload, "x"):
             self._slave_presence(stanza, payload, link, slave_jid, room_jid, out)
         elif stype not in ("error", "result"):
@@ -589,6 +613,7 @@ class Distribution:
                 and stanza.getAttribute("id") == link.register_id:
             # the slave's retry of one we answered (its answer was slow): the snapshot
             # we sent is on its way; a second would double what crosses the link
+            link.forwarded.restart(_sent_so_far(payload))
             out.send(xep0282.registered_result(stanza, link.keepalive, link.history,
                                                room.config.whois if room else "moderators"))
             out.debug(f"{room_jid}: slave {slave_jid} sent its registration again; "
@@ -604,6 +629,7 @@ class Distribution:
             link.fire("register", out.now)
         link.domains, link.keepalive, link.history = domains, every, history
         link.last_heard, link.register_id = out.now, stanza.getAttribute("id")
+        link.forwarded.restart(_sent_so_far(payload))
         whois = room.config.whois if room else "moderators"
         out.send(xep0282.registered_result(stanza, every, history, whois))
         out.info(f"slave {slave_jid} registered for {room_jid} "
@@ -780,6 +806,8 @@ class Distribution:
                                                         link.keepalive):
                     silent = now - link.last_heard
                     self._split(link, out, f"keepalive unanswered for {silent:.0f} s")
+                if not link.split:  # (a split one resyncs through its registration)
+                    self._ask_lost(link, out)
                 if keepalive.due(now, link.last_heard, link.last_ping, link.keepalive,
                                  link.split):
                     link.last_ping = now
@@ -814,6 +842,11 @@ class Distribution:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
         link.fire("bounce", out.now)
+
+
+def _sent_so_far(register: Element) -> int:
+    """How many stanzas a registering slave has numbered for the room (§4.11.2)."""
+    return stanzas.parse_bounded_int(register.getAttribute("seq"), 0, 2**62) or 0
 
 
 def _is(payload: Element | None, name: str) -> bool:

@@ -70,6 +70,9 @@ class Room:
         self.nick_of: dict[str, str] = {}  # full real JID of a session -> nick
         self.pending_iqs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self.destroyed = False
+        # It has (or had) occupants reached directly, which storage keeps: a temporary
+        # room is then stored too (features/direct_occupants.py)
+        self.keeps_occupants = False
         # What the room's features keep with it (as Prosody's room._data), stored with the
         # room: e.g. the occupant-id salt, the room's vCard.
         self.data: dict[str, Any] = {}
@@ -99,7 +102,7 @@ class Room:
         return room
 
     def save(self, out: Outbox) -> None:
-        if self.config.persistent and not self.destroyed:
+        if (self.config.persistent or self.keeps_occupants) and not self.destroyed:
             out.store(SaveRoom(self.jid, self.to_state))
 
     # --- lookups --------------------------------------------------------------------
@@ -205,6 +208,9 @@ class Room:
         them); `exclude` leaves sessions out of a broadcast. Whether the others see it at
         all is visibility.presence_shown (mod_muc's presence_broadcast)."""
         occupant.listed.clear()  # whatever changed, the listed form changes with it
+        nicks = (occupant.nick,) if change.from_nick in (None, occupant.nick) else (
+            occupant.nick, change.from_nick)
+        self.service.hooks.fire("occupant-changed", room=self, nicks=nicks, out=out)
         own = set(occupant.sessions)
         if only_to is not None:
             targets, relays = list(only_to), []

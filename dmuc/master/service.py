@@ -16,14 +16,14 @@ from dmuc import jids, xmlns
 from dmuc.errors import Refusal
 from dmuc.hooks import Hooks
 from dmuc.master.distribution import Distribution
-from dmuc.master.features import adhoc, history, mam, setup_builtin
+from dmuc.master.features import adhoc, direct_occupants, history, mam, setup_builtin
 from dmuc.master.features import limits as rate_limits
 from dmuc.master.model import RoomConfig
 from dmuc.master.room import Room
 from dmuc.master.routing import Router
 from dmuc.outbox import DeleteRoom, Outbox
 from dmuc.protocol import stanzas, xep0282
-from dmuc.records import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, OccupantRecord, RoomRecord
 
 LOCKED_ROOM_LIFETIME = 300.0  # seconds a new room may stay locked (mod_muc's default)
 
@@ -71,6 +71,8 @@ class MUCService:
         setup_builtin(self.hooks)  # the room features' handlers, before operators' plugins
         rate_limits.setup(self.hooks, self)
         self.admin_commands = adhoc.setup(self.hooks, self)  # XEP-0050, for the admins
+        # the occupants reached directly, kept across a crash (§4.11.5)
+        self.direct_occupants = direct_occupants.setup(self.hooks, self)
 
     def reconfigure(self, settings: ServiceSettings, now: float) -> Outbox:
         """A configuration reload: the new settings apply from now on (room defaults to
@@ -90,6 +92,16 @@ class MUCService:
         history.load(room, list(records))
         self.rooms[room.jid] = room
         return room
+
+    def restore_occupants(self, records: list[OccupantRecord], now: float) -> Outbox:
+        """The occupants reached directly, back in their restored rooms (after every room
+        is restored); a temporary room left without any is dropped."""
+        out = Outbox(now)
+        restored = self.direct_occupants.restore(records, out)
+        if records:
+            out.info(f"restored {restored} of {len(records)} stored occupants reached "
+                     "directly; asking each session whether it is still there")
+        return out
 
     # --- room lifecycle --------------------------------------------------------------------
 
@@ -151,6 +163,9 @@ class MUCService:
             return out
         # Replies go to the normalised address the sender used.
         stanza["from"] = sender.full()
+        if sender.host == self.jid and sender.user is None and \
+                self.direct_occupants.from_prosody(stanza, out):
+            return out
         if sender.host == self.jid:
             # Our own addresses never speak as users (§6): a stanza from a room JID to a
             # room would make the room an occupant of itself and loop.
@@ -159,6 +174,10 @@ class MUCService:
                 out.send(stanzas.error_reply(stanza, "cancel", "not-allowed",
                                              "The service's own addresses are not users",
                                              by=self.jid))
+            return out
+        if to.user is not None:  # a slave's number on what it forwards (§4.11.2)
+            self.distribution.note_forwarded(stanza, sender.full(), to.userhost(), out)
+        if self.direct_occupants.held_for_a_slave(stanza, sender.full(), out):
             return out
         if self.hooks.fire("stanza", stanza=stanza, out=out):
             return out
@@ -185,10 +204,12 @@ class MUCService:
 
     def connected(self, now: float) -> Outbox:
         """The component stream is (again) up: every allowed slave learns that this master
-        may have lost its registrations, and registers its rooms again (netjoin)."""
+        may have lost its registrations, and registers its rooms again (netjoin); every
+        session reached directly is asked whether it is still there (§4.11.5)."""
         out = Outbox(now)
         for slave_jid in sorted(self.distribution.allowed):
             out.send(xep0282.master_restarted(self.jid, slave_jid))
+        self.direct_occupants.connected(out)
         return out
 
     def tick(self, now: float) -> Outbox:

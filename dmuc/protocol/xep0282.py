@@ -105,12 +105,17 @@ def mirror_iq(slave: str, domain: str, services: list[str], iq_id: str) -> Eleme
     return stanzas.iq("set", slave, domain, iq_id, mirror)
 
 
-def fanout_supported(answer: Element) -> bool:
-    """mod_dmuc_slave answers the mirror list with ``<mirror><fanout/></mirror>`` when it
-    fans a local broadcast out itself (docs/protocol.md §4.15)."""
+def mirror_offers(answer: Element, feature: str) -> bool:
+    """What mod_dmuc_slave says it does in its answer to the mirror list: ``<fanout/>``, it
+    fans a local broadcast out itself (docs/protocol.md §4.15); ``<said/>``, it stamps its
+    users' groupchat messages with when it received them (§4.11.2)."""
     mirror = stanzas.child(answer, "mirror", xmlns.DMUC)
     return answer.getAttribute("type") == "result" and mirror is not None \
-        and stanzas.child(mirror, "fanout") is not None
+        and stanzas.child(mirror, feature) is not None
+
+
+def fanout_supported(answer: Element) -> bool:
+    return mirror_offers(answer, "fanout")
 
 
 def render_fanout(stanza: Element, host: str, recipients: Iterable[str],
@@ -135,12 +140,14 @@ def render_fanout(stanza: Element, host: str, recipients: Iterable[str],
 
 
 def register_iq(slave: str, room: str, iq_id: str, keepalive: int, history: int,
-                last: str | None = None) -> Element:
+                last: str | None = None, sent: int = 0) -> Element:
     """§4.2: a slave asks to mirror a room, proposing keepalive and history sizes; `last`
-    is the stanza-id of the newest message it has (the master replays what follows)."""
+    is the stanza-id of the newest message it has (the master replays what follows);
+    `sent`, how many stanzas it has numbered for the room (§4.11.2)."""
     register = Element((xmlns.DMUC, "register"))
     register["keepalive"] = str(keepalive)
     register["history"] = str(history)
+    register["seq"] = str(sent)
     if last is not None:
         register["last"] = last
     return stanzas.iq("set", slave, room, iq_id, register)
@@ -151,9 +158,13 @@ def unregister_iq(slave: str, room: str, iq_id: str) -> Element:
     return stanzas.iq("set", slave, room, iq_id, Element((xmlns.DMUC, "unregister")))
 
 
-def keepalive_iq(slave: str, room: str, iq_id: str) -> Element:
-    """§4.10: are we still registered? (an error item-not-found says no)."""
-    return stanzas.iq("get", slave, room, iq_id, Element((xmlns.DMUC, "keepalive")))
+def keepalive_iq(slave: str, room: str, iq_id: str, sent: int = 0) -> Element:
+    """§4.10: are we still registered? (an error item-not-found says no). `sent`: how many
+    stanzas we forwarded for the room since we registered (§4.11.2), so that the master
+    notices a loss at the end of a burst too."""
+    payload = Element((xmlns.DMUC, "keepalive"))
+    payload["seq"] = str(sent)
+    return stanzas.iq("get", slave, room, iq_id, payload)
 
 
 def refuse_presence(slave: str, room: str, user: str) -> Element:
@@ -289,19 +300,41 @@ def held(message: Element, stamp: float) -> Element:
 
 def held_stamp(message: Element) -> float | None:
     """The time a held message was sent, if it says so."""
+    return _marker_stamp(message, "held")
+
+
+def said_stamp(message: Element) -> float | None:
+    """When mod_dmuc_slave received a local user's groupchat message (``<said/>``), if it
+    says so: the module removes any such element a client put in before adding its own."""
+    return _marker_stamp(message, "said")
+
+
+def _marker_stamp(message: Element, marker_name: str) -> float | None:
     for x in stanzas.children(message, "x", xmlns.DMUC):
-        marker = stanzas.child(x, "held")
+        marker = stanzas.child(x, marker_name)
         if marker is not None:
             return stanzas.parse_stamp(marker.getAttribute("stamp", ""))
     return None
 
 
-# --- sequence numbers: nothing the master sends a slave for a room goes missing unnoticed ------
+# The oldest original time a held message may claim (a netsplit, or a slave down, longer
+# than a day is replayed with the time of the replay).
+MAX_HELD_SECONDS = 86_400
+
+
+def plausible_said_time(stamp: float | None, now: float) -> float | None:
+    """A claimed original time (a held message's, a module's receipt), if it lies within
+    the last day and not in the future; the one rule of master and slave."""
+    return stamp if stamp is not None and now - MAX_HELD_SECONDS <= stamp <= now else None
+
+
+# --- sequence numbers: nothing one end sends the other for a room goes missing unnoticed ----
 
 
 def numbered(stanza: Element, seq: int) -> Element:
-    """Number a stanza the master sends a slave for a room (§4.11.2): in its dmuc element
-    (added if it has none). A gap tells the slave it lost something on the way."""
+    """Number a stanza the master sends a slave for a room, or a slave forwards to the
+    master (§4.11.2): in its dmuc element (added if it has none). A gap tells the other
+    end it lost something on the way."""
     x = stanzas.child(stanza, "x", xmlns.DMUC)
     if x is None:
         x = stanza.addChild(dmuc_x())
@@ -313,6 +346,39 @@ def sequence_number(stanza: Element) -> int | None:
     x = stanzas.child(stanza, "x", xmlns.DMUC)
     return stanzas.parse_bounded_int(x.getAttribute("seq"), 0, 2**62) if x is not None \
         else None
+
+
+def take_sequence_number(stanza: Element) -> int | None:
+    """The number a slave gave a stanza it forwarded (§4.11.2), taken off the stanza (the
+    dmuc element goes too if it held nothing else): the room never relays it."""
+    x = stanzas.child(stanza, "x", xmlns.DMUC)
+    seq = sequence_number(stanza)
+    if x is None or x.getAttribute("seq") is None:
+        return None
+    del x.attributes["seq"]
+    if next(x.elements(), None) is None:
+        stanza.children.remove(x)
+    return seq
+
+
+def missing_before(expected: int | None, seq: int) -> int | None:
+    """The one rule of both directions' numbers (§4.11.2): how many stanzas were lost
+    before the one numbered `seq` when `expected` was the next number: 0 in order (or
+    nothing expected yet), N lost on the way, None for a repeat (one we had)."""
+    if expected is None:
+        return 0
+    if seq < expected:
+        return None
+    return seq - expected
+
+
+def resend_request(room: str, slave: str, first: int, last: int) -> Element:
+    """The master lost stanzas a slave forwarded (a gap in their numbers): the slave sends
+    again those it numbered `first` to `last` (§4.11.2)."""
+    message = stanzas.new("message", {"from": room, "to": slave, "type": "normal"})
+    resend = message.addChild(dmuc_x()).addElement("resend")
+    resend["from"], resend["to"] = str(first), str(last)
+    return message
 
 
 def rejoin_request(room: str, slave: str) -> Element:

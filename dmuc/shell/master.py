@@ -94,7 +94,12 @@ class MasterService(Daemon):
             keep = int(record.state.get("config", {}).get("history_length", 20))
             history = yield self.storage.load_history(record.jid, keep)
             self.muc.restore_room(record, history)
-        return f"restored {len(records)} persistent rooms"
+        occupants = yield self.storage.load_occupants(self.cfg.component.jid)
+        self.handler.write(self.muc.restore_occupants(occupants, time.time()))
+        persistent = sum(room.config.persistent for room in self.muc.rooms.values())
+        kept = len(self.muc.rooms) - persistent
+        return (f"restored {persistent} persistent rooms"
+                + (f" and {kept} temporary rooms with their occupants" if kept else ""))
 
     def load_config(self, path: str) -> MasterConfig:
         return load_master_config(path)

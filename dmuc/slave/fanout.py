@@ -46,13 +46,16 @@ class Fanout:
                      "that user")
             out.send(xep0282.refuse_presence(self.slave_jid, room.jid, full))
             return
-        already = room.local.get(full) == nick
+        # a netjoin re-entry (the user has the roster and history already), unless the
+        # session joined afresh under the same JID
+        already = room.local.get(full) == nick and full not in room.fresh
+        room.fresh.discard(full)
         room.local[full] = nick
         room.joining.pop(full, None)
         own = without_dmuc(stanza)
         own["to"] = full
         if already:
-            return  # a netjoin re-entry: the user has the roster and history already
+            return
         viewer_role = stanzas.item_role(own)
         for other_nick, presence in room.shown().items():
             if other_nick == nick:
@@ -77,6 +80,13 @@ class Fanout:
         if not full or full not in room.local:
             return False
         nick = room.local.pop(full)
+        if full in room.fresh and not stanzas.has_status(stanza, "303"):
+            # the old session of a client that joined again (say, a bounce to it made the
+            # master drop it): the new one is on its way in, and is told nothing
+            room.fresh.discard(full)
+            room.joining.setdefault(full, out.now)
+            out.info(f"{full} left {room.jid} (its previous session; joining again)")
+            return True
         if not stanzas.has_status(stanza, "303"):
             # however it left (kicked, banned, quit), it is out; a nick change (303)
             # enters again at once
@@ -227,9 +237,7 @@ class Fanout:
             return
         if sid is not None:
             room.last_id = sid  # what we have: a catch-up replays what follows it
-        sender_nick = local_copy.getAttribute("from", "").partition("/")[2]
-        if sender_nick:
-            room.inflight.pop((sender_nick, local_copy.getAttribute("id") or ""), None)
+        room.arrived(local_copy)
         echoed = _echoed_locally(room, local_copy)
         _as_sender_sent(local_copy)
         retracted = moderated_id(local_copy, room.jid)

@@ -13,6 +13,7 @@ netsplit and netjoin.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -24,7 +25,7 @@ from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, occupant_id, stanzas, xep0282
 from dmuc.protocol.statemachine import StateMachine, TransitionObserver
-from dmuc.slave.room import SlaveRoom
+from dmuc.slave.room import SlaveRoom, resubmission
 
 # Stanzas held per room while not LIVE: stored with the room, far above a realistic split
 # (an hour of a busy room's local traffic); past it, local users get resource-constraint.
@@ -86,6 +87,9 @@ REFUSALS = frozenset({"forbidden", "not-allowed", "service-unavailable",
 # waits for its next local stanza.
 RESTORED_AS = {L.REGISTERING: L.LIVE, L.SYNCING: L.LIVE, L.LIVE: L.LIVE, L.SPLIT: L.LIVE}
 MAX_INFLIGHT = 1000  # forwarded groupchat messages remembered until their broadcast
+# A groupchat forwarded this long (seconds) after its user said it waited on the way (in
+# our socket while we were stopped, in mod_dmuc_slave): it goes marked with its time.
+WAITED = 1.0
 # How long (in keepalives) a forwarded message is remembered without its broadcast: a
 # split is found by then, by us (2 x keepalive) or by the master, which tells us with its
 # next ping (2 x keepalive, its tick, keepalive/4).
@@ -122,6 +126,11 @@ class SlaveLink:
         self.last_sent = 0.0  # our last <register/> or keepalive
         self.rejoining = False  # the current registration follows a netsplit
         self.expected_seq: int | None = None  # the master's next stanza number (§4.11.2)
+        # our numbers for what we forward while LIVE (§4.11.2): the last one given (our
+        # registrations tell the master), and the recent forwards by number (and when
+        # said), for a resend
+        self.sent_seq = 0
+        self.sent: OrderedDict[int, tuple[Element, float]] = OrderedDict()
         self.snapshot_count = 0  # stanzas received inside the current snapshot
         self.register_id: str | None = None  # the iq id of the <register/> under way
         self.registered_at = 0.0  # when the master answered it (SYNCING since)
@@ -138,9 +147,12 @@ class SlaveLink:
 
     # --- local users -> master (§4.8) ------------------------------------------------
 
-    def submit(self, stanza: Element, full: str, out: Outbox) -> None:
+    def submit(self, stanza: Element, full: str, out: Outbox,
+               said_at: float | None = None) -> None:
         """A local user's stanza to the room: to the master unchanged while LIVE (or
-        PASSTHROUGH); otherwise held until <synced/>, and the first one registers."""
+        PASSTHROUGH); otherwise held until <synced/>, and the first one registers.
+        `said_at`: when its user said it (mod_dmuc_slave's stamp; default now)."""
+        said_at = out.now if said_at is None else said_at
         state = self.state
         if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
             # Only an id lets a message lost on the way be submitted again, and the master
@@ -150,8 +162,8 @@ class SlaveLink:
             stanza["id"] = client_id or xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
         if state in FORWARDING:
             if state is L.LIVE:
-                self._track(stanza, full, out)
-            out.send(stanza)
+                self._track(stanza, full, said_at)
+            self._forward(stanza, said_at, out)
             return
         if stanza.name == "iq" and state is L.SPLIT:
             # §4.11.1: an IQ cannot wait for the netjoin; answer it now.
@@ -167,13 +179,19 @@ class SlaveLink:
                 and not resent:  # a resubmission was shown already, when it first went out
             # A local occupant keeps talking: shown here at once, submitted later with an
             # id that tells us not to show it again (§4.11.1, §4.11.2).
-            self._hold(self._shown_and_held(stanza, nick, out.now, out), out)
+            self._hold(self._shown_and_held(stanza, nick, said_at, out), out)
+        elif is_groupchat and resent:
+            # mod_dmuc_slave's replay of what it handed a slave that then died: not shown
+            # here (the room may have shown it already), and marked with its time, so that
+            # wherever it is shown late it is shown as said then (XEP-0203), not after
+            # what its sender said since (the master drops a copy it had)
+            self._hold(xep0282.held(stanza, said_at), out)
         else:
             self._hold(stanza, out)
         if state is L.UNREGISTERED:
             self.register("register", out)
 
-    def _track(self, stanza: Element, full: str, out: Outbox) -> None:
+    def _track(self, stanza: Element, full: str, said_at: float) -> None:
         """Remember a local occupant's groupchat until the master's broadcast of it comes
         back: a split found meanwhile submits it again (§4.11.2)."""
         nick = self.room.local.get(full)
@@ -181,7 +199,8 @@ class SlaveLink:
         if stanza.name != "message" or stanza.getAttribute("type") != "groupchat" \
                 or nick is None or not message_id:
             return
-        self.room.inflight[(nick, message_id)] = (stanza, out.now)
+        original, _ = xep0282.original_id(message_id)  # its broadcast may come as either
+        self.room.inflight[(nick, original)] = (stanza, said_at)
         while len(self.room.inflight) > MAX_INFLIGHT:
             self.room.inflight.popitem(last=False)
 
@@ -192,6 +211,10 @@ class SlaveLink:
         its id: §4.11.2), and returned as held, with the time it was said."""
         room = self.room
         echo = local_echo(stanza, room.jid, nick, occupant_id.of(room.roster.get(nick)))
+        if said_at < out.now - WAITED:
+            # shown late (it was in flight, or waited on the way): with when it was said,
+            # as the room shows it elsewhere, not after what its sender said since
+            echo.addChild(stanzas.delay(said_at, room.jid))
         out.broadcast(echo, room.local_sessions())
         original, _ = xep0282.original_id(stanza.getAttribute("id") or "")
         room.note_echoed(nick, original)
@@ -222,7 +245,49 @@ class SlaveLink:
     def flush(self, out: Outbox) -> None:
         queued, self.room.queue = self.room.queue, []
         for stanza in queued:
+            self._forward(stanza, out.now, out)
+
+    def _forward(self, stanza: Element, said_at: float, out: Outbox) -> None:
+        """To the master; while LIVE numbered (a copy: what we keep stays as the user sent
+        it) and remembered for a while, so that what the master misses can go again."""
+        if self.state is not L.LIVE:
             out.send(stanza)
+            return
+        self.sent_seq += 1
+        self.sent[self.sent_seq] = (stanza, said_at)
+        while len(self.sent) > MAX_INFLIGHT:
+            self.sent.popitem(last=False)
+        wire = stanzas.copy(stanza)
+        if said_at < out.now - WAITED and stanza.name == "message" \
+                and stanza.getAttribute("type") == "groupchat" \
+                and xep0282.held_stamp(stanza) is None:
+            wire = xep0282.held(wire, said_at)  # the room shows it said then (§4.11.2)
+        out.send(xep0282.numbered(wire, self.sent_seq))
+
+    def resend(self, request: Element, out: Outbox) -> None:
+        """The master found a gap in our numbers (stanzas lost on the way to it, too short
+        a loss for a split to be found): what it names goes again. A groupchat message as
+        a resubmission with the time it was said (the master drops a copy it had), a
+        presence as it was; a lost IQ cannot go again unasked: its sender is answered."""
+        first = stanzas.parse_bounded_int(request.getAttribute("from"), 1, 2**62)
+        last = stanzas.parse_bounded_int(request.getAttribute("to"), 1, 2**62)
+        if self.state is not L.LIVE or first is None or last is None or last < first:
+            return  # a registration under way resyncs everything anyway
+        lost = [entry for seq, entry in self.sent.items() if first <= seq <= last]
+        out.warn(f"the master of {self.room.jid} lost {last - first + 1} stanzas of ours "
+                 f"on the way; sending {len(lost)} again")
+        for stanza, said_at in lost:
+            if stanza.name == "iq":
+                if stanza.getAttribute("type") in ("get", "set"):
+                    out.send(stanzas.error_reply(stanza, "wait", "remote-server-timeout",
+                                                 "Lost on the way to the room; try again",
+                                                 by=self.config.slave_jid))
+                continue
+            if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
+                stanza = resubmission(stanza)
+                if xep0282.held_stamp(stanza) is None:
+                    stanza = xep0282.held(stanza, said_at)
+            self._forward(stanza, said_at, out)
 
     # --- registration (§4.2) ---------------------------------------------------------
 
@@ -243,7 +308,7 @@ class SlaveLink:
         self._hold_inflight(out)  # the master may not have them: ask it again
         out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid, self.register_id,
                                      self.config.keepalive, self.config.history,
-                                     last=self.room.last_id))
+                                     last=self.room.last_id, sent=self.sent_seq))
 
     def register_answered(self, answer: Element, out: Outbox) -> None:
         room = self.room
@@ -335,16 +400,17 @@ class SlaveLink:
                          split=state is L.SPLIT):
             self.last_sent = out.now
             out.send(xep0282.keepalive_iq(self.config.slave_jid, self.room.jid,
-                                          self.config.new_id("keepalive", self.room.jid)))
+                                          self.config.new_id("keepalive", self.room.jid),
+                                          self.sent_seq))
 
     def _expire_inflight(self, now: float) -> None:
         """A message whose broadcast did not come back within INFLIGHT_KEEPALIVES
         intervals while no split was found arrived, or was refused (the refusal went to
         its sender): no need to remember it."""
         horizon = now - INFLIGHT_KEEPALIVES * self.room.keepalive
-        inflight = self.room.inflight
-        while inflight and next(iter(inflight.values()))[1] < horizon:
-            inflight.popitem(last=False)
+        for recent in (self.room.inflight, self.sent):
+            while recent and next(iter(recent.values()))[1] < horizon:
+                recent.popitem(last=False)
 
     def keepalive_answered(self, answer: Element, out: Outbox) -> None:
         if answer.getAttribute("type") == "error":
@@ -396,14 +462,14 @@ class SlaveLink:
             self.expected_seq, self.snapshot_count = seq + 1, 0
             return True
         expected, self.expected_seq = self.expected_seq, seq + 1
-        if expected is not None and seq < expected:
+        lost = xep0282.missing_before(expected, seq)
+        if lost is None:
             self.expected_seq = expected
             self.room.duplicates += 1  # told once a tick (service.tick)
             return False
         synced = stanzas.child(x, "synced") if x is not None else None
         count = stanzas.parse_bounded_int(synced.getAttribute("count"), 0, 2**62) \
             if synced is not None else None
-        lost = (seq - expected) if expected is not None and seq > expected else 0
         if count is not None and count != self.snapshot_count:
             lost += abs(count - self.snapshot_count)
         if not lost:

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
+from dmuc import xmlns
 from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
 
@@ -36,6 +37,11 @@ class SlaveRoom:
     # local JIDs whose join went to the master without an ENTER yet -> when it went; a
     # refused join is answered to the user directly, so we only see no ENTER come
     joining: dict[str, float] = field(default_factory=dict)
+    # local JIDs counted in the room that sent a join (MUC <x>) again: a client back under
+    # the same full JID after its server restarted. The master answers with the whole join
+    # sequence (as mod_muc), and what it says about the old session (a leave for a bounce)
+    # is not for the new one.
+    fresh: set[str] = field(default_factory=set)
     subject: Element | None = None  # the last subject message, as broadcast
     avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
     history: History = field(default_factory=History)
@@ -130,7 +136,8 @@ class SlaveRoom:
     def unacknowledged(self) -> list[Element]:
         """What the master may not have: the stanzas in flight (as resubmissions), then
         the held ones, in the order the users sent them."""
-        return [resubmission(stanza) for stanza, _ in self.inflight.values()] + self.queue
+        return [xep0282.held(resubmission(stanza), said_at)
+                for stanza, said_at in self.inflight.values()] + self.queue
 
     def take_once(self, sid: str) -> bool:
         """Whether the master's message with this stanza-id is new here (then noted)."""
@@ -140,6 +147,13 @@ class SlaveRoom:
         while len(self.seen) > MAX_SEEN:
             self.seen.popitem(last=False)
         return True
+
+    def arrived(self, message: Element) -> None:
+        """The master's broadcast of a message came back: if it was one of ours in
+        flight, under its own id or as a resubmission, it is no longer."""
+        nick = message.getAttribute("from", "").partition("/")[2]
+        original, _ = xep0282.original_id(message.getAttribute("id") or "")
+        self.inflight.pop((nick, original), None)
 
     def note_echoed(self, nick: str, message_id: str) -> None:
         self.echoed[(nick, message_id)] = None
@@ -205,9 +219,12 @@ class SlaveRoom:
             self.directed.add(full)
             if full not in self.local:
                 self.joining.setdefault(full, now)
+            elif stanzas.child(stanza, "x", xmlns.MUC) is not None:
+                self.fresh.add(full)
         elif ptype == "unavailable":
             self.directed.discard(full)
             self.joining.pop(full, None)
+            self.fresh.discard(full)
 
     def expire_joins(self, before: float) -> None:
         """Joins that went to the master before `before` and got no ENTER were refused

@@ -62,6 +62,9 @@ class SlaveService:
         # users' hosts whose mod_dmuc_slave fans a broadcast out itself (it said so in its
         # answer to the mirror list): one copy with the recipients goes there (§4.15)
         self.fanout_hosts: set[str] = set()
+        # users' hosts whose mod_dmuc_slave answered the mirror list without <said/> (an
+        # older module, which passes on what its clients put in): their stamps are ignored
+        self.unstamped_hosts: set[str] = set()
 
     def restore(self, room: SlaveRoom, records: list[HistoryRecord],
                 state: Mapping[str, Any] | None = None) -> None:
@@ -241,13 +244,25 @@ class SlaveService:
         room, link = self._mirror(room_jid)
         if stanza.name == "iq" and self._answered_here(room, link, stanza, sender, out):
             return
+        said_at = out.now
         if stanza.name != "iq":
+            said_at = self._said_at(stanza, sender, out.now)
             occupant_id.strip(stanza)  # only the master says who is who (XEP-0421)
             # and only we mark what we held (its time, §4.11.2)
             stanza.children = [c for c in stanza.children
                                if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
         room.note_presence(stanza, sender.full(), out.now)
-        link.submit(stanza, sender.full(), out)
+        link.submit(stanza, sender.full(), out, said_at)
+
+    def _said_at(self, stanza: Element, sender: JID, now: float) -> float:
+        """When a local user said it: when mod_dmuc_slave received it (its <said/>, which
+        no client can forge: the module removes theirs), so that what waited (in the
+        module while we were down, in our socket while we were stopped) keeps its time;
+        else now (§4.11.2)."""
+        if sender.host in self.unstamped_hosts:
+            return now
+        said = xep0282.plausible_said_time(xep0282.said_stamp(stanza), now)
+        return now if said is None else said
 
     def _answered_here(self, room: SlaveRoom, link: SlaveLink, stanza: Element, sender: JID,
                        out: Outbox) -> bool:
@@ -307,8 +322,15 @@ class SlaveService:
             if stanza.getAttribute("type") == "error":
                 out.warn(f"Prosody on {room_jid} did not accept the mirror list: is "
                          "mod_dmuc_slave loaded there with this component?")
-            elif xep0282.fanout_supported(stanza):
+                return
+            if xep0282.fanout_supported(stanza):
                 self.fanout_hosts.add(room_jid)  # here: the users' host
+            if xep0282.mirror_offers(stanza, "said"):
+                self.unstamped_hosts.discard(room_jid)
+            elif room_jid not in self.unstamped_hosts:
+                self.unstamped_hosts.add(room_jid)
+                out.warn(f"mod_dmuc_slave on {room_jid} does not stamp its users' messages: "
+                         "held messages get the time this slave read them; upgrade it")
             return
         link = self.links.get(room_jid)
         if link is None:
@@ -361,7 +383,8 @@ class SlaveService:
             out.send(stanza)
             return
         nick = room.local.get(user)
-        resent = nick is not None and (nick, stanza.getAttribute("id") or "") in room.inflight
+        original, _ = xep0282.original_id(stanza.getAttribute("id") or "")
+        resent = nick is not None and (nick, original) in room.inflight
         link.bounced(f"a local user's {stanza.name} bounced "
                      f"({stanzas.error_condition(stanza)})", out)
         if not resent:
@@ -401,6 +424,9 @@ class SlaveService:
         elif stanza.name == "message" and dmuc_x is not None \
                 and stanzas.child(dmuc_x, "rejoin") is not None:
             link.rejoin(out)
+        elif stanza.name == "message" and dmuc_x is not None \
+                and stanzas.child(dmuc_x, "resend") is not None:
+            link.resend(stanzas.child(dmuc_x, "resend"), out)
         elif stanza.name == "message":
             self.fanout.message(room, stanza, dmuc_x, out)
 

@@ -11,7 +11,14 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 
 from dmuc.errors import StorageError, StoreAbsent
-from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord, RoomRecord
+from dmuc.records import (
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
+    HistoryRecord,
+    OccupantRecord,
+    RoomRecord,
+)
 from dmuc.storage.postgres import PostgresStorage
 from dmuc.storage.sql import SQLStorage
 from dmuc.storage.sqlite import SQLiteStorage
@@ -43,6 +50,16 @@ class Storage(Protocol):
                     history_key: str | None = None) -> Deferred[None]:
         """Remove a room with its history (kept under `history_key`, default the room JID:
         a slave keeps its copy's history under slave_history_key)."""
+
+    def load_occupants(self, service: str) -> Deferred[list[OccupantRecord]]:
+        """Every stored occupant (reached directly) of one MUC service's rooms."""
+
+    def save_occupants(self, service: str,
+                       records: Sequence[OccupantRecord | tuple[str, str]]) -> Deferred[None]:
+        """In one transaction: store each OccupantRecord, forget each (room JID, nick)."""
+
+    def forget_occupants(self, service: str, room_jid: str) -> Deferred[None]:
+        """Forget every stored occupant of a room."""
 
     def append_history(
         self, room_jid: str, record: HistoryRecord, keep: int

@@ -20,7 +20,14 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from dmuc.errors import ArchiveIdNotFound, StorageError, StoreAbsent
-from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord, RoomRecord
+from dmuc.records import (
+    ArchivePage,
+    ArchiveQuery,
+    ArchiveRecord,
+    HistoryRecord,
+    OccupantRecord,
+    RoomRecord,
+)
 
 _T = TypeVar("_T")
 
@@ -78,6 +85,18 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX archive_stamp ON archive (stamp);
     CREATE INDEX archive_room_nick ON archive (room, nick, id);
     CREATE INDEX archive_room_sender ON archive (room, sender, id);
+    """,
+    # 3: the master's occupants reached directly (not through a slave), one row each, so
+    # that a master restarted after a crash still has them in its rooms
+    # (docs/protocol.md §4.11.5).
+    """
+    CREATE TABLE occupants (
+        service TEXT NOT NULL,
+        room TEXT NOT NULL,
+        nick TEXT NOT NULL,
+        state TEXT NOT NULL,  -- JSON object
+        PRIMARY KEY (service, room, nick)
+    );
     """,
 ]
 
@@ -141,6 +160,35 @@ def upsert_room(txn: Any, d: Dialect, service: str, jid: str, state: str) -> Non
 def delete_room(txn: Any, d: Dialect, service: str, jid: str, history_key: str) -> None:
     txn.execute(f"DELETE FROM rooms WHERE service = {d.mark} AND jid = {d.mark}", (service, jid))
     delete_history(txn, d, history_key)
+
+
+def select_occupants(txn: Any, d: Dialect, service: str) -> list[OccupantRecord]:
+    txn.execute(f"SELECT room, nick, state FROM occupants WHERE service = {d.mark}"
+                f" ORDER BY room COLLATE {d.byte_order}, nick COLLATE {d.byte_order}",
+                (service,))
+    return [OccupantRecord(room_jid=room, nick=nick, state=_loads(state))
+            for room, nick, state in txn.fetchall()]
+
+
+def write_occupants(txn: Any, d: Dialect, service: str,
+                    rows: Sequence[tuple[str, str, str | None]]) -> None:
+    """Each (room, nick, state): stored, or forgotten where the state is None."""
+    m = d.mark
+    kept = [(service, room, nick, state) for room, nick, state in rows if state is not None]
+    gone = [(service, room, nick) for room, nick, state in rows if state is None]
+    if gone:
+        txn.executemany(f"DELETE FROM occupants WHERE service = {m} AND room = {m}"
+                        f" AND nick = {m}", gone)
+    if kept:
+        txn.executemany(f"INSERT INTO occupants (service, room, nick, state)"
+                        f" VALUES ({m}, {m}, {m}, {m})"
+                        " ON CONFLICT (service, room, nick) DO UPDATE SET state = excluded.state",
+                        kept)
+
+
+def delete_occupants(txn: Any, d: Dialect, service: str, room: str) -> None:
+    txn.execute(f"DELETE FROM occupants WHERE service = {d.mark} AND room = {d.mark}",
+                (service, room))
 
 
 def insert_history(txn: Any, d: Dialect, row: tuple[str, float, str, str], keep: int) -> None:
@@ -345,6 +393,23 @@ class SQLStorage(ABC):
         """Remove a room with its history (kept under `history_key`, default the room JID)."""
         return self._run("delete_room", delete_room, self.dialect, service, room_jid,
                          history_key or room_jid)
+
+    # -- the master's occupants reached directly ------------------------------------------
+
+    def load_occupants(self, service: str) -> Deferred[list[OccupantRecord]]:
+        """Every stored occupant of one MUC service, by room and nick (byte order)."""
+        return self._run("load_occupants", select_occupants, self.dialect, service)
+
+    def save_occupants(self, service: str,
+                       records: Sequence[OccupantRecord | tuple[str, str]]) -> Deferred[None]:
+        """In one transaction: store each OccupantRecord, forget each (room, nick)."""
+        rows = [(r.room_jid, r.nick, _dumps(r.state)) if isinstance(r, OccupantRecord)
+                else (r[0], r[1], None) for r in records]
+        return self._run("save_occupants", write_occupants, self.dialect, service, rows)
+
+    def forget_occupants(self, service: str, room_jid: str) -> Deferred[None]:
+        """Forget every stored occupant of a room."""
+        return self._run("forget_occupants", delete_occupants, self.dialect, service, room_jid)
 
     # -- history --------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 -- Prosody on a users' server: attach dmuc-slave and divert local users' room traffic to it.
--- Put this in /etc/prosody/conf.d/dmuc-slave.cfg.lua, copy modules/mod_dmuc_slave.lua into
--- a plugin path (or point plugin_paths at it) and reload Prosody.
+-- Put this in /etc/prosody/conf.d/dmuc-slave.cfg.lua, copy modules/mod_dmuc_slave.lua and
+-- modules/dmuc_hold.lib.lua (both) into a plugin path (or point plugin_paths at them) and
+-- reload Prosody.
 -- The secret must equal component.secret in /etc/dmuc/dmuc-slave.toml.
 
 plugin_paths = { "/usr/share/dmuc/prosody-modules" }

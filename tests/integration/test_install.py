@@ -86,7 +86,8 @@ def test_install_lays_out_the_venv_user_configs_and_docs(installed: Path) -> Non
         assert list((root / PREFIX.lstrip("/")).glob(
             f"lib/python3*/site-packages/dmuc/plugins/{plugin}.py")), plugin
     for doc in ("README.md", "operations.md", "protocol.md", "examples/dmuc-master.toml",
-                "examples/mod_dmuc_slave.lua"):
+                "examples/mod_dmuc_slave.lua", "examples/mod_dmuc_hold.lua",
+                "examples/dmuc_hold.lib.lua"):
         assert (root / "usr/share/doc/dmuc" / doc).is_file(), doc
     # a second install keeps the operator's configuration
     (root / "etc/dmuc/dmuc-master.toml").write_text("# mine\n")

@@ -9,9 +9,10 @@ The faults are drawn from the kinds testbed.faults.FAULT_KINDS has, each lasting
 draws take one kind of each class of fault present (link, process pause, process
 kill/restart, Prosody restart). `make soak` (SOAK_FAULTS, 30 by default) draws from every
 kind; the suite's short soak (3 faults) only from the kinds that hold today
-(HOLDING_KINDS: link faults; the pauses, kills and Prosody restarts are open in issue
-16, see testbed.faults.OPEN_FAULTS). The seed is fresh every run and printed
-(DMUC_SOAK_SEED=n replays one).
+(HOLDING_KINDS: link faults but the short loss towards the master, pauses, a slave
+killed; those, the master killed and the Prosody restarts are open in issue 16, see
+testbed.faults.OPEN_FAULTS). The seed is fresh every
+run and printed (DMUC_SOAK_SEED=n replays one).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 It routes stanzas the way the real deployment does: a local user's stanza to a room of
 the master service goes to its server's slave (mod_dmuc_slave) when there is one, else to
-the master; stanzas to a slave JID go to that slave; to a user, into that user's inbox.
+the master (stamping a groupchat message with when it got it, <said/>, as the module
+does); stanzas to a slave JID go to that slave; to a user, into that user's inbox.
 It counts what the master's server sends to each other server (the s2s links).
 
 Faults: a link can be cut (`down`: what crosses it is lost, as a closed or blackholed
@@ -15,11 +16,11 @@ SIGCONT does).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 
 from twisted.words.xish.domish import Element
 
-from dmuc import jids
+from dmuc import jids, xmlns
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
@@ -50,6 +51,8 @@ class Net:
         self.one_way: set[tuple[str, str]] = set()  # (from server, to server) dropped
         self.stalled: dict[str, list[tuple[Element, str]]] = {}  # domain -> what waits
         self.paused: dict[str, list[tuple[Element, str]]] = {}  # process -> its input
+        self._wire: deque[tuple[Element, str]] = deque()  # sent, not delivered yet
+        self._carrying = False
         for slave in self.slaves.values():
             self._route(slave.connected(self.now), source=slave.jid)
 
@@ -60,12 +63,23 @@ class Net:
         return host[len("dmuc."):] if host.startswith("dmuc.") else host
 
     def _route(self, out: Outbox, source: str) -> None:
+        """Everything sent goes through one FIFO, in the order it was sent, and what its
+        delivery sends goes behind what was already on its way (as on the wire: a
+        process's outputs never overtake each other)."""
         for delivery in out.deliveries:
             targets = delivery.recipients or [delivery.stanza["to"]]
             for to in targets:
                 copy = stanzas.copy(delivery.stanza)
                 copy["to"] = to
-                self._deliver(copy, source)
+                self._wire.append((copy, source))
+        if self._carrying:
+            return
+        self._carrying = True
+        try:
+            while self._wire:
+                self._deliver(*self._wire.popleft())
+        finally:
+            self._carrying = False
 
     def _deliver(self, stanza: Element, source: str, unstalled: bool = False) -> None:
         to = stanza["to"]
@@ -153,6 +167,8 @@ class Net:
         slave = self.slaves.get(server)
         self.now += 0.001
         if slave is not None and to_host == SERVICE and "@" in stanza["to"]:
+            if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
+                module_stamp(stanza, self.now)
             if server in self.paused:
                 self.paused[server].append((stanza, sender))  # its Prosody queues it
                 return
@@ -173,3 +189,13 @@ class Net:
     def take(self, who: str) -> list[Element]:
         got, self.inbox[who] = self.inbox[who], []
         return got
+
+
+def module_stamp(stanza: Element, now: float) -> None:
+    """What mod_dmuc_slave does to a local user's groupchat message for a mirrored room:
+    whatever the client put in the dmuc namespace goes, its own <said/> comes in."""
+    stanza.children = [c for c in stanza.children
+                       if not (isinstance(c, Element) and c.uri == xmlns.DMUC)]
+    x = stanza.addElement((xmlns.DMUC, "x"))
+    whole = stanzas.format_stamp(now).rstrip("Z")
+    x.addElement("said")["stamp"] = f"{whole}.{int(now % 1 * 1000):03d}Z"  # as the module

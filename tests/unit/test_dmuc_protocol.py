@@ -19,6 +19,7 @@ from tests.unit.muc_helpers import (
     WUMPUS,
     codes,
     item,
+    parse,
 )
 
 DIRECT = "ludwig@efnet.irc/vt100"  # a user whose server has no slave
@@ -559,3 +560,51 @@ def test_a_broadcast_lost_on_the_way_is_noticed_by_its_number_and_replayed():
     net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat' id='l3'>"
                    "<body>after</body></message>")
     assert _bodies(net, EFCHEN) == ["after"]
+
+
+def _own_presences(got, nick):
+    return [s for s in got if s.name == "presence" and s["from"] == f"{ROOM}/{nick}"]
+
+
+def test_a_client_back_under_the_same_jid_after_its_server_restarted_gets_the_whole_join():
+    """Its Prosody restarted: the session is new, the full JID the same. The slave still
+    counts it in, but a join (MUC <x>) is answered with the roster, own presence and
+    subject again, as the master (and mod_muc) answer it to a direct user."""
+    net = occupied_room()
+    net.join(WUMPUS, "Wumpus", ROOM)
+    got = net.take(WUMPUS)
+    listed = {s["from"].split("/")[-1] for s in got if s.name == "presence"}
+    assert listed == {"Wumpus", "Valdis", "Phaedrus", "WiZ", "Troy", "Efchen"}
+    assert [s for s in got if s.name == "message" and stanzas.child(s, "subject") is not None]
+    # a presence update (no MUC <x>) is still just an update
+    net.user_sends(f"<presence from='{WUMPUS}' to='{ROOM}/Wumpus'><show>away</show></presence>")
+    assert [s["from"] for s in net.take(WUMPUS)] == [f"{ROOM}/Wumpus"]
+
+
+def test_what_the_master_says_about_the_old_session_never_reaches_the_new_one():
+    """A copy to the old session bounced (the client was not back yet); the bounce reaches
+    the master after the client's new join went out: the master drops the old session
+    (307/333) and then takes the join. The new session is not told it was kicked, and it
+    ends up in the room with the whole roster."""
+    net = occupied_room()
+    killrc = net.slaves["killrc.oulubox.irc"]
+    bounce = parse(f"<message from='{WUMPUS}' to='{ROOM}' type='error' id='m1'>"
+                   "<error type='cancel'><service-unavailable "
+                   "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    rejoin = parse(f"<presence from='{WUMPUS}' to='{ROOM}/Wumpus'>"
+                   "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    # both reach the slave, in that order, before the master answers either
+    outs = [killrc.receive(bounce, net.now), killrc.receive(rejoin, net.now)]
+    for out in outs:
+        net._route(out, source=killrc.jid)
+    got = net.take(WUMPUS)
+    own = _own_presences(got, "Wumpus")
+    assert [p.getAttribute("type") for p in own] == [None]
+    assert not any(stanzas.has_status(p, "307") for p in own)
+    listed = {s["from"].split("/")[-1] for s in got if s.name == "presence"}
+    assert listed == {"Wumpus", "Valdis", "Phaedrus", "WiZ", "Troy", "Efchen"}
+    assert killrc.rooms[ROOM].local == {WUMPUS: "Wumpus", VALDIS: "Valdis",
+                                        PHAEDRUS: "Phaedrus"}
+    # the others saw the old session leave and the new one come in
+    seen = [(p["from"], p.getAttribute("type")) for p in net.take(WIZ) if p.name == "presence"]
+    assert seen == [(f"{ROOM}/Wumpus", "unavailable"), (f"{ROOM}/Wumpus", None)]

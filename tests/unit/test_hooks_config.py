@@ -12,7 +12,7 @@ from dmuc.errors import Refusal
 from dmuc.hooks import Hooks, load_plugins
 from dmuc.master.room import Room
 from dmuc.master.service import MUCService, ServiceSettings
-from dmuc.outbox import AppendHistory, DeleteRoom, SaveRoom
+from dmuc.outbox import AppendHistory, DeleteRoom, SaveOccupant, SaveRoom
 from dmuc.protocol import stanzas
 from dmuc.records import HistoryRecord, RoomRecord
 from tests.unit.muc_helpers import (
@@ -302,12 +302,18 @@ def test_storage_ops_for_a_persistent_room():
     assert [op for op in out.storage if isinstance(op, SaveRoom)] == []
 
 
-def test_temporary_room_stores_nothing():
+def test_temporary_room_stores_no_history_only_its_direct_occupants():
+    """A temporary room keeps no history in storage; its state is stored while an
+    occupant reached directly is in it (so that a master crash does not lose them)."""
     h = Harness()
-    ops = list(h.create_instant(WIZ, "wiz").storage)
+    ops = list(h.join(WIZ, "wiz").storage)
+    ops += h.create_instant(WIZ, "wiz").storage
     ops += groupchat(h, WIZ, "x").storage
     ops += admin_set(h, WIZ, f"<item affiliation='member' jid='{TROY_BARE}'/>").storage
-    assert [op for op in ops if isinstance(op, (SaveRoom, AppendHistory))] == []
+    assert [op for op in ops if isinstance(op, AppendHistory)] == []
+    assert {op.room_jid for op in ops if isinstance(op, SaveRoom)} == {ROOM}
+    assert {(op.room_jid, op.nick) for op in ops if isinstance(op, SaveOccupant)} == {
+        (ROOM, "wiz")}
 
 
 # --- state round trips ---------------------------------------------------------------------------

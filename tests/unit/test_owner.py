@@ -291,9 +291,15 @@ def test_config_of_persistent_room_is_saved():
     assert saved[0].state["affiliations"] == {"squit@eris.dclxvii.irc": "owner"}
 
 
-def test_temporary_room_config_is_not_saved():
+def test_temporary_room_config_is_saved_only_while_direct_occupants_are_kept():
+    """A temporary room is stored only with the occupants the master keeps across a crash
+    (reached directly, features/direct_occupants.py); without them, nothing."""
     h = _room()
     out = owner_submit(h, WIZ, {"muc#roomconfig_roomname": "Wallops"})
+    (saved,) = [op for op in out.storage if isinstance(op, SaveRoom)]
+    assert saved.state["config"]["name"] == "Wallops"
+    h.service.rooms[ROOM].keeps_occupants = False
+    out = owner_submit(h, WIZ, {"muc#roomconfig_roomname": "Other"})
     assert [op for op in out.storage if isinstance(op, SaveRoom)] == []
 
 

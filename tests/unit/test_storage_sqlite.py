@@ -16,7 +16,7 @@ from twisted.internet import defer
 
 from dmuc.config import ConfigError, load_master_config
 from dmuc.errors import StorageError
-from dmuc.records import HistoryRecord, RoomRecord
+from dmuc.records import HistoryRecord, OccupantRecord, RoomRecord
 from dmuc.storage import PostgresStorage, Storage, open_storage, sql, url_for_log
 from dmuc.storage.sqlite import SQLiteStorage
 
@@ -495,3 +495,29 @@ def test_memory_database(tmp_path: Path):
     finally:
         yield store.close()
     assert os.listdir(tmp_path) == []  # nothing written to disk
+
+
+@pytest_twisted.inlineCallbacks
+def test_direct_occupants_stored_updated_forgotten(storage_url: str):
+    """The master's direct occupants (§4.11.5): one row each, per service, replaced by a
+    newer state, deleted one by one or with their room, in one transaction a batch."""
+    store = yield _opened(storage_url)
+    try:
+        yield store.save_occupants(SERVICE, [
+            OccupantRecord(ROOM, "wiz", {"role": "moderator"}),
+            OccupantRecord(ROOM, "troy", {"role": "participant"}),
+            OccupantRecord(ROOM2, "wiz", {"role": "visitor"})])
+        yield store.save_occupants(OTHER_SERVICE, [OccupantRecord(ROOM, "x", {"role": "n"})])
+        yield store.save_occupants(SERVICE, [
+            OccupantRecord(ROOM, "wiz", {"role": "participant"}), (ROOM, "troy"),
+            (ROOM, "never stored")])
+        got = yield store.load_occupants(SERVICE)
+        assert [(r.room_jid, r.nick, r.state) for r in got] == [
+            (ROOM2, "wiz", {"role": "visitor"}), (ROOM, "wiz", {"role": "participant"})]
+        yield store.forget_occupants(SERVICE, ROOM2)
+        got = yield store.load_occupants(SERVICE)
+        assert [(r.room_jid, r.nick) for r in got] == [(ROOM, "wiz")]
+        other = yield store.load_occupants(OTHER_SERVICE)
+        assert [(r.room_jid, r.nick) for r in other] == [(ROOM, "x")]
+    finally:
+        yield store.close()

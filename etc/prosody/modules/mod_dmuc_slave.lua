@@ -41,7 +41,6 @@ local now = require "util.time".now; -- seconds, with a fraction (os.time() is w
 local core_post_stanza = prosody.core_post_stanza;
 
 local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
-local xmlns_component = "xmpp:prosody.im/protocol/component";
 
 -- Message id prefixes of the wire format (docs/protocol.md §4.11.2), as in
 -- dmuc/protocol/xep0282.py: a groupchat message handed to the slave again after it was
@@ -49,6 +48,26 @@ local xmlns_component = "xmpp:prosody.im/protocol/component";
 -- (SLAVE_ID_PREFIX).
 local resent_id_prefix = "dmuc-resent-";
 local given_id_prefix = "dmuc-id-";
+
+-- When this server received a local user's groupchat message for a mirrored room, with
+-- a fraction of a second (XEP-0082), carried to the slave in <x xmlns='urn:xmpp:tmp:dmuc:0'>
+-- <said stamp='...'/></x> (docs/protocol.md §4.11.2): a message that waits (here while the
+-- slave is down, in the slave's socket while it is stopped, held through a netsplit)
+-- reaches the room with the time it was said, not the time it was handed on. Any element
+-- of that namespace a client put in is removed first: only this module says when.
+local function said_stamp(t)
+	return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t))
+		.. string.format(".%03dZ", math.floor((t % 1) * 1000));
+end
+
+local function stamp_said(stanza)
+	stanza:maptags(function(tag)
+		if tag.attr.xmlns == xmlns_dmuc then return nil; end
+		return tag;
+	end);
+	stanza:add_direct_child(st.stanza("x", { xmlns = xmlns_dmuc })
+		:tag("said", { stamp = said_stamp(now()) }):up());
+end
 
 -- Hook priorities: the fan-out before any stock handler of the host; the divert after
 -- them all (see there); bounces before the stock handlers deliver them to the user.
@@ -120,9 +139,10 @@ module:hook("iq-set/host/" .. xmlns_dmuc .. ":mirror", function(event)
 		module:log("warn", "Could not store the mirror list: %s", tostring(err));
 	end
 	-- <fanout/>: this module delivers one copy of a broadcast to several local sessions
-	local reply = st.reply(stanza);
+	-- <said/>: this module stamps its users' groupchat messages (and strips theirs)
+	local reply = st.reply(stanza):tag("mirror", { xmlns = xmlns_dmuc }):tag("said"):up();
 	if fanout_enabled then
-		reply:tag("mirror", { xmlns = xmlns_dmuc }):tag("fanout");
+		reply:tag("fanout");
 	end
 	origin.send(reply);
 	return true;
@@ -171,9 +191,12 @@ module:hook("presence/host", fan_out, fanout_priority);
 -- While the slave is not connected (restarting, killed), what its users send waits here
 -- (at most `dmuc_slave_hold` stanzas for `dmuc_slave_hold_seconds`), and goes to it once
 -- it is back, in order; past either bound the user gets mod_component's error as before.
-local hold_max = module:get_option_number("dmuc_slave_hold", 2000);
-local hold_seconds = module:get_option_number("dmuc_slave_hold_seconds", 60);
-local held = {}; -- { origin, stanza, at, error reply }
+-- The queue is dmuc_hold.lib.lua's, which mod_dmuc_hold uses for the master too.
+local hold_lib = module:require("dmuc_hold");
+local holding = hold_lib.new(module, component, {
+	max = module:get_option_number("dmuc_slave_hold", 2000);
+	seconds = module:get_option_number("dmuc_slave_hold_seconds", 60);
+});
 
 -- A slave killed (-9) loses what was in its socket buffers: the groupchat messages of the
 -- last `dmuc_slave_replay_seconds` before it went away are handed to it again when it is
@@ -202,68 +225,19 @@ local function remember(origin, stanza)
 	end
 end
 
-local function is_not_connected(reply)
-	local err = reply.attr.type == "error" and reply:get_child("error");
-	return err and err:get_child("not-connected", xmlns_component) ~= nil;
-end
-
-local function give_up(entry, why)
-	module:log("warn", "Slave %s unavailable for %s; %s gets the error", component, why,
-		entry.stanza.attr.from or "?");
-	entry.origin.send(entry.reply);
-end
-
--- Every held stanza gets the error once it waited hold_seconds; the timer then runs
--- again when the oldest one left is due.
-local function expire_held()
-	local t, kept = now(), {};
-	for _, entry in ipairs(held) do
-		if t - entry.at >= hold_seconds then
-			give_up(entry, hold_seconds .. " s");
-		else
-			kept[#kept + 1] = entry;
-		end
-	end
-	held = kept;
-	return held[1] and hold_seconds - (t - held[1].at) or nil;
-end
-
-local function hold(origin, stanza, reply)
-	if #held >= hold_max then
-		give_up({ origin = origin, stanza = stanza, reply = reply }, "too long (queue full)");
-		return;
-	end
-	if #held == 0 then
-		module:log("info", "Slave %s is not connected: holding its users' room stanzas", component);
-		module:add_timer(hold_seconds, expire_held);
-	end
-	held[#held + 1] = { origin = origin, stanza = stanza, at = now(), reply = reply };
-end
-
 -- As if the stanza had been addressed to the component: mod_component sends it on; if the
 -- component is not connected it answers "Component unavailable", which we catch to hold it.
 local function hand_over(target, origin, stanza)
-	local name = stanza.name .. (select(3, jid_split(stanza.attr.to)) and "/full" or "/bare");
-	local unavailable = false;
-	local watch = setmetatable({
-		send = function(reply)
-			if is_not_connected(reply) then
-				unavailable = true;
-				hold(origin, stanza, reply);
-			else
-				origin.send(reply);
-			end
-		end;
-	}, { __index = origin });
-	target.events.fire_event(name, { origin = watch, stanza = stanza });
-	if not unavailable then
+	local watched, was_held = holding.watch(origin, stanza);
+	target.events.fire_event(hold_lib.event_name(stanza), { origin = watched, stanza = stanza });
+	if not was_held() then
 		remember(origin, stanza);
 	end
 end
 
 local function release_held()
-	local target, replay, queue = prosody.hosts[component], recent, held;
-	recent, held = {}, {};
+	local target, replay, queue = prosody.hosts[component], recent, holding.take();
+	recent = {};
 	if #replay + #queue == 0 then return; end
 	module:log("info", "Slave %s is (back) up: handing it %d recent messages again and %d "
 		.. "held stanzas", component, #replay, #queue);
@@ -320,6 +294,9 @@ local function divert(event)
 		-- the master drop it if it had it (docs/protocol.md §4.11.2). A tracking handle on
 		-- the master/slave link only: users and the archive get the message without an id.
 		stanza.attr.id = given_id_prefix .. new_id();
+	end
+	if stanza.name == "message" and stanza.attr.type == "groupchat" then
+		stamp_said(stanza);
 	end
 	hand_over(target, origin, stanza);
 	return true;

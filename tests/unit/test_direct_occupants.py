@@ -1,0 +1,221 @@
+"""The occupants a master reaches directly survive its crash (docs/protocol.md §4.11.5):
+stored as they change, restored in their rooms, asked at connect whether they are still
+there; what mod_dmuc_hold held for the master keeps its time once the module announced
+itself (features/direct_occupants.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dmuc import xmlns
+from dmuc.master.features import direct_occupants
+from dmuc.outbox import DeleteRoom, ForgetOccupants, Outbox, SaveOccupant, SaveRoom
+from dmuc.protocol import stanzas
+from dmuc.records import OccupantRecord, RoomRecord
+from tests.unit.muc_helpers import BIGCHEESE, ROOM, SERVICE, TROY, WIZ, WUMPUS, Harness, codes
+
+
+class Store:
+    """The storage ops of an Outbox applied as the shell applies them (snapshots read at
+    write time)."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, dict[str, Any]] = {}
+        self.occupants: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pending: list[SaveOccupant] = []
+
+    def take(self, out: Outbox) -> Outbox:
+        for op in out.storage:
+            if isinstance(op, SaveRoom):
+                self.rooms[op.room_jid] = op.state
+            elif isinstance(op, DeleteRoom):
+                self.rooms.pop(op.room_jid, None)
+            elif isinstance(op, SaveOccupant):
+                self.pending.append(op)
+            elif isinstance(op, ForgetOccupants):
+                self.write()
+                for key in [k for k in self.occupants if k[0] == op.room_jid]:
+                    del self.occupants[key]
+        return out
+
+    def write(self) -> None:
+        for op in self.pending:
+            state = op.snapshot()
+            if state is None:
+                self.occupants.pop((op.room_jid, op.nick), None)
+            else:
+                self.occupants[(op.room_jid, op.nick)] = state
+        self.pending = []
+
+    def restart(self) -> tuple[Harness, Outbox]:
+        """A new master on what was written (the crash loses nothing written)."""
+        self.write()
+        h = Harness()
+        h.now = 2_000_000.0
+        for jid, state in self.rooms.items():
+            h.service.restore_room(RoomRecord(jid, state), [])
+        records = [OccupantRecord(room, nick, state)
+                   for (room, nick), state in sorted(self.occupants.items())]
+        return h, h.service.restore_occupants(records, h.now)
+
+
+def room_with_three(store: Store) -> Harness:
+    h = Harness()
+    store.take(h.join(WIZ, "wiz"))
+    store.take(h.create_instant(WIZ, "wiz"))
+    store.take(h.join(TROY, "troy"))
+    store.take(h.join(BIGCHEESE, "cheese"))
+    store.take(h.send(f"<presence from='{TROY}' to='{ROOM}/troy'><show>away</show>"
+                      "</presence>"))
+    return h
+
+
+def test_a_restarted_master_has_its_direct_occupants_back_as_they_were() -> None:
+    store = Store()
+    before = room_with_three(store)
+    room = before.service.rooms[ROOM]
+    ids = {nick: o.occupant_id for nick, o in room.occupants.items()}
+    h, restored = store.restart()
+    assert restored.deliveries == []  # nobody is told anything: nothing changed for them
+    again = h.service.rooms[ROOM]
+    assert not again.config.persistent
+    assert {n: (o.bare_jid, o.role, o.occupant_id, list(o.sessions))
+            for n, o in again.occupants.items()} == {
+        n: (o.bare_jid, o.role, ids[n], list(o.sessions)) for n, o in room.occupants.items()}
+    assert stanzas.text_of(stanzas.child(again.occupants["troy"].presence, "show")) == "away"
+    out = h.send(f"<message from='{TROY}' to='{ROOM}' type='groupchat' id='m1'>"
+                 "<body>still here</body></message>")
+    got = {who for who in (WIZ, BIGCHEESE, TROY)
+           if [m.name for m in out.stanzas_for(who)] == ["message"]}
+    assert got == {WIZ, BIGCHEESE, TROY}
+    (copy,) = out.stanzas_for(WIZ)
+    occupant_id = stanzas.child(copy, "occupant-id", xmlns.OCCUPANT_ID)
+    assert occupant_id is not None and occupant_id["id"] == ids["troy"]
+
+
+@pytest.mark.parametrize(("change", "stored"), [
+    (f"<presence from='{TROY}' to='{ROOM}/troy' type='unavailable'/>", {"wiz", "cheese"}),
+    (f"<presence from='{TROY}' to='{ROOM}/trey'/>", {"wiz", "cheese", "trey"}),
+    (f"<iq from='{WIZ}' to='{ROOM}' type='set' id='k'>"
+     "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+     "<item nick='troy' role='none'/></query></iq>", {"wiz", "cheese"}),
+])
+def test_storage_follows_each_change(change: str, stored: set[str]) -> None:
+    store = Store()
+    h = room_with_three(store)
+    store.take(h.send(change))
+    store.write()
+    assert {nick for (_, nick) in store.occupants} == stored
+
+
+def test_a_temporary_room_ends_in_storage_with_its_last_occupant() -> None:
+    store = Store()
+    h = room_with_three(store)
+    for who, nick in ((WIZ, "wiz"), (TROY, "troy"), (BIGCHEESE, "cheese")):
+        store.take(h.send(f"<presence from='{who}' to='{ROOM}/{nick}' type='unavailable'/>"))
+    store.write()
+    assert store.rooms == {} and store.occupants == {}
+
+
+def test_a_temporary_room_without_occupants_is_not_restored() -> None:
+    store = Store()
+    room_with_three(store)
+    store.write()
+    store.occupants.clear()  # as if they had all gone (e.g. rows of an older master)
+    h, out = store.restart()
+    assert ROOM not in h.service.rooms
+    assert DeleteRoom(ROOM) in out.storage
+
+
+def test_at_connect_each_direct_session_is_asked_and_the_gone_ones_removed() -> None:
+    store = Store()
+    room_with_three(store)
+    h, _ = store.restart()
+    out = h.service.connected(h.now)
+    asked = {d.stanza["to"]: d.stanza["id"] for d in out.deliveries if d.stanza.name == "iq"}
+    assert set(asked) == {WIZ, TROY, BIGCHEESE}
+    assert all(i.startswith(direct_occupants.CHECK_PREFIX) for i in asked.values())
+    out = h.send(f"<iq from='{WIZ}' to='{ROOM}' type='result' id='{asked[WIZ]}'/>")
+    assert out.deliveries == []
+    out = h.send(f"<iq from='{TROY}' to='{ROOM}' type='error' id='{asked[TROY]}'>"
+                 "<error type='cancel'><service-unavailable "
+                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+    assert set(h.service.rooms[ROOM].occupants) == {"wiz", "cheese"}
+    (gone,) = [p for p in out.stanzas_for(WIZ) if p.name == "presence"]
+    assert gone["type"] == "unavailable" and {"307", "333"} <= codes(gone)
+    # an answer from someone else, or a second one, changes nothing
+    out = h.send(f"<iq from='{WIZ}' to='{ROOM}' type='error' id='{asked[BIGCHEESE]}'>"
+                 "<error type='cancel'><service-unavailable "
+                 "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+    assert set(h.service.rooms[ROOM].occupants) == {"wiz", "cheese"}
+
+
+ANNOUNCE = (f"<message from='{SERVICE}' to='{SERVICE}'>"
+            f"<hold xmlns='{xmlns.DMUC}'/></message>")
+
+
+@pytest.mark.parametrize(("announced", "age", "delay_from", "kept"), [
+    (True, 30.0, SERVICE, True),  # held by our Prosody: said 30 s ago
+    (False, 30.0, SERVICE, False),  # no module announced: a client may have written it
+    (True, 30.0, "efnet.irc", False),  # someone else's delay
+    (True, 2 * 86_400.0, SERVICE, False),  # older than a day: not believed
+    (True, -60.0, SERVICE, False),  # in the future
+])
+def test_a_held_direct_message_keeps_its_time_only_from_the_hold_module(
+        announced: bool, age: float, delay_from: str, kept: bool) -> None:
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.service.connected(h.now)
+    if announced:
+        assert h.send(ANNOUNCE).deliveries == []
+    said = h.now + 1 - age
+    out = h.send(f"<message from='{TROY}' to='{ROOM}' type='groupchat' id='h1'>"
+                 f"<body>held</body><delay xmlns='{xmlns.DELAY}' from='{delay_from}' "
+                 f"stamp='{stanzas.format_stamp(said)}'/></message>")
+    (copy,) = out.stanzas_for(WIZ)
+    delays = stanzas.children(copy, "delay", xmlns.DELAY)
+    if kept:
+        assert [(d["from"], d["stamp"]) for d in delays] == [
+            (ROOM, stanzas.format_stamp(said))]
+    else:
+        assert delays == []
+
+
+@pytest.mark.parametrize(("who", "kind", "announced", "held", "answer"), [
+    (WUMPUS, "groupchat", True, True, "dropped"),  # the slave submits it again
+    (WUMPUS, "chat", True, True, "remote-server-timeout"),  # its slave learns of the split
+    (WUMPUS, "groupchat", False, True, "not-acceptable"),  # no module: not a held stanza
+    (WUMPUS, "groupchat", True, False, "not-acceptable"),  # not held: a user out of the room
+    (TROY, "groupchat", True, True, None),  # a direct user: held, then taken (as above)
+])
+def test_what_our_prosody_held_from_a_slaves_domain_is_left_to_its_slave(
+        who: str, kind: str, announced: bool, held: bool, answer: str | None) -> None:
+    """After a master restart its Prosody hands it what a slave had forwarded meanwhile;
+    the slave, not the master, knows what to submit again (§4.11.2): a groupchat is a
+    second copy of what it submits again, anything else gets the answer the master's
+    absence gave before, which mod_dmuc_slave passes to it."""
+    h = Harness(slaves={"dmuc.killrc.oulubox.irc": frozenset({"killrc.oulubox.irc"})})
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.service.connected(h.now)
+    if announced:
+        h.send(ANNOUNCE)
+    delay = (f"<delay xmlns='{xmlns.DELAY}' from='{SERVICE}' "
+             f"stamp='{stanzas.format_stamp(h.now)}'/>" if held else "")
+    to = ROOM if kind == "groupchat" else f"{ROOM}/wiz"
+    out = h.send(f"<message from='{who}' to='{to}' type='{kind}' id='s1'>"
+                 f"<body>forwarded</body>{delay}</message>")
+    errors = [m for m in out.stanzas_for(who) if m.getAttribute("type") == "error"]
+    if answer == "dropped":
+        assert out.deliveries == [] and h.service.distribution.duplicates == {ROOM: 1}
+        return
+    if answer is None:
+        assert errors == [] and len(out.stanzas_for(WIZ)) == 1
+        return
+    (error,) = errors
+    assert stanzas.error_condition(error) == answer and out.stanzas_for(WIZ) == []
+    if answer == "remote-server-timeout":
+        assert stanzas.child(error, "error")["by"] == SERVICE
