@@ -46,8 +46,8 @@ def apply_form(room: Room, values: dict[str, list[str]]) -> RoomConfig:
 def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
     sender = stanza.getAttribute("from")
     what = f"muc#owner {stanza.getAttribute('type')} to {room.jid}"
-    if room.affiliation(jids.bare(sender)) != "owner":
-        stanzas.refuse(out, stanza, "auth", "forbidden", "Only owners may configure the room",
+    if room.affiliation(jids.bare(sender)) != "owner":  # (in mod_muc's words)
+        stanzas.refuse(out, stanza, "auth", "forbidden", "Only owners can configure rooms",
                        what=what)
         return
     if stanza.getAttribute("type") == "get":
