@@ -25,7 +25,8 @@ ATTRS = ((NAME, "name"), (DESCRIPTION, "description"), (LANGUAGE, "language"))
 def config_form(room: Room, fields: list[Field]) -> None:
     c = room.config
     fields += [
-        {"var": NAME, "type": "text-single", "label": "Title", "value": c.name},
+        {"var": NAME, "type": "text-single", "label": "Title",
+         "value": c.name or None},  # as name.lib: no value for a room without a name
         {"var": DESCRIPTION, "type": "text-single", "label": "Description",
          "value": c.description},
         {"var": LANGUAGE, "type": "text-single", "label": "Language tag", "value": c.language,
