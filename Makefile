@@ -11,7 +11,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run run-single test unit lint bench bench-daemon soak faults deps venv clean man \
+.PHONY: demo run run-single test unit lint bench bench-scale bench-scale-ci bench-daemon soak \
+	faults deps venv clean man \
 	install install-deps
 
 demo: deps venv
@@ -56,6 +57,19 @@ soak: deps venv
 BENCH_ARGS ?=
 bench: deps venv
 	$(BIN)/python -m benchmarks.realnet $(BENCH_ARGS)
+
+# At scale: N=300, 2,000 and 10,000 occupants on K=10 users' servers (12 Prosody servers),
+# then bursts of 1,000 and 10,000 joins at once (through a slave, direct) with pings; dmuc
+# and mod_muc side by side (mod_muc up to 2,000: its joins are quadratic); writes its
+# section of docs/benchmarks.md and docs/bench/realnet-scale.json
+SCALE_ARGS ?=
+bench-scale: deps venv
+	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
+
+# The same code path at CI size, as a test (K=10, small N and bursts; tests/integration/
+# test_bench_scale.py, marked "scale", which `make test` leaves out)
+bench-scale-ci: deps venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale tests/integration/test_bench_scale.py
 
 # the older single-daemon benchmarks (a daemon against a fake Prosody)
 bench-daemon: deps venv

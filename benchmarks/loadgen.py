@@ -10,6 +10,11 @@ with one JSON line on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": 
 ``leave``     {"room": ..., "clients": [...]}: unavailable presence, wait for the 110 echo
 ``newcomer``  {"room": ..., "client": i}: join and time until the whole roster is in
               (the newcomer's own presence, which XEP-0045 sends after every other)
+``configure`` {"room": ..., "client": i, "broadcast": [role, ...]}: the room's owner sets
+              the roles whose presence the room broadcasts (muc#roomconfig_presencebroadcast)
+``burst``     {"room", "clients", "pingers", "marks"}: every client sends its join at once
+              while each pinger pings the room every 50 ms; when the marks-th own
+              presences came back, and each pinger's round trips
 ``traffic``   {"room", "senders", "count", "rate" | "window", "timeout"}: each sender
               sends ``count`` groupchat messages, paced at ``rate`` messages/s in all or as
               fast as a window of ``window`` messages not yet echoed back to the sender
@@ -38,6 +43,11 @@ from xml.sax.saxutils import quoteattr
 BODY = re.compile(rb"<body>b (\d+) (\d+)</body>")
 # the end of a presence carrying status 110 (the room's presence of the recipient itself)
 SELF_PRESENCE = re.compile(rb"<status code=['\"]110['\"]\s*/>")
+# an IQ answer (result or error) and its id
+IQ_ID = re.compile(rb"\sid=['\"]([^'\"]+)['\"]")
+IQ_TYPE = re.compile(rb"\stype=['\"]([^'\"]+)['\"]")
+PING_INTERVAL = 0.05
+PING_TIMEOUT = 120.0  # a ping unanswered this long is counted as this long
 LOGIN_TIMEOUT = 60.0
 
 
@@ -63,6 +73,8 @@ class RawClient:
     presences: int = 0
     first_presence: float | None = None  # when the first one since it was reset came
     presence_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # IQs sent and not yet answered: id -> future of the answer's type
+    answers: dict[str, asyncio.Future[str]] = field(default_factory=dict)
 
     @property
     def domain(self) -> str:
@@ -106,8 +118,9 @@ class RawClient:
 
     def on_data(self, data: bytes, phase: Traffic | None) -> None:
         buf = self.buffer + data
-        # scan up to the last "<" (or an unterminated body): no pattern crosses the cut
-        cut = buf.rfind(b"<")
+        # scan up to the last "<" (or an unterminated body), or all of it when it ends
+        # with a complete tag (a lone IQ answer): no pattern crosses the cut
+        cut = len(buf) if buf.endswith(b">") else buf.rfind(b"<")
         body = buf.rfind(b"<body>")
         if body != -1 and buf.find(b"</body>", body) == -1:
             cut = body
@@ -123,6 +136,24 @@ class RawClient:
         if found:
             self.self_presences += found
             self.presence_event.set()
+        if self.answers and b"<iq" in scan:
+            self._iq_answers(scan)
+
+    def _iq_answers(self, scan: bytes) -> None:
+        for tag in re.finditer(rb"<iq\s[^>]*>", scan):
+            ident, kind = IQ_ID.search(tag.group()), IQ_TYPE.search(tag.group())
+            if ident is None or kind is None:
+                continue
+            waiter = self.answers.pop(ident.group(1).decode(), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(kind.group(1).decode())
+
+    async def iq(self, xml: str, ident: str, timeout: float) -> str:
+        """Send an IQ (``xml``, whose id is ``ident``); the answer's type."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.answers[ident] = waiter
+        self.send(xml)
+        return await asyncio.wait_for(waiter, timeout)
 
     async def run(self, gen: LoadGen) -> None:
         assert self.reader is not None
@@ -191,7 +222,7 @@ class Traffic:
         self.changed.set()
 
 
-def _percentile(values: list[float], p: float) -> float | None:
+def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -250,6 +281,69 @@ class LoadGen:
         await asyncio.gather(*(self.clients[i].wait_self_presence(n, timeout)
                                for i, n in wanted.items()))
         return {"seconds": time.monotonic() - began}
+
+    async def configure(self, room: str, client: int, broadcast: list[str],
+                        timeout: float = 60.0) -> dict[str, Any]:
+        """The owner ``client`` sets the roles whose presence ``room`` broadcasts."""
+        values = "".join(f"<value>{role}</value>" for role in broadcast)
+        kind = await self.clients[client].iq(
+            f"<iq type='set' to={quoteattr(room)} id='cfg'>"
+            "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+            "<value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+            f"<field var='muc#roomconfig_presencebroadcast'>{values}</field>"
+            "</x></query></iq>", "cfg", timeout)
+        if kind != "result":
+            raise RuntimeError(f"{room}: the configuration was refused ({kind})")
+        return {}
+
+    async def _pings(self, c: RawClient, room: str, done: asyncio.Event,
+                     rtts: list[float], timeout: float) -> None:
+        """Ping ``room`` from ``c`` (PING_INTERVAL after each answer) until ``done``."""
+        n = 0
+        while not done.is_set():
+            n += 1
+            ident = f"ping{c.index}-{n}"
+            sent = time.monotonic()
+            try:
+                await c.iq(f"<iq type='get' to={quoteattr(room)} id='{ident}'>"
+                           "<ping xmlns='urn:xmpp:ping'/></iq>", ident, timeout)
+            except TimeoutError:
+                c.answers.pop(ident, None)  # counted at the timeout: a lower bound
+            rtts.append(time.monotonic() - sent)
+            await asyncio.sleep(PING_INTERVAL)
+
+    async def burst(self, room: str, clients: list[int], pingers: list[int],
+                    marks: list[int], timeout: float = 600.0) -> dict[str, Any]:
+        """Every client of ``clients`` sends its join at once (no history), while each of
+        ``pingers`` (already in the room) pings the room; until every own presence is back.
+        Returns the seconds until the n-th own presence for n in ``marks`` and each
+        pinger's round trips (s)."""
+        done = asyncio.Event()
+        rtts: dict[int, list[float]] = {i: [] for i in pingers}
+        ping_tasks = [asyncio.ensure_future(self._pings(self.clients[i], room, done,
+                                                        rtts[i], PING_TIMEOUT))
+                      for i in pingers]
+        began = time.monotonic()
+        arrived: list[float] = []
+
+        async def one(c: RawClient, want: int) -> None:
+            await c.wait_self_presence(want, timeout)
+            arrived.append(time.monotonic() - began)
+
+        waits = []
+        for i in clients:
+            c = self.clients[i]
+            waits.append(one(c, c.self_presences + 1))
+            self._presence(c, room)
+        try:
+            await asyncio.gather(*waits)
+        finally:
+            done.set()
+            await asyncio.gather(*ping_tasks)
+        arrived.sort()
+        return {"marks": {str(n): arrived[n - 1] for n in marks if 0 < n <= len(arrived)},
+                "pings": {str(i): rtts[i] for i in pingers}}
 
     async def newcomer(self, room: str, client: int, timeout: float = 120.0
                        ) -> dict[str, Any]:
@@ -346,14 +440,14 @@ class LoadGen:
             "max_per_client": max(got) if got else 0,
             "elapsed": elapsed,
             "rate": phase.copies / elapsed,
-            "p50": _percentile(lat, 50),
-            "p99": _percentile(lat, 99),
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
             "mean": statistics.fmean(lat) if lat else None,
         }
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
+        reader = asyncio.StreamReader(limit=2**26)  # a command lists 10,000s of accounts
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while line := await reader.readline():
             request = json.loads(line)

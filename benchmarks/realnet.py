@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.faults import DmucDaemons
-from testbed.network import MASTER_DOMAIN, MUC_SERVICE, SLAVE_DOMAINS, DmucNetwork
+from testbed.network import MASTER_DOMAIN, MUC_SERVICE, DmucNetwork
 from testbed.prosody import ComponentSpec, TestbedError
 
 MOD_MUC_SERVICE = f"conference.{MASTER_DOMAIN}"
@@ -52,7 +52,8 @@ SYSTEMS = (("dmuc", MUC_SERVICE), ("mod_muc", MOD_MUC_SERVICE))
 MASTER_TOML = "[muc.limits]\nrate = 0\nslave_rate = 0\n"
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- realnet:begin -->", "<!-- realnet:end -->"
+# the marked sections of DOC each command rewrites: ``make bench`` and ``make bench-scale``
+SECTIONS = ("realnet", "realnet-scale")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -124,27 +125,36 @@ class Settings:
     drain: float = 60.0
     # mod_dmuc_slave's one-copy fan-out (docs/protocol.md §4.15); False: a copy per user
     fanout: bool = True
+    # the roles whose presence the room broadcasts (muc#roomconfig_presencebroadcast, set
+    # by the first occupant, the owner, before the others enter); None: every role, the
+    # default. ("moderator",) makes N joins cost O(N) copies instead of N² (at N=10,000,
+    # 100 million presences: hours on either system), and the newcomer's roster the
+    # moderators only
+    broadcast: tuple[str, ...] | None = None
+    # the systems run (mod_muc's joins cost it O(room size) each even when it lists no
+    # one: send_occupant_list builds every occupant's presence before filtering, so N
+    # joins cost it O(N²) work, about 75 min at N=10,000 on this machine)
+    systems: tuple[str, ...] = ("dmuc", "mod_muc")
 
 
 class Rig:
     """The network, the daemons and the load process of one case."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
-        if not 1 <= settings.servers <= len(SLAVE_DOMAINS):
-            raise ValueError(f"--servers must be 1..{len(SLAVE_DOMAINS)} on this network")
         self.settings = settings
-        self.user_domains = list(SLAVE_DOMAINS[:settings.servers])
         muc = ComponentSpec(MOD_MUC_SERVICE, "", plugin="muc",
                             options={"muc_room_locking": False})
         self.network = DmucNetwork(workdir / "net", extra_components={MASTER_DOMAIN: [muc]},
-                                   log_level="info")
+                                   log_level="info", slaves_count=settings.servers)
+        self.user_domains = list(self.network.slave_domains)
         self.network.counter.keep_log = False
-        for domain in SLAVE_DOMAINS:
+        for domain in self.user_domains:
             options = self.network.servers[domain].prosody.host_options[domain]
             options = {**options, "dmuc_slave_fanout": settings.fanout}
             self.network.servers[domain].prosody.host_options[domain] = options
         self.daemons: DmucDaemons | None = None
         self.load: LoadProcess | None = None
+        self.extra_loads: list[LoadProcess] = []  # more load processes (the bursts')
         self.workdir = workdir
 
     def start(self) -> Rig:
@@ -155,8 +165,9 @@ class Rig:
         return self
 
     def stop(self) -> None:
-        if self.load is not None:
-            self.load.stop()
+        for load in [*self.extra_loads, self.load]:
+            if load is not None:
+                load.stop()
         if self.daemons is not None:
             self.daemons.stop()
         self.network.stop()
@@ -184,10 +195,13 @@ class Rig:
                                        counts["message"])
         return out
 
-    def accounts(self, n: int, prefix: str = "u") -> list[list[Any]]:
+    def accounts(self, n: int, prefix: str = "u",
+                 domains: Sequence[str] | None = None) -> list[list[Any]]:
+        """``n`` accounts spread evenly over ``domains`` (default: the users' servers)."""
+        domains = list(domains or self.user_domains)
         out = []
         for i in range(n):
-            domain = self.user_domains[i % len(self.user_domains)]
+            domain = domains[i % len(domains)]
             server = self.network.servers[domain]
             out.append([f"{prefix}{i}@{domain}", server.ip, server.c2s_port])
         return out
@@ -219,12 +233,20 @@ def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
     """The occupants enter; the time, CPU and the server side's RSS growth per occupant."""
     assert r.load is not None
     mem0, cpu0 = _memory(r), r.cpu()
-    out["join_seconds"] = r.load.call("join", room=room, clients=occupants)["seconds"]
+    began = time.monotonic()
+    if r.settings.broadcast is not None:
+        # the first occupant creates the room (its owner) and sets what it broadcasts
+        r.load.call("join", room=room, clients=occupants[:1])
+        r.load.call("configure", room=room, client=occupants[0],
+                    broadcast=list(r.settings.broadcast))
+        occupants = occupants[1:]
+    r.load.call("join", room=room, clients=occupants)
+    out["join_seconds"] = time.monotonic() - began
     out["join_cpu"] = _delta(r.cpu(), cpu0)
     mem1 = _memory(r)
     out["rss_growth_kib_by_process"] = {k: mem1[k] - mem0.get(k, 0) for k in mem1}
     out["rss_growth_kib_per_occupant"] = \
-        (sum(mem1.values()) - sum(mem0.values())) / len(occupants)
+        (sum(mem1.values()) - sum(mem0.values())) / r.settings.occupants
 
 
 def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
@@ -243,15 +265,36 @@ def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
     out["newcomer_first_p50"] = firsts[len(firsts) // 2] if firsts else None
 
 
+def settle(r: Rig, quiet: float = 2.0, limit: float = 180.0) -> float:
+    """Wait until nothing crosses the s2s links for ``quiet`` seconds (at most ``limit``):
+    what the previous phase left in flight (mod_muc's flood backlog is still draining
+    minutes later at N=2,000) must not be counted in the next one. The seconds waited."""
+    began = time.monotonic()
+    last, since = -1, began
+    while time.monotonic() - began < limit:
+        total = sum(sum(v[:2]) for v in r.s2s().values())
+        now = time.monotonic()
+        if total != last:
+            last, since = total, now
+        elif now - since >= quiet:
+            break
+        time.sleep(0.25)  # a window of silence has no event to await
+    return time.monotonic() - began
+
+
 def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, Any]:
     """One traffic phase from one sender on each users' server; CPU and s2s counted."""
     assert r.load is not None
     senders = occupants[:len(r.user_domains)]
+    settled = settle(r)
     r.network.reset_counts()
-    cpu0 = r.cpu()
+    cpu0, load0 = r.cpu(), cpu_seconds(r.load.pid)
     result = r.load.call("traffic", room=room, senders=senders, drain=r.settings.drain,
                          receivers=occupants, **args)
     cpu1 = r.cpu()
+    # the clients' own process: near one core's worth of the elapsed time, it bounds the rate
+    result["load_cpu"] = cpu_seconds(r.load.pid) - load0
+    result["settled_seconds"] = settled
     result["cpu"] = _delta(cpu1, cpu0)
     result["cpu_by_process"] = {k: v - cpu0[k] for k, v in cpu1.items()}
     result["s2s"] = r.s2s()
@@ -264,7 +307,8 @@ def run_both(r: Rig, occupants: list[int], newcomer: int) -> dict[str, dict[str,
     (the given rate, or half the slower flood's messages/s if that is less)."""
     s = r.settings
     out: dict[str, dict[str, Any]] = {
-        system: {"system": system, "room": f"bench@{service}"} for system, service in SYSTEMS}
+        system: {"system": system, "room": f"bench@{service}"} for system, service in SYSTEMS
+        if system in s.systems}
     for res in out.values():
         enter(r, res, res["room"], occupants)
     for res in out.values():
@@ -283,7 +327,8 @@ def run_both(r: Rig, occupants: list[int], newcomer: int) -> dict[str, dict[str,
                                rate=rate, duration=s.paced_seconds * 3)
     assert r.load is not None
     for res in out.values():
-        r.load.call("leave", room=res["room"], clients=occupants)
+        # N leaves cost N² presences too (each goes to everyone left): minutes at K=10
+        r.load.call("leave", room=res["room"], clients=occupants, timeout=600.0)
         res["memory"] = {k: memory_kib(p) for k, p in r.server_pids().items()}
     return out
 
@@ -327,11 +372,14 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(figure, dmuc, mod_muc, ratio dmuc / mod_muc)."""
-    d, m = case["results"]["dmuc"], case["results"]["mod_muc"]
+    """(figure, dmuc, mod_muc, ratio dmuc / mod_muc); "-" where a system was not run."""
+    results = case["results"]
+    d = results["dmuc"]
     out: list[tuple[str, str, str, str]] = []
 
-    def row(name: str, a: float | None, b: float | None, digits: int = 1) -> None:
+    def row(name: str, get: Callable[[dict[str, Any]], float | None],
+            digits: int = 1) -> None:
+        a, b = (get(results[k]) if k in results else None for k in ("dmuc", "mod_muc"))
         ratio = f"{a / b:.2f}" if a is not None and b else "-"
         out.append((name, _fmt(a, digits), _fmt(b, digits), ratio))
 
@@ -341,85 +389,97 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     def mib(r: dict[str, Any], prefix: str) -> float:
         return sum(v["VmHWM"] for k, v in r["memory"].items() if k.startswith(prefix)) / 1024
 
-    row("flood: delivered stanzas/s", d["flood"]["rate"], m["flood"]["rate"], 0)
-    row("flood: messages sent", d["flood"]["sent"], m["flood"]["sent"], 0)
+    def ms(value: float | None) -> float | None:
+        return None if value is None else 1000 * value
+
+    row("flood: delivered stanzas/s", lambda x: x["flood"]["rate"], 0)
+    row("flood: messages sent", lambda x: x["flood"]["sent"], 0)
     row("flood: copies missing / duplicated",
-        d["flood"]["missing"] + d["flood"]["duplicates"],
-        m["flood"]["missing"] + m["flood"]["duplicates"], 0)
-    row("flood: server CPU s per 1,000 delivered", per_1000(d["flood"]),
-        per_1000(m["flood"]), 3)
-    row(f"paced {d['paced_rate']:.1f} msg/s: p50 latency ms",
-        1000 * (d["paced"]["p50"] or 0), 1000 * (m["paced"]["p50"] or 0))
-    row("paced: p99 latency ms", 1000 * (d["paced"]["p99"] or 0),
-        1000 * (m["paced"]["p99"] or 0))
+        lambda x: x["flood"]["missing"] + x["flood"]["duplicates"], 0)
+    row("flood: server CPU s per 1,000 delivered", lambda x: per_1000(x["flood"]), 3)
+    row(f"paced {d['paced_rate']:.1f} msg/s: p50 latency ms", lambda x: ms(x["paced"]["p50"]))
+    row("paced: p99 latency ms", lambda x: ms(x["paced"]["p99"]))
     row("paced: copies missing / duplicated",
-        d["paced"]["missing"] + d["paced"]["duplicates"],
-        m["paced"]["missing"] + m["paced"]["duplicates"], 0)
-    row("paced: server CPU s per 1,000 delivered", per_1000(d["paced"]),
-        per_1000(m["paced"]), 3)
-    row("s2s messages per broadcast (master's server -> users' servers)",
-        d["per_broadcast"]["messages"], m["per_broadcast"]["messages"], 2)
-    row("s2s stanzas of all kinds per broadcast (master's server -> users' servers)",
-        d["per_broadcast"]["stanzas"], m["per_broadcast"]["stanzas"], 2)
-    row("s2s bytes per broadcast (master's server -> users' servers)",
-        d["per_broadcast"]["bytes"], m["per_broadcast"]["bytes"], 0)
-    row("s2s stanzas per broadcast (all links, both ways)",
-        d["per_broadcast"]["all_stanzas"], m["per_broadcast"]["all_stanzas"], 2)
-    row("s2s bytes per broadcast (all links, both ways)",
-        d["per_broadcast"]["all_bytes"], m["per_broadcast"]["all_bytes"], 0)
-    row(f"newcomer gets the whole roster (p50 of {case['settings']['newcomers']}), ms",
-        1000 * (d["newcomer_p50"] or 0), 1000 * (m["newcomer_p50"] or 0))
-    row("newcomer: first roster presence (p50), ms", 1000 * (d["newcomer_first_p50"] or 0),
-        1000 * (m["newcomer_first_p50"] or 0))
-    row(f"{case['settings']['occupants']} occupants enter, s", d["join_seconds"],
-        m["join_seconds"], 2)
+        lambda x: x["paced"]["missing"] + x["paced"]["duplicates"], 0)
+    row("paced: server CPU s per 1,000 delivered", lambda x: per_1000(x["paced"]), 3)
+    for key, name, digits in (
+            ("messages", "s2s messages per broadcast (master's server -> users' servers)", 2),
+            ("stanzas", "s2s stanzas of all kinds per broadcast (master's server -> users' "
+                        "servers)", 2),
+            ("bytes", "s2s bytes per broadcast (master's server -> users' servers)", 0),
+            ("all_stanzas", "s2s stanzas per broadcast (all links, both ways)", 2),
+            ("all_bytes", "s2s bytes per broadcast (all links, both ways)", 0)):
+        row(name, lambda x, key=key: x["per_broadcast"][key], digits)
+    shown = case["settings"].get("broadcast")
+    roster = "whole roster" if shown is None else f"roster ({'/'.join(shown)} shown)"
+    row(f"newcomer gets the {roster} (p50 of {case['settings']['newcomers']}), ms",
+        lambda x: ms(x["newcomer_p50"]))
+    row("newcomer: first roster presence (p50), ms", lambda x: ms(x["newcomer_first_p50"]))
+    row(f"{case['settings']['occupants']} occupants enter, s", lambda x: x["join_seconds"], 2)
     row("RSS growth of the server side per occupant, KiB",
-        d["rss_growth_kib_per_occupant"], m["rss_growth_kib_per_occupant"], 1)
+        lambda x: x["rss_growth_kib_per_occupant"], 1)
+    m = results.get("mod_muc")
     out.append(("peak RSS master / slaves (dmuc), master's Prosody (both), MiB",
                 f"{mib(d, 'master'):.1f} / {mib(d, 'slave'):.1f}",
-                f"{mib(m, 'prosody ' + MASTER_DOMAIN):.1f}", "-"))
+                "-" if m is None else f"{mib(m, 'prosody ' + MASTER_DOMAIN):.1f}", "-"))
     return out
 
 
 def table(case: dict[str, Any]) -> str:
     s = case["settings"]
     fanout = "one copy + recipient list" if s.get("fanout", True) else "a copy per user"
+    shown = s.get("broadcast")
+    presence = "" if shown is None else \
+        f"; the room broadcasts the presence of {'/'.join(shown)} only"
     lines = [f"N = {s['occupants']} occupants on K = {s['servers']} users' servers "
-             f"(slave -> its Prosody: {fanout})",
+             f"(slave -> its Prosody: {fanout}{presence})",
              "", "| figure | dmuc | mod_muc | dmuc / mod_muc |", "|---|---:|---:|---:|"]
     lines += [f"| {a} | {b} | {c} | {r} |" for a, b, c, r in rows(case)]
     return "\n".join(lines)
 
 
 def cpu_split(case: dict[str, Any]) -> str:
+    """Per process: the flood's CPU seconds, and peak RSS (VmHWM) over the whole run."""
     lines = []
-    for system in ("dmuc", "mod_muc"):
-        flood = case["results"][system]["flood"]
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in flood["cpu_by_process"].items() if v > 0.05)
-        lines.append(f"- {system} flood, CPU s by process: {parts}")
+    for system, res in case["results"].items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in res["flood"]["cpu_by_process"].items()
+                          if v > 0.05)
+        lines.append(f"- {system} flood, CPU s by process: {parts}; the load process "
+                     f"(the clients, not counted above) {res['flood'].get('load_cpu', 0):.1f}"
+                     f" s in {res['flood']['elapsed']:.1f} s")
+    # the processes are shared by both systems (the users' Prosody servers serve both
+    # rooms): the peak is read after each system's run, the later one covers both
+    peaks = list(case["results"].values())[-1]["memory"]
+    parts = ", ".join(f"{k} {v['VmHWM'] / 1024:.0f}" for k, v in peaks.items())
+    lines.append(f"- peak RSS by process after both runs, MiB: {parts}")
     return "\n".join(lines)
 
 
-def write_doc(cases: Sequence[dict[str, Any]], command: str) -> None:
+def write_doc(cases: Sequence[dict[str, Any]], command: str, section: str = SECTIONS[0],
+              extra: Sequence[str] = ()) -> None:
+    """Rewrite ``section`` of docs/benchmarks.md (between its markers) with the tables."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = [BEGIN, "", f"Run {when} on {platform.node() or 'this machine'} "
+    body = [begin, "", f"Run {when} on {platform.node() or 'this machine'} "
             f"({os.cpu_count()} CPUs), command:", "", "```sh", command, "```", ""]
     for case in cases:
         body += [table(case), "", cpu_split(case), ""]
-    body.append(END)
+    body += [*extra, end]
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + "\n".join(body) + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + "\n".join(body) + rest.split(end, 1)[1]
     else:
         text += "\n" + "\n".join(body) + "\n"
     DOC.write_text(text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--occupants", type=int, nargs="+", default=[300, 1000])
-    p.add_argument("--servers", type=int, default=3)
+def add_case_arguments(p: argparse.ArgumentParser, occupants: list[int],
+                       servers: int) -> None:
+    """The options of one case (shared with ``benchmarks.scale``)."""
+    p.add_argument("--occupants", type=int, nargs="+", default=occupants)
+    p.add_argument("--servers", type=int, default=servers,
+                   help="K: users' servers with a slave (the network has K + 2 servers)")
     p.add_argument("--newcomers", type=int, default=5)
     p.add_argument("--paced-rate", type=float, default=30.0)
     p.add_argument("--paced-seconds", type=float, default=10.0)
@@ -430,26 +490,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "dmuc_slave_fanout = false)")
     p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
-    args = p.parse_args(argv)
+
+
+def settings_for(args: argparse.Namespace, occupants: int,
+                 broadcast: tuple[str, ...] | None = None) -> Settings:
+    return Settings(occupants=occupants, servers=args.servers, newcomers=args.newcomers,
+                    paced_rate=args.paced_rate, paced_seconds=args.paced_seconds,
+                    flood_seconds=args.flood_seconds, window=args.window,
+                    fanout=not args.no_fanout, broadcast=broadcast)
+
+
+def run_cases(settings: Sequence[Settings]) -> list[dict[str, Any]]:
+    """Each case on a network of its own; its table printed as it ends."""
     cases = []
-    began = time.monotonic()
-    for n in args.occupants:
-        settings = Settings(occupants=n, servers=args.servers, newcomers=args.newcomers,
-                            paced_rate=args.paced_rate, paced_seconds=args.paced_seconds,
-                            flood_seconds=args.flood_seconds, window=args.window,
-                            fanout=not args.no_fanout)
-        print(f"-- N={n} K={args.servers}: dmuc and mod_muc ...", flush=True)
-        case = run_case(settings)
+    for one in settings:
+        print(f"-- N={one.occupants} K={one.servers}: dmuc and mod_muc ...", flush=True)
+        case = run_case(one)
         cases.append(case)
         print(table(case), flush=True)
         print(cpu_split(case), flush=True)
+    return cases
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add_case_arguments(p, occupants=[300, 1000], servers=3)
+    args = p.parse_args(argv)
+    began = time.monotonic()
+    cases = run_cases([settings_for(args, n) for n in args.occupants])
     print(f"({time.monotonic() - began:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(cases, indent=1))
     if not args.no_doc:
-        command = "python -m benchmarks.realnet " + " ".join(sys.argv[1:] if argv is None
-                                                             else argv)
-        write_doc(cases, command.strip())
+        write_doc(cases, command_line("benchmarks.realnet", argv).strip())
     return 0
 
 

@@ -1,7 +1,7 @@
 """A multi-server XMPP network on loopback, for dmuc master/slave tests, demos and benchmarks.
 
-Five Prosody servers, each on its own loopback address, linked by real s2s (dialback, no TLS);
-a dnsmasq answers A and SRV records for every domain instantly:
+Five Prosody servers (by default), each on its own loopback address, linked by real s2s
+(dialback, no TLS); a dnsmasq answers A and SRV records for every domain instantly:
 
 ==================  =========================================================================
 avalon.irc          users, and the Component ``channel.avalon.irc`` for the dmuc master
@@ -11,9 +11,11 @@ vesa.yeggmaex.irc   users (mod_dmuc_slave) and the slave Component ``dmuc.vesa.y
 efnet.irc           users only: they join the master directly over s2s
 ==================  =========================================================================
 
-No dmuc daemon is started here: :meth:`DmucNetwork.master_config` and
-:meth:`DmucNetwork.slave_config` give the TOML for ``TwistdDaemon("dmuc-master", ...)`` and
-``TwistdDaemon("dmuc-slave", ...)``.
+``DmucNetwork(workdir, slaves_count=10)`` adds users' servers with a slave each,
+``users4.irc`` ... ``users10.irc`` on 127.0.0.7 onwards, configured as the seed's three
+(the scale benchmark's K=10 network). No dmuc daemon is started here:
+:meth:`DmucNetwork.master_config` and :meth:`DmucNetwork.slave_config` give the TOML for
+``TwistdDaemon("dmuc-master", ...)`` and ``TwistdDaemon("dmuc-slave", ...)``.
 
 Every s2s connection goes through a counting TCP proxy in front of the receiving server (the
 SRV records point at the proxy): it forwards the bytes unchanged and counts the top-level
@@ -65,8 +67,30 @@ MUC_SERVICE = "channel.avalon.irc"
 SLAVE_DOMAINS = ("killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc")
 DIRECT_DOMAIN = "efnet.irc"
 DOMAINS = (MASTER_DOMAIN, *SLAVE_DOMAINS, DIRECT_DOMAIN)
-# one loopback address per server (all of 127/8 is local on Linux)
-DEFAULT_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
+MAX_SLAVES = 100
+
+
+def slave_domains(count: int = len(SLAVE_DOMAINS)) -> tuple[str, ...]:
+    """The users' servers with a slave in a network of ``count`` of them: the seed's three,
+    then ``users4.irc``, ``users5.irc``, ... (the K=10 testbed of the scale benchmark)."""
+    if not 1 <= count <= MAX_SLAVES:
+        raise ValueError(f"a network has 1..{MAX_SLAVES} slave servers, not {count}")
+    extra = tuple(f"users{i}.irc" for i in range(len(SLAVE_DOMAINS) + 1, count + 1))
+    return (*SLAVE_DOMAINS, *extra)[:count]
+
+
+def network_domains(slaves_count: int = len(SLAVE_DOMAINS)) -> tuple[str, ...]:
+    """Every server of a network with ``slaves_count`` slave servers, in address order:
+    the master's, the seed's slave servers, the direct one, then the extra slave servers."""
+    slaves = slave_domains(slaves_count)
+    return (MASTER_DOMAIN, *slaves[:len(SLAVE_DOMAINS)], DIRECT_DOMAIN,
+            *slaves[len(SLAVE_DOMAINS):])
+
+
+def network_ips(count: int) -> tuple[str, ...]:
+    """``count`` loopback addresses from 127.0.0.2, one per server (all of 127/8 is local on
+    Linux): the seed's five servers keep 127.0.0.2-6 whatever the network's size."""
+    return tuple(f"127.0.0.{2 + i}" for i in range(count))
 MODULES_DIR = REPO_ROOT / "etc" / "prosody" / "modules"
 DMUC_NS = "urn:xmpp:tmp:dmuc:0"
 KINDS = ("message", "presence", "iq")
@@ -644,7 +668,9 @@ class S2SCounter:
 
 
 class DmucNetwork:
-    """Five Prosody servers linked by s2s, a dnsmasq and the counting s2s proxy.
+    """The Prosody servers linked by s2s, a dnsmasq and the counting s2s proxy: the seed's
+    five, or with ``slaves_count`` K another number of users' servers with a slave (K=10
+    for the scale benchmark: :func:`network_domains`, each Prosody configured as the others).
 
     ``slaves=False`` leaves out the slave components and mod_dmuc_slave (every user then
     reaches the master over s2s: the baseline for counting). ``extra_components`` adds
@@ -659,18 +685,22 @@ class DmucNetwork:
         *,
         slaves: bool = True,
         extra_components: Mapping[str, Sequence[ComponentSpec]] | None = None,
-        ips: Sequence[str] = DEFAULT_IPS,
+        ips: Sequence[str] | None = None,
         c2s_port: int | None = None,
         log_level: str = "debug",
+        slaves_count: int = len(SLAVE_DOMAINS),
     ) -> None:
-        if len(ips) < len(DOMAINS):
-            raise ValueError(f"need {len(DOMAINS)} addresses")
+        domains = network_domains(slaves_count)
+        ips = network_ips(len(domains)) if ips is None else ips
+        if len(ips) < len(domains):
+            raise ValueError(f"need {len(domains)} addresses")
         self.workdir = Path(workdir).resolve()
         self.slaves = slaves
+        self.slave_domains = slave_domains(slaves_count)
         self.servers: dict[str, NetServer] = {}
         self._domain_owner: dict[str, str] = {}
         extra = dict(extra_components or {})
-        for domain, ip in zip(DOMAINS, ips):
+        for domain, ip in zip(domains, ips):
             self.servers[domain] = self._make_server(
                 domain, ip, list(extra.get(domain, ())), c2s_port, log_level)
         for server in self.servers.values():
@@ -698,7 +728,7 @@ class DmucNetwork:
             components.append(ComponentSpec(MUC_SERVICE, secrets.token_hex(16),
                                             modules=["dmuc_hold"]))
             plugin_paths.append(MODULES_DIR)
-        elif domain in SLAVE_DOMAINS:
+        elif domain in self.slave_domains:
             role = "slave"
             if self.slaves:
                 component = slave_jid(domain)
@@ -738,7 +768,7 @@ class DmucNetwork:
 
     @property
     def slave_servers(self) -> list[NetServer]:
-        return [self.servers[d] for d in SLAVE_DOMAINS]
+        return [self.servers[d] for d in self.slave_domains]
 
     def dns_records(self) -> dict[str, tuple[str, int]]:
         """Every domain -> (its server's address, the counting proxy's port)."""
@@ -755,7 +785,7 @@ class DmucNetwork:
             self.workdir.chmod(self.workdir.stat().st_mode | 0o711)
 
     def start(self) -> DmucNetwork:
-        """Start dnsmasq, the proxy and the five Prosody servers (in parallel)."""
+        """Start dnsmasq, the proxy and every Prosody server (in parallel)."""
         if self.started:
             raise TestbedError("network already started")
         began = time.monotonic()
@@ -918,7 +948,7 @@ class DmucNetwork:
         return daemon_toml(
             jid=MUC_SERVICE, host=m.ip, port=m.component_port, secret=m.secrets[MUC_SERVICE],
             db_path=db_path, tables={"muc": muc}, level=level,
-            slaves={slave_jid(d): [d] for d in SLAVE_DOMAINS} if self.slaves else None,
+            slaves={slave_jid(d): [d] for d in self.slave_domains} if self.slaves else None,
             extra_toml=extra_toml, storage_url=storage_url,
         )
 

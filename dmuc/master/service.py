@@ -99,8 +99,10 @@ class MUCService:
         out = Outbox(now)
         restored = self.direct_occupants.restore(records, out)
         if records:
+            temporary = sum(not room.config.persistent for room in self.rooms.values())
             out.info(f"restored {restored} of {len(records)} stored occupants reached "
-                     "directly; asking each session whether it is still there")
+                     f"directly ({temporary} temporary rooms kept with them); asking each "
+                     "session whether it is still there")
         return out
 
     # --- room lifecycle --------------------------------------------------------------------

@@ -523,6 +523,10 @@ class CoreHandler(subprotocols.XMPPHandler):
         d = self.storage.save_occupants(self.service_jid, records)
         self._writing += 1
         d.addBoth(self._written, time.perf_counter())
+        named = [f"{op.room_jid}/{op.nick}" for op in list(pending.values())[:5]]
+        d.addCallback(lambda _: log.debug("stored direct occupants: {named}{more}",
+                                          named=" ".join(named),
+                                          more=" ..." if len(pending) > 5 else ""))
         d.addErrback(lambda f: log.error("storage write failed (SaveOccupant of {n}): {err}",
                                          n=len(records), err=f.getErrorMessage()))
         return d

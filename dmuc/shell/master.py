@@ -97,9 +97,7 @@ class MasterService(Daemon):
         occupants = yield self.storage.load_occupants(self.cfg.component.jid)
         self.handler.write(self.muc.restore_occupants(occupants, time.time()))
         persistent = sum(room.config.persistent for room in self.muc.rooms.values())
-        kept = len(self.muc.rooms) - persistent
-        return (f"restored {persistent} persistent rooms"
-                + (f" and {kept} temporary rooms with their occupants" if kept else ""))
+        return f"restored {persistent} persistent rooms"
 
     def load_config(self, path: str) -> MasterConfig:
         return load_master_config(path)

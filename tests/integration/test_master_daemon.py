@@ -344,18 +344,27 @@ def test_persistent_room_survives_restart(restarted: Restarted) -> None:
     assert_no_traceback(r.second)
 
 
-def test_temporary_room_gone_after_restart(restarted: Restarted) -> None:
+def test_temporary_room_kept_with_its_occupant_after_restart(restarted: Restarted) -> None:
+    """An occupied temporary room survives the restart with its occupant reached directly
+    (docs/protocol.md §4.11.5; mod_muc keeps it through a clean shutdown too): still
+    there, its owner still in, and the next joiner enters it rather than creating it."""
     r = restarted
+    assert re.search(r"restored (\d+) of \1 stored occupants reached directly "
+                     r"\(1 temporary rooms kept", r.second.log_text()), r.second.log_text()
     (efchen,) = r.clients(r.prosody, "Efchen")
-    assert_error(disco_info(efchen, r.temp), "item-not-found")
+    assert_result(disco_info(efchen, r.temp))
     items = iq(efchen, f"<iq type='get' to='{MUC_DOMAIN}'>"
                        "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
     listed = {i.get("jid") for i in items.iter("{http://jabber.org/protocol/disco#items}item")}
-    assert r.temp not in listed and r.room in listed
-    # the name is free: the next joiner creates a new room and owns it
+    assert {r.temp, r.room} <= listed
     pres, _, _ = join(efchen, r.temp, "Efchen")
-    assert "201" in status_codes(pres)
-    assert muc_item(pres)["affiliation"] == "owner"
+    assert "201" not in status_codes(pres)
+    assert muc_item(pres)["affiliation"] == "none"
+    # WiZ is still in it (a public room lists its occupants to anyone, XEP-0045 §6.5)
+    items = iq(efchen, f"<iq type='get' to='{r.temp}'>"
+                       "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    jids = {i.get("jid") for i in items.iter("{http://jabber.org/protocol/disco#items}item")}
+    assert f"{r.temp}/WiZ" in jids, xml_str(items)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -555,11 +564,15 @@ def test_prosody_restart_master_reconnects(how: str, workdir: Path,
         msg = run(wumpus2.expect(is_message(from_=f"{room}/Valdis", type_="groupchat")))
         assert body(msg) == "back"
         if how == "crash":
-            # Phaedrus did not come back: his copy of that message bounced, and the room
-            # let him go (XEP-0045 §7.14: 333, removed for a technical reason)
-            gone = run(wumpus2.expect(is_presence(from_=f"{room}/Phaedrus",
-                                                  type_="unavailable")))
-            assert "333" in status_codes(gone), xml_str(gone)
+            # Phaedrus did not come back: the room asked each session it had at the
+            # reconnect (docs/protocol.md §4.11.5), his answered service-unavailable, and
+            # the room let him go (XEP-0045 §7.14: 307, 333, removed for a technical reason)
+            daemon.wait_for_log(f"{CAST['Phaedrus']} is gone from {room}")
+            items = iq(wumpus2, f"<iq type='get' to='{room}'>"
+                                "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+            names = {i.get("name") or i.get("jid")
+                     for i in items.iter("{http://jabber.org/protocol/disco#items}item")}
+            assert not any("Phaedrus" in n for n in names), xml_str(items)
         assert_result(ping(wumpus2, room))
         assert_no_traceback(daemon)
     finally:

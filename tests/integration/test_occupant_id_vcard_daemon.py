@@ -181,7 +181,7 @@ def test_the_same_occupant_id_directly_and_behind_every_slave_across_a_master_re
         dmuc.slaves[domain].wait_for_log(registered, count=count + 1)
     for nick, domain in (("WiZ-again", ERIS), ("Wumpus", KILLRC), ("BigCheese", VESA)):
         dmuc.master.wait_for_log(f"joined {room} as {nick} through {slave_jid(domain)}")
-    join(ludwig, room, "Ludwig")  # the master forgot the direct occupant
+    join(ludwig, room, "Ludwig")  # kept across the restart: a join again, whole sequence
     say(wiz, room, "after the restart")
     got = everyone_gets([wiz, wumpus, big, ludwig, efchen],
                         is_groupchat(room, "WiZ-again", "after the restart"))

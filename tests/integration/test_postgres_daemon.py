@@ -212,8 +212,7 @@ def test_master_and_slaves_share_one_database(network: DmucNetwork,
             slave = daemons.start_slave(domain)
             slave.wait_for_log(f"restored 1 mirrored rooms from {url}")
             slave.wait_for_log(f"registered with {room}", count=2)
-        # the slaves' users are back in the restored room (a direct user is not: a master
-        # restart ends its sessions, as mod_muc's)
+        # the slaves' users are back in the restored room (their slaves entered them again)
         wumpus.send_raw(f"<message to='{room}' type='groupchat'><body>still here</body>"
                         "</message>")
         run(asyncio.gather(*(c.expect(all_of(is_message(from_=f"{room}/Wumpus"),

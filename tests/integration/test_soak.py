@@ -42,13 +42,12 @@ USERS = (*SLAVE_DOMAINS, DIRECT_DOMAIN)
 LONGEST = 3 * detection_bound(STRICT_KEEPALIVE)
 
 
-# What the suite's short soak draws from: the kinds that hold at every length (not
-# testbed.faults.OPEN_FAULTS, and not a users' Prosody restart, which a soak once left
-# with one server's users missing the others from their roster: issue 16). `make soak`
-# (DMUC_SOAK_FAULTS set) draws from every kind.
+# What the suite's short soak draws from: the kinds that hold at every length (not in
+# testbed.faults.OPEN_FAULTS). `make soak` (DMUC_SOAK_FAULTS set) draws from every kind.
 HOLDING_KINDS = [k for k in FAULT_KINDS
-                 if not {(k.name, "short"), (k.name, "long")} & OPEN_FAULTS
-                 and k.fault_class != "prosody"]
+                 if not {(k.name, "short"), (k.name, "long")} & OPEN_FAULTS]
+# The suite's soak draws one fault of each class the holding kinds have.
+SUITE_FAULTS = len({k.fault_class for k in HOLDING_KINDS})
 
 
 def random_faults(injector: FaultInjector, rng: random.Random, count: int,
@@ -71,7 +70,7 @@ def random_faults(injector: FaultInjector, rng: random.Random, count: int,
 def test_soak(rig: Rig) -> None:
     everything = "DMUC_SOAK_FAULTS" in os.environ  # make soak
     kinds = list(FAULT_KINDS) if everything else HOLDING_KINDS
-    count = int(os.environ.get("DMUC_SOAK_FAULTS", "3"))
+    count = int(os.environ.get("DMUC_SOAK_FAULTS", SUITE_FAULTS))
     seed = int(os.environ.get("DMUC_SOAK_SEED") or random.SystemRandom().randrange(65536))
     print(f"\nsoak: {count} faults of {len(kinds)} kinds, seed {seed} "
           f"(DMUC_SOAK_SEED={seed} replays it)")

@@ -35,8 +35,9 @@ from dmuc import xmlns
 from dmuc.hooks import Hooks
 from dmuc.master.features.occupant_id import occupant_id
 from dmuc.master.model import Occupant
+from dmuc.master.room import KICKABLE_ERRORS
 from dmuc.outbox import DeleteRoom, ForgetOccupants, Outbox, SaveOccupant
-from dmuc.protocol import stanzas
+from dmuc.protocol import stanzas, xep0282
 from dmuc.records import OccupantRecord
 
 if TYPE_CHECKING:
@@ -45,12 +46,6 @@ if TYPE_CHECKING:
 
 CHECK_PREFIX = "dmuc-alive-"  # the id of the disco#info query that asks a session
 MAX_CHECKS = 100_000  # queries awaiting an answer (a bound on memory; the oldest go)
-MAX_HELD_SECONDS = 86_400  # a held stamp older than a day is not believed
-# the conditions that say a session is gone (mod_muc's is_kickable_error)
-GONE_CONDITIONS = frozenset({
-    "gone", "internal-server-error", "item-not-found", "jid-malformed",
-    "recipient-unavailable", "redirect", "remote-server-not-found", "remote-server-timeout",
-    "service-unavailable"})
 
 
 def direct_sessions(room: Room, occupant: Occupant) -> list[str]:
@@ -186,7 +181,7 @@ class DirectOccupants:
             return True
         occupant = room.occupant_by_session(session)
         condition = stanzas.error_condition(stanza)
-        if occupant is not None and (condition is None or condition in GONE_CONDITIONS):
+        if occupant is not None and (condition is None or condition in KICKABLE_ERRORS):
             out.info(f"{session} is gone from {room_jid} ({condition}): removing it")
             room.remove_session(occupant, session, out, statuses=("307", "333"))
         return True
@@ -245,8 +240,7 @@ class DirectOccupants:
         our JID, announced and within the last day); None: now."""
         if room.service.router.relay_of(room, stanza.getAttribute("from")) is not None:
             return None
-        held = self._held_stamp(stanza)
-        return held if held is not None and now - MAX_HELD_SECONDS <= held <= now else None
+        return xep0282.plausible_said_time(self._held_stamp(stanza), now)
 
 
 def setup(hooks: Hooks, service: MUCService) -> DirectOccupants:
