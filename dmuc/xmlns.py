@@ -14,6 +14,7 @@ MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 DATA_FORMS = "jabber:x:data"
+DATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"  # XEP-0122
 COMMANDS = "http://jabber.org/protocol/commands"
 REGISTER = "jabber:iq:register"
 CONFERENCE = "jabber:x:conference"

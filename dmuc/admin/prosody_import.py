@@ -238,7 +238,8 @@ _BOOLEANS = {"members_only": "members_only", "moderated": "moderated",
              "changesubject": "change_subject", "allow_member_invites": "allow_member_invites",
              "archiving": "archiving",  # mod_muc_mam's enablearchiving field
              "logging": "logging"}  # mod_muc_log's enablelogging field
-_KNOWN = {*_TEXTS, *_BOOLEANS, "hidden", "whois", "history_length", "presence_broadcast",
+_KNOWN = {*_TEXTS, *_BOOLEANS, "hidden", "whois", "history_length",
+          "default_history_messages", "presence_broadcast",
           "allowpm", "persistent", "destroyed", "subject", "subject_from"}
 
 
@@ -258,6 +259,12 @@ def _settings(data: dict[str, Any], notes: list[str], max_history: int | None) -
         notes.append(f"whois {whois!r} unknown, kept 'moderators'")
     _history_length(cfg, data.get("history_length", PROSODY_DEFAULT_HISTORY), notes,
                     max_history)
+    default = data.get("default_history_messages", PROSODY_DEFAULT_HISTORY)
+    if isinstance(default, (int, float)) and default >= 0 and default == default:
+        cfg.default_history_messages = int(min(default, cfg.history_length))
+    else:
+        notes.append(f"default_history_messages {default!r} unusable, kept "
+                     f"{cfg.default_history_messages}")
     allow_pm = data.get("allowpm")
     if allow_pm is not None:
         allow_pm = ALLOW_PM_LEGACY.get(str(allow_pm), str(allow_pm))

@@ -31,7 +31,7 @@ from dmuc.master.numbering import ForwardedNumbers
 from dmuc.master.replay import ReplayWindow
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility, xep0282
-from dmuc.protocol.history import HistoryEntry
+from dmuc.protocol.history import HistoryEntry, with_default
 from dmuc.protocol.statemachine import SplitCounter, StateMachine, TransitionObserver
 
 if TYPE_CHECKING:
@@ -282,7 +282,11 @@ class Distribution:
         if slave is None:
             return
         muc_x = stanzas.child(join, "x", xmlns.MUC)
-        request = stanzas.child(muc_x, "history") if muc_x is not None else None
+        # the slave selects what the master would: a join without limits asks for the
+        # room's default number
+        request = with_default(
+            stanzas.child(muc_x, "history") if muc_x is not None else None,
+            room.config.default_history_messages)
         own = room.presence_of(occupant, True,
                                visibility.self_status_codes(self_codes))
         self._send(room, slave, xep0282.enter(own, slave, session, request), out)

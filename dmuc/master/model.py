@@ -36,6 +36,8 @@ class RoomConfig:
     whois: str = "moderators"
     max_users: int = 0  # 0: no limit
     history_length: int = 20
+    # what a join asking for no history limit gets (mod_muc's default_history_messages)
+    default_history_messages: int = 20
     allow_pm: str = "visitor"
     change_subject: bool = False
     presence_broadcast: list[str] = field(default_factory=lambda: list(BROADCAST_ROLES))

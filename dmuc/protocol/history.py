@@ -137,6 +137,21 @@ class History(list[HistoryEntry]):
         return entries
 
 
+def with_default(request: Element | None, default: int) -> Element:
+    """The history a join asks for, as mod_muc's send_history reads it: a <history/>
+    without any limit (or none at all) asks for the room's default number of messages
+    (its default_history_messages). One rule for the master's direct joins and the
+    ENTER it sends a slave (§4.5), so the slave selects as the master would."""
+    if request is not None and (
+            any(_limit(request, name) is not None for name in ("maxchars", "maxstanzas",
+                                                               "seconds"))
+            or stanzas.parse_stamp(request.getAttribute("since") or "") is not None):
+        return request
+    asked = Element((xmlns.MUC, "history"))
+    asked["maxstanzas"] = str(default)
+    return asked
+
+
 def _limit(request: Element, name: str) -> int | None:
     """A non-negative limit of the request; None when absent or malformed (ignored)."""
     value = stanzas.parse_bounded_int(request.getAttribute(name), -(10**10), 10**10)

@@ -142,6 +142,7 @@ def measure(el: Element, *, max_depth: int | None = None, max_elements: int | No
 # At most this many digits in an integer read from a stanza: Python's int() is quadratic in
 # the number of digits and refuses more than 4,300 (ValueError).
 MAX_INT_DIGITS = 10
+SELF_PRESENCE = "110"  # the status of an occupant's own presence: last in its <x/>
 _INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
@@ -293,8 +294,14 @@ def muc_user_x(
     actor_jid: str | None = None,
 ) -> Element:
     """<x xmlns='http://jabber.org/protocol/muc#user'> with items and status codes; an
-    item's actor named by its nick and (to those who may see it) its real JID."""
+    item's actor named by its nick and (to those who may see it) its real JID. In
+    mod_muc's order: the codes of the change (in the order given), the items, then 110
+    (the occupant's own copy)."""
     x = Element((xmlns.MUC_USER, "x"))
+    codes = list(dict.fromkeys(statuses))
+    for code in codes:
+        if code != SELF_PRESENCE:
+            x.addElement("status")["code"] = code
     for attrs in items:
         item = x.addElement("item")
         for key, value in attrs.items():
@@ -308,8 +315,8 @@ def muc_user_x(
                 actor["jid"] = actor_jid
         if reason:
             item.addElement("reason", content=reason)
-    for code in sorted(set(statuses)):
-        x.addElement("status")["code"] = code
+    if SELF_PRESENCE in codes:
+        x.addElement("status")["code"] = SELF_PRESENCE
     return x
 
 
@@ -441,8 +448,8 @@ def form(
     title: str | None = None,
     instructions: str | None = None,
 ) -> Element:
-    """Build a data form. Each field: var, type, label, value (str, bool, list), options,
-    required."""
+    """Build a data form. Each field: var (none for a `fixed` section header), type,
+    label, desc, datatype (XEP-0122), value (str, bool, list), options, required."""
     x = Element((xmlns.DATA_FORMS, "x"))
     x["type"] = kind
     if title:
@@ -455,11 +462,16 @@ def form(
     hidden.addElement("value", content=form_type)
     for spec in fields:
         field = x.addElement("field")
-        field["var"] = spec["var"]
+        if spec.get("var"):
+            field["var"] = spec["var"]
         if spec.get("type"):
             field["type"] = spec["type"]
         if spec.get("label"):
             field["label"] = spec["label"]
+        if spec.get("desc"):
+            field.addElement("desc", content=spec["desc"])
+        if spec.get("datatype"):
+            field.addElement((xmlns.DATA_VALIDATE, "validate"))["datatype"] = spec["datatype"]
         value = spec.get("value")
         if isinstance(value, bool):
             values = ["1" if value else "0"]

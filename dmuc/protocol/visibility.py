@@ -21,7 +21,7 @@ from dmuc import xmlns
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
-SELF_PRESENCE = "110"
+SELF_PRESENCE = stanzas.SELF_PRESENCE
 NON_ANONYMOUS = "100"
 
 

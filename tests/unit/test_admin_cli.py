@@ -107,13 +107,13 @@ def test_unknown_settings_go_to_extra_and_are_reported() -> None:
         affiliation_data={"a@b": {"reserved_nickname": "A", "email": "a@b"}}, source="t")
     converted = prosody_import.convert(room, HOST)
     assert converted.state is not None
-    assert converted.state["config"]["extra"] == {
-        "prosody.default_history_messages": 5, "prosody.hats": {"x": {"title": "Hat"}}}
+    assert converted.state["config"]["extra"] == {"prosody.hats": {"x": {"title": "Hat"}}}
+    assert converted.state["config"]["default_history_messages"] == 5  # a setting now
     assert converted.state["config"]["whois"] == "moderators"
     assert converted.state["affiliations"] == {"a@b": "owner"}
     assert converted.state["reserved_nicks"] == {"a@b": "A"}
     notes = "; ".join(converted.notes)
-    for word in ("default_history_messages", "hats", "whois", "king", "email"):
+    for word in ("hats", "whois", "king", "email"):
         assert word in notes
 
 
@@ -126,6 +126,10 @@ def test_unknown_settings_go_to_extra_and_are_reported() -> None:
     ({"allowpm": "moderators"}, {"allow_pm": "moderator"}),
     ({"allowpm": "none"}, {"allow_pm": "none"}),
     ({"hidden": True, "members_only": True}, {"public": False, "members_only": True}),
+    # a join without a history limit gets as many as on mod_muc (at most the length)
+    ({}, {"default_history_messages": 20}),
+    ({"default_history_messages": 3}, {"default_history_messages": 3}),
+    ({"history_length": 4, "default_history_messages": 9}, {"default_history_messages": 4}),
 ])
 def test_each_prosody_setting_keeps_its_meaning(data: dict, expected: dict) -> None:
     room = prosody_import.ProsodyRoom(f"r@{HOST}", {"persistent": True, **data}, {}, {}, "t")

@@ -89,6 +89,25 @@ def test_entering_a_room_listings_8_to_15():
     assert len(got) == 10
 
 
+def test_a_slave_gives_a_join_without_limits_the_rooms_default_history():
+    """mod_muc's default_history_messages behind a slave: the ENTER carries what the
+    master would select by (a join without limits: the room's default number)."""
+    net = occupied_room()
+    net.user_sends(
+        f"<iq type='set' id='c1' from='{WUMPUS}' to='{ROOM}'>"
+        f"<query xmlns='{xmlns.MUC_OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+        "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value>"
+        "</field><field var='muc#roomconfig_defaulthistorymessages'><value>2</value>"
+        "</field></x></query></iq>")
+    for n in range(4):
+        net.user_sends(f"<message from='{WIZ}' to='{ROOM}' type='groupchat'><body>h{n}</body>"
+                       "</message>")
+    net.join(BIGCHEESE, "BigCheese", ROOM)
+    history = [str(stanzas.child(m, "body")) for m in net.take(BIGCHEESE)
+               if m.name == "message" and stanzas.child(m, "body") is not None]
+    assert history == ["h2", "h3"]
+
+
 def test_sending_a_message_to_all_occupants_listings_16_to_20():
     net = occupied_room()
     net.join(BIGCHEESE, "BigCheese", ROOM)

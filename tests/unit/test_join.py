@@ -395,6 +395,22 @@ def test_history_default_is_everything_kept():
     assert _history(h.join(TROY, "troy"), TROY) == [f"message {i}" for i in range(5)]
 
 
+def test_a_join_without_limits_gets_the_default_number_of_messages():
+    """mod_muc's default_history_messages: a join asking no limit gets that many (20 by
+    default, at most the history length); one asking a number gets it."""
+    h = Harness()
+    h.create_instant(WIZ, "wiz", historylength="30", defaulthistorymessages="2")
+    assert h.service.rooms[ROOM].config.default_history_messages == 2
+    for i in range(5):
+        groupchat(h, WIZ, f"message {i}")
+    assert _history(h.join(TROY, "troy"), TROY) == ["message 3", "message 4"]
+    out = h.join(WUMPUS, "wumpus", extra="<history maxstanzas='4'/>")
+    assert _history(out, WUMPUS) == [f"message {i}" for i in range(1, 5)]
+    owner_submit(h, WIZ, {"muc#roomconfig_historylength": "3",
+                          "muc#roomconfig_defaulthistorymessages": "50"})
+    assert h.service.rooms[ROOM].config.default_history_messages == 3
+
+
 def test_history_is_limited_by_the_room_history_length():
     h = Harness()
     h.create_instant(WIZ, "wiz", historylength="3")

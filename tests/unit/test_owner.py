@@ -93,7 +93,8 @@ def test_config_form_has_the_muc_roomconfig_fields_with_current_values():
         "muc#roomconfig_allowpm": "list-single",
         "muc#roomconfig_changesubject": "boolean",
         "muc#roomconfig_presencebroadcast": "list-multi",
-        "muc#roomconfig_allowinvites": "boolean",
+        "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites": "boolean",
+        "muc#roomconfig_defaulthistorymessages": "text-single",
         "muc#roomconfig_enablelogging": "boolean",
     }
     for var, ftype in expected_types.items():

@@ -10,7 +10,7 @@ from dmuc import xmlns
 from dmuc.errors import IllegalTransition
 from dmuc.outbox import Outbox
 from dmuc.protocol import keepalive, stanzas, visibility
-from dmuc.protocol.history import History, delayed
+from dmuc.protocol.history import History, delayed, with_default
 from dmuc.protocol.statemachine import StateMachine
 
 # --- who may see a real JID ----------------------------------------------------------------
@@ -209,6 +209,27 @@ def test_history_selection(attrs: dict[str, str] | None, now: float, bodies: lis
     assert _bodies(history.select(request, now)) == bodies
 
 
+DEFAULTED = [
+    # the join's <history/> attributes (None: no <history/>), what is asked for then
+    (None, {"maxstanzas": "5"}),
+    ({}, {"maxstanzas": "5"}),
+    ({"maxstanzas": "x"}, {"maxstanzas": "5"}),  # unreadable: no limit (mod_muc's tonumber)
+    ({"since": "yesterday"}, {"maxstanzas": "5"}),
+    ({"maxstanzas": "30"}, {"maxstanzas": "30"}),
+    ({"maxchars": "0"}, {"maxchars": "0"}),
+    ({"seconds": "60"}, {"seconds": "60"}),
+    ({"since": "1970-01-01T00:16:50Z"}, {"since": "1970-01-01T00:16:50Z"}),
+]
+
+
+@pytest.mark.parametrize(("attrs", "asked"), DEFAULTED)
+def test_a_join_without_limits_asks_for_the_default(attrs: dict[str, str] | None,
+                                                    asked: dict[str, str]) -> None:
+    """mod_muc's send_history: no limit at all asks for default_history_messages."""
+    request = _request(**attrs) if attrs is not None else None
+    assert dict(with_default(request, 5).attributes) == asked
+
+
 def test_history_limit_and_delay() -> None:
     history = _history(3)
     history.trim(1)
@@ -257,3 +278,11 @@ def test_state_machine_follows_its_table_and_refuses_the_rest() -> None:
     with pytest.raises(IllegalTransition):
         machine.fire("cut")
     assert machine.state is Light.ON
+
+
+def test_a_muc_user_x_is_written_in_mod_muc_order() -> None:
+    """publicise_occupant_status: the change's codes (in their order), the items, 110."""
+    x = stanzas.muc_user_x([{"affiliation": "owner", "role": "moderator"}],
+                           ["110", "201", "100", "201"], actor_nick="a", reason="r")
+    kids = [(c.name, c.getAttribute("code")) for c in x.elements()]
+    assert kids == [("status", "201"), ("status", "100"), ("item", None), ("status", "110")]

@@ -42,7 +42,16 @@ VALDIS_BARE = "valdis@killrc.oulubox.irc"
 
 
 def _fields(form: Element) -> list[Element]:
-    return [f for f in stanzas.children(form, "field") if f.getAttribute("var") != "FORM_TYPE"]
+    """The settings' fields (not FORM_TYPE, nor the section headers)."""
+    return [f for f in stanzas.children(form, "field")
+            if f.getAttribute("var") not in ("FORM_TYPE", None)]
+
+
+def _layout(form: Element) -> list[tuple[str, str, str]]:
+    """(var, type, label) of every field, a section header as ("", "fixed", its title)."""
+    return [(f.getAttribute("var", ""), f["type"], f.getAttribute("label")
+             or str(stanzas.child(f, "value")))
+            for f in stanzas.children(form, "field") if f.getAttribute("var") != "FORM_TYPE"]
 
 
 def _config_form(h: Harness) -> Element:
@@ -71,27 +80,37 @@ def test_the_config_form_has_every_setting_in_its_order_with_its_label_and_optio
     h = Harness()
     h.create_instant(WIZ, "wiz")
     form = _config_form(h)
-    assert [(f["var"], f["type"], f["label"]) for f in _fields(form)] == [
+    # in mod_muc 0.12.3's sections and order (config_form_sections.lib and each setting's
+    # priority); ours adds the password switch, maxusers, allowpm, logging and archiving
+    assert _layout(form) == [
+        ("", "fixed", "Room information"),
         ("muc#roomconfig_roomname", "text-single", "Title"),
         ("muc#roomconfig_roomdesc", "text-single", "Description"),
         ("muc#roomconfig_lang", "text-single", "Language tag"),
         ("muc#roomconfig_persistentroom", "boolean",
          "Persistent (room should remain even when it is empty)"),
         ("muc#roomconfig_publicroom", "boolean", "Include room information in public lists"),
-        ("muc#roomconfig_membersonly", "boolean", "Only allow members to join"),
-        ("muc#roomconfig_moderatedroom", "boolean",
-         "Moderated (only participants with voice may speak)"),
+        ("", "fixed", "Access to the room"),
         ("muc#roomconfig_passwordprotectedroom", "boolean", "Password protected"),
         ("muc#roomconfig_roomsecret", "text-private", "Password"),
+        ("muc#roomconfig_membersonly", "boolean", "Only allow members to join"),
+        ("{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites", "boolean",
+         "Allow members to invite new members"),
+        ("muc#roomconfig_maxusers", "list-single", "Maximum number of occupants"),
+        ("", "fixed", "Permissions in the room"),
+        ("muc#roomconfig_changesubject", "boolean", "Allow anyone to set the room's subject"),
+        ("muc#roomconfig_moderatedroom", "boolean",
+         "Moderated (only participants with voice may speak)"),
         ("muc#roomconfig_whois", "list-single",
          "Addresses (JIDs) of room occupants may be viewed by"),
-        ("muc#roomconfig_maxusers", "list-single", "Maximum number of occupants"),
-        ("muc#roomconfig_historylength", "text-single", "Maximum number of history messages"),
         ("muc#roomconfig_allowpm", "list-single", "Allow private messages from"),
-        ("muc#roomconfig_changesubject", "boolean", "Allow anyone to set the room's subject"),
+        ("", "fixed", "Other options"),
+        ("muc#roomconfig_historylength", "text-single",
+         "Maximum number of history messages returned by room"),
+        ("muc#roomconfig_defaulthistorymessages", "text-single",
+         "Default number of history messages returned by room"),
         ("muc#roomconfig_presencebroadcast", "list-multi",
          "Roles for which presence is broadcast"),
-        ("muc#roomconfig_allowinvites", "boolean", "Allow members to invite new members"),
         ("muc#roomconfig_enablelogging", "boolean",
          "Store and show the room's history to new occupants (logged)"),
         ("muc#roomconfig_enablearchiving", "boolean", "Archive chat on server"),
@@ -280,12 +299,13 @@ def test_a_plugin_field_can_sit_among_the_built_in_ones_by_priority():
     h = Harness()
     h.service.hooks.add("room-config-form", lambda room, fields: fields.append(
         {"var": "x-irc#roomconfig_topic", "type": "text-single", "label": "Topic"}),
-        priority=95)  # after the password (100), before whois (90)
+        priority=87)  # after members-only (87, added earlier), before member invites (86)
     h.create_instant(WIZ, "wiz")
     names = [f["var"] for f in _fields(_config_form(h))]
     at = names.index("x-irc#roomconfig_topic")
-    assert names[at - 1:at + 2] == ["muc#roomconfig_roomsecret", "x-irc#roomconfig_topic",
-                                    "muc#roomconfig_whois"]
+    assert names[at - 1:at + 2] == [
+        "muc#roomconfig_membersonly", "x-irc#roomconfig_topic",
+        "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites"]
 
 
 def test_room_defaults_give_a_plugin_setting_to_new_rooms_without_sharing_it():
@@ -332,6 +352,7 @@ HOMES = {
     "muc_semianonymous": "whois.py",
     "muc#roomconfig_maxusers": "max_users.py",
     "muc#roomconfig_historylength": "history.py",
+    "muc#roomconfig_defaulthistorymessages": "history.py",
     "muc#roomconfig_allowpm": "allow_pm.py",
     "muc#roomconfig_changesubject": "subject.py",
     "muc#roomconfig_presencebroadcast": "presence_broadcast.py",

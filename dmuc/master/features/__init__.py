@@ -12,6 +12,7 @@ from dmuc.hooks import Hooks
 from dmuc.master.features import (
     affiliation_notify,
     allow_pm,
+    config_sections,
     disco,
     history,
     invites,
@@ -35,6 +36,7 @@ from dmuc.master.features import (
 )
 
 BUILTIN_FEATURES: tuple[ModuleType, ...] = (
+    config_sections,  # the form's section headers
     roominfo,  # name, description, language
     persistent,
     public,

@@ -40,5 +40,5 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
 
 
 def setup(hooks: Hooks) -> None:
-    hooks.add("room-config-form", config_form, priority=60)
+    hooks.add("room-config-form", config_form, priority=75)  # with permissions
     hooks.add("room-config-submitted", submitted, priority=60)

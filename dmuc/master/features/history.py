@@ -16,13 +16,14 @@ from dmuc.master.features.roomconfig import Field, Values
 from dmuc.master.model import RoomConfig
 from dmuc.outbox import AppendHistory, ClearHistory, Outbox
 from dmuc.protocol import stanzas, xep0282
-from dmuc.protocol.history import delayed, entry_for, is_historic, stanza_id
+from dmuc.protocol.history import delayed, entry_for, is_historic, stanza_id, with_default
 from dmuc.records import HistoryRecord
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
 
 LENGTH = "muc#roomconfig_historylength"
+DEFAULT = "muc#roomconfig_defaulthistorymessages"
 
 
 def replayable(message: Element) -> bool:
@@ -74,10 +75,15 @@ def store_all(room: Room, out: Outbox) -> None:
 
 
 def send_on_join(room: Room, join: Element, session: str, out: Outbox) -> None:
+    for entry in room.history.select(requested(room, join), out.now):
+        out.broadcast(delayed(entry, room.jid), [session])
+
+
+def requested(room: Room, join: Element) -> Element:
+    """The history a join asks for; the room's default number if it sets no limit."""
     muc_x = stanzas.child(join, "x", xmlns.MUC)
     request = stanzas.child(muc_x, "history") if muc_x is not None else None
-    for entry in room.history.select(request, out.now):
-        out.broadcast(delayed(entry, room.jid), [session])
+    return with_default(request, room.config.default_history_messages)
 
 
 def on_broadcast(room: Room, stanza: Element, out: Outbox, stamp: float, **_: object) -> None:
@@ -100,17 +106,32 @@ def load(room: Room, records: list[HistoryRecord]) -> None:
 
 
 def config_form(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": LENGTH, "type": "text-single",
-                   "label": "Maximum number of history messages",
-                   "value": str(room.config.history_length)})
+    """As history.lib 0.12.3: the length, and how many a join without limits gets."""
+    fields += [
+        {"var": LENGTH, "type": "text-single", "datatype": "xs:integer",
+         "label": "Maximum number of history messages returned by room",
+         "desc": "Specify the maximum number of previous messages that should be sent to "
+                 "users when they join the room",
+         "value": str(room.config.history_length)},
+        {"var": DEFAULT, "type": "text-single", "datatype": "xs:integer",
+         "label": "Default number of history messages returned by room",
+         "desc": "Specify the number of previous messages sent to new users when they join "
+                 "the room",
+         "value": str(room.config.default_history_messages)},
+    ]
 
 
 def submitted(room: Room, values: Values, new: RoomConfig) -> None:
-    """An empty value keeps the length; any is capped by the service's maximum."""
+    """An empty value keeps the setting; the length is capped by the service's maximum,
+    the default number by the length (as mod_muc)."""
     value = roomconfig.text(values, LENGTH)
     if value is not None and value.strip() != "":
         new.history_length = min(roomconfig.count(value, LENGTH),
                                  room.service.settings.max_history_length)
+    value = roomconfig.text(values, DEFAULT)
+    if value is not None and value.strip() != "":
+        new.default_history_messages = min(roomconfig.count(value, DEFAULT),
+                                           new.history_length)
 
 
 def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
@@ -119,7 +140,7 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
 
 
 def setup(hooks: Hooks) -> None:
-    hooks.add("room-config-form", config_form, priority=70)
+    hooks.add("room-config-form", config_form, priority=65)
     hooks.add("room-config-submitted", submitted, priority=70)
     hooks.add("room-config-applied", applied, priority=30)
     # after the features that decorate the message (at 0 and above)

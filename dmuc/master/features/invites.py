@@ -11,7 +11,7 @@ from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
 from dmuc.master.features import roomconfig
 from dmuc.master.features.roomconfig import Field
-from dmuc.master.model import AFFILIATION_RANK, ROLE_RANK, Occupant
+from dmuc.master.model import AFFILIATION_RANK, ROLE_RANK, Occupant, RoomConfig
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 
@@ -149,9 +149,20 @@ def info(room: Room, fields: list[Field]) -> None:
     ]
 
 
+def submitted(room: Room, values: roomconfig.Values, new: RoomConfig) -> None:
+    """The form's field is Prosody's; XEP-0045's muc#roomconfig_allowinvites (which this
+    form used to carry) is still read, Prosody's taking precedence."""
+    for var in (ALLOW_INVITES, PROSODY_ALLOW_MEMBER_INVITES):
+        value = roomconfig.boolean(values, var)
+        if value is not None:
+            new.allow_member_invites = value
+
+
 def setup(hooks: Hooks) -> None:
-    # Checked with the other booleans, before the password (the order of submission).
-    roomconfig.hook_boolean(hooks, ALLOW_INVITES, "allow_member_invites", LABEL, priority=30,
-                            submit_priority=104)
+    # In the form as members_only.lib puts it, after members-only (87); read with the
+    # other booleans, before the password (the order of submission).
+    roomconfig.hook_boolean(hooks, PROSODY_ALLOW_MEMBER_INVITES, "allow_member_invites",
+                            LABEL, priority=86, submit_priority=104)
+    hooks.add("room-config-submitted", submitted, priority=104)
     hooks.add("room-disco-info", info, priority=50)
     hooks.add("message-to-room", on_message, priority=20)

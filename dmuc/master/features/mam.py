@@ -187,7 +187,7 @@ def destroyed(room: Room, out: Outbox) -> None:
 
 
 def setup(hooks: Hooks) -> None:
-    hooks.add("room-config-form", config_form, priority=15)
+    hooks.add("room-config-form", config_form, priority=61)
     hooks.add("room-config-submitted", submitted, priority=102)
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-iq", handle_iq)

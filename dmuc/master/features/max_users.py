@@ -53,5 +53,5 @@ def submitted(room: Room, values: Values, new: RoomConfig) -> None:
 
 def setup(hooks: Hooks) -> None:
     hooks.add("occupant-pre-join", pre_join, priority=10)
-    hooks.add("room-config-form", config_form, priority=80)
+    hooks.add("room-config-form", config_form, priority=85)  # with access
     hooks.add("room-config-submitted", submitted, priority=80)

@@ -37,6 +37,6 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
 def setup(hooks: Hooks) -> None:
     hooks.add("occupant-pre-join", pre_join, priority=30)
     roomconfig.hook_boolean(hooks, "muc#roomconfig_membersonly", "members_only",
-                            "Only allow members to join", priority=120,
+                            "Only allow members to join", priority=87, submit_priority=120,
                             disco=("muc_membersonly", "muc_open"))
     hooks.add("room-config-applied", applied, priority=40)

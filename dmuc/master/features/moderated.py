@@ -9,5 +9,6 @@ from dmuc.master.features import roomconfig
 
 def setup(hooks: Hooks) -> None:
     roomconfig.hook_boolean(hooks, "muc#roomconfig_moderatedroom", "moderated",
-                            "Moderated (only participants with voice may speak)", priority=110,
+                            "Moderated (only participants with voice may speak)", priority=77,
+                            submit_priority=110,
                             disco=("muc_moderated", "muc_unmoderated"))

@@ -46,8 +46,8 @@ def apply_form(room: Room, values: dict[str, list[str]]) -> RoomConfig:
 def handle(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
     sender = stanza.getAttribute("from")
     what = f"muc#owner {stanza.getAttribute('type')} to {room.jid}"
-    if room.affiliation(jids.bare(sender)) != "owner":
-        stanzas.refuse(out, stanza, "auth", "forbidden", "Only owners may configure the room",
+    if room.affiliation(jids.bare(sender)) != "owner":  # (in mod_muc's words)
+        stanzas.refuse(out, stanza, "auth", "forbidden", "Only owners can configure rooms",
                        what=what)
         return
     if stanza.getAttribute("type") == "get":
@@ -106,8 +106,11 @@ def reconfigure(room: Room, new: RoomConfig, out: Outbox, changed: bool = False)
     room.locked = False
     room.config = new
     codes: list[str] = []
-    # as mod_muc: 104 for a change of any setting but these two, which have their own codes
-    if changed or dataclasses.replace(new, whois=old.whois, logging=old.logging) != old:
+    # as mod_muc: 104 for a change of any setting but these two, which have their own
+    # codes, and the default history (history.lib's setter reports no change)
+    if changed or dataclasses.replace(new, whois=old.whois, logging=old.logging,
+                                      default_history_messages=old.default_history_messages
+                                      ) != old:
         codes.append("104")
     if new.whois != old.whois:
         codes.append("172" if new.whois == "anyone" else "173")

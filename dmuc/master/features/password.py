@@ -74,6 +74,6 @@ def setup(hooks: Hooks) -> None:
     hooks.add("occupant-pre-join", pre_join, priority=20)
     hooks.add("invite", on_invite)
     hooks.add("room-pre-create", on_pre_create)
-    hooks.add("room-config-form", config_form, priority=100)
+    hooks.add("room-config-form", config_form, priority=88)
     hooks.add("room-config-submitted", submitted, priority=100)
     hooks.add("room-disco-features", disco_features)

@@ -28,5 +28,6 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
 def setup(hooks: Hooks) -> None:
     roomconfig.hook_boolean(hooks, "muc#roomconfig_persistentroom", "persistent",
                             "Persistent (room should remain even when it is empty)",
-                            priority=140, disco=("muc_persistent", "muc_temporary"))
+                            priority=95, submit_priority=140,
+                            disco=("muc_persistent", "muc_temporary"))
     hooks.add("room-config-applied", applied, priority=20)

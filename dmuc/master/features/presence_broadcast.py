@@ -47,6 +47,6 @@ def applied(room: Room, old: RoomConfig, out: Outbox) -> None:
 
 
 def setup(hooks: Hooks) -> None:
-    hooks.add("room-config-form", config_form, priority=40)
+    hooks.add("room-config-form", config_form, priority=63)
     hooks.add("room-config-submitted", submitted, priority=40)
     hooks.add("room-config-applied", applied, priority=5)

@@ -9,5 +9,6 @@ from dmuc.master.features import roomconfig
 
 def setup(hooks: Hooks) -> None:
     roomconfig.hook_boolean(hooks, "muc#roomconfig_publicroom", "public",
-                            "Include room information in public lists", priority=130,
+                            "Include room information in public lists", priority=91,
+                            submit_priority=130,
                             disco=("muc_public", "muc_hidden"))

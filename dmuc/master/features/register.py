@@ -18,8 +18,7 @@ def registration_form() -> Element:
     return stanzas.form(
         xmlns.MUC_REGISTER,
         [{"var": "muc#register_roomnick", "type": "text-single", "label": "Nickname",
-          "required": True}],  # as mod_muc's register.lib
-        title="Room registration",
+          "required": True}],  # as mod_muc's register.lib (no title)
     )
 
 

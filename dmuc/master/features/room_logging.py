@@ -11,4 +11,4 @@ def setup(hooks: Hooks) -> None:
     # Checked with the other booleans, before the password (the order of submission).
     roomconfig.hook_boolean(hooks, "muc#roomconfig_enablelogging", "logging",
                             "Store and show the room's history to new occupants (logged)",
-                            priority=20, submit_priority=103)
+                            priority=62, submit_priority=103)

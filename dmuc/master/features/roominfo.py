@@ -25,10 +25,12 @@ ATTRS = ((NAME, "name"), (DESCRIPTION, "description"), (LANGUAGE, "language"))
 def config_form(room: Room, fields: list[Field]) -> None:
     c = room.config
     fields += [
-        {"var": NAME, "type": "text-single", "label": "Title", "value": c.name},
+        {"var": NAME, "type": "text-single", "label": "Title",
+         "value": c.name or None},  # as name.lib: no value for a room without a name
         {"var": DESCRIPTION, "type": "text-single", "label": "Description",
          "value": c.description},
-        {"var": LANGUAGE, "type": "text-single", "label": "Language tag", "value": c.language},
+        {"var": LANGUAGE, "type": "text-single", "label": "Language tag", "value": c.language,
+         "datatype": "xs:language"},  # as language.lib
     ]
 
 
@@ -69,7 +71,7 @@ def on_pre_create(room: Room, stanza: Element, **_: object) -> None:
 
 def setup(hooks: Hooks) -> None:
     hooks.add("room-pre-create", on_pre_create)
-    hooks.add("room-config-form", config_form, priority=170)
+    hooks.add("room-config-form", config_form, priority=99)  # name.lib 99, 98, 97
     hooks.add("room-config-submitted", submitted, priority=170)
     hooks.add("room-disco-info", info_description, priority=100)
     hooks.add("room-disco-info", info_name, priority=80)

@@ -70,7 +70,7 @@ def info(room: Room, fields: list[Field]) -> None:
 
 def setup(hooks: Hooks) -> None:
     # Checked with the other booleans, before the password (the order of submission).
-    roomconfig.hook_boolean(hooks, CHANGE_SUBJECT, "change_subject", LABEL, priority=50,
+    roomconfig.hook_boolean(hooks, CHANGE_SUBJECT, "change_subject", LABEL, priority=79,
                             submit_priority=105)
     hooks.add("room-disco-info", info, priority=70)
     hooks.add("occupant-groupchat", on_groupchat, priority=20)

@@ -39,6 +39,6 @@ def disco_features(room: Room, features: list[str]) -> None:
 
 
 def setup(hooks: Hooks) -> None:
-    hooks.add("room-config-form", config_form, priority=90)
+    hooks.add("room-config-form", config_form, priority=76)
     hooks.add("room-config-submitted", submitted, priority=90)
     hooks.add("room-disco-features", disco_features)
