@@ -64,15 +64,15 @@ LOUNGE = {
     "roomname": "The Lounge", "roomdesc": "Where the cast meets — café", "persistentroom": True,
     "publicroom": False, "membersonly": True, "moderatedroom": True,
     "passwordprotectedroom": True, "roomsecret": PASSWORD, "whois": "anyone",
-    "changesubject": True, "historylength": 7,
+    "changesubject": True, "historylength": 7, "defaulthistorymessages": 3,
 }
 # mod_muc 0.12's name for "members may invite" (dmuc's form: muc#roomconfig_allowinvites)
 PROSODY_MEMBER_INVITES = "{http://prosody.im/protocol/muc}roomconfig_allowmemberinvites"
 ENABLE_ARCHIVING = "muc#roomconfig_enablearchiving"  # mod_muc_mam's, and dmuc's
 COMPARED_VARS = ["muc#roomconfig_" + k for k in (
     "roomname", "roomdesc", "persistentroom", "publicroom", "membersonly", "moderatedroom",
-    "roomsecret", "whois", "changesubject", "historylength", "presencebroadcast", "lang",
-    "enablearchiving")]
+    "roomsecret", "whois", "changesubject", "historylength", "defaulthistorymessages",
+    "presencebroadcast", "lang", "enablearchiving")]
 NS_MAM = "urn:xmpp:mam:2"
 
 
