@@ -12,6 +12,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,6 +36,24 @@ MakeClient = Callable[..., Client]
 
 def keep_testbed() -> bool:
     return bool(os.environ.get("DMUC_KEEP_TESTBED"))
+
+
+@contextmanager
+def master_on(prosody: ProsodyInstance, master: TwistdDaemon, *dirs: Path) -> Iterator[None]:
+    """Start ``prosody``, then ``master`` (until its component connected); stop both by
+    PID afterwards and remove ``dirs`` unless DMUC_KEEP_TESTBED keeps them."""
+    prosody.start()
+    try:
+        master.start(wait_for="component connected")
+        try:
+            yield
+        finally:
+            master.stop()
+    finally:
+        prosody.stop()
+        if not keep_testbed():
+            for d in dirs:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def make_tempdir(prefix: str) -> Path:

@@ -20,7 +20,6 @@ import asyncio
 import os
 import random
 import secrets
-import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pytest
 
 from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
 from testbed.configs import daemon_toml
-from tests.integration.conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir
+from tests.integration.conftest import MUC_DOMAIN, TEST_DOMAINS, make_tempdir, master_on
 from tests.integration.test_network import RawComponent
 from tests.integration.xmpp_client import (
     NS_CLIENT,
@@ -90,18 +89,8 @@ def fuzz_master() -> Iterator[tuple[ProsodyInstance, TwistdDaemon]]:
         # the limits' own tests are elsewhere: here most stanzas should reach the core
         extra_toml="[muc.limits]\nrate = 300\nburst = 3000\n"))
     master = TwistdDaemon("dmuc-master", config, workdir)
-    prosody.start()
-    try:
-        master.start(wait_for="component connected")
-        try:
-            yield prosody, master
-        finally:
-            master.stop()
-    finally:
-        prosody.stop()
-        if not keep_testbed():
-            shutil.rmtree(workdir, ignore_errors=True)
-            shutil.rmtree(prosody_dir, ignore_errors=True)
+    with master_on(prosody, master, workdir, prosody_dir):
+        yield prosody, master
 
 
 def component(prosody: ProsodyInstance, domain: str) -> RawComponent:

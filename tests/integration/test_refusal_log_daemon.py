@@ -10,7 +10,6 @@ lists (for killrc's users) and one it does not; both speak as raw XEP-0114 compo
 from __future__ import annotations
 
 import secrets
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 
 from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
 from testbed.configs import daemon_toml
-from tests.integration.conftest import MUC_DOMAIN, TEST_DOMAINS, keep_testbed, make_tempdir
+from tests.integration.conftest import MUC_DOMAIN, TEST_DOMAINS, make_tempdir, master_on
 from tests.integration.test_fuzz import component
 from tests.integration.xmpp_client import (
     NS_DATA,
@@ -65,18 +64,8 @@ def rig() -> Iterator[Rig]:
         jid=MUC_DOMAIN, host=prosody.ip, port=prosody.component_port, secret=spec.secret,
         db_path=workdir / "master.db", level="info", slaves={SLAVE: ["killrc.oulubox.irc"]}))
     master = TwistdDaemon("dmuc-master", config, workdir)
-    prosody.start()
-    try:
-        master.start(wait_for="component connected")
-        try:
-            yield Rig(prosody, master)
-        finally:
-            master.stop()
-    finally:
-        prosody.stop()
-        if not keep_testbed():
-            shutil.rmtree(workdir, ignore_errors=True)
-            shutil.rmtree(prosody_dir, ignore_errors=True)
+    with master_on(prosody, master, workdir, prosody_dir):
+        yield Rig(prosody, master)
 
 
 @pytest.fixture(scope="module")
