@@ -43,8 +43,11 @@ class Storage(Protocol):
     def load_rooms(self, service: str) -> Deferred[list[RoomRecord]]:
         """All stored rooms of one MUC service (the component JID)."""
 
-    def save_room(self, service: str, record: RoomRecord) -> Deferred[None]:
-        """Insert or replace one room's state."""
+    def save_room(self, service: str, record: RoomRecord,
+                  entries: Sequence[OccupantRecord | tuple[str, str]] = ()) -> Deferred[None]:
+        """Insert or replace one room's state; in the same transaction, store each entry
+        row (OccupantRecord) and forget each (room JID, key) beside it (a slave's
+        mirrored roster and sessions, in the occupants table under the same service)."""
 
     def delete_room(self, service: str, room_jid: str,
                     history_key: str | None = None) -> Deferred[None]:
