@@ -186,6 +186,7 @@ class SlaveService:
         if self.last_tick is not None and now - self.last_tick > STOPPED_AFTER:
             self.resumed_at = now  # we were stopped: our backlog is being read
         self.last_tick = now
+        self.fanout.occupancy.tick(out)
         for link in list(self.links.values()):
             link.tick(out)
             room = link.room
