@@ -444,7 +444,8 @@ class CoreHandler(subprotocols.XMPPHandler):
     def _write(self, op: StorageOp) -> Deferred:
         s = self.storage
         if isinstance(op, SaveRoom):
-            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state))
+            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state),
+                            op.entries() if op.entries is not None else ())
         elif isinstance(op, DeleteRoom):
             d = s.delete_room(self.service_jid, op.room_jid, op.history_key)
         elif isinstance(op, ForgetOccupants):

@@ -36,8 +36,12 @@ class Storage(Protocol):
     def load_rooms(self, service: str) -> Deferred[list[stored.RoomRecord]]:
         """All stored rooms of one MUC service (the component JID)."""
 
-    def save_room(self, service: str, record: stored.RoomRecord) -> Deferred[None]:
-        """Insert or replace one room's state."""
+    def save_room(self, service: str, record: stored.RoomRecord,
+                  entries: Sequence[stored.OccupantRecord | tuple[str, str]] = ()
+                  ) -> Deferred[None]:
+        """Insert or replace one room's state; in the same transaction, store each entry
+        row (OccupantRecord) and forget each (room JID, key) beside it (a slave's
+        mirrored roster and sessions, in the occupants table under the same service)."""
 
     def delete_room(self, service: str, room_jid: str,
                     history_key: str | None = None) -> Deferred[None]:
