@@ -196,6 +196,10 @@ class Distribution:
         hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
         # after the evictions and storage of a new configuration (as whois.py did)
         hooks.add("room-config-applied", self._on_config_applied, priority=10)
+        # what a slave answers from its mirror changed (§4.18): a vCard set, a new room
+        hooks.add("room-mirror-changed", self._on_mirror_changed)
+        hooks.add("room-created", lambda room, out, **_: self._on_mirror_changed(
+            room, out, vcard=True))
 
     def replay_of(self, room: Room) -> RoomReplay:
         replay = self.replays.get(room.jid)
@@ -422,14 +426,30 @@ class Distribution:
         self.routes.pop(room_jid, None)
         self.replays.pop(room_jid, None)
 
-    def whois_changed(self, room: Room, out: Outbox, whois: bool = True) -> None:
-        """The slaves apply whois and archiving themselves; a roster copy that must gain
-        or lose the real JIDs is sent again (`whois`: it changed)."""
+    def settings_changed(self, room: Room, out: Outbox, whois: bool = False,
+                         vcard: bool = False) -> None:
+        """The slaves apply whois and archiving themselves and answer disco#info and the
+        vCard from their mirror (§4.18): each live one gets the room's settings again; a
+        roster copy that must gain or lose the real JIDs is sent again (`whois`: it
+        changed); `vcard`: the vCard changed, it goes too."""
         for link in self.live_links(room):
-            link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois,
-                                            self.archive_settings(room)), out)
+            link.send(self.settings_message(room, link.jid, vcard), out)
             if whois:
                 self._refresh_visibility(room, link, out)
+
+    def settings_message(self, room: Room, slave: str, vcard: bool) -> Element:
+        """The room's settings a slave applies and answers from: whois, the archive's, and
+        what the features add (disco#info, the vCard when `vcard`: §4.18)."""
+        message = xep0282.room_settings(room.jid, slave, room.config.whois,
+                                        self.archive_settings(room))
+        settings = stanzas.child(stanzas.child(message, "x", xmlns.DMUC), "room")
+        self.service.hooks.fire("slave-room-mirror", room=room, settings=settings,
+                                vcard=vcard)
+        return message
+
+    def _on_mirror_changed(self, room: Room, out: Outbox, vcard: bool = False,
+                           **_: object) -> None:
+        self.settings_changed(room, out, vcard=vcard)
 
     def archive_settings(self, room: Room | None) -> xep0282.ArchiveSettings | None:
         """The room's archive settings a slave keeps its copy by (§4.17); None without
@@ -522,8 +542,8 @@ class Distribution:
         return self.replay_of(room).window.get(sid)
 
     def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
-        if room.config.whois != old.whois or room.config.archiving != old.archiving:
-            self.whois_changed(room, out, whois=room.config.whois != old.whois)
+        # any setting may show in disco#info (§4.18): the slaves' mirrors follow
+        self.settings_changed(room, out, whois=room.config.whois != old.whois)
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -764,6 +784,8 @@ class Distribution:
             for stanza in extra:
                 stanza["to"] = link.jid
                 out.send(stanza)
+            # the settings a slave answers disco#info and the vCard from (§4.18)
+            out.send(self.settings_message(room, link.jid, vcard=True))
         else:
             self._snapshot_subject(None, link, out)
         newest = self.replay_of(room).window.newest_id() if room is not None else ""

@@ -26,7 +26,7 @@ from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
 from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
 from dmuc.protocol.statemachine import SplitCounter
 from dmuc.records import HistoryRecord
-from dmuc.slave import archive
+from dmuc.slave import archive, roominfo
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
@@ -249,6 +249,10 @@ class SlaveService:
             return
         if stanza.name == "iq" and self._archive_query(room, link, stanza, out):
             return
+        if stanza.name == "iq" and link.state in (LinkState.LIVE, LinkState.SPLIT) \
+                and "/" not in stanza.getAttribute("to", "") \
+                and roominfo.answer(room, stanza, out):
+            return  # disco#info and the vCard from our mirror (§4.18)
         said_at = out.now
         if stanza.name != "iq":
             said_at = self._said_at(stanza, sender, out.now)
