@@ -266,9 +266,7 @@ class SlaveService:
         no client can forge: the module removes theirs), so that what waited (in the
         module while we were down, in our socket while we were stopped) keeps its time;
         else now (§4.11.2)."""
-        if sender.host in self.unstamped_hosts:
-            return now
-        said = xep0282.plausible_said_time(xep0282.said_stamp(stanza), now)
+        said = xep0282.said_time(stanza, sender.host not in self.unstamped_hosts, now)
         return now if said is None else said
 
     def _answered_here(self, room: SlaveRoom, link: SlaveLink, stanza: Element, sender: JID,

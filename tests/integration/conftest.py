@@ -224,9 +224,12 @@ class Rig:
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     """A fresh network and daemons per test: a fault must not leave anything behind for
     the next one. Every process is stopped by PID. The daemons' keepalive is the test
-    module's RIG_KEEPALIVE, or FAULT_KEEPALIVE."""
+    module's RIG_KEEPALIVE, or FAULT_KEEPALIVE; every Prosody loads the module's
+    RIG_PROSODY_MODULES and its RIG_PROSODY_CONFIG (Lua, global section)."""
     net_dir, daemons_dir = make_tempdir("dmuc-faults-net-"), make_tempdir("dmuc-faults-")
-    network = DmucNetwork(net_dir, ips=FAULT_IPS, log_level="info")
+    network = DmucNetwork(net_dir, ips=FAULT_IPS, log_level="info",
+                          extra_modules=getattr(request.module, "RIG_PROSODY_MODULES", ()),
+                          extra_config=getattr(request.module, "RIG_PROSODY_CONFIG", ""))
     network.start()
     keepalive = getattr(request.module, "RIG_KEEPALIVE", FAULT_KEEPALIVE)
     daemons = DmucDaemons(network, daemons_dir, keepalive=keepalive)
