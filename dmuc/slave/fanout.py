@@ -198,7 +198,7 @@ class Fanout:
         old = room.resync_old or {}
         room.resync_old = None
         room.known_ids = set()
-        local_nicks = set(room.local.values())
+        local_nicks = room.local.keys_of
         for nick, presence in room.roster.items():
             before = old.get(nick)
             if nick in room.hidden:

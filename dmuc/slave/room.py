@@ -17,7 +17,7 @@ from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
 from dmuc.records import MIRROR_ROSTER, MIRROR_SESSION, OccupantRecord
 from dmuc.slave.archive import ArchiveCopy
-from dmuc.slave.tracked import TrackedDict, TrackedSet
+from dmuc.slave.tracked import IndexedTrackedDict, TrackedDict, TrackedSet
 
 # Local messages remembered as shown here (echoed): what a slave may hold, and more.
 MAX_ECHOED = 20_000
@@ -39,7 +39,8 @@ class SlaveRoom:
     # local occupants in the roster whose role the room does not broadcast (§4.7): shown
     # to no newcomer, and already told as gone to the other local occupants
     hidden: TrackedSet[str] = field(init=False)
-    local: dict[str, str] = field(init=False)  # local full JID -> nick
+    # local full JID -> nick (and, in local.keys_of, nick -> its local sessions)
+    local: IndexedTrackedDict[str, str] = field(init=False)
     directed: TrackedSet[str] = field(init=False)  # local JIDs that sent presence to the room
     # local JIDs whose join went to the master without an ENTER yet -> when it went; a
     # refused join is answered to the user directly, so we only see no ENTER come
@@ -83,7 +84,7 @@ class SlaveRoom:
     def __post_init__(self) -> None:
         self.roster = TrackedDict(self._changed_nicks)
         self.hidden = TrackedSet(self._changed_nicks)
-        self.local = TrackedDict(self._changed_sessions)
+        self.local = IndexedTrackedDict(self._changed_sessions)
         self.directed = TrackedSet(self._changed_sessions)
 
     # --- persistence (the link's state is stored beside it, by the service) ------------
@@ -233,7 +234,7 @@ class SlaveRoom:
         if (nick, original) in self.echoed:
             del self.echoed[(nick, original)]
             return True
-        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.values()
+        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.keys_of
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class SlaveRoom:
         self.hidden.discard(nick)
 
     def sessions_of(self, nick: str) -> list[str]:
-        return [jid for jid, n in self.local.items() if n == nick]
+        return list(self.local.keys_of.get(nick, ()))
 
     def local_sessions(self) -> list[str]:
         return list(self.local)
@@ -263,7 +264,7 @@ class SlaveRoom:
 
     def receives_real_jids(self) -> bool:
         """Whether the master sends us real JIDs (§4.7: only with a local moderator)."""
-        moderators = any(self.role_of(nick) == "moderator" for nick in set(self.local.values()))
+        moderators = any(self.role_of(nick) == "moderator" for nick in self.local.keys_of)
         return visibility.slave_sees_real_jids(self.whois, moderators)
 
     def deserted(self) -> bool:
