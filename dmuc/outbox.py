@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
-from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord
+from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord, OccupantRecord
 
 # Every log line stays one line, whatever a sender put in the names it quotes.
 _ONE_LINE = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
@@ -33,6 +33,10 @@ class SaveRoom:
 
     room_jid: str
     snapshot: Callable[[], dict[str, Any]]
+    # the room's entries stored as rows beside its state (a slave's mirrored roster and
+    # sessions), in the same transaction: called when the write happens, it returns those
+    # changed since its last call (rows to store, (room, key) of rows to delete)
+    entries: Callable[[], list[OccupantRecord | tuple[str, str]]] | None = None
 
     @property
     def state(self) -> dict[str, Any]:
@@ -61,7 +65,8 @@ class SaveOccupant:
 
 @dataclass
 class ForgetOccupants:
-    """Forget every stored occupant of a room (it was destroyed)."""
+    """Forget every stored occupant of a room (it was destroyed), or every entry row of a
+    slave's mirrored room (it is forgotten)."""
 
     room_jid: str
 

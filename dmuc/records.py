@@ -85,3 +85,11 @@ def status_service(service: str) -> str:
     """Where the master records its slaves' link states and its heartbeat: the rooms of
     this pseudo-service (a key per slave), so that every adapter keeps them as it is."""
     return f"{service}|status"
+
+
+# A slave stores its mirror of a room as rows beside the room's state (in the occupants
+# table, under the slave's JID), keyed by these prefixes: one row per roster entry (the
+# nick), one per local session (the full JID). A join or a leave writes its row, not the
+# whole room.
+MIRROR_ROSTER = "roster/"
+MIRROR_SESSION = "session/"

@@ -689,6 +689,8 @@ class DmucNetwork:
         c2s_port: int | None = None,
         log_level: str = "debug",
         slaves_count: int = len(SLAVE_DOMAINS),
+        extra_modules: Sequence[str] = (),
+        extra_config: str = "",
     ) -> None:
         domains = network_domains(slaves_count)
         ips = network_ips(len(domains)) if ips is None else ips
@@ -700,6 +702,7 @@ class DmucNetwork:
         self.servers: dict[str, NetServer] = {}
         self._domain_owner: dict[str, str] = {}
         extra = dict(extra_components or {})
+        self.extra_modules, self.extra_config = list(extra_modules), extra_config
         for domain, ip in zip(domains, ips):
             self.servers[domain] = self._make_server(
                 domain, ip, list(extra.get(domain, ())), c2s_port, log_level)
@@ -744,6 +747,7 @@ class DmucNetwork:
             self.workdir / domain, ip=ip, c2s_port=c2s_port, s2s_port=free_port(ip),
             virtualhosts=[domain], components=components, plugin_paths=plugin_paths,
             host_options=host_options, log_level=log_level,
+            extra_modules=self.extra_modules, extra_config=self.extra_config,
         )
         return NetServer(domain=domain, ip=ip, role=role, prosody=prosody,
                          s2s_public_port=free_port(ip), component=component,

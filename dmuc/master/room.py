@@ -475,8 +475,9 @@ class Room:
         self._session_new(occupant, sender, stanza, self_codes, out)
         hooks.fire("occupant-role-broadcast", room=self, occupant=occupant, out=out)
         relay = self.service.router.relay_of(self, sender)
-        out.info(f"{sender} joined {self.jid} as {nick}"
-                 + (f" through {relay}" if relay is not None else ""))
+        # one line per join at debug level; info has the summary (features/occupancy_log)
+        out.debug(f"{sender} joined {self.jid} as {nick}"
+                  + (f" through {relay}" if relay is not None else ""))
         hooks.fire("occupant-joined", room=self, occupant=occupant, session=sender, out=out)
 
     def _session_new(self, occupant: Occupant, session: str, join: Element,
@@ -628,7 +629,7 @@ class Room:
         self.publicise(occupant, out, replace(gone, prev_role=prev_role),
                        exclude={session} if relayed else ())
         self._drop(occupant, out)
-        out.info(f"{session} left {self.jid}")
+        out.debug(f"{session} left {self.jid}")
         self.service.hooks.fire("occupant-left", room=self, occupant=occupant, out=out)
         self.service.close_if_empty(self, out)
 

@@ -405,10 +405,16 @@ def held_stamp(message: Element) -> float | None:
     return _marker_stamp(message, "held")
 
 
-def said_stamp(message: Element) -> float | None:
-    """When mod_dmuc_slave received a local user's groupchat message (``<said/>``), if it
-    says so: the module removes any such element a client put in before adding its own."""
-    return _marker_stamp(message, "said")
+def said_time(message: Element, trusted: bool, now: float) -> float | None:
+    """When its sender said `message`: the one "when said" marker of the wire, ``<said/>``
+    (docs/protocol.md §4.11.2), which the Prosody in front of us stamps (mod_dmuc_slave on
+    every local groupchat, mod_dmuc_hold on what it held) and strips from what anyone else
+    wrote. `trusted`: that module told us it is there (else a client may have written it).
+    None: no trusted, well-formed, plausible stamp (the caller takes now). The one rule of
+    master and slave."""
+    if not trusted:
+        return None
+    return plausible_said_time(_marker_stamp(message, "said"), now)
 
 
 def _marker_stamp(message: Element, marker_name: str) -> float | None:

@@ -321,6 +321,7 @@ class CoreHandler(subprotocols.XMPPHandler):
 
     def handle(self, element: Element) -> None:
         began = time.perf_counter()
+        timed = self.stalls.begin()
         if self.metrics is not None:
             self.metrics.received(element.name)
         try:
@@ -334,7 +335,7 @@ class CoreHandler(subprotocols.XMPPHandler):
         except Exception as exc:  # noqa: BLE001 - one bad stanza must not take us down
             self._internal_error(element, exc)
         finally:
-            self.stalls.observe(time.perf_counter() - began, _summary(element))
+            self.stalls.end(timed, _summary(element))
 
     def limits_for(self, element: Element) -> StanzaLimits:
         sender = element.getAttribute("from") or ""
@@ -444,7 +445,8 @@ class CoreHandler(subprotocols.XMPPHandler):
     def _write(self, op: StorageOp) -> Deferred:
         s = self.storage
         if isinstance(op, SaveRoom):
-            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state))
+            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state),
+                            op.entries() if op.entries is not None else ())
         elif isinstance(op, DeleteRoom):
             d = s.delete_room(self.service_jid, op.room_jid, op.history_key)
         elif isinstance(op, ForgetOccupants):

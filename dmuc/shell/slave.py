@@ -48,8 +48,11 @@ class SlaveDaemon(Daemon):
     @defer.inlineCallbacks
     def restore(self):  # type: ignore[no-untyped-def]
         records = yield self.storage.load_rooms(self.slave.jid)
+        entries: dict[str, dict[str, dict]] = {}  # room -> row key -> row
+        for row in (yield self.storage.load_occupants(self.slave.jid)):
+            entries.setdefault(row.room_jid, {})[row.nick] = row.state
         for record in records:
-            room = SlaveRoom.from_state(record.jid, record.state)
+            room = SlaveRoom.from_state(record.jid, record.state, entries.get(record.jid))
             history: list[HistoryRecord] = yield self.storage.load_history(
                 slave_history_key(self.slave.jid, record.jid), room.history_length)
             self.slave.restore(room, history, record.state)
@@ -88,7 +91,7 @@ class SlaveDaemon(Daemon):
             state = link.state if link is not None else LinkState.UNREGISTERED
             counts[state] += 1
             sessions += len(room.local)
-            occupants += len(set(room.local.values())) if len(room.local) > 1 else len(room.local)
+            occupants += len(room.local.keys_of)
             held += len(room.queue)
             if state is not LinkState.LIVE or room.queue:
                 troubled.append((len(room.queue), jid))

@@ -19,6 +19,7 @@ from dmuc.protocol.history import (
     moderated_id,
     stanza_id,
 )
+from dmuc.protocol.occupancy import OccupancyLog
 from dmuc.records import slave_history_key
 from dmuc.slave import archive, roominfo
 from dmuc.slave.room import SlaveRoom
@@ -28,6 +29,8 @@ class Fanout:
     def __init__(self, slave_jid: str, domains: frozenset[str]) -> None:
         self.slave_jid = slave_jid
         self.domains = domains
+        # local sessions entering and leaving: a debug line each, an info summary a minute
+        self.occupancy = OccupancyLog("local sessions")
 
     def history_key(self, room_jid: str) -> str:
         return slave_history_key(self.slave_jid, room_jid)
@@ -72,7 +75,8 @@ class Fanout:
         out.broadcast(stanzas.copy(subject), [full])
         if _photo(room.avatar) and len(room.sessions_of(nick)) == 1:
             out.broadcast(room.avatar, [full])  # as the master to a direct occupant
-        out.info(f"{full} entered {room.jid} as {nick}")
+        out.debug(f"{full} entered {room.jid} as {nick}")
+        self.occupancy.joined(room.jid, len(room.local), out.now)
 
     def leave(self, room: SlaveRoom, stanza: Element, leave: Element, out: Outbox) -> bool:
         """§4.6: remove the user from the distribution list; it gets the stanza. Whether
@@ -86,7 +90,7 @@ class Fanout:
             # master drop it): the new one is on its way in, and is told nothing
             room.fresh.discard(full)
             room.joining.setdefault(full, out.now)
-            out.info(f"{full} left {room.jid} (its previous session; joining again)")
+            out.debug(f"{full} left {room.jid} (its previous session; joining again)")
             return True
         if not stanzas.has_status(stanza, "303"):
             # however it left (kicked, banned, quit), it is out; a nick change (303)
@@ -98,7 +102,8 @@ class Fanout:
         own = without_dmuc(stanza)
         own["to"] = full
         out.send(own)
-        out.info(f"{full} left {room.jid}")
+        out.debug(f"{full} left {room.jid}")
+        self.occupancy.left(room.jid, len(room.local), out.now)
         return True
 
     def destroyed(self, room: SlaveRoom, stanza: Element, out: Outbox) -> None:
@@ -194,7 +199,7 @@ class Fanout:
         old = room.resync_old or {}
         room.resync_old = None
         room.known_ids = set()
-        local_nicks = set(room.local.values())
+        local_nicks = room.local.keys_of
         for nick, presence in room.roster.items():
             before = old.get(nick)
             if nick in room.hidden:

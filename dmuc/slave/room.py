@@ -6,6 +6,7 @@ the master) and fanout.py (what the master broadcasts)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,9 @@ from twisted.words.xish.domish import Element
 from dmuc import xmlns
 from dmuc.protocol import stanzas, visibility, xep0282
 from dmuc.protocol.history import History
+from dmuc.records import MIRROR_ROSTER, MIRROR_SESSION, OccupantRecord
 from dmuc.slave.archive import ArchiveCopy
+from dmuc.slave.tracked import IndexedTrackedDict, TrackedDict, TrackedSet
 
 # Local messages remembered as shown here (echoed): what a slave may hold, and more.
 MAX_ECHOED = 20_000
@@ -29,12 +32,16 @@ class SlaveRoom:
     keepalive: int = 60
     history_length: int = 20
     whois: str = "moderators"
-    roster: dict[str, Element] = field(default_factory=dict)  # nick -> presence from master
+    # The roster, the hidden, the local sessions and the directed are stored one row per
+    # entry beside the room's state (changed_entries): these containers note each nick
+    # and each session that changed since the last write.
+    roster: dict[str, Element] = field(init=False)  # nick -> presence from master
     # local occupants in the roster whose role the room does not broadcast (§4.7): shown
     # to no newcomer, and already told as gone to the other local occupants
-    hidden: set[str] = field(default_factory=set)
-    local: dict[str, str] = field(default_factory=dict)  # local full JID -> nick
-    directed: set[str] = field(default_factory=set)  # local JIDs that sent presence to the room
+    hidden: TrackedSet[str] = field(init=False)
+    # local full JID -> nick (and, in local.keys_of, nick -> its local sessions)
+    local: IndexedTrackedDict[str, str] = field(init=False)
+    directed: TrackedSet[str] = field(init=False)  # local JIDs that sent presence to the room
     # local JIDs whose join went to the master without an ENTER yet -> when it went; a
     # refused join is answered to the user directly, so we only see no ENTER come
     joining: dict[str, float] = field(default_factory=dict)
@@ -74,22 +81,25 @@ class SlaveRoom:
         default_factory=dict, repr=False)
     # each held stanza's serialisation, made once: a long split saves the queue often
     _held_xml: dict[int, tuple[Element, str]] = field(default_factory=dict, repr=False)
-    # each roster entry's serialisation for storage, made once per change: a busy big
-    # room is saved every few hundred ms (re-serialising 1,000 presences each time was
-    # half the slave's CPU in the 1000-occupant benchmark)
-    _roster_xml: dict[str, tuple[Element, str]] = field(default_factory=dict, repr=False)
+    # nicks (roster, hidden) and local JIDs (local, directed) changed since the last write
+    _changed_nicks: set[str] = field(default_factory=set, repr=False)
+    _changed_sessions: set[str] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        self.roster = TrackedDict(self._changed_nicks)
+        self.hidden = TrackedSet(self._changed_nicks)
+        self.local = IndexedTrackedDict(self._changed_sessions)
+        self.directed = TrackedSet(self._changed_sessions)
 
     # --- persistence (the link's state is stored beside it, by the service) ------------
 
     def to_state(self) -> dict[str, Any]:
+        """The room's own state: what does not grow with the room (its entries are rows,
+        changed_entries)."""
         return {
             "keepalive": self.keepalive,
             "history_length": self.history_length,
             "whois": self.whois,
-            "roster": self._roster_serialised(),
-            "hidden": sorted(self.hidden),
-            "local": dict(self.local),
-            "directed": sorted(self.directed),
             "subject": self.subject.toXml() if self.subject is not None else None,
             "last_id": self.last_id,
             "avatar": self.avatar.toXml() if self.avatar is not None else None,
@@ -103,15 +113,24 @@ class SlaveRoom:
         }
 
     @classmethod
-    def from_state(cls, jid: str, state: dict[str, Any]) -> SlaveRoom:
+    def from_state(cls, jid: str, state: dict[str, Any],
+                   entries: Mapping[str, dict[str, Any]] | None = None) -> SlaveRoom:
+        """A room as stored: its state and its entries (row key -> row, as
+        changed_entries wrote them). A state of an older dmuc holds the entries itself:
+        the first write then stores them all as rows."""
         room = cls(jid)
         room.keepalive = int(state.get("keepalive", 60))
         room.history_length = int(state.get("history_length", 20))
         room.whois = state.get("whois", "moderators")
-        room.roster = {n: stanzas.parse_xml(x) for n, x in state.get("roster", {}).items()}
-        room.hidden = set(state.get("hidden", ())) & set(room.roster)
-        room.local = dict(state.get("local", {}))
-        room.directed = set(state.get("directed", ()))
+        room.roster.update({n: stanzas.parse_xml(x) for n, x in state.get("roster", {}).items()})
+        room.hidden |= set(state.get("hidden", ())) & set(room.roster)
+        room.local.update(state.get("local", {}))
+        room.directed |= set(state.get("directed", ()))
+        rows_kept = not any(key in state for key in ("roster", "hidden", "local", "directed"))
+        room._restore_entries(entries or {})
+        if rows_kept:
+            room._changed_nicks.clear()
+            room._changed_sessions.clear()
         if state.get("subject"):
             room.subject = stanzas.parse_xml(state["subject"])
         room.last_id = state.get("last_id")
@@ -126,19 +145,60 @@ class SlaveRoom:
         room.archive = ArchiveCopy.from_state(state)
         return room
 
-    def _roster_serialised(self) -> dict[str, str]:
-        cache, fresh = self._roster_xml, {}
-        for nick, presence in self.roster.items():
-            known = cache.get(nick)
-            if known is None or known[0] is not presence:
-                # the newcomers' serialisation of the entry (a roster entry has no 'to'),
-                # if made already: one string per occupant kept, not two
-                rendered = self.rendered.get(nick)
-                known = (presence, rendered[1] if rendered is not None
-                         and rendered[0] is presence else presence.toXml())
-            fresh[nick] = known
-        self._roster_xml = fresh
-        return {nick: entry[1] for nick, entry in fresh.items()}
+    def _restore_entries(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        for key, row in entries.items():
+            if key.startswith(MIRROR_ROSTER) and row.get("presence"):
+                nick = key[len(MIRROR_ROSTER):]
+                self.roster[nick] = stanzas.parse_xml(row["presence"])
+                if row.get("hidden"):
+                    self.hidden.add(nick)
+            elif key.startswith(MIRROR_SESSION):
+                full = key[len(MIRROR_SESSION):]
+                if row.get("nick"):
+                    self.local[full] = str(row["nick"])
+                if row.get("directed"):
+                    self.directed.add(full)
+
+    def changed_entries(self) -> list[OccupantRecord | tuple[str, str]]:
+        """The rows of the entries changed since the last call, for storage: a row per
+        changed nick of the roster and per changed local session; (room, key) for one that
+        is gone. Called when the shell writes the room: O(what changed)."""
+        rows: list[OccupantRecord | tuple[str, str]] = []
+        for nick in sorted(self._changed_nicks):
+            self._add_row(rows, MIRROR_ROSTER + nick, self._roster_row(nick))
+        for full in sorted(self._changed_sessions):
+            self._add_row(rows, MIRROR_SESSION + full, self._session_row(full))
+        self._changed_nicks.clear()
+        self._changed_sessions.clear()
+        return rows
+
+    def all_entries(self) -> dict[str, dict[str, Any]]:
+        """Every entry's row (row key -> row), as from_state takes them: a whole copy of
+        the room (tests, and what changed_entries writes bit by bit)."""
+        rows = {MIRROR_ROSTER + nick: self._roster_row(nick) for nick in self.roster}
+        rows.update({MIRROR_SESSION + full: self._session_row(full)
+                     for full in {*self.local, *self.directed}})
+        return {key: row for key, row in rows.items() if row is not None}
+
+    def _add_row(self, rows: list[OccupantRecord | tuple[str, str]], key: str,
+                 row: dict[str, Any] | None) -> None:
+        rows.append((self.jid, key) if row is None else OccupantRecord(self.jid, key, row))
+
+    def _roster_row(self, nick: str) -> dict[str, Any] | None:
+        presence = self.roster.get(nick)
+        if presence is None:
+            return None
+        # the newcomers' serialisation of the entry (a roster entry has no 'to'), if made
+        rendered = self.rendered.get(nick)
+        xml = rendered[1] if rendered is not None and rendered[0] is presence \
+            else presence.toXml()
+        return {"presence": xml, "hidden": nick in self.hidden}
+
+    def _session_row(self, full: str) -> dict[str, Any] | None:
+        nick, directed = self.local.get(full), full in self.directed
+        if nick is None and not directed:
+            return None
+        return {"nick": nick, "directed": directed}
 
     def _serialised(self, held: list[Element]) -> list[str]:
         cache, fresh = self._held_xml, {}
@@ -186,7 +246,7 @@ class SlaveRoom:
         if (nick, original) in self.echoed:
             del self.echoed[(nick, original)]
             return True
-        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.values()
+        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.keys_of
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -205,7 +265,7 @@ class SlaveRoom:
         self.hidden.discard(nick)
 
     def sessions_of(self, nick: str) -> list[str]:
-        return [jid for jid, n in self.local.items() if n == nick]
+        return list(self.local.keys_of.get(nick, ()))
 
     def local_sessions(self) -> list[str]:
         return list(self.local)
@@ -216,7 +276,7 @@ class SlaveRoom:
 
     def receives_real_jids(self) -> bool:
         """Whether the master sends us real JIDs (§4.7: only with a local moderator)."""
-        moderators = any(self.role_of(nick) == "moderator" for nick in set(self.local.values()))
+        moderators = any(self.role_of(nick) == "moderator" for nick in self.local.keys_of)
         return visibility.slave_sees_real_jids(self.whois, moderators)
 
     def deserted(self) -> bool:

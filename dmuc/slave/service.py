@@ -20,7 +20,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.outbox import DeleteArchive, DeleteRoom, Delivery, Outbox, SaveRoom
+from dmuc.outbox import DeleteArchive, DeleteRoom, Delivery, ForgetOccupants, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
 from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
@@ -101,6 +101,7 @@ class SlaveService:
         self.rooms.pop(room_jid, None)
         self.links.pop(room_jid, None)
         self._touched.discard(room_jid)
+        out.store(ForgetOccupants(room_jid))  # its entry rows (SlaveRoom.changed_entries)
         out.store(DeleteRoom(room_jid, self.history_key(room_jid)))
         out.store(DeleteArchive(self.history_key(room_jid)))  # copied afresh if needed
 
@@ -111,7 +112,7 @@ class SlaveService:
         for room_jid in sorted(touched):
             room, link = self.rooms.get(room_jid), self.links.get(room_jid)
             if room is not None and link is not None:
-                out.store(SaveRoom(room_jid, _snapshot(room, link)))
+                out.store(SaveRoom(room_jid, _snapshot(room, link), room.changed_entries))
 
     def _id(self, kind: str, room: str) -> str:
         iq_id = f"dmuc-{kind}-{next(self._ids)}"
@@ -185,6 +186,7 @@ class SlaveService:
         if self.last_tick is not None and now - self.last_tick > STOPPED_AFTER:
             self.resumed_at = now  # we were stopped: our backlog is being read
         self.last_tick = now
+        self.fanout.occupancy.tick(out)
         for link in list(self.links.values()):
             link.tick(out)
             room = link.room
@@ -268,9 +270,7 @@ class SlaveService:
         no client can forge: the module removes theirs), so that what waited (in the
         module while we were down, in our socket while we were stopped) keeps its time;
         else now (§4.11.2)."""
-        if sender.host in self.unstamped_hosts:
-            return now
-        said = xep0282.plausible_said_time(xep0282.said_stamp(stanza), now)
+        said = xep0282.said_time(stanza, sender.host not in self.unstamped_hosts, now)
         return now if said is None else said
 
     def _answered_here(self, room: SlaveRoom, link: SlaveLink, stanza: Element, sender: JID,

@@ -10,15 +10,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from dmuc import records as stored
 from dmuc.errors import StorageError, StoreAbsent
-from dmuc.records import (
-    ArchivePage,
-    ArchiveQuery,
-    ArchiveRecord,
-    HistoryRecord,
-    OccupantRecord,
-    RoomRecord,
-)
 from dmuc.storage.postgres import PostgresStorage
 from dmuc.storage.sql import SQLStorage
 from dmuc.storage.sqlite import SQLiteStorage
@@ -40,44 +33,51 @@ class Storage(Protocol):
 
     def close(self) -> Deferred[None]: ...
 
-    def load_rooms(self, service: str) -> Deferred[list[RoomRecord]]:
+    def load_rooms(self, service: str) -> Deferred[list[stored.RoomRecord]]:
         """All stored rooms of one MUC service (the component JID)."""
 
-    def save_room(self, service: str, record: RoomRecord) -> Deferred[None]:
-        """Insert or replace one room's state."""
+    def save_room(self, service: str, record: stored.RoomRecord,
+                  entries: Sequence[stored.OccupantRecord | tuple[str, str]] = ()
+                  ) -> Deferred[None]:
+        """Insert or replace one room's state; in the same transaction, store each entry
+        row (OccupantRecord) and forget each (room JID, key) beside it (a slave's
+        mirrored roster and sessions, in the occupants table under the same service)."""
 
     def delete_room(self, service: str, room_jid: str,
                     history_key: str | None = None) -> Deferred[None]:
         """Remove a room with its history (kept under `history_key`, default the room JID:
         a slave keeps its copy's history under slave_history_key)."""
 
-    def load_occupants(self, service: str) -> Deferred[list[OccupantRecord]]:
+    def load_occupants(self, service: str) -> Deferred[list[stored.OccupantRecord]]:
         """Every stored occupant (reached directly) of one MUC service's rooms."""
 
     def save_occupants(self, service: str,
-                       records: Sequence[OccupantRecord | tuple[str, str]]) -> Deferred[None]:
+                       records: Sequence[stored.OccupantRecord | tuple[str, str]]
+                       ) -> Deferred[None]:
         """In one transaction: store each OccupantRecord, forget each (room JID, nick)."""
 
     def forget_occupants(self, service: str, room_jid: str) -> Deferred[None]:
         """Forget every stored occupant of a room."""
 
     def append_history(
-        self, room_jid: str, record: HistoryRecord, keep: int
+        self, room_jid: str, record: stored.HistoryRecord, keep: int
     ) -> Deferred[None]:
         """Append one entry and trim the room's history to its newest `keep` entries."""
 
-    def load_history(self, room_jid: str, limit: int) -> Deferred[list[HistoryRecord]]:
+    def load_history(self, room_jid: str, limit: int) -> Deferred[list[stored.HistoryRecord]]:
         """The newest `limit` entries of a room, oldest first."""
 
     def clear_history(self, room_jid: str) -> Deferred[None]: ...
 
     # -- the room archive (XEP-0313) -----------------------------------------------------
 
-    def append_archive(self, entries: Sequence[tuple[str, ArchiveRecord]]) -> Deferred[None]:
+    def append_archive(self, entries: Sequence[tuple[str, stored.ArchiveRecord]]
+                       ) -> Deferred[None]:
         """Add messages, each (room JID, record), to the rooms' archives, in order, in one
         transaction (a stanza-id already there is kept)."""
 
-    def query_archive(self, room_jid: str, query: ArchiveQuery) -> Deferred[ArchivePage]:
+    def query_archive(self, room_jid: str,
+                      query: stored.ArchiveQuery) -> Deferred[stored.ArchivePage]:
         """One page of a room's archive; fails with ArchiveIdNotFound for an unknown
         after/before id."""
 

@@ -141,6 +141,13 @@ def _loads(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _occupant_rows(records: Sequence[OccupantRecord | tuple[str, str]]
+                   ) -> list[tuple[str, str, str | None]]:
+    """(room, key, serialised state), or (room, key, None) for a row to delete."""
+    return [(r.room_jid, r.nick, _dumps(r.state)) if isinstance(r, OccupantRecord)
+            else (r[0], r[1], None) for r in records]
+
+
 # -- the queries: each is one interaction, (cursor, dialect, arguments) ---------------------
 
 
@@ -155,6 +162,13 @@ def upsert_room(txn: Any, d: Dialect, service: str, jid: str, state: str) -> Non
     txn.execute(f"INSERT INTO rooms (service, jid, state) VALUES ({d.mark}, {d.mark}, {d.mark})"
                 " ON CONFLICT (service, jid) DO UPDATE SET state = excluded.state",
                 (service, jid, state))
+
+
+def upsert_room_with_entries(txn: Any, d: Dialect, service: str, jid: str, state: str,
+                             rows: Sequence[tuple[str, str, str | None]]) -> None:
+    upsert_room(txn, d, service, jid, state)
+    if rows:
+        write_occupants(txn, d, service, rows)
 
 
 def delete_room(txn: Any, d: Dialect, service: str, jid: str, history_key: str) -> None:
@@ -387,10 +401,16 @@ class SQLStorage(ABC):
         """All stored rooms of one MUC service, ordered by JID (byte order)."""
         return self._run("load_rooms", select_rooms, self.dialect, service)
 
-    def save_room(self, service: str, record: RoomRecord) -> Deferred[None]:
-        """Insert or replace one room's state."""
+    def save_room(self, service: str, record: RoomRecord,
+                  entries: Sequence[OccupantRecord | tuple[str, str]] = ()) -> Deferred[None]:
+        """Insert or replace one room's state, and write its entry rows (stored, or
+        forgotten for a (room, key)) in the same transaction."""
         state = _dumps(record.state)  # serialise now: later mutations must not leak in
-        return self._run("save_room", upsert_room, self.dialect, service, record.jid, state)
+        if not entries:
+            return self._run("save_room", upsert_room, self.dialect, service, record.jid,
+                             state)
+        return self._run("save_room", upsert_room_with_entries, self.dialect, service,
+                         record.jid, state, _occupant_rows(entries))
 
     def delete_room(self, service: str, room_jid: str,
                     history_key: str | None = None) -> Deferred[None]:
@@ -407,9 +427,8 @@ class SQLStorage(ABC):
     def save_occupants(self, service: str,
                        records: Sequence[OccupantRecord | tuple[str, str]]) -> Deferred[None]:
         """In one transaction: store each OccupantRecord, forget each (room, nick)."""
-        rows = [(r.room_jid, r.nick, _dumps(r.state)) if isinstance(r, OccupantRecord)
-                else (r[0], r[1], None) for r in records]
-        return self._run("save_occupants", write_occupants, self.dialect, service, rows)
+        return self._run("save_occupants", write_occupants, self.dialect, service,
+                         _occupant_rows(records))
 
     def forget_occupants(self, service: str, room_jid: str) -> Deferred[None]:
         """Forget every stored occupant of a room."""

@@ -101,6 +101,9 @@ def test_direct_users_through_a_master_crash(
                       f"{ROOM}/Wumpus")
 
         master.kill()
+        # Prosody must see the component gone first: a leave it writes into the dead
+        # socket before it noticed is lost with the process (§4.11.5), not held
+        wait_for_text(prosody.log_text, f"component disconnected: {MUC_DOMAIN}")
         run(wumpus.disconnect())  # its leave is held, and outlasts the hold: lost
         wait_for_text(prosody.log_text, f"unavailable for {HOLD_SECONDS} s",
                       timeout=HOLD_SECONDS + 10)

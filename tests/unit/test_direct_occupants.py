@@ -156,15 +156,20 @@ ANNOUNCE = (f"<message from='{SERVICE}' to='{SERVICE}'>"
             f"<hold xmlns='{xmlns.DMUC}'/></message>")
 
 
-@pytest.mark.parametrize(("announced", "age", "delay_from", "kept"), [
-    (True, 30.0, SERVICE, True),  # held by our Prosody: said 30 s ago
-    (False, 30.0, SERVICE, False),  # no module announced: a client may have written it
-    (True, 30.0, "efnet.irc", False),  # someone else's delay
-    (True, 2 * 86_400.0, SERVICE, False),  # older than a day: not believed
-    (True, -60.0, SERVICE, False),  # in the future
+def said_marker(when: float) -> str:
+    """mod_dmuc_hold's mark on what it held: dmuc's one "when said" marker."""
+    return f"<x xmlns='{xmlns.DMUC}'><said stamp='{stanzas.format_stamp(when)}'/></x>"
+
+
+@pytest.mark.parametrize(("announced", "age", "marker", "kept"), [
+    (True, 30.0, "said", True),  # held by our Prosody: said 30 s ago
+    (False, 30.0, "said", False),  # no module announced: a client may have written it
+    (True, 30.0, "delay", False),  # an XEP-0203 delay, even from our JID: not the marker
+    (True, 2 * 86_400.0, "said", False),  # older than a day: not believed
+    (True, -60.0, "said", False),  # in the future
 ])
 def test_a_held_direct_message_keeps_its_time_only_from_the_hold_module(
-        announced: bool, age: float, delay_from: str, kept: bool) -> None:
+        announced: bool, age: float, marker: str, kept: bool) -> None:
     h = Harness()
     h.create_instant(WIZ, "wiz")
     h.join(TROY, "troy")
@@ -172,11 +177,14 @@ def test_a_held_direct_message_keeps_its_time_only_from_the_hold_module(
     if announced:
         assert h.send(ANNOUNCE).deliveries == []
     said = h.now + 1 - age
+    mark = (said_marker(said) if marker == "said" else
+            f"<delay xmlns='{xmlns.DELAY}' from='{SERVICE}' "
+            f"stamp='{stanzas.format_stamp(said)}'/>")
     out = h.send(f"<message from='{TROY}' to='{ROOM}' type='groupchat' id='h1'>"
-                 f"<body>held</body><delay xmlns='{xmlns.DELAY}' from='{delay_from}' "
-                 f"stamp='{stanzas.format_stamp(said)}'/></message>")
+                 f"<body>held</body>{mark}</message>")
     (copy,) = out.stanzas_for(WIZ)
     delays = stanzas.children(copy, "delay", xmlns.DELAY)
+    assert stanzas.children(copy, "x", xmlns.DMUC) == []  # the marker stays with us
     if kept:
         assert [(d["from"], d["stamp"]) for d in delays] == [
             (ROOM, stanzas.format_stamp(said))]
@@ -203,8 +211,7 @@ def test_what_our_prosody_held_from_a_slaves_domain_is_left_to_its_slave(
     h.service.connected(h.now)
     if announced:
         h.send(ANNOUNCE)
-    delay = (f"<delay xmlns='{xmlns.DELAY}' from='{SERVICE}' "
-             f"stamp='{stanzas.format_stamp(h.now)}'/>" if held else "")
+    delay = said_marker(h.now) if held else ""
     to = ROOM if kind == "groupchat" else f"{ROOM}/wiz"
     out = h.send(f"<message from='{who}' to='{to}' type='{kind}' id='s1'>"
                  f"<body>forwarded</body>{delay}</message>")

@@ -457,7 +457,8 @@ def test_what_a_slave_holds_and_where_it_was_survive_its_restart():
                    "<body>held</body></message>")
     stored = {**vesa.rooms[ROOM].to_state(), **vesa.links[ROOM].to_state()}
     restarted = SlaveService(vesa.settings)  # killed during the split, started again
-    restarted.restore(SlaveRoom.from_state(ROOM, stored), [], stored)
+    restarted.restore(SlaveRoom.from_state(ROOM, stored, vesa.rooms[ROOM].all_entries()), [],
+                      stored)
     net.slaves["vesa.yeggmaex.irc"] = restarted
     net.down.clear()
     net._route(restarted.connected(net.now), source=restarted.jid)

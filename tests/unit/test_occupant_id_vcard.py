@@ -307,7 +307,8 @@ def test_the_slave_keeps_the_avatar_across_its_restart():
     net = occupied_net()
     net.user_sends(f"<iq type='set' id='v' from='{WUMPUS}' to='{ROOM}'>{VCARD}</iq>")
     slave_room = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
-    restored = type(slave_room).from_state(ROOM, slave_room.to_state())
+    restored = type(slave_room).from_state(ROOM, slave_room.to_state(),
+                                           slave_room.all_entries())
     assert restored.avatar is not None and restored.avatar.toXml() == slave_room.avatar.toXml()
 
 

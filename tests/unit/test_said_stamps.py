@@ -31,6 +31,27 @@ def test_plausible_said_time(stamp: float | None, expected: float | None) -> Non
     assert xep0282.plausible_said_time(stamp, NOW) == expected
 
 
+def _marked(stamp: str | None) -> stanzas.Element:
+    said = "" if stamp is None else f"<said stamp='{stamp}'/>"
+    return parse(f"<message from='{WUMPUS}' to='{ROOM}' type='groupchat' id='m'>"
+                 f"<body>hi</body><x xmlns='{xmlns.DMUC}'>{said}</x></message>")
+
+
+@pytest.mark.parametrize(("trusted", "stamp", "expected"), [
+    (True, stanzas.format_stamp(NOW - 30), NOW - 30),  # from the module in front of us
+    (True, "1970-01-12T13:46:10.250Z", NOW - 29.75),  # with milliseconds, as the module
+    (False, stanzas.format_stamp(NOW - 30), None),  # no module said it is there: a client's
+    (True, None, None),  # missing
+    (True, "yesterday", None),  # malformed
+    (True, "", None),
+    (True, stanzas.format_stamp(NOW + 60), None),  # in the future
+    (True, stanzas.format_stamp(NOW - 2 * xep0282.MAX_HELD_SECONDS), None),  # too old
+])
+def test_said_time_the_one_rule_of_master_and_slave(
+        trusted: bool, stamp: str | None, expected: float | None) -> None:
+    assert xep0282.said_time(_marked(stamp), trusted, NOW) == expected
+
+
 def _delay_of(stanza: stanzas.Element) -> float | None:
     delay = stanzas.child(stanza, "delay", xmlns.DELAY)
     return None if delay is None else stanzas.parse_stamp(delay["stamp"])

@@ -13,6 +13,7 @@ from dmuc.errors import IllegalTransition
 from dmuc.master.service import MUCService
 from dmuc.outbox import Outbox, SaveRoom
 from dmuc.protocol import stanzas, xep0282
+from dmuc.records import MIRROR_SESSION, OccupantRecord
 from dmuc.slave.link import (
     LINK_TRANSITIONS,
     LinkConfig,
@@ -295,9 +296,11 @@ def test_the_link_state_is_stored_and_a_registered_room_registers_after_a_restar
     out = s.say(BIGCHEESE, "x", "x1")
     [save] = [op for op in out.storage if isinstance(op, SaveRoom)]
     state = save.state
-    assert state["link"] == "live" and state["local"][BIGCHEESE] == "BigCheese"
+    assert save.entries is not None  # the entries changed since the room was made: all
+    rows = {r.nick: r.state for r in save.entries() if isinstance(r, OccupantRecord)}
+    assert state["link"] == "live" and rows[MIRROR_SESSION + BIGCHEESE]["nick"] == "BigCheese"
     restarted = SlaveService(s.core.settings)
-    restarted.restore(SlaveRoom.from_state(ROOM, state), [], state)
+    restarted.restore(SlaveRoom.from_state(ROOM, state, rows), [], state)
     assert restarted.links[ROOM].state is L.LIVE
     out = restarted.connected(s.now + 10)
     assert restarted.links[ROOM].state is L.REGISTERING

@@ -8,6 +8,7 @@ import pytest
 
 from dmuc import xmlns
 from dmuc.protocol import stanzas
+from dmuc.records import MIRROR_ROSTER, OccupantRecord
 from dmuc.slave import fanout
 from dmuc.slave.room import SlaveRoom
 
@@ -44,11 +45,12 @@ def test_the_stored_roster_reuses_the_newcomers_serialisation() -> None:
     room.roster["nick"] = presence = _listed(None)
     room.roster["other"] = _listed("other@vesa.irc/r")
     fanout._for_viewer(room, "nick", presence, "participant")
-    state = room.to_state()
-    assert state["roster"]["nick"] is room.rendered["nick"][1]
-    assert state["roster"]["other"] == room.roster["other"].toXml()
-    restored = SlaveRoom.from_state(ROOM, state)
-    assert {n: p.toXml() for n, p in restored.roster.items()} == state["roster"]
+    rows = {r.nick: r.state for r in room.changed_entries() if isinstance(r, OccupantRecord)}
+    assert rows[MIRROR_ROSTER + "nick"]["presence"] is room.rendered["nick"][1]
+    assert rows[MIRROR_ROSTER + "other"]["presence"] == room.roster["other"].toXml()
+    restored = SlaveRoom.from_state(ROOM, room.to_state(), rows)
+    assert {MIRROR_ROSTER + n: p.toXml() for n, p in restored.roster.items()} == {
+        key: row["presence"] for key, row in rows.items()}
 
 
 def test_copies_share_interned_names() -> None:

@@ -16,7 +16,9 @@ from twisted.internet import defer
 
 from dmuc.config import ConfigError, load_master_config
 from dmuc.errors import StorageError
+from dmuc.protocol import stanzas
 from dmuc.records import HistoryRecord, OccupantRecord, RoomRecord
+from dmuc.slave.room import SlaveRoom
 from dmuc.storage import PostgresStorage, Storage, open_storage, sql, url_for_log
 from dmuc.storage.sqlite import SQLiteStorage
 
@@ -519,5 +521,61 @@ def test_direct_occupants_stored_updated_forgotten(storage_url: str):
         assert [(r.room_jid, r.nick) for r in got] == [(ROOM, "wiz")]
         other = yield store.load_occupants(OTHER_SERVICE)
         assert [(r.room_jid, r.nick) for r in other] == [(ROOM, "x")]
+    finally:
+        yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_slave_room_is_stored_one_changed_entry_at_a_time(storage_url: str):
+    """A slave's mirrored room: its state, with a row per roster entry and per local
+    session beside it (one transaction); a save writes only the entries changed since
+    the last; a restart reads the same room back. A state an older dmuc stored (the
+    roster inside it) is written as rows at its first save."""
+    slave = "dmuc.vesa.example.org"
+    store = yield _opened(storage_url)
+
+    @defer.inlineCallbacks
+    def reloaded(jid: str):
+        rooms = {r.jid: r.state for r in (yield store.load_rooms(slave))}
+        rows = {r.nick: r.state for r in (yield store.load_occupants(slave)) if r.room_jid == jid}
+        return SlaveRoom.from_state(jid, rooms[jid], rows)
+
+    def presence(nick: str, role: str) -> stanzas.Element:
+        return stanzas.parse_xml(f"<presence from='{ROOM}/{nick}'><x xmlns="
+                                 f"'http://jabber.org/protocol/muc#user'><item "
+                                 f"affiliation='none' role='{role}'/></x></presence>")
+
+    try:
+        room = SlaveRoom(ROOM)
+        room.roster.update({"wiz": presence("wiz", "moderator"),
+                            "troy": presence("troy", "visitor")})
+        room.hidden.add("troy")
+        room.local["wiz@vesa.example.org/r"] = "wiz"
+        room.directed |= {"wiz@vesa.example.org/r", "new@vesa.example.org/r"}
+        first = room.changed_entries()
+        assert len(first) == 4 and room.changed_entries() == []
+        yield store.save_room(slave, RoomRecord(ROOM, room.to_state()), first)
+        del room.roster["troy"]
+        room.hidden.discard("troy")
+        room.directed.discard("new@vesa.example.org/r")
+        assert room.changed_entries() == [(ROOM, "roster/troy"),
+                                          (ROOM, "session/new@vesa.example.org/r")]
+        yield store.save_room(slave, RoomRecord(ROOM, room.to_state()),
+                              [(ROOM, "roster/troy"), (ROOM, "session/new@vesa.example.org/r")])
+        restored = yield reloaded(ROOM)
+        assert restored.all_entries() == room.all_entries() and set(restored.roster) == {"wiz"}
+        assert restored.local == {"wiz@vesa.example.org/r": "wiz"}
+
+        legacy = {**room.to_state(), "roster": {"old": presence("old", "participant").toXml()},
+                  "hidden": ["old"], "local": {"old@vesa.example.org/r": "old"},
+                  "directed": ["old@vesa.example.org/r"]}
+        upgraded = SlaveRoom.from_state(ROOM2, legacy)
+        yield store.save_room(slave, RoomRecord(ROOM2, upgraded.to_state()),
+                              upgraded.changed_entries())
+        again = yield reloaded(ROOM2)
+        assert again.all_entries() == upgraded.all_entries()
+        assert again.hidden == {"old"} and again.local == {"old@vesa.example.org/r": "old"}
+        yield store.forget_occupants(slave, ROOM2)
+        assert {r.room_jid for r in (yield store.load_occupants(slave))} == {ROOM}
     finally:
         yield store.close()

@@ -21,6 +21,7 @@ from dmuc.master.features import (
     members_only,
     moderated,
     moderation,
+    occupancy_log,
     occupant_id,
     password,
     persistent,
@@ -59,6 +60,7 @@ BUILTIN_FEATURES: tuple[ModuleType, ...] = (
     occupant_id,  # XEP-0421
     vcard,  # the room's vCard and avatar (XEP-0486)
     unique,  # XEP-0307 unique room names on the service
+    occupancy_log,  # joins and leaves: a debug line each, an info summary a minute
 )
 
 

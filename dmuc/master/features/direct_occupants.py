@@ -17,10 +17,11 @@ mod_muc removes a session whose broadcast bounced.
 
 While the master is down its Prosody holds what direct users send it (mod_dmuc_hold,
 loaded on the master's Component) and hands it over in order when it is back, each
-stanza with an XEP-0203 delay from the component's JID. That Prosody announces the module
+stanza marked with when it was held (dmuc's one "when said" marker, <said/>, read by
+xep0282.said_time as the slave reads mod_dmuc_slave's). That Prosody announces the module
 at every connect (a message from the component's own JID); only then does the master take
-a direct sender's groupchat as said at that time (within the last day, as a slave's held
-stamp), and mod_dmuc_hold removes any such delay a sender put on its own stanza.
+a direct sender's groupchat as said at that time (within the last day), and mod_dmuc_hold
+removes any <said/> a sender put on its own stanza.
 """
 
 from __future__ import annotations
@@ -201,14 +202,9 @@ class DirectOccupants:
         self.hold_announced = True
         return True
 
-    def _held_stamp(self, stanza: Element) -> float | None:
-        """When our Prosody held `stanza` for us (mod_dmuc_hold's delay), if it did."""
-        if not self.hold_announced:
-            return None
-        for delay in stanzas.children(stanza, "delay", xmlns.DELAY):
-            if delay.getAttribute("from") == self.service.jid:
-                return stanzas.parse_stamp(delay.getAttribute("stamp", ""))
-        return None
+    def _said_at(self, stanza: Element, now: float) -> float | None:
+        """When our Prosody held `stanza` for us (mod_dmuc_hold's <said/>), if it did."""
+        return xep0282.said_time(stanza, self.hold_announced, now)
 
     def held_for_a_slave(self, stanza: Element, sender: str, out: Outbox) -> bool:
         """A user's stanza our Prosody held while we were down, from a domain a slave
@@ -222,7 +218,7 @@ class DirectOccupants:
         domain = sender.split("/", 1)[0].split("@", 1)[1]
         if not any(domain in served for served in self.service.distribution.allowed.values()):
             return False
-        if self._held_stamp(stanza) is None:
+        if self._said_at(stanza, out.now) is None:
             return False
         if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
             out.debug(f"dropped a held groupchat {stanza.getAttribute('id')} of {sender}: "
@@ -236,11 +232,11 @@ class DirectOccupants:
         return True
 
     def held_time(self, room: Room, stanza: Element, now: float) -> float | None:
-        """When a direct sender said a groupchat its Prosody held for us (its delay from
-        our JID, announced and within the last day); None: now."""
+        """When a direct sender said a groupchat its Prosody held for us (its <said/>,
+        announced and within the last day); None: now."""
         if room.service.router.relay_of(room, stanza.getAttribute("from")) is not None:
             return None
-        return xep0282.plausible_said_time(self._held_stamp(stanza), now)
+        return self._said_at(stanza, now)
 
 
 def setup(hooks: Hooks, service: MUCService) -> DirectOccupants:

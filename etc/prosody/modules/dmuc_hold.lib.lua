@@ -16,9 +16,11 @@
 -- <not-connected/>); that answer is caught and the stanza held instead. Past `max`
 -- stanzas or `seconds`, the sender gets that answer after all (one log line each).
 --
--- With `stamp`, a held stanza gets an XEP-0203 delay from the component's JID with the
--- time it was held (the time its sender said it): strip_stamp() takes such a delay off
--- anything else, so that only the module ever puts one there.
+-- When a stanza was said, the one marker of dmuc's wire (docs/protocol.md §4.11.2):
+-- <x xmlns='urn:xmpp:tmp:dmuc:0'><said stamp='...'/></x>, the time this Prosody received
+-- it (XEP-0082 with milliseconds). stamp_said() puts it on (mod_dmuc_slave on every local
+-- groupchat, mod_dmuc_hold on what it holds); strip_said() takes off any a sender wrote,
+-- so that only these modules ever put one there. With `stamp`, a held stanza gets it.
 
 local st = require "util.stanza";
 local now = require "util.time".now; -- seconds, with a fraction (os.time() is whole seconds)
@@ -26,11 +28,31 @@ local os_date, floor = os.date, math.floor;
 local jid_split = require "util.jid".split;
 
 local xmlns_component = "xmpp:prosody.im/protocol/component";
-local xmlns_delay = "urn:xmpp:delay";
+local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
 
 -- XEP-0082 with milliseconds (util.datetime's os.date takes whole seconds only).
 local function stamp_of(t)
 	return os_date("!%Y-%m-%dT%H:%M:%S", floor(t)) .. (".%03dZ"):format(floor(t % 1 * 1000));
+end
+
+-- Any <said/> a sender put in (a client, or a server on the way) goes: only we say when.
+local function strip_said(stanza)
+	for x in stanza:childtags("x", xmlns_dmuc) do
+		x:maptags(function(tag)
+			if tag.name == "said" then return nil; end
+			return tag;
+		end);
+	end
+end
+
+-- Marks `stanza` as said at `t` (seconds), unless it already is (a stanza held again
+-- keeps its first time).
+local function stamp_said(stanza, t)
+	for x in stanza:childtags("x", xmlns_dmuc) do
+		if x:get_child("said") then return; end
+	end
+	stanza:add_direct_child(st.stanza("x", { xmlns = xmlns_dmuc })
+		:tag("said", { stamp = stamp_of(t) }):up());
 end
 
 local function is_not_connected(reply)
@@ -48,17 +70,6 @@ local function new(module, component, options)
 	local hold_max, hold_seconds, stamp = options.max, options.seconds, options.stamp;
 	local held = {}; -- { origin, stanza, at, reply }, oldest first
 	local holding = {};
-
-	local function is_ours(tag)
-		return tag.name == "delay" and tag.attr.xmlns == xmlns_delay and tag.attr.from == component;
-	end
-
-	function holding.strip_stamp(stanza)
-		stanza:maptags(function(tag)
-			if is_ours(tag) then return nil; end
-			return tag;
-		end);
-	end
 
 	local function give_up(entry, why)
 		module:log("warn", "Component %s unavailable for %s; %s gets the error", component, why,
@@ -92,10 +103,8 @@ local function new(module, component, options)
 			module:add_timer(hold_seconds, expire_held);
 		end
 		local t = now();
-		-- held again (handed over while the component went away again): its first time
-		if stamp and not stanza:get_child_with_attr("delay", xmlns_delay, "from", component) then
-			stanza:add_direct_child(st.stanza("delay",
-				{ xmlns = xmlns_delay, from = component, stamp = stamp_of(t) }));
+		if stamp then
+			stamp_said(stanza, t);
 		end
 		held[#held + 1] = { origin = origin, stanza = stanza, at = t, reply = reply };
 	end
@@ -128,4 +137,5 @@ local function new(module, component, options)
 	return holding;
 end
 
-return { new = new, event_name = event_name };
+return { new = new, event_name = event_name, stamp_said = stamp_said,
+	strip_said = strip_said };

@@ -13,13 +13,14 @@
 -- server without a dmuc slave) say while the master is down bounces with mod_component's
 -- "Component unavailable". With it, each stanza waits (at most `dmuc_hold` of them, for
 -- at most `dmuc_hold_seconds`; past that the sender gets that error after all), marked
--- with an XEP-0203 delay from the component's JID with the time it was held, so that
--- the room gives a held groupchat message the time it was said. A delay from the
--- component's JID on anything else is removed (only this module writes one).
+-- with when it was held (dmuc's one "when said" marker, <x xmlns='urn:xmpp:tmp:dmuc:0'>
+-- <said stamp='...'/></x>, from dmuc_hold.lib.lua), so that the room gives a held
+-- groupchat message the time it was said. A <said/> on anything else is removed (only
+-- this module writes one here).
 --
 -- At every connect of the component this module says so first (a message from the
 -- component's JID, <hold xmlns='urn:xmpp:tmp:dmuc:0'/>): only then does the master
--- believe such delays (docs/protocol.md §4.11.5).
+-- believe such stamps (docs/protocol.md §4.11.5).
 
 local st = require "util.stanza";
 local hold_lib = module:require("dmuc_hold");
@@ -35,7 +36,7 @@ local holding = hold_lib.new(module, module.host, {
 
 local function intercept(event)
 	if not event.dmuc_released then
-		holding.strip_stamp(event.stanza);
+		hold_lib.strip_said(event.stanza);
 	end
 	event.origin = holding.watch(event.origin, event.stanza);
 end

@@ -49,24 +49,18 @@ local xmlns_dmuc = "urn:xmpp:tmp:dmuc:0";
 local resent_id_prefix = "dmuc-resent-";
 local given_id_prefix = "dmuc-id-";
 
--- When this server received a local user's groupchat message for a mirrored room, with
--- a fraction of a second (XEP-0082), carried to the slave in <x xmlns='urn:xmpp:tmp:dmuc:0'>
--- <said stamp='...'/></x> (docs/protocol.md §4.11.2): a message that waits (here while the
--- slave is down, in the slave's socket while it is stopped, held through a netsplit)
--- reaches the room with the time it was said, not the time it was handed on. Any element
--- of that namespace a client put in is removed first: only this module says when.
-local function said_stamp(t)
-	return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t))
-		.. string.format(".%03dZ", math.floor((t % 1) * 1000));
-end
+-- The shared lib (dmuc_hold.lib.lua, in the same plugin directory): the hold queue, and
+-- the one "when said" marker of dmuc's wire (docs/protocol.md §4.11.2).
+local hold_lib = module:require("dmuc_hold");
 
+-- When this server received a local user's groupchat message for a mirrored room,
+-- carried to the slave in <x xmlns='urn:xmpp:tmp:dmuc:0'><said stamp='...'/></x>: a
+-- message that waits (here while the slave is down, in the slave's socket while it is
+-- stopped, held through a netsplit) reaches the room with the time it was said, not the
+-- time it was handed on. Any <said/> a client put in is removed first: only we say when.
 local function stamp_said(stanza)
-	stanza:maptags(function(tag)
-		if tag.attr.xmlns == xmlns_dmuc then return nil; end
-		return tag;
-	end);
-	stanza:add_direct_child(st.stanza("x", { xmlns = xmlns_dmuc })
-		:tag("said", { stamp = said_stamp(now()) }):up());
+	hold_lib.strip_said(stanza);
+	hold_lib.stamp_said(stanza, now());
 end
 
 -- Hook priorities: the fan-out before any stock handler of the host; the divert after
@@ -192,7 +186,6 @@ module:hook("presence/host", fan_out, fanout_priority);
 -- (at most `dmuc_slave_hold` stanzas for `dmuc_slave_hold_seconds`), and goes to it once
 -- it is back, in order; past either bound the user gets mod_component's error as before.
 -- The queue is dmuc_hold.lib.lua's, which mod_dmuc_hold uses for the master too.
-local hold_lib = module:require("dmuc_hold");
 local holding = hold_lib.new(module, component, {
 	max = module:get_option_number("dmuc_slave_hold", 2000);
 	seconds = module:get_option_number("dmuc_slave_hold_seconds", 60);
