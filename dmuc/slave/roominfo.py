@@ -16,8 +16,8 @@ from dmuc.slave.room import SlaveRoom
 
 def forget(room: SlaveRoom) -> None:
     """A snapshot follows: only what it carries counts."""
-    room.info = None
-    room.vcard, room.vcard_known = None, False
+    room.info_xml = None
+    room.vcard_xml, room.vcard_known = None, False
 
 
 def apply(room: SlaveRoom, settings: Element) -> None:
@@ -26,21 +26,23 @@ def apply(room: SlaveRoom, settings: Element) -> None:
     present, its vCard (an empty <vcard/>: the room has none)."""
     info = stanzas.child(settings, "info")
     query = stanzas.child(info, "query", xmlns.DISCO_INFO) if info is not None else None
-    room.info = stanzas.copy(query) if query is not None else None
+    room.info_xml = query.toXml() if query is not None else None
     held = stanzas.child(settings, "vcard")
     if held is not None:
         vcard = stanzas.child(held, "vCard", xmlns.VCARD)
-        room.vcard = stanzas.copy(vcard) if vcard is not None else None
+        room.vcard_xml = vcard.toXml() if vcard is not None else None
         room.vcard_known = True
 
 
 def answer(room: SlaveRoom, stanza: Element, out: Outbox) -> bool:
     """A local user's IQ to the room JID answered from the mirror; False: the master's."""
     asked = roominfo.kind(stanza)
-    if asked is RoomInfoIq.DISCO_INFO and room.info is not None:
-        out.send(roominfo.info_answer(stanza, room.info, len(room.roster)))
+    if asked is RoomInfoIq.DISCO_INFO and room.info_xml is not None:
+        out.send(roominfo.info_answer(stanza, stanzas.parse_xml(room.info_xml),
+                                      len(room.roster)))
         return True
     if asked is RoomInfoIq.VCARD and room.vcard_known:
-        out.send(roominfo.vcard_answer(stanza, room.vcard))
+        vcard = stanzas.parse_xml(room.vcard_xml) if room.vcard_xml else None
+        out.send(roominfo.vcard_answer(stanza, vcard))
         return True
     return False

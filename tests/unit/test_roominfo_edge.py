@@ -158,5 +158,6 @@ def test_the_mirror_survives_a_slave_restart():
     net.user_sends(f"<iq type='set' id='v' from='{WUMPUS}' to='{ROOM}'>{VCARD}</iq>")
     room = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
     restored = SlaveRoom.from_state(ROOM, room.to_state())
-    assert restored.info is not None and restored.info.toXml() == room.info.toXml()
-    assert restored.vcard_known and restored.vcard.toXml() == room.vcard.toXml()
+    assert restored.info_xml is not None and restored.info_xml == room.info_xml
+    assert restored.vcard_known and restored.vcard_xml == room.vcard_xml
+    assert "<FN>Wallops</FN>" in restored.vcard_xml
