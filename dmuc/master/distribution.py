@@ -84,8 +84,9 @@ class SlaveRegistration:
     domains: frozenset[str]
     keepalive: int
     history: int
-    last_heard: float = 0.0
+    last_heard: float = 0.0  # anything from the slave for the room, its users' forwards too
     last_ping: float = 0.0
+    last_said: float = 0.0  # anything we sent the slave for the room (keepalive.due)
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     # the numbers of what it forwarded us for the room (§4.11.2): a lost one is asked for
     forwarded: ForwardedNumbers = field(default_factory=ForwardedNumbers)
@@ -126,6 +127,7 @@ class SlaveRegistration:
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
         self.seq += 1
+        self.last_said = out.now
         out.send(xep0282.numbered(stanza, self.seq))
 
 
@@ -555,6 +557,7 @@ class Distribution:
         seq = xep0282.take_sequence_number(stanza)
         link = self.link_for_user(room_jid, sender) if seq is not None else None
         if link is not None and seq is not None:
+            link.last_heard = out.now  # the slave is alive: a loaded link is not a dead one
             link.forwarded.heard(seq, out.now)
 
     def _ask_lost(self, link: SlaveRegistration, out: Outbox) -> None:
@@ -599,6 +602,7 @@ class Distribution:
                                what=f"XEP-0282 keepalive for {room_jid}")
             else:
                 out.send(stanzas.iq_result(stanza))
+                link.last_said = out.now
                 sent = stanzas.parse_bounded_int(payload.getAttribute("seq"), 0, 2**62)
                 if sent is not None:  # what it forwarded up to now: the tail lost too?
                     link.forwarded.said_sent(sent, out.now)
@@ -860,9 +864,9 @@ class Distribution:
                     self._split(link, out, f"keepalive unanswered for {silent:.0f} s")
                 if not link.split:  # (a split one resyncs through its registration)
                     self._ask_lost(link, out)
-                if keepalive.due(now, link.last_heard, link.last_ping, link.keepalive,
-                                 link.split):
-                    link.last_ping = now
+                if keepalive.due(now, link.last_heard, link.last_ping, link.last_said,
+                                 link.keepalive, link.split):
+                    link.last_ping = link.last_said = now
                     iq_id = f"dmuc-ka-{next(self._ids)}"
                     self.pings[iq_id] = (link.room, link.jid)
                     out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id, link.split))

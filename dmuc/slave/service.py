@@ -432,6 +432,7 @@ class SlaveService:
             payload = next(stanza.elements(), None)
             if stype == "get" and payload is not None and payload.uri == xmlns.PING:
                 out.send(stanzas.iq_result(stanza))  # the master's keepalive (§4.10)
+                link.last_said = out.now
                 if xep0282.says_split(stanza) and link.state is LinkState.LIVE \
                         and not self._resuming(out.now):
                     # it does not hear us: what we forward is lost on the way (§4.11.1)
