@@ -391,16 +391,17 @@ class CoreHandler(subprotocols.XMPPHandler):
         # broadcast was serialised once, its copies differ only in 'to'.
         chunks: list[str] = []
         for delivery in out.deliveries:
+            # a copy given serialised (xml) is written from it: its tree is never parsed
+            shown = delivery.name if delivery.xml is not None else delivery.stanza
             if delivery.recipients is None:
                 chunks.append(stanzas.render(delivery.stanza))
             elif delivery.host is not None:
-                chunks.append(xep0282.render_fanout(delivery.stanza, delivery.host,
+                chunks.append(xep0282.render_fanout(shown, delivery.host,
                                                     delivery.recipients, delivery.xml))
             else:
-                chunks.extend(stanzas.render_many(delivery.stanza, delivery.recipients,
-                                                  delivery.xml))
+                chunks.extend(stanzas.render_many(shown, delivery.recipients, delivery.xml))
             if self.metrics is not None:
-                self.metrics.sent(delivery.stanza.name, 1 if delivery.recipients is None
+                self.metrics.sent(delivery.name, 1 if delivery.recipients is None
                                   else len(delivery.recipients))
         if chunks:
             self.send("".join(chunks))
