@@ -44,7 +44,7 @@ from testbed.faults import (
     fault_kind,
 )
 from testbed.network import DIRECT_DOMAIN, MASTER_DOMAIN, SLAVE_DOMAINS, DmucNetwork
-from tests.integration.conftest import STRICT_KEEPALIVE, MakeClient, Rig
+from tests.integration.conftest import SMACKS_RESEND, STRICT_KEEPALIVE, MakeClient, Rig
 from tests.integration.traffic import (
     Bounds,
     FaultReport,
@@ -72,6 +72,8 @@ SHORT = {"users-prosody-restart": 0.5, "master-prosody-restart": 0.5, "slave-kil
          "master-kill": 0.5, "flap": 3 * FLAP}  # else SHORT_FAULT
 LONG = {"flap": 20.0}  # cut 2 s / healed 2 s for 20 s; else LONG_FAULT
 LONG_IN_SUITE = {"stall"}
+# The master's Prosody restarting: with mod_smacks as recommended (conftest.SMACKS_RESEND)
+PROSODY_MARKS = {"master-prosody-restart": [SMACKS_RESEND]}
 
 
 def fault_seconds(kind: FaultKind, length: str) -> float:
@@ -238,8 +240,9 @@ def _cases() -> Iterator[object]:
         for length in ("short", "long"):
             extra = ((length == "long" and kind.name not in LONG_IN_SUITE)
                      or (kind.name, length) in OPEN_FAULTS)
+            marks = [pytest.mark.fault_extra] if extra else []
             yield pytest.param(kind.name, length, id=f"{kind.name}-{length}",
-                               marks=[pytest.mark.fault_extra] if extra else [])
+                               marks=marks + PROSODY_MARKS.get(kind.name, []))
 
 
 @pytest.mark.parametrize(("kind_name", "length"), list(_cases()))

@@ -21,13 +21,17 @@ slave) is counted as an eviction and closes nothing. Then:
 * a message sent at t by S is expected at R (S itself included: the room's echo) when t is in
   a window of S and in a window of R, at least GRACE seconds before either window closed (a
   window still open at the end never closed);
-* lost: expected (message, receiver) pairs with no copy at the receiver;
+* lost: expected (message, receiver) pairs with no copy at the receiver whose sender got no
+  error for the message (silently lost); a pair whose sender got an error is counted apart
+  (``undelivered_bounced``: not delivered, the sender told), never dropped from judgment;
 * duplicated: the copies beyond the first of every (message, receiver) pair;
 * out of order: a copy without a delay stamp (delivered live) that came after a later
   message of the same sender; a copy with a delay stamp (held, caught up) must carry the
   time its sender said it (docs/protocol.md §4.11.2), within STAMP_EARLY/STAMP_LATE;
 * bounced: any error the room sent a sender for its message (a rate limit's
-  policy-violation is counted apart);
+  policy-violation is counted apart); fails the run, except (``Bounds.direct_bounces``,
+  the master's Prosody restarting) the errors a direct sender's own server gave for a
+  message that reached no one (``server_bounced``: it could not reach the master's server);
 * everyone in the room at the end (connected, own presence, no own unavailable since);
   roster mismatches: every client whose occupant list is not everyone, plus one if the
   master's list (disco#items of the room, asked by an observer on the master's own server,
@@ -369,12 +373,18 @@ class Accounting:
     messages: int = 0  # tagged messages sent
     expected: int = 0  # expected (message, receiver) deliveries
     delivered: int = 0  # expected ones that arrived
-    lost: int = 0
+    lost: int = 0  # silently: no copy, and its sender got no error for it
+    undelivered_bounced: int = 0  # no copy, and its sender got an error for it
     duplicated: int = 0
     bounced: int = 0  # messages their sender got an error for
     refused: int = 0  # ... because the room did not count the sender in
     rate_limited: int = 0  # ... refused by a rate limit (policy-violation)
     bounced_delivered: int = 0  # ... that reached the room all the same
+    # ... by a direct sender's own server (it could not reach the master's), reaching no
+    # one: allowed (not failed, still counted) only where the fault is documented to cause
+    # it (Bounds.direct_bounces: the master's Prosody restarting, docs/protocol.md §4.11.5)
+    server_bounced: int = 0
+    direct_bounces_allowed: bool = False
     delayed: int = 0  # copies that came with a delay stamp (held, or history)
     bad_stamps: int = 0  # delayed copies whose stamp is not when the sender said it
     out_of_order: int = 0  # live copies of one sender that came after a later one
@@ -385,6 +395,7 @@ class Accounting:
     roster_mismatches: int = 0
     roster_details: list[str] = field(default_factory=list)
     lost_by_path: Counter[str] = field(default_factory=Counter)  # "killrc->eris": n
+    undelivered_bounced_by_path: Counter[str] = field(default_factory=Counter)
     duplicated_by_path: Counter[str] = field(default_factory=Counter)
     duplicated_delayed: int = 0  # extra copies that came with a delay stamp
     bounce_conditions: Counter[str] = field(default_factory=Counter)
@@ -403,10 +414,17 @@ class Accounting:
             (self.kicked, "own unavailable presences (evicted)"),
             (len(self.absent_at_end), "clients not in the room at the end"),
             (self.roster_mismatches, "roster mismatches"),
-            (self.bounced, "messages bounced to their sender"),
+            (self.bounced - (self.server_bounced if self.direct_bounces_allowed else 0),
+             "messages bounced to their sender"),
             (self.rate_limited, "refused by a rate limit"),
         ]
         return [f"{n} {what}" for n, what in checks if n]
+
+
+# what a users' server answers its user's message with when it cannot reach the room's
+# server (s2s: no connection; mod_smacks: the s2s session closed with it unacknowledged)
+SERVER_BOUNCES = frozenset({"remote-server-not-found", "remote-server-timeout",
+                            "recipient-unavailable"})
 
 
 # a held copy's XEP-0203 stamp is when its sender said it (docs/protocol.md §4.11.2, "Held
@@ -470,11 +488,15 @@ def _expected(acc: Accounting, s: Participant, r: Participant) -> None:
         if not (_open_at(s.windows, t) and _open_at(r.windows, t)):
             continue
         acc.expected += 1
+        path = f"{SHORT[s.domain]}->{SHORT[r.domain]}"
         if got:
             acc.delivered += 1
-        else:
+        elif tag in s.bounced:  # not delivered, and its sender was told so
+            acc.undelivered_bounced += 1
+            acc.undelivered_bounced_by_path[path] += 1
+        else:  # not delivered, and nobody knows: silently lost
             acc.lost += 1
-            acc.lost_by_path[f"{SHORT[s.domain]}->{SHORT[r.domain]}"] += 1
+            acc.lost_by_path[path] += 1
 
 
 def _judge_roster(acc: Accounting, people: Sequence[Participant],
@@ -507,8 +529,12 @@ def account(people: Sequence[Participant], master_roster: set[str] | None) -> Ac
         acc.refused += len(s.refused)
         acc.rate_limited += sum(1 for c in s.bounced.values() if c == "policy-violation")
         acc.bounce_conditions.update(s.bounced.values())
-        acc.bounced_delivered += sum(1 for tag in s.bounced
-                                     if any(r.copies.get(tag) for r in people if r is not s))
+        delivered = {tag for tag in s.bounced
+                     if any(r.copies.get(tag) for r in people if r is not s)}
+        acc.bounced_delivered += len(delivered)
+        if not s.behind_slave:
+            acc.server_bounced += sum(1 for tag, c in s.bounced.items()
+                                      if c in SERVER_BOUNCES and tag not in delivered)
         acc.kicked += s.kicked
         acc.evicted += [f"{s.nick}: {codes}" for _, codes in s.evictions]
         acc.reconnects += s.reconnects
@@ -678,6 +704,7 @@ class Bounds:
     detect: float
     netjoin: float
     must_detect: bool
+    direct_bounces: bool = False  # Accounting.server_bounced allowed
 
 
 # a component whose Prosody was down reconnects with a backoff that doubles up to 30 s
@@ -699,7 +726,8 @@ def fault_bounds(kind: FaultKind, seconds: float, keepalive: float) -> Bounds:
     backoff = min(seconds, 30.0) if kind.name in RECONNECTS else 0.0
     detect = detection_bound(keepalive)
     return Bounds(detect, keepalive + 1.5 + backoff,
-                  must_detect=kind.splits and seconds > detect)
+                  must_detect=kind.splits and seconds > detect,
+                  direct_bounces=kind.direct_bounces)
 
 
 def timing_failures(detect: float | None, netjoin: float | None,
@@ -747,7 +775,8 @@ class FaultReport:
 
     def summary(self) -> str:
         a = self.acc
-        return (f"{self.fault}: lost {a.lost} of {a.expected}, duplicated {a.duplicated}, "
+        return (f"{self.fault}: lost {a.lost} of {a.expected} (and not delivered with an "
+                f"error to the sender {a.undelivered_bounced}), duplicated {a.duplicated}, "
                 f"out of order {a.out_of_order}, evicted {a.kicked}, roster mismatches "
                 f"{a.roster_mismatches}; the lenient count (issue 7's rules) would say lost "
                 f"{a.lenient_lost} of {a.lenient_expected}"
@@ -756,7 +785,8 @@ class FaultReport:
     def row(self) -> str:
         a = self.acc
         return (f"| {self.fault:<44} | {self.fault_seconds:>5.1f} | {a.messages:>4} | "
-                f"{a.expected:>5} | {a.lost:>4} | {a.duplicated:>4} | {a.out_of_order:>3} | "
+                f"{a.expected:>5} | {a.lost:>4} | {a.undelivered_bounced:>4} | "
+                f"{a.duplicated:>4} | {a.out_of_order:>3} | "
                 f"{a.bad_stamps:>3} | {a.kicked:>3} | {len(a.absent_at_end):>3} | "
                 f"{a.roster_mismatches:>3} | {a.bounced:>4} | {a.delayed:>4} | "
                 f"{_secs(self.detect):>6} | {_secs(self.netjoin):>7} | "
@@ -773,6 +803,9 @@ class FaultReport:
         if a.lost_by_path:
             lines.append("  lost by path (sender->receiver): " + ", ".join(
                 f"{k} {v}" for k, v in a.lost_by_path.most_common()))
+        if a.undelivered_bounced_by_path:
+            lines.append("  not delivered, their sender told by an error, by path: " + ", ".join(
+                f"{k} {v}" for k, v in a.undelivered_bounced_by_path.most_common()))
         if a.duplicated_by_path:
             lines.append("  duplicated by path: " + ", ".join(
                 f"{k} {v}" for k, v in a.duplicated_by_path.most_common())
@@ -781,7 +814,9 @@ class FaultReport:
             lines.append("  bounced to their senders: " + ", ".join(
                 f"{k} {v}" for k, v in a.bounce_conditions.most_common())
                 + f" (refused as not in the room: {a.refused}; by a rate limit: "
-                f"{a.rate_limited}; delivered to others all the same: {a.bounced_delivered})")
+                f"{a.rate_limited}; delivered to others all the same: {a.bounced_delivered}; "
+                f"by a direct sender's own server, delivered to no one: {a.server_bounced}"
+                f"{' (allowed for this fault)' if a.direct_bounces_allowed else ''})")
         if a.evicted or a.reconnects:
             lines.append(f"  own unavailable presences: {', '.join(a.evicted) or '-'}; "
                          f"reconnections: {a.reconnects}")
@@ -798,13 +833,15 @@ class FaultReport:
 
 
 TABLE_HEADER = (
-    "| fault                                        | secs  | sent | expect | lost |  dup | "
+    "| fault                                        | secs  | sent | expect | lost | told |  dup | "
     "ord | stm | evi | abs | ros | bnce | dlyd | detect | netjoin | tb | lenient |\n"
-    "|----------------------------------------------|------:|-----:|------:|-----:|-----:|"
+    "|----------------------------------------------|------:|-----:|------:|-----:|-----:|-----:|"
     "----:|----:|----:|----:|----:|-----:|-----:|-------:|--------:|---:|--------:|")
 TABLE_LEGEND = (
     "secs: how long the fault lasted; sent: tagged messages; expect: (message, receiver) "
-    "deliveries due; lost/dup: of those;\nord: live copies out of their sender's order; stm: "
+    "deliveries due; lost: of those, not delivered and the sender not told (silently lost);\n"
+    "told: not delivered, the sender got an error for it; dup: extra copies;\n"
+    "ord: live copies out of their sender's order; stm: "
     "held copies without their original time; evi: own unavailable presences (evictions);\n"
     "abs: clients not in the room at the end; ros: roster mismatches; bnce: messages bounced "
     "to their sender; dlyd: copies with a delay stamp;\ndetect: s from the fault to the "
@@ -857,6 +894,7 @@ async def run_fault(driver: TrafficDriver, fault: Fault | None, logs: LogWatcher
     await driver.end()
     settle = await driver.settle(quiet=quiet)
     acc = await driver.account()
+    acc.direct_bounces_allowed = bounds is not None and bounds.direct_bounces
     splits, joins, tracebacks = _timings(logs, began, healing)
     return FaultReport(
         fault=name or (fault.name if fault is not None else "none"), acc=acc,
@@ -917,7 +955,8 @@ class SoakReport:
             return f"{max(values):.1f} s" if values else "-"
 
         return (f"soak (seed {self.seed}): {len(self.faults)} faults, {a.messages} messages "
-                f"sent, {a.expected} deliveries due, lost {a.lost}, duplicated "
+                f"sent, {a.expected} deliveries due, lost {a.lost} (and not delivered with an "
+                f"error to the sender {a.undelivered_bounced}), duplicated "
                 f"{a.duplicated}, out of order {a.out_of_order}, evicted {a.kicked}, roster "
                 f"mismatches {a.roster_mismatches}, tracebacks {len(self.tracebacks)}; worst "
                 f"detection {worst(detects)}, worst netjoin {worst(joins)}; the lenient count "
@@ -931,6 +970,9 @@ class SoakReport:
         if a.lost_by_path:
             lines.append("  lost by path (sender->receiver): " + ", ".join(
                 f"{k} {v}" for k, v in a.lost_by_path.most_common()))
+        if a.undelivered_bounced_by_path:
+            lines.append("  not delivered, their sender told by an error, by path: " + ", ".join(
+                f"{k} {v}" for k, v in a.undelivered_bounced_by_path.most_common()))
         if a.duplicated_by_path:
             lines.append("  duplicated by path: " + ", ".join(
                 f"{k} {v}" for k, v in a.duplicated_by_path.most_common()))
@@ -971,5 +1013,6 @@ async def run_soak(driver: TrafficDriver,
     await driver.end()
     settle = await driver.settle(quiet=quiet)
     acc = await driver.account()
+    acc.direct_bounces_allowed = any(b is not None and b.direct_bounces for _, _, b in faults)
     tracebacks = sorted({e.source for e in logs.matching(re.compile("Traceback|Unhandled"))})
     return SoakReport(seed, record, acc, tracebacks, settle)
