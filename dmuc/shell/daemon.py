@@ -433,22 +433,24 @@ class CoreHandler(subprotocols.XMPPHandler):
         urgent: list[str] = []  # to the link's peers: not behind the bulk (OutputLanes)
         peers = self.lanes.peers
         for delivery in out.deliveries:
+            # a copy given serialised (xml) is written from it: its tree is never parsed
+            shown = delivery.name if delivery.xml is not None else delivery.stanza
             if delivery.recipients is None:
                 lane = urgent if link_peer(delivery.stanza.getAttribute("to"), peers) \
                     else chunks
                 lane.append(stanzas.render(delivery.stanza))
             elif delivery.host is not None:
-                chunks.append(xep0282.render_fanout(delivery.stanza, delivery.host,
+                chunks.append(xep0282.render_fanout(shown, delivery.host,
                                                     delivery.recipients, delivery.xml))
             else:
                 to_peers = [r for r in delivery.recipients if link_peer(r, peers)]
                 if to_peers:
-                    urgent.extend(stanzas.render_many(delivery.stanza, to_peers, delivery.xml))
+                    urgent.extend(stanzas.render_many(shown, to_peers, delivery.xml))
                 chunks.extend(stanzas.render_many(
-                    delivery.stanza, [r for r in delivery.recipients if not link_peer(r, peers)]
+                    shown, [r for r in delivery.recipients if not link_peer(r, peers)]
                     if to_peers else delivery.recipients, delivery.xml))
             if self.metrics is not None:
-                self.metrics.sent(delivery.stanza.name, 1 if delivery.recipients is None
+                self.metrics.sent(delivery.name, 1 if delivery.recipients is None
                                   else len(delivery.recipients))
         if urgent:
             self.send("".join(urgent))

@@ -212,7 +212,7 @@ class SlaveLink:
         local occupants at once (the master's copy of it will not be shown again, whatever
         its id: §4.11.2), and returned as held, with the time it was said."""
         room = self.room
-        echo = local_echo(stanza, room.jid, nick, occupant_id.of(room.roster.get(nick)))
+        echo = local_echo(stanza, room.jid, nick, room.occupant_id_of(nick))
         if in_flight or said_at < out.now - WAITED:
             # shown late (it was in flight, and later ones of its sender may have been
             # shown already; or it waited on the way): with when it was said, as the room

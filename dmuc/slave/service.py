@@ -20,7 +20,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish.domish import Element
 
 from dmuc import jids, xmlns
-from dmuc.outbox import DeleteArchive, DeleteRoom, Delivery, ForgetOccupants, Outbox, SaveRoom
+from dmuc.outbox import DeleteArchive, DeleteRoom, ForgetOccupants, Outbox, SaveRoom
 from dmuc.protocol import occupant_id, stanzas, xep0282
 from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
 from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
@@ -230,7 +230,7 @@ class SlaveService:
                 by_host.setdefault(jid.split("@", 1)[-1].split("/", 1)[0], []).append(jid)
             for host, group in by_host.items():
                 fans = host in self.fanout_hosts and len(group) > 1
-                folded.append(Delivery(d.stanza, group, d.xml, host if fans else None))
+                folded.append(d.to(group, host if fans else None))
         out.deliveries = folded
         return out
 

@@ -25,20 +25,18 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
+from benchmarks import memory
 from dmuc import jids, xmlns
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.records import OccupantRecord, RoomRecord
 from dmuc.shell.daemon import CoreHandler
-from dmuc.slave.service import SlaveService, SlaveSettings
+from dmuc.slave.service import SlaveService
 from dmuc.slave.tracked import TrackedDict, TrackedSet
 
-SERVICE = "channel.avalon.irc"
-ROOM = f"wallops@{SERVICE}"
-SLAVE = "dmuc.vesa.yeggmaex.irc"
-SLAVE_DOMAIN = "vesa.yeggmaex.irc"
-NOW = 1_000_000.0
+SERVICE, ROOM, SLAVE, SLAVE_DOMAIN, NOW = (memory.SERVICE, memory.ROOM, memory.SLAVE,
+                                          memory.SLAVE_DOMAIN, memory.NOW)
 SIZES = (100, 10_000)
 PEAK_SLACK = 32 * 1024  # bytes
 OPCODE_SLACK, CALL_SLACK = 100, 10
@@ -181,18 +179,7 @@ def _local_join(i: int) -> stanzas.Element:
 def _live_slave(occupants: int) -> tuple[SlaveService, Outbox]:
     """A slave whose mirror of the room has `occupants` remote occupants and one local,
     and the Outbox of the last of them (the writes of the whole room coalesce into its)."""
-    slave = SlaveService(SlaveSettings(jid=SLAVE, domains=frozenset({SLAVE_DOMAIN}),
-                                       masters=frozenset({SERVICE}), keepalive=3600))
-    out = slave.receive(_local_join(0), NOW)
-    register = next(d.stanza for d in out.deliveries if d.stanza.name == "iq")
-    for xml in (f"<iq type='result' from='{ROOM}' to='{SLAVE}' id='{register['id']}'>"
-                f"<registered xmlns='{xmlns.DMUC}' keepalive='3600' history='20' "
-                "whois='moderators'/></iq>",
-                f"<presence from='{ROOM}' to='{SLAVE}'><x xmlns='{xmlns.DMUC}'><resync/></x>"
-                "</presence>",
-                f"<presence from='{ROOM}' to='{SLAVE}'><x xmlns='{xmlns.DMUC}'><synced/></x>"
-                "</presence>"):
-        slave.receive(stanzas.parse_stanza(xml), NOW)
+    slave = memory.registered_slave(_local_join(0))
     out = slave.receive(_enter(0), NOW)
     for i in range(occupants):
         out = slave.receive(_remote_presence(i), NOW)
