@@ -72,10 +72,12 @@ def direct(occupants: int) -> tuple[MUCService, Callable[[int], None]]:
     return master(occupants, False)
 
 
-def slave(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
+def registered_slave(first_join: stanzas.Element) -> SlaveService:
+    """A sans-I/O slave whose link to ROOM is LIVE: a local user's `first_join` made it
+    register, the master accepted it and sent an empty snapshot."""
     service = SlaveService(SlaveSettings(jid=SLAVE, domains=frozenset({SLAVE_DOMAIN}),
                                          masters=frozenset({SERVICE}), keepalive=3600))
-    out = service.receive(_join(f"local@{SLAVE_DOMAIN}/r", "local"), NOW)
+    out = service.receive(first_join, NOW)
     register = next(d.stanza for d in out.deliveries if d.stanza.name == "iq")
     for xml in (f"<iq type='result' from='{ROOM}' to='{SLAVE}' id='{register['id']}'>"
                 f"<registered xmlns='{xmlns.DMUC}' keepalive='3600' history='20' "
@@ -85,6 +87,11 @@ def slave(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
                 f"<presence from='{ROOM}' to='{SLAVE}'><x xmlns='{xmlns.DMUC}'><synced/></x>"
                 "</presence>"):
         service.receive(stanzas.parse_stanza(xml), NOW)
+    return service
+
+
+def slave(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
+    service = registered_slave(_join(f"local@{SLAVE_DOMAIN}/r", "local"))
 
     def join(i: int) -> None:
         service.receive(_broadcast(i), NOW)
@@ -97,7 +104,8 @@ def slave(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
                 "</presence>"), NOW)
             room = service.rooms[ROOM]
             assert len(room.roster) == occupants and len(room.local) == 1
-            room.to_state()  # as the shell saves the room (its serialisations are kept)
+            room.to_state()  # as the shell saves the room: its state and its changed rows
+            room.changed_entries()
     return service, join
 
 

@@ -8,22 +8,49 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
+from dmuc.protocol import stanzas
 from dmuc.records import ArchivePage, ArchiveQuery, ArchiveRecord, HistoryRecord, OccupantRecord
 
 # Every log line stays one line, whatever a sender put in the names it quotes.
 _ONE_LINE = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
 
 
-@dataclass
 class Delivery:
-    stanza: Element
-    # None: the stanza carries its own 'to'; otherwise one copy per recipient
-    recipients: Sequence[str] | None = None
-    # the stanza already serialised without 'to' (a cache the core keeps), if any
-    xml: str | None = None
-    # set by a slave: the recipients are sessions of this host, whose Prosody
-    # (mod_dmuc_slave) fans one copy out itself; the shell writes that one copy
-    host: str | None = None
+    """A stanza to send: with its own 'to' (recipients None), or one copy per recipient.
+    A copy may be given only serialised (`xml`, without 'to'), as a slave keeps its
+    roster: the tree is then parsed only if something asks for `stanza` (a test, or the
+    master's own inspection); the shell writes it from `xml` and `name`."""
+
+    __slots__ = ("_stanza", "host", "name", "recipients", "xml")
+
+    def __init__(self, stanza: Element | None, recipients: Sequence[str] | None = None,
+                 xml: str | None = None, host: str | None = None) -> None:
+        if stanza is None and xml is None:
+            raise ValueError("a delivery needs its stanza or its serialisation")
+        self._stanza = stanza
+        # None: the stanza carries its own 'to'; otherwise one copy per recipient
+        self.recipients = recipients
+        # the stanza already serialised without 'to' (a cache the core keeps), if any
+        self.xml = xml
+        # set by a slave: the recipients are sessions of this host, whose Prosody
+        # (mod_dmuc_slave) fans one copy out itself; the shell writes that one copy
+        self.host = host
+        self.name: str = stanza.name if stanza is not None else stanzas.element_name(xml or "")
+
+    @property
+    def stanza(self) -> Element:
+        if self._stanza is None:
+            self._stanza = stanzas.parse_xml(self.xml or "")
+        return self._stanza
+
+    def to(self, recipients: Sequence[str], host: str | None) -> Delivery:
+        """The same stanza for other recipients (its tree parsed only if it was)."""
+        copy = Delivery(self._stanza, recipients, self.xml, host)
+        copy.name = self.name
+        return copy
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.name}, {self.recipients!r}, host={self.host!r})"
 
 
 @dataclass
@@ -153,8 +180,10 @@ class Outbox:
     def send(self, stanza: Element) -> None:
         self.deliveries.append(Delivery(stanza))
 
-    def broadcast(self, stanza: Element, recipients: Sequence[str],
+    def broadcast(self, stanza: Element | None, recipients: Sequence[str],
                   xml: str | None = None) -> None:
+        """One copy per recipient; `stanza` may be None when `xml` (its serialisation
+        without 'to') is given."""
         if recipients:
             self.deliveries.append(Delivery(stanza, list(recipients), xml))
 

@@ -56,7 +56,7 @@ class RoomConfig:
         return cls(**known)
 
 
-@dataclass
+@dataclass(slots=True)  # one per occupant: no per-instance __dict__
 class Occupant:
     nick: str
     bare_jid: str

@@ -549,16 +549,31 @@ def render_without_to(stanza: Element) -> str:
     return stanza.toXml()
 
 
-def render_many(stanza: Element, recipients: Iterable[str],
+def element_name(xml: str) -> str:
+    """The name of the element a serialisation begins with ("<presence from=..." ->
+    "presence")."""
+    match = _ELEMENT_NAME.match(xml)
+    if match is None:
+        raise ValueError("not a serialised element")
+    return match.group(1)
+
+
+_ELEMENT_NAME = re.compile(r"<([^\s/>]+)")
+
+
+def render_many(stanza: Element | str, recipients: Iterable[str],
                 xml: str | None = None) -> Iterator[str]:
-    """Serialise `stanza` once (or take `xml`, its cached render_without_to) and yield one
-    copy per recipient that differs only in 'to'.
+    """Serialise `stanza` once (or take `xml`, its cached render_without_to; then
+    `stanza` may be its name only) and yield one copy per recipient that differs only in
+    'to'.
 
     This is the broadcast hot path: a 1000-occupant room serialises a message once.
     """
     if xml is None:
+        assert isinstance(stanza, Element), "a name needs its serialisation"
         xml = render_without_to(stanza)
-    cut = len(stanza.name) + 1  # just after "<message"
+    name = stanza if isinstance(stanza, str) else stanza.name
+    cut = len(name) + 1  # just after "<message"
     head, tail = xml[:cut], xml[cut:]
     for to in recipients:
         # JIDs almost never need escaping; quoteattr only when they do (it is the hot spot).

@@ -121,21 +121,24 @@ def fanout_supported(answer: Element) -> bool:
     return mirror_offers(answer, "fanout")
 
 
-def render_fanout(stanza: Element, host: str, recipients: Iterable[str],
+def render_fanout(stanza: Element | str, host: str, recipients: Iterable[str],
                   xml: str | None = None) -> str:
     """ONE copy of a broadcast to local sessions, for mod_dmuc_slave: addressed to the
     users' host, the recipients' full JIDs in ``<fanout><to jid=.../></fanout>`` as its
     last child (Prosody removes it and delivers the stanza to each, as mod_muc does).
-    ``xml``: the stanza already serialised without 'to'."""
+    ``xml``: the stanza already serialised without 'to' (then ``stanza`` may be its
+    name only)."""
     if xml is None:
+        assert not isinstance(stanza, str), "a name needs its serialisation"
         xml = stanzas.render_without_to(stanza)
+    name = stanza if isinstance(stanza, str) else stanza.name
     targets = "".join(f"<to jid={quoteattr(jid)}/>" for jid in recipients)
     fanout = f"<fanout xmlns='{xmlns.DMUC}'>{targets}</fanout>"
-    cut = len(stanza.name) + 1  # just after "<message"
+    cut = len(name) + 1  # just after "<message"
     head = f"{xml[:cut]} to={quoteattr(host)}"
-    if xml.endswith("/>") and not xml.endswith(f"</{stanza.name}>"):
-        return f"{head}{xml[cut:-2]}>{fanout}</{stanza.name}>"
-    close = len(stanza.name) + 3  # "</message>"
+    if xml.endswith("/>") and not xml.endswith(f"</{name}>"):
+        return f"{head}{xml[cut:-2]}>{fanout}</{name}>"
+    close = len(name) + 3  # "</message>"
     return f"{head}{xml[cut:-close]}{fanout}{xml[-close:]}"
 
 

@@ -91,7 +91,7 @@ class SlaveDaemon(Daemon):
             state = link.state if link is not None else LinkState.UNREGISTERED
             counts[state] += 1
             sessions += len(room.local)
-            occupants += len(set(room.local.values())) if len(room.local) > 1 else len(room.local)
+            occupants += len(room.local.keys_of)
             held += len(room.queue)
             if state is not LinkState.LIVE or room.queue:
                 troubled.append((len(room.queue), jid))

@@ -1,7 +1,9 @@
 """What may stall the reactor, timed: the handling of one stanza, and CPython's full
 garbage collections. No stanza may hold the reactor for more than ~100 ms; when one
 does (or a collection does), the operator is told, in at most one line per interval so
-that an overloaded daemon does not also fill its log."""
+that an overloaded daemon does not also fill its log. A stanza's line says how much of
+that time the daemon was on the CPU, and how much of it was a full collection: a stall
+with little CPU time is the machine (no CPU free, a blocking write), not the work."""
 
 from __future__ import annotations
 
@@ -31,10 +33,15 @@ class StallWatch:
     """Counts what took longer than `bound`; reports the worst of each interval."""
 
     def __init__(self, bound: float = STALL_BOUND, interval: float = REPORT_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[[], float] = time.perf_counter,
+                 cpu_timer: Callable[[], float] = time.thread_time) -> None:
         self.bound = bound
         self.interval = interval
         self.clock = clock
+        self.timer = timer  # what a stanza's handling is timed with
+        self.cpu_timer = cpu_timer  # this thread's CPU time
+        self.collecting = 0.0  # seconds spent in full collections (while watched)
         self.stalls = 0  # since the process started
         self.slowest = 0.0  # seconds, since the process started
         self._pending = 0  # stalls not yet reported
@@ -62,6 +69,23 @@ class StallWatch:
         self._reported_at = now
         self._pending, self._worst, self._worst_what = 0, 0.0, ""
 
+    def begin(self) -> tuple[float, float, float]:
+        """The start of a stanza's handling (for `end`)."""
+        return self.timer(), self.cpu_timer(), self.collecting
+
+    def end(self, began: tuple[float, float, float], what: str) -> None:
+        """A stanza's handling, begun at `began`, is done: observed, and if it was a
+        stall, told with its CPU time and the full collections within it."""
+        seconds = self.timer() - began[0]
+        if seconds <= self.bound:
+            return
+        cpu = self.cpu_timer() - began[1]
+        detail = f"{cpu * 1000:.0f} ms of it on the CPU"
+        collecting = self.collecting - began[2]
+        if collecting > 0:
+            detail += f", {collecting * 1000:.0f} ms in a full garbage collection"
+        self.observe(seconds, f"{what} ({detail})")
+
     def watch_collections(self) -> None:
         """Time CPython's full (generation 2) collections from now on."""
         if self._on_collection not in gc.callbacks:
@@ -75,7 +99,9 @@ class StallWatch:
         if info.get("generation") != 2:
             return
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started = self.timer()
             return
-        self.observe(time.perf_counter() - self._gc_started,
-                     f"a full garbage collection ({info.get('collected', 0)} objects freed)")
+        seconds = self.timer() - self._gc_started
+        self.collecting += seconds
+        self.observe(seconds, f"a full garbage collection ({info.get('collected', 0)} "
+                     "objects freed)")

@@ -95,9 +95,8 @@ def keep(room: SlaveRoom, message: Element, stamp: float, key: str, out: Outbox)
 
 def _sender(room: SlaveRoom, nick: str) -> str:
     """The sender's bare JID when the master showed it to us (§4.7), else ''."""
-    presence = room.roster.get(nick) if nick else None
-    item = stanzas.muc_item(presence) if presence is not None else None
-    jid = item.getAttribute("jid") if item is not None else None
+    entry = room.roster.get(nick) if nick else None
+    jid = entry.jid if entry is not None else None
     return jid.partition("/")[0] if jid else ""
 
 

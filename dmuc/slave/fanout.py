@@ -21,8 +21,8 @@ from dmuc.protocol.history import (
 )
 from dmuc.protocol.occupancy import OccupancyLog
 from dmuc.records import slave_history_key
-from dmuc.slave import archive
-from dmuc.slave.room import SlaveRoom
+from dmuc.slave import archive, roominfo
+from dmuc.slave.room import RosterEntry, SlaveRoom
 
 
 class Fanout:
@@ -61,11 +61,10 @@ class Fanout:
         if already:
             return
         viewer_role = stanzas.item_role(own)
-        for other_nick, presence in room.shown().items():
+        for other_nick, entry in room.shown().items():
             if other_nick == nick:
                 continue
-            listed, xml = _for_viewer(room, other_nick, presence, viewer_role)
-            out.broadcast(listed, [full], xml)
+            out.broadcast(None, [full], _for_viewer(room, other_nick, entry, viewer_role))
         out.send(own)
         request = stanzas.child(dmuc_x, "history")
         for entry in room.history.select(request, out.now):
@@ -112,7 +111,7 @@ class Fanout:
         for full, nick in room.local.items():
             copy = stanzas.copy(notice)
             # each occupant's own id, from the roster the master sent (never computed here)
-            occupant_id.place(copy, occupant_id.of(room.roster.get(nick)),
+            occupant_id.place(copy, room.occupant_id_of(nick),
                               stanzas.child(copy, "x", xmlns.MUC_USER))
             copy["from"] = f"{room.jid}/{nick}"
             copy["to"] = full
@@ -152,7 +151,7 @@ class Fanout:
         if hides and not own:
             room.forget_occupant(nick)  # nothing more is told of it here until shown again
         else:
-            room.roster[nick] = as_listed(presence)
+            room.roster[nick] = RosterEntry.of(as_listed(presence))
             if hides:
                 room.hidden.add(nick)
             else:
@@ -167,10 +166,9 @@ class Fanout:
             # As mod_muc, a local occupant who gains or loses the right to see real JIDs
             # gets the occupant list again, with or without them. (When this slave gains
             # its first or loses its last moderator, the master's snapshot does that.)
-            for other, listed in room.roster.items():
+            for other, entry in room.roster.items():
                 if other != nick:
-                    element, xml = _for_viewer(room, other, listed, role)
-                    out.broadcast(element, own, xml)
+                    out.broadcast(None, own, _for_viewer(room, other, entry, role))
 
     # --- snapshots (§4.3, §4.4, netjoin §4.11.2) -------------------------------------
 
@@ -190,6 +188,7 @@ class Fanout:
         room.hidden.clear()
         room.history.clear()
         room.subject = None  # the snapshot names it (empty for a room that is gone)
+        roominfo.forget(room)  # and the room's settings, for a room that exists
         out.store(ClearHistory(self.history_key(room.jid)))
 
     def resync_end(self, room: SlaveRoom, out: Outbox) -> None:
@@ -198,19 +197,19 @@ class Fanout:
         old = room.resync_old or {}
         room.resync_old = None
         room.known_ids = set()
-        local_nicks = set(room.local.values())
-        for nick, presence in room.roster.items():
+        local_nicks = room.local.keys_of
+        for nick, entry in room.roster.items():
             before = old.get(nick)
             if nick in room.hidden:
                 if before is not None:  # hidden during the split: gone for the others
-                    gone = stanzas.copy(presence)
+                    gone = entry.presence()
                     gone["type"] = "unavailable"
                     _deliver_roster_change(room, gone, room.sessions_of(nick), out)
-            elif before is None or before.toXml() != presence.toXml():
-                _deliver_roster_change(room, presence, room.sessions_of(nick), out)
-        for nick, presence in old.items():
+            elif before is None or before.xml != entry.xml:
+                _deliver_roster_change(room, entry.presence(), room.sessions_of(nick), out)
+        for nick, entry in old.items():
             if nick not in room.roster and nick not in local_nicks:
-                _deliver_roster_change(room, gone_during_split(presence), [], out)
+                _deliver_roster_change(room, gone_during_split(entry.presence()), [], out)
 
     # --- messages (§4.9) -------------------------------------------------------------
 
@@ -325,26 +324,18 @@ def _deliver_roster_change(room: SlaveRoom, presence: Element, own: list[str],
     visibility.deliver_presence(out, variant, room.local_roles(), own, room.whois)
 
 
-def _for_viewer(room: SlaveRoom, nick: str, presence: Element,
-                viewer_role: str) -> tuple[Element, str]:
-    """§4.7: a listed presence with or without the occupant's real JID, and its
-    serialisation (cached until that roster entry changes, so that each newcomer's
-    occupant list is not serialised anew)."""
+def _for_viewer(room: SlaveRoom, nick: str, entry: RosterEntry, viewer_role: str) -> str:
+    """§4.7: a listed presence, serialised, with or without the occupant's real JID.
+    Without it is made once per roster entry that has one, for the first viewer who may
+    not see it (when the master sent no real JID, every viewer gets the entry itself)."""
+    if entry.jid is None or visibility.sees_real_jids(room.whois, viewer_role):
+        return entry.xml
     cached = room.rendered.get(nick)
-    if cached is None or cached[0] is not presence:
-        xml = stanzas.render_without_to(presence)
-        item = stanzas.muc_item(presence)
-        if item is None or item.getAttribute("jid") is None:
-            # nothing to strip (the master sent no real JID): one tree and one string
-            # serve every viewer, not two per occupant
-            cached = (presence, xml, presence, xml)
-        else:
-            stripped = visibility.without_real_jid(presence)
-            cached = (presence, xml, stripped, stanzas.render_without_to(stripped))
+    if cached is None or cached[0] is not entry:
+        stripped = visibility.without_real_jid(entry.presence())
+        cached = (entry, stanzas.render_without_to(stripped))
         room.rendered[nick] = cached
-    if visibility.sees_real_jids(room.whois, viewer_role):
-        return cached[0], cached[1]
-    return cached[2], cached[3]
+    return cached[1]
 
 
 def _photo(avatar: Element | None) -> str:
@@ -355,10 +346,12 @@ def _photo(avatar: Element | None) -> str:
 
 
 def _apply_settings(room: SlaveRoom, settings: Element) -> None:
-    """The room settings the slave applies itself: whois, and its archive's (§4.17)."""
+    """The room settings the slave applies itself: whois, its archive's (§4.17), and
+    what it answers disco#info and vCard gets from (§4.18)."""
     if settings.getAttribute("whois") in ("anyone", "moderators"):
         room.whois = settings["whois"]
     archive.settings_changed(room, xep0282.ArchiveSettings.parse(settings))
+    roominfo.apply(room, settings)
 
 
 def _stamp_of(dmuc_x: Element, now: float) -> float:

@@ -5,6 +5,7 @@ the master) and fanout.py (what the master broadcasts)."""
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,16 +14,43 @@ from typing import Any
 from twisted.words.xish.domish import Element
 
 from dmuc import xmlns
-from dmuc.protocol import stanzas, visibility, xep0282
+from dmuc.protocol import occupant_id, stanzas, visibility, xep0282
 from dmuc.protocol.history import History
 from dmuc.records import MIRROR_ROSTER, MIRROR_SESSION, OccupantRecord
 from dmuc.slave.archive import ArchiveCopy
-from dmuc.slave.tracked import TrackedDict, TrackedSet
+from dmuc.slave.tracked import IndexedTrackedDict, TrackedDict, TrackedSet
 
 # Local messages remembered as shown here (echoed): what a slave may hold, and more.
 MAX_ECHOED = 20_000
 # The master's messages remembered by stanza-id: as many as its replay window keeps.
 MAX_SEEN = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RosterEntry:
+    """An occupant as the slave mirrors it: its presence as the room lists it to a
+    newcomer, serialised once (without 'to'), and what is read of it on every broadcast.
+    The tree is parsed again only where something needs it (a resync's differences, a
+    hidden occupant's departure): a roster of 10,000 keeps 10,000 strings, not the
+    70,000 elements of their trees (4.5 KiB an occupant before, docs/benchmarks.md)."""
+
+    xml: str
+    role: str
+    jid: str | None  # the occupant's real JID, when the master sent it (§4.7)
+    occupant_id: str | None  # its XEP-0421 id, as the master sent it
+
+    @classmethod
+    def of(cls, presence: Element) -> RosterEntry:
+        item = stanzas.muc_item(presence)
+        return cls(stanzas.render_without_to(presence),
+                   sys.intern(item.getAttribute("role", "none")) if item is not None
+                   else "none",
+                   item.getAttribute("jid") if item is not None else None,
+                   occupant_id.of(presence))
+
+    def presence(self) -> Element:
+        """The presence itself, parsed (a new tree each time)."""
+        return stanzas.parse_xml(self.xml)
 
 
 @dataclass
@@ -35,11 +63,12 @@ class SlaveRoom:
     # The roster, the hidden, the local sessions and the directed are stored one row per
     # entry beside the room's state (changed_entries): these containers note each nick
     # and each session that changed since the last write.
-    roster: dict[str, Element] = field(init=False)  # nick -> presence from master
+    roster: dict[str, RosterEntry] = field(init=False)  # nick -> presence from master
     # local occupants in the roster whose role the room does not broadcast (§4.7): shown
     # to no newcomer, and already told as gone to the other local occupants
     hidden: TrackedSet[str] = field(init=False)
-    local: dict[str, str] = field(init=False)  # local full JID -> nick
+    # local full JID -> nick (and, in local.keys_of, nick -> its local sessions)
+    local: IndexedTrackedDict[str, str] = field(init=False)
     directed: TrackedSet[str] = field(init=False)  # local JIDs that sent presence to the room
     # local JIDs whose join went to the master without an ENTER yet -> when it went; a
     # refused join is answered to the user directly, so we only see no ENTER come
@@ -51,6 +80,11 @@ class SlaveRoom:
     fresh: set[str] = field(default_factory=set)
     subject: Element | None = None  # the last subject message, as broadcast
     avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
+    # the master's disco#info query for the room, answered from (§4.18); None: ask it.
+    # Kept as XML: written with every save of the room, read only when asked.
+    info_xml: str | None = None
+    vcard_xml: str | None = None  # the room's vCard (§4.18), when vcard_known
+    vcard_known: bool = False
     history: History = field(default_factory=History)
     archive: ArchiveCopy = field(default_factory=ArchiveCopy)  # its XEP-0313 archive (§4.17)
     queue: list[Element] = field(default_factory=list)  # local stanzas held for the master
@@ -71,9 +105,9 @@ class SlaveRoom:
     # known_ids), so that local occupants are told only what changed
     resync_old: dict[str, Element] | None = None
     known_ids: set[str] = field(default_factory=set)
-    # nick -> (its roster presence, that XML, without the real JID, that XML); not stored
-    rendered: dict[str, tuple[Element, str, Element, str]] = field(
-        default_factory=dict, repr=False)
+    # nick -> (its roster entry, that entry's XML without the real JID), for the entries
+    # that have one, made for the first viewer who may not see it; not stored
+    rendered: dict[str, tuple[RosterEntry, str]] = field(default_factory=dict, repr=False)
     # each held stanza's serialisation, made once: a long split saves the queue often
     _held_xml: dict[int, tuple[Element, str]] = field(default_factory=dict, repr=False)
     # nicks (roster, hidden) and local JIDs (local, directed) changed since the last write
@@ -83,7 +117,7 @@ class SlaveRoom:
     def __post_init__(self) -> None:
         self.roster = TrackedDict(self._changed_nicks)
         self.hidden = TrackedSet(self._changed_nicks)
-        self.local = TrackedDict(self._changed_sessions)
+        self.local = IndexedTrackedDict(self._changed_sessions)
         self.directed = TrackedSet(self._changed_sessions)
 
     # --- persistence (the link's state is stored beside it, by the service) ------------
@@ -98,6 +132,9 @@ class SlaveRoom:
             "subject": self.subject.toXml() if self.subject is not None else None,
             "last_id": self.last_id,
             "avatar": self.avatar.toXml() if self.avatar is not None else None,
+            "info": self.info_xml,
+            "vcard": self.vcard_xml,
+            "vcard_known": self.vcard_known,
             # what waits for the master survives a restart; what was in flight is
             # submitted again (the master drops it if it had it)
             "queue": self._serialised(self.unacknowledged()),
@@ -114,7 +151,8 @@ class SlaveRoom:
         room.keepalive = int(state.get("keepalive", 60))
         room.history_length = int(state.get("history_length", 20))
         room.whois = state.get("whois", "moderators")
-        room.roster.update({n: stanzas.parse_xml(x) for n, x in state.get("roster", {}).items()})
+        room.roster.update({n: RosterEntry.of(stanzas.parse_xml(x))
+                            for n, x in state.get("roster", {}).items()})
         room.hidden |= set(state.get("hidden", ())) & set(room.roster)
         room.local.update(state.get("local", {}))
         room.directed |= set(state.get("directed", ()))
@@ -128,6 +166,8 @@ class SlaveRoom:
         room.last_id = state.get("last_id")
         if state.get("avatar"):
             room.avatar = stanzas.parse_xml(state["avatar"])
+        room.info_xml, room.vcard_xml = state.get("info"), state.get("vcard")
+        room.vcard_known = bool(state.get("vcard_known", False))
         room.queue = [stanzas.parse_xml(x) for x in state.get("queue", ())]
         room.archive = ArchiveCopy.from_state(state)
         return room
@@ -136,7 +176,7 @@ class SlaveRoom:
         for key, row in entries.items():
             if key.startswith(MIRROR_ROSTER) and row.get("presence"):
                 nick = key[len(MIRROR_ROSTER):]
-                self.roster[nick] = stanzas.parse_xml(row["presence"])
+                self.roster[nick] = RosterEntry.of(stanzas.parse_xml(row["presence"]))
                 if row.get("hidden"):
                     self.hidden.add(nick)
             elif key.startswith(MIRROR_SESSION):
@@ -172,14 +212,10 @@ class SlaveRoom:
         rows.append((self.jid, key) if row is None else OccupantRecord(self.jid, key, row))
 
     def _roster_row(self, nick: str) -> dict[str, Any] | None:
-        presence = self.roster.get(nick)
-        if presence is None:
+        entry = self.roster.get(nick)
+        if entry is None:
             return None
-        # the newcomers' serialisation of the entry (a roster entry has no 'to'), if made
-        rendered = self.rendered.get(nick)
-        xml = rendered[1] if rendered is not None and rendered[0] is presence \
-            else presence.toXml()
-        return {"presence": xml, "hidden": nick in self.hidden}
+        return {"presence": entry.xml, "hidden": nick in self.hidden}
 
     def _session_row(self, full: str) -> dict[str, Any] | None:
         nick, directed = self.local.get(full), full in self.directed
@@ -233,18 +269,21 @@ class SlaveRoom:
         if (nick, original) in self.echoed:
             del self.echoed[(nick, original)]
             return True
-        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.values()
+        return message_id.startswith(xep0282.SPLIT_ID_PREFIX) and nick in self.local.keys_of
 
     # --- lookups -----------------------------------------------------------------------
 
     def role_of(self, nick: str) -> str:
-        presence = self.roster.get(nick)
-        item = stanzas.muc_item(presence) if presence is not None else None
-        return item.getAttribute("role", "none") if item is not None else "none"
+        entry = self.roster.get(nick)
+        return entry.role if entry is not None else "none"
 
-    def shown(self) -> dict[str, Element]:
+    def occupant_id_of(self, nick: str) -> str | None:
+        entry = self.roster.get(nick)
+        return entry.occupant_id if entry is not None else None
+
+    def shown(self) -> dict[str, RosterEntry]:
         """The roster as local occupants were told it: without the hidden occupants."""
-        return {nick: p for nick, p in self.roster.items() if nick not in self.hidden}
+        return {nick: e for nick, e in self.roster.items() if nick not in self.hidden}
 
     def forget_occupant(self, nick: str) -> None:
         self.roster.pop(nick, None)
@@ -252,7 +291,7 @@ class SlaveRoom:
         self.hidden.discard(nick)
 
     def sessions_of(self, nick: str) -> list[str]:
-        return [jid for jid, n in self.local.items() if n == nick]
+        return list(self.local.keys_of.get(nick, ()))
 
     def local_sessions(self) -> list[str]:
         return list(self.local)
@@ -263,7 +302,7 @@ class SlaveRoom:
 
     def receives_real_jids(self) -> bool:
         """Whether the master sends us real JIDs (§4.7: only with a local moderator)."""
-        moderators = any(self.role_of(nick) == "moderator" for nick in set(self.local.values()))
+        moderators = any(self.role_of(nick) == "moderator" for nick in self.local.keys_of)
         return visibility.slave_sees_real_jids(self.whois, moderators)
 
     def deserted(self) -> bool:

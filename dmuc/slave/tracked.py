@@ -100,3 +100,58 @@ class TrackedSet(MutableSet[K]):
     def clear(self) -> None:
         self.changed.update(self._items)
         self._items.clear()
+
+
+class IndexedTrackedDict(TrackedDict[K, V]):
+    """A TrackedDict that also keeps, for each value, the keys that have it (in the order
+    they got it): a slave's local sessions by nick, so that finding a nick's sessions
+    costs what it finds, not a walk over every local session."""
+
+    __slots__ = ("keys_of",)
+
+    def __init__(self, changed: set[Any]) -> None:
+        super().__init__(changed)
+        self.keys_of: dict[V, dict[K, None]] = {}
+
+    def _unindex(self, key: K) -> None:
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            return
+        keys = self.keys_of[value]  # type: ignore[index]
+        del keys[key]
+        if not keys:
+            del self.keys_of[value]  # type: ignore[arg-type]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if dict.get(self, key, _MISSING) != value:  # (the same again keeps its place)
+            self._unindex(key)
+            self.keys_of.setdefault(value, {})[key] = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: K) -> None:
+        self._unindex(key)
+        super().__delitem__(key)
+
+    def pop(self, key: K, *default: Any) -> Any:
+        self._unindex(key)
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[K, V]:
+        key, value = super().popitem()
+        keys = self.keys_of[value]
+        del keys[key]
+        if not keys:
+            del self.keys_of[value]
+        return key, value
+
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def clear(self) -> None:
+        super().clear()
+        self.keys_of.clear()
+
+
+_MISSING = object()

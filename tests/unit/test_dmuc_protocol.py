@@ -152,9 +152,11 @@ def test_master_never_sends_real_jids_to_a_slave_without_moderators():
     eris = net.slaves["eris.dclxvii.irc"].rooms[ROOM]
     vesa = net.slaves["vesa.yeggmaex.irc"].rooms[ROOM]
     killrc = net.slaves["killrc.oulubox.irc"].rooms[ROOM]
-    assert "jid" not in item(vesa.roster["Wumpus"])  # vesa has no moderator
-    assert "jid" not in item(eris.roster["BigCheese"])
-    assert item(killrc.roster["BigCheese"])["jid"] == BIGCHEESE  # Wumpus moderates
+    assert "jid" not in item(vesa.roster["Wumpus"].presence())  # vesa has no moderator
+    assert vesa.roster["Wumpus"].jid is None
+    assert "jid" not in item(eris.roster["BigCheese"].presence())
+    assert item(killrc.roster["BigCheese"].presence())["jid"] == BIGCHEESE  # Wumpus moderates
+    assert killrc.roster["BigCheese"].jid == BIGCHEESE
 
 
 def test_own_presence_behind_a_slave_shows_own_real_jid_even_when_hidden():

@@ -8,7 +8,7 @@ import pytest
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol.occupancy import SUMMARY_EVERY, OccupancyLog
-from tests.unit.test_storage_cost import (
+from tests.unit.test_join_leave_cost import (
     NOW,
     ROOM,
     SERVICE,

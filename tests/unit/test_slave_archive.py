@@ -8,7 +8,7 @@ from dmuc.outbox import AppendArchive, DeleteArchive, Outbox, QueryArchive, Retr
 from dmuc.protocol import stanzas, xep0282
 from dmuc.records import ArchivePage, ArchiveRecord
 from dmuc.slave import archive
-from dmuc.slave.room import SlaveRoom
+from dmuc.slave.room import RosterEntry, SlaveRoom
 
 ROOM = "wallops@channel.avalon.irc"
 SLAVE = "dmuc.vesa.yeggmaex.irc"
@@ -24,12 +24,16 @@ def broadcast(sid: str, body: str = "hi", nick: str = "Trillian") -> stanzas.Ele
         "</message>")
 
 
+def _listed(role: str) -> RosterEntry:
+    return RosterEntry.of(stanzas.parse_xml(
+        f"<presence from='{ROOM}/BigCheese'><x xmlns='http://jabber.org/protocol/muc#user'>"
+        f"<item affiliation='none' role='{role}'/></x></presence>"))
+
+
 def filled_room() -> SlaveRoom:
     room = SlaveRoom(ROOM)
     room.local[USER] = "BigCheese"
-    room.roster["BigCheese"] = stanzas.parse_xml(
-        f"<presence from='{ROOM}/BigCheese'><x xmlns='http://jabber.org/protocol/muc#user'>"
-        "<item affiliation='none' role='participant'/></x></presence>")
+    room.roster["BigCheese"] = _listed("participant")
     archive.registered(room, SETTINGS)
     fill = xep0282.archive_fill_result(stanzas.parse_xml("<iq type='get' id='f'/>"), [], True,
                                        False)
@@ -118,7 +122,7 @@ def test_which_queries_the_slave_answers_itself() -> None:
     room = filled_room()
     assert ask(room, query(sender="msa@vesa.yeggmaex.irc/bicycle")) is None  # not in the room
     assert ask(room, query(inner=WITH_REAL_JID)) is not None  # refused here: not a moderator
-    stanzas.muc_item(room.roster["BigCheese"])["role"] = "moderator"
+    room.roster["BigCheese"] = _listed("moderator")
     assert ask(room, query(inner=WITH_REAL_JID)) is None  # the copy may lack real JIDs
     form = ask(room, query("get"))
     assert form is not None and form.stanzas_for(USER)[0].getAttribute("type") == "result"

@@ -78,3 +78,30 @@ def test_frozen_objects_are_not_walked() -> None:
         assert all(id(x) != id(kept[0]) for x in gc.get_objects(2))
     finally:
         gc.unfreeze()
+
+
+class Timers:
+    """A stanza's wall and CPU time, as the test sets them."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+
+@pytest.mark.parametrize(("wall", "cpu", "collecting", "expected"), [
+    (0.05, 0.05, 0.0, []),
+    (0.816, 0.012, 0.0,  # waited for the machine: the line says so
+     ["the reactor was held 816 ms by <presence> (12 ms of it on the CPU)"]),
+    (0.5, 0.49, 0.3,
+     ["the reactor was held 500 ms by <presence> (490 ms of it on the CPU, 300 ms in a "
+      "full garbage collection)"]),
+])
+def test_a_stanzas_stall_says_its_cpu_time_and_collections(lines, wall, cpu, collecting,
+                                                           expected) -> None:
+    timers = Timers()
+    watch = StallWatch(bound=0.1, clock=Clock(), timer=lambda: timers.wall,
+                       cpu_timer=lambda: timers.cpu)
+    began = watch.begin()
+    timers.wall, timers.cpu = wall, cpu
+    watch.collecting += collecting  # as a full collection within the stanza adds
+    watch.end(began, "<presence>")
+    assert lines == expected

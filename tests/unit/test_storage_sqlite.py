@@ -18,7 +18,7 @@ from dmuc.config import ConfigError, load_master_config
 from dmuc.errors import StorageError
 from dmuc.protocol import stanzas
 from dmuc.records import HistoryRecord, OccupantRecord, RoomRecord
-from dmuc.slave.room import SlaveRoom
+from dmuc.slave.room import RosterEntry, SlaveRoom
 from dmuc.storage import PostgresStorage, Storage, open_storage, sql, url_for_log
 from dmuc.storage.sqlite import SQLiteStorage
 
@@ -540,10 +540,10 @@ def test_a_slave_room_is_stored_one_changed_entry_at_a_time(storage_url: str):
         rows = {r.nick: r.state for r in (yield store.load_occupants(slave)) if r.room_jid == jid}
         return SlaveRoom.from_state(jid, rooms[jid], rows)
 
-    def presence(nick: str, role: str) -> stanzas.Element:
-        return stanzas.parse_xml(f"<presence from='{ROOM}/{nick}'><x xmlns="
-                                 f"'http://jabber.org/protocol/muc#user'><item "
-                                 f"affiliation='none' role='{role}'/></x></presence>")
+    def presence(nick: str, role: str) -> RosterEntry:
+        return RosterEntry.of(stanzas.parse_xml(
+            f"<presence from='{ROOM}/{nick}'><x xmlns='http://jabber.org/protocol/muc#user'>"
+            f"<item affiliation='none' role='{role}'/></x></presence>"))
 
     try:
         room = SlaveRoom(ROOM)
@@ -566,7 +566,7 @@ def test_a_slave_room_is_stored_one_changed_entry_at_a_time(storage_url: str):
         assert restored.all_entries() == room.all_entries() and set(restored.roster) == {"wiz"}
         assert restored.local == {"wiz@vesa.example.org/r": "wiz"}
 
-        legacy = {**room.to_state(), "roster": {"old": presence("old", "participant").toXml()},
+        legacy = {**room.to_state(), "roster": {"old": presence("old", "participant").xml},
                   "hidden": ["old"], "local": {"old@vesa.example.org/r": "old"},
                   "directed": ["old@vesa.example.org/r"]}
         upgraded = SlaveRoom.from_state(ROOM2, legacy)

@@ -1,14 +1,22 @@
-"""What one join or leave makes the daemons write does not grow with the room (the cost
-bound: no per-stanza work beyond the copies themselves). Counted where the storage
-receives it: every storage op the core returns goes through the shell's one persistence
-path (CoreHandler.persist, its coalescing, then flush), into a store that measures each
-call's parameters (the JSON of the room state and of each row). A room of 100 and one of
-10,000 must write the same number of rows and (names of the same length) the same bytes.
+"""What one join or leave costs does not grow with the room (the cost bound: no
+per-stanza work beyond the copies themselves), counted, not timed, in a room of 100 and
+one of 10,000 occupants (names of the same length):
+
+- the work: the Python function calls (sys.setprofile) the core makes handling it, with
+  the JID cache emptied first: the same in both rooms, or, where XEP-0045 sends the
+  newcomer the whole occupant list, the same per copy;
+- what it makes the storage write, counted where the storage receives it: every storage
+  op goes through the shell's one persistence path (CoreHandler.persist, its coalescing,
+  then flush) into a store that measures each call's parameters (the JSON of the room
+  state and of each row): the same rows and bytes in both rooms.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,21 +25,21 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from dmuc import xmlns
+from benchmarks import memory
+from dmuc import jids, xmlns
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
 from dmuc.records import OccupantRecord, RoomRecord
 from dmuc.shell.daemon import CoreHandler
-from dmuc.slave.service import SlaveService, SlaveSettings
+from dmuc.slave.service import SlaveService
 from dmuc.slave.tracked import TrackedDict, TrackedSet
 
-SERVICE = "channel.avalon.irc"
-ROOM = f"wallops@{SERVICE}"
-SLAVE = "dmuc.vesa.yeggmaex.irc"
-SLAVE_DOMAIN = "vesa.yeggmaex.irc"
-NOW = 1_000_000.0
+SERVICE, ROOM, SLAVE, SLAVE_DOMAIN, NOW = (memory.SERVICE, memory.ROOM, memory.SLAVE,
+                                          memory.SLAVE_DOMAIN, memory.NOW)
 SIZES = (100, 10_000)
+PEAK_SLACK = 32 * 1024  # bytes
+OPCODE_SLACK, CALL_SLACK = 100, 10
 
 
 @dataclass
@@ -73,12 +81,64 @@ class MeasuringStore:
         return lambda *args, **kwargs: self._took(name, None)
 
 
+@dataclass
+class Cost:
+    opcodes: int  # Python bytecode instructions the core ran handling the stanza
+    calls: int  # Python and C function calls it made
+    peak: int  # bytes allocated at the peak (a copy of the room made in C shows here)
+    copies: int  # stanzas it sends (one per recipient)
+    written: Written
+
+
 def _written_by(handler: CoreHandler, store: MeasuringStore, out: Outbox) -> Written:
     store.written = Written()
     for op in out.storage:
         handler.persist(op)
     handler.flush()
     return store.written
+
+
+def _work(receive: Callable[[], Outbox], opcodes_too: bool) -> tuple[int, int, int, Outbox]:
+    """What handling takes, counted: bytecode instructions (a loop over the room in
+    Python shows, comprehensions too; only if `opcodes_too`: tracing them is slow),
+    function calls, and the allocation peak."""
+    opcodes = calls = 0
+
+    def trace(frame: Any, event: str, arg: object) -> Any:
+        nonlocal opcodes
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            opcodes += 1
+        return trace
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    jids._prepare_cached.cache_clear()  # the same JIDs parsed in both rooms
+    gc.collect()
+    tracemalloc.start()
+    if opcodes_too:
+        sys.settrace(trace)
+    sys.setprofile(profile)
+    try:
+        out = receive()
+    finally:
+        sys.setprofile(None)
+        sys.settrace(None)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return opcodes, calls, peak, out
+
+
+def _cost(handler: CoreHandler, store: MeasuringStore, what: str,
+          receive: Callable[[stanzas.Element, float], Outbox], stanza: stanzas.Element) -> Cost:
+    # the newcomer's occupant list is O(room) by XEP-0045: its calls are counted per copy
+    opcodes, calls, peak, out = _work(lambda: receive(stanza, NOW),
+                                      opcodes_too="(gets the" not in what)
+    copies = sum(1 if d.recipients is None else len(d.recipients) for d in out.deliveries)
+    return Cost(opcodes, calls, peak, copies, _written_by(handler, store, out))
 
 
 def _handler(store: MeasuringStore, jid: str) -> CoreHandler:
@@ -119,18 +179,7 @@ def _local_join(i: int) -> stanzas.Element:
 def _live_slave(occupants: int) -> tuple[SlaveService, Outbox]:
     """A slave whose mirror of the room has `occupants` remote occupants and one local,
     and the Outbox of the last of them (the writes of the whole room coalesce into its)."""
-    slave = SlaveService(SlaveSettings(jid=SLAVE, domains=frozenset({SLAVE_DOMAIN}),
-                                       masters=frozenset({SERVICE}), keepalive=3600))
-    out = slave.receive(_local_join(0), NOW)
-    register = next(d.stanza for d in out.deliveries if d.stanza.name == "iq")
-    for xml in (f"<iq type='result' from='{ROOM}' to='{SLAVE}' id='{register['id']}'>"
-                f"<registered xmlns='{xmlns.DMUC}' keepalive='3600' history='20' "
-                "whois='moderators'/></iq>",
-                f"<presence from='{ROOM}' to='{SLAVE}'><x xmlns='{xmlns.DMUC}'><resync/></x>"
-                "</presence>",
-                f"<presence from='{ROOM}' to='{SLAVE}'><x xmlns='{xmlns.DMUC}'><synced/></x>"
-                "</presence>"):
-        slave.receive(stanzas.parse_stanza(xml), NOW)
+    slave = memory.registered_slave(_local_join(0))
     out = slave.receive(_enter(0), NOW)
     for i in range(occupants):
         out = slave.receive(_remote_presence(i), NOW)
@@ -138,20 +187,44 @@ def _live_slave(occupants: int) -> tuple[SlaveService, Outbox]:
     return slave, out
 
 
-def _slave_costs(occupants: int) -> dict[str, Written]:
+def _slave_costs(occupants: int) -> dict[str, Cost]:
     store = MeasuringStore()
     handler = _handler(store, SLAVE)
     slave, filled = _live_slave(occupants)
     _written_by(handler, store, filled)  # the room as it is: written once
-    costs = {"remote occupant joins": _written_by(
-        handler, store, slave.receive(_remote_presence(occupants), NOW))}
-    _written_by(handler, store, slave.receive(_local_join(1), NOW))
-    costs["local user enters"] = _written_by(handler, store, slave.receive(_enter(1), NOW))
-    costs["local user leaves"] = _written_by(handler, store, slave.receive(_leave(1), NOW))
     unavailable = _remote_presence(occupants)
     unavailable["type"] = "unavailable"
-    costs["remote occupant leaves"] = _written_by(handler, store,
-                                                  slave.receive(unavailable, NOW))
+    costs = {}
+    for what, stanza in (("remote occupant joins", _remote_presence(occupants)),
+                         ("local user joins", _local_join(1)),
+                         ("local user enters (gets the roster)", _enter(1)),
+                         ("local user leaves", _leave(1)),
+                         ("remote occupant leaves", unavailable)):
+        costs[what] = _cost(handler, store, what, slave.receive, stanza)
+    return costs
+
+
+def _crowded_slave_costs(sessions: int) -> dict[str, Cost]:
+    """A slave with `sessions` local users in the room (and ten remote occupants)."""
+    store = MeasuringStore()
+    handler = _handler(store, SLAVE)
+    slave, _ = _live_slave(10)
+    for i in range(1, sessions):
+        slave.receive(_local_join(i), NOW)
+        filled = slave.receive(_enter(i), NOW)
+    assert len(slave.rooms[ROOM].local) == sessions
+    _written_by(handler, store, filled)
+    unavailable = _remote_presence(3)
+    unavailable["type"] = "unavailable"
+    costs = {}
+    for what, stanza in (("local user joins", _local_join(sessions)),
+                         ("local user enters (ten remote occupants)", _enter(sessions)),
+                         ("local user leaves", _leave(5)),
+                         ("remote occupant leaves (gets the copies: every local user)",
+                          unavailable),
+                         ("remote occupant joins (gets the copies: every local user)",
+                          _remote_presence(sessions + 1))):
+        costs[what] = _cost(handler, store, what, slave.receive, stanza)
     return costs
 
 
@@ -175,28 +248,60 @@ def _master_costs(occupants: int) -> dict[str, Written]:
     for i in range(occupants):
         out = master.receive(_direct_join(i, SLAVE_DOMAIN), NOW)
     _written_by(handler, store, out)
-    costs = {"occupant joins through a slave": _written_by(
-        handler, store, master.receive(_direct_join(occupants, SLAVE_DOMAIN), NOW))}
-    costs["direct occupant joins"] = _written_by(
-        handler, store, master.receive(_direct_join(occupants + 1), NOW))
-    leave = _direct_join(occupants + 1)
-    leave["type"] = "unavailable"
-    costs["direct occupant leaves"] = _written_by(handler, store, master.receive(leave, NOW))
+    costs = {}
+    for what, stanza in (
+            ("occupant joins through a slave", _direct_join(occupants, SLAVE_DOMAIN)),
+            ("occupant leaves through a slave", _unavailable(_direct_join(5, SLAVE_DOMAIN))),
+            ("direct occupant joins (gets the occupant list)", _direct_join(occupants + 1)),
+            ("direct occupant changes status", stanzas.parse_stanza(
+                f"<presence from='user{occupants + 1:05d}@efnet.irc/r' to='{ROOM}/nick"
+                f"{occupants + 1:05d}'><show>xa</show><status>back soon</status></presence>")),
+            ("direct occupant leaves", _unavailable(_direct_join(occupants + 1)))):
+        costs[what] = _cost(handler, store, what, master.receive, stanza)
     return costs
 
 
-@pytest.mark.parametrize("costs_of", [_slave_costs, _master_costs], ids=["slave", "master"])
-def test_a_join_or_leave_writes_the_same_whatever_the_size_of_the_room(
-        costs_of: Callable[[int], dict[str, Written]]) -> None:
+def _unavailable(presence: stanzas.Element) -> stanzas.Element:
+    presence["type"] = "unavailable"
+    return presence
+
+
+@pytest.mark.parametrize("costs_of", [_slave_costs, _crowded_slave_costs, _master_costs],
+                         ids=["slave", "slave with its users", "master"])
+def test_a_join_or_leave_costs_the_same_whatever_the_size_of_the_room(
+        costs_of: Callable[[int], dict[str, Cost]]) -> None:
     small, big = (costs_of(n) for n in SIZES)
     assert small.keys() == big.keys()
     for what in small:
         a, b = small[what], big[what]
-        assert (b.calls, b.rows, b.what) == (a.calls, a.rows, a.what), what
-        assert b.bytes == a.bytes, f"{what}: {a.bytes} bytes at {SIZES[0]}, {b.bytes} at {SIZES[1]}"
+        written = (b.written.calls, b.written.rows, b.written.what)
+        assert written == (a.written.calls, a.written.rows, a.written.what), what
+        assert b.written.bytes == a.written.bytes, \
+            f"{what}: writes {a.written.bytes} bytes at {SIZES[0]}, {b.written.bytes} at {SIZES[1]}"
+        if "(gets the copies" in what:  # the same per copy
+            assert b.copies >= SIZES[1] > a.copies
+            per_a, per_b = a.calls / a.copies, b.calls / b.copies
+            assert per_b <= 1.05 * per_a, \
+                f"{what}: {per_a:.1f} calls per copy at {SIZES[0]}, {per_b:.1f} at {SIZES[1]}"
+            continue
+        if "(gets the" in what:  # XEP-0045: the newcomer gets everyone: the same per copy
+            assert b.copies > SIZES[1] > a.copies
+            per_a, per_b = a.calls / a.copies, b.calls / b.copies
+            assert per_b <= 1.05 * per_a, \
+                f"{what}: {per_a:.1f} calls per copy at {SIZES[0]}, {per_b:.1f} at {SIZES[1]}"
+            continue
+        assert b.copies == a.copies, what
+        # a loop over the room's 10,000 entries is 10,000s of opcodes; what a full bounded
+        # structure does (forget its oldest entry) is a few
+        assert b.opcodes <= a.opcodes + OPCODE_SLACK and b.calls <= a.calls + CALL_SLACK, \
+            f"{what}: {a.opcodes} opcodes, {a.calls} calls at {SIZES[0]} occupants; " \
+            f"{b.opcodes}, {b.calls} at {SIZES[1]}"
+        # a C-level copy of 10,000 entries is 80 KB or more; dict resizes stay below
+        assert b.peak <= a.peak + PEAK_SLACK, \
+            f"{what}: allocation peak {a.peak} bytes at {SIZES[0]}, {b.peak} at {SIZES[1]}"
     # and the joins are written at all (a row each where the daemon keeps one)
-    assert small["direct occupant joins" if "direct occupant joins" in small
-                 else "local user enters"].rows >= 1
+    joined = next(c for what, c in small.items() if "joins" in what or "enters" in what)
+    assert joined.written.rows >= 1 or any(c.written.rows for c in small.values())
 
 
 def _dict_with(*keys: str) -> TrackedDict[str, int]:
