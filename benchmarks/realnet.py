@@ -135,6 +135,8 @@ class Settings:
     # one: send_occupant_list builds every occupant's presence before filtering, so N
     # joins cost it O(N²) work, about 75 min at N=10,000 on this machine)
     systems: tuple[str, ...] = ("dmuc", "mod_muc")
+    # the slaves' keepalive (s), which the master uses too; short ones find splits soon
+    keepalive: int = 60
 
 
 class Rig:
@@ -160,6 +162,7 @@ class Rig:
     def start(self) -> Rig:
         self.network.start()
         self.daemons = DmucDaemons(self.network, self.workdir / "daemons",
+                                   keepalive=self.settings.keepalive,
                                    master_toml=MASTER_TOML).start()
         self.load = LoadProcess()
         return self

@@ -42,9 +42,12 @@ occupant, out: the relayed copy, from the sender's occupant), ``occupant-presenc
 snapshot carries after the subject), ``slave-archive-settings`` (room: the
 xep0282.ArchiveSettings a slave keeps its copy of the archive by), ``slave-archive-fill``
 (room, stanza, payload, with_senders, out: a page of the archive for a slave's copy, true
-when answered); ``room-iq``, ``service-iq``
-(stanza, payload, out; ``room-iq`` with room) and ``stanza`` (stanza, out), where a true
-result means the stanza was handled; ``service-disco-features`` (features);
+when answered), ``slave-room-mirror`` (room, settings, vcard: add to the room settings a
+slave answers from, e.g. the disco#info query; the vCard when `vcard`),
+``room-mirror-changed`` (room, out, vcard: what the slaves answer from changed);
+``room-iq``, ``service-iq`` (stanza, payload, out; ``room-iq`` with room) and ``stanza``
+(stanza, out), where a true result means the stanza was handled;
+``service-disco-features`` (features);
 ``tick`` (now, out: every second); ``config-reloaded`` (service, out: a SIGHUP applied
 new settings, ``service.settings``; a plugin re-reads its own, e.g. its
 ``plugin_config`` table).

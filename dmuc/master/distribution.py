@@ -84,8 +84,9 @@ class SlaveRegistration:
     domains: frozenset[str]
     keepalive: int
     history: int
-    last_heard: float = 0.0
+    last_heard: float = 0.0  # anything from the slave for the room, its users' forwards too
     last_ping: float = 0.0
+    last_said: float = 0.0  # anything we sent the slave for the room (keepalive.due)
     seq: int = 0  # the number of the last stanza sent to it for the room (§4.11.2)
     # the numbers of what it forwarded us for the room (§4.11.2): a lost one is asked for
     forwarded: ForwardedNumbers = field(default_factory=ForwardedNumbers)
@@ -126,6 +127,7 @@ class SlaveRegistration:
     def send(self, stanza: Element, out: Outbox) -> None:
         """Everything for the room goes to the slave numbered, in order."""
         self.seq += 1
+        self.last_said = out.now
         out.send(xep0282.numbered(stanza, self.seq))
 
 
@@ -196,6 +198,10 @@ class Distribution:
         hooks.add("occupant-groupchat", self._on_groupchat, priority=10)
         # after the evictions and storage of a new configuration (as whois.py did)
         hooks.add("room-config-applied", self._on_config_applied, priority=10)
+        # what a slave answers from its mirror changed (§4.18): a vCard set, a new room
+        hooks.add("room-mirror-changed", self._on_mirror_changed)
+        hooks.add("room-created", lambda room, out, **_: self._on_mirror_changed(
+            room, out, vcard=True))
 
     def replay_of(self, room: Room) -> RoomReplay:
         replay = self.replays.get(room.jid)
@@ -422,14 +428,30 @@ class Distribution:
         self.routes.pop(room_jid, None)
         self.replays.pop(room_jid, None)
 
-    def whois_changed(self, room: Room, out: Outbox, whois: bool = True) -> None:
-        """The slaves apply whois and archiving themselves; a roster copy that must gain
-        or lose the real JIDs is sent again (`whois`: it changed)."""
+    def settings_changed(self, room: Room, out: Outbox, whois: bool = False,
+                         vcard: bool = False) -> None:
+        """The slaves apply whois and archiving themselves and answer disco#info and the
+        vCard from their mirror (§4.18): each live one gets the room's settings again; a
+        roster copy that must gain or lose the real JIDs is sent again (`whois`: it
+        changed); `vcard`: the vCard changed, it goes too."""
         for link in self.live_links(room):
-            link.send(xep0282.room_settings(room.jid, link.jid, room.config.whois,
-                                            self.archive_settings(room)), out)
+            link.send(self.settings_message(room, link.jid, vcard), out)
             if whois:
                 self._refresh_visibility(room, link, out)
+
+    def settings_message(self, room: Room, slave: str, vcard: bool) -> Element:
+        """The room's settings a slave applies and answers from: whois, the archive's, and
+        what the features add (disco#info, the vCard when `vcard`: §4.18)."""
+        message = xep0282.room_settings(room.jid, slave, room.config.whois,
+                                        self.archive_settings(room))
+        settings = stanzas.child(stanzas.child(message, "x", xmlns.DMUC), "room")
+        self.service.hooks.fire("slave-room-mirror", room=room, settings=settings,
+                                vcard=vcard)
+        return message
+
+    def _on_mirror_changed(self, room: Room, out: Outbox, vcard: bool = False,
+                           **_: object) -> None:
+        self.settings_changed(room, out, vcard=vcard)
 
     def archive_settings(self, room: Room | None) -> xep0282.ArchiveSettings | None:
         """The room's archive settings a slave keeps its copy by (§4.17); None without
@@ -522,8 +544,8 @@ class Distribution:
         return self.replay_of(room).window.get(sid)
 
     def _on_config_applied(self, room: Room, old: RoomConfig, out: Outbox) -> None:
-        if room.config.whois != old.whois or room.config.archiving != old.archiving:
-            self.whois_changed(room, out, whois=room.config.whois != old.whois)
+        # any setting may show in disco#info (§4.18): the slaves' mirrors follow
+        self.settings_changed(room, out, whois=room.config.whois != old.whois)
 
     # --- from a slave -------------------------------------------------------------------
 
@@ -535,6 +557,7 @@ class Distribution:
         seq = xep0282.take_sequence_number(stanza)
         link = self.link_for_user(room_jid, sender) if seq is not None else None
         if link is not None and seq is not None:
+            link.last_heard = out.now  # the slave is alive: a loaded link is not a dead one
             link.forwarded.heard(seq, out.now)
 
     def _ask_lost(self, link: SlaveRegistration, out: Outbox) -> None:
@@ -579,6 +602,7 @@ class Distribution:
                                what=f"XEP-0282 keepalive for {room_jid}")
             else:
                 out.send(stanzas.iq_result(stanza))
+                link.last_said = out.now
                 sent = stanzas.parse_bounded_int(payload.getAttribute("seq"), 0, 2**62)
                 if sent is not None:  # what it forwarded up to now: the tail lost too?
                     link.forwarded.said_sent(sent, out.now)
@@ -764,6 +788,8 @@ class Distribution:
             for stanza in extra:
                 stanza["to"] = link.jid
                 out.send(stanza)
+            # the settings a slave answers disco#info and the vCard from (§4.18)
+            out.send(self.settings_message(room, link.jid, vcard=True))
         else:
             self._snapshot_subject(None, link, out)
         newest = self.replay_of(room).window.newest_id() if room is not None else ""
@@ -838,9 +864,9 @@ class Distribution:
                     self._split(link, out, f"keepalive unanswered for {silent:.0f} s")
                 if not link.split:  # (a split one resyncs through its registration)
                     self._ask_lost(link, out)
-                if keepalive.due(now, link.last_heard, link.last_ping, link.keepalive,
-                                 link.split):
-                    link.last_ping = now
+                if keepalive.due(now, link.last_heard, link.last_ping, link.last_said,
+                                 link.keepalive, link.split):
+                    link.last_ping = link.last_said = now
                     iq_id = f"dmuc-ka-{next(self._ids)}"
                     self.pings[iq_id] = (link.room, link.jid)
                     out.send(xep0282.keepalive_ping(link.room, link.jid, iq_id, link.split))

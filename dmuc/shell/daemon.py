@@ -8,6 +8,7 @@ import dataclasses
 import os
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -48,7 +49,7 @@ from dmuc.outbox import (
 from dmuc.protocol import stanzas, xep0282
 from dmuc.records import ArchiveRecord, OccupantRecord, RoomRecord, status_service
 from dmuc.shell import metrics
-from dmuc.shell.fairness import FairQueue, sender_key
+from dmuc.shell.fairness import FairQueue, OutputLanes, link_peer, sender_key
 from dmuc.shell.metrics import Metrics
 from dmuc.shell.resume import RETRY_EVERY, TickGate
 from dmuc.shell.sdnotify import Notifier
@@ -184,6 +185,11 @@ class ComponentConnection(component.Component):
 # Bytes read from the component socket at once (Twisted's default is 64 KiB): 256 KiB of
 # stanzas parse in ~20 ms, well inside a reactor turn.
 READ_SIZE = 256 * 1024
+# What our transport may hold (bytes) before the bulk waits in OutputLanes, and the
+# kernel's send buffer of the component socket (Linux doubles it): what a stanza to the
+# link's peer may find ahead of it (a slave's fan-out of 1,000 recipients is ~35 KiB).
+WRITE_BOUND = 32 * 1024
+SEND_BUFFER = 32 * 1024
 
 
 # XEP-0182: the application-specific condition of a stanza larger than we accept.
@@ -215,6 +221,22 @@ def _summary(element: Element) -> str:
     attrs = " ".join(f"{k}={element.getAttribute(k)!r}" for k in ("from", "to", "type", "id")
                      if element.getAttribute(k) is not None)
     return stanzas.one_line(f"<{element.name} {attrs}>", 300)
+
+
+def _small_send_buffers(transport: Any) -> None:
+    """What the transport and the kernel hold of our output is out of the lanes' reach:
+    a stanza to the link's peer waits behind it. Twisted pauses its producer above its
+    bufferSize, which is also how much it reads at once (READ_SIZE, large on purpose), so
+    the bound for writing is set apart; the kernel's buffer, left to autotuning, grows
+    to megabytes under a flood."""
+    if hasattr(transport, "_isSendBufferFull") and hasattr(transport, "dataBuffer"):
+        transport._isSendBufferFull = lambda: (  # Twisted's own test, with our bound
+            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            > WRITE_BOUND)
+    try:
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except (AttributeError, OSError):  # not a socket (a test's transport)
+        pass
 
 
 class CoreHandler(subprotocols.XMPPHandler):
@@ -250,10 +272,24 @@ class CoreHandler(subprotocols.XMPPHandler):
         self.on_link: Callable[[bool], None] | None = None  # told when the stream comes/goes
         # stanzas parsed and not handled yet, per sender (see dmuc.shell.fairness)
         self.turns: FairQueue[Element] = FairQueue(time.perf_counter)
+        # what we write: the link's peers first, the bulk as the transport's buffer
+        # drains (see dmuc.shell.fairness.OutputLanes)
+        self.lanes = OutputLanes()
         # domains whose stanzas share one queue, in arrival order (fairness.sender_key)
-        self.one_turn: dict[str, str] = {}
+        self.one_turn = {}
         self._turn_call: Any = None
         self._reading_paused: Any = None  # the transport we stopped reading, if any
+
+    @property
+    def one_turn(self) -> dict[str, str]:
+        return self._one_turn
+
+    @one_turn.setter
+    def one_turn(self, turns: dict[str, str]) -> None:
+        """Domains whose stanzas share one queue (fairness.sender_key); the queues' owners
+        are the link's peers, whose output goes first (OutputLanes)."""
+        self._one_turn = turns
+        self.lanes.peers = frozenset(turns.values())
 
     @property
     def storage_queue(self) -> int:
@@ -266,6 +302,9 @@ class CoreHandler(subprotocols.XMPPHandler):
         # Read (and parse) a burst in a few large reads rather than 64 KiB a reactor turn:
         # a stanza written behind it is queued, and gets its turn, that much sooner.
         self.xmlstream.transport.bufferSize = READ_SIZE
+        self.lanes.reset()
+        self.xmlstream.transport.registerProducer(self, True)  # told when its buffer is full
+        _small_send_buffers(self.xmlstream.transport)
         if self.on_connect is not None:
             self.write(self.on_connect(time.time()))  # the core's greeting, every connect
         if self.on_link is not None:
@@ -274,6 +313,7 @@ class CoreHandler(subprotocols.XMPPHandler):
     def connectionLost(self, reason: object) -> None:
         super().connectionLost(reason)
         self._reading_paused = None  # that transport is gone; what is queued is handled
+        self.lanes.reset()
         if self.on_link is not None:
             self.on_link(False)
 
@@ -362,7 +402,7 @@ class CoreHandler(subprotocols.XMPPHandler):
                                         f"Stanza {why}", by=self.service_jid)
             if size.depth <= limits.depth:
                 stanzas.child(reply, "error").addElement((NS_XMPP_ERRORS, "stanza-too-big"))
-            self.send(stanzas.render(reply))
+            self.send_reply(reply)
         return True
 
     @staticmethod
@@ -380,8 +420,8 @@ class CoreHandler(subprotocols.XMPPHandler):
         if not self._answerable(element):
             return
         try:
-            self.send(stanzas.render(stanzas.error_reply(
-                element, "wait", "internal-server-error", by=self.service_jid)))
+            self.send_reply(stanzas.error_reply(element, "wait", "internal-server-error",
+                                                by=self.service_jid))
         except Exception as again:  # noqa: BLE001 - e.g. the stream went away meanwhile
             log.error("cannot answer {stanza}: {error}", stanza=_summary(element),
                       error=stanzas.one_line(f"{type(again).__name__}: {again}", 300))
@@ -390,25 +430,70 @@ class CoreHandler(subprotocols.XMPPHandler):
         # Everything one stanza caused goes to the socket in a single write; each
         # broadcast was serialised once, its copies differ only in 'to'.
         chunks: list[str] = []
+        urgent: list[str] = []  # to the link's peers: not behind the bulk (OutputLanes)
+        peers = self.lanes.peers
         for delivery in out.deliveries:
             # a copy given serialised (xml) is written from it: its tree is never parsed
             shown = delivery.name if delivery.xml is not None else delivery.stanza
             if delivery.recipients is None:
-                chunks.append(stanzas.render(delivery.stanza))
+                lane = urgent if link_peer(delivery.stanza.getAttribute("to"), peers) \
+                    else chunks
+                lane.append(stanzas.render(delivery.stanza))
             elif delivery.host is not None:
                 chunks.append(xep0282.render_fanout(shown, delivery.host,
                                                     delivery.recipients, delivery.xml))
             else:
-                chunks.extend(stanzas.render_many(shown, delivery.recipients, delivery.xml))
+                to_peers = [r for r in delivery.recipients if link_peer(r, peers)]
+                if to_peers:
+                    urgent.extend(stanzas.render_many(shown, to_peers, delivery.xml))
+                chunks.extend(stanzas.render_many(
+                    shown, [r for r in delivery.recipients if not link_peer(r, peers)]
+                    if to_peers else delivery.recipients, delivery.xml))
             if self.metrics is not None:
                 self.metrics.sent(delivery.name, 1 if delivery.recipients is None
                                   else len(delivery.recipients))
+        if urgent:
+            self.send("".join(urgent))
         if chunks:
-            self.send("".join(chunks))
+            self.send_bulk("".join(chunks))
         for level, message in out.log:
             log.emit(LogLevel.levelWithName(level), "{message}", message=message)
         for op in out.storage:
             self.persist(op)
+
+    def send_bulk(self, data: str) -> None:
+        """Bulk output (local deliveries, answers to users): now if the transport takes
+        it, else in order once its buffer drains."""
+        now = self.lanes.now_or_later(data)
+        if now is not None:
+            self.send(now)
+
+    def send_reply(self, reply: Element) -> None:
+        """An answer of the shell's own (an error), in its recipient's lane."""
+        if link_peer(reply.getAttribute("to"), self.lanes.peers):
+            self.send(stanzas.render(reply))
+        else:
+            self.send_bulk(stanzas.render(reply))
+
+    # the transport calls these (IPushProducer): its buffer is full, drained, closed
+    def pauseProducing(self) -> None:
+        self.lanes.full = True
+
+    def resumeProducing(self) -> None:
+        self.lanes.full = False
+        while (data := self.lanes.next_bulk()) is not None:
+            self.send(data)  # may fill the buffer again: pauseProducing stops the loop
+
+    def stopProducing(self) -> None:
+        self.lanes.reset()
+
+    def write_queued(self) -> None:
+        """Everything still queued to the transport (on stop: it writes its buffer out
+        before it closes)."""
+        self.lanes.full = False
+        while (data := self.lanes.next_bulk()) is not None:
+            self.send(data)
+        self.lanes.full = True  # nothing more goes out now
 
     def persist(self, op: StorageOp) -> None:
         """The one persistence path of both daemons. Saves of a room are coalesced over
@@ -732,6 +817,7 @@ class Daemon(service.Service, abc.ABC):
         if self._tick_retry is not None and self._tick_retry.active():
             self._tick_retry.cancel()
         if self.connection.running:
+            self.handler.write_queued()
             self.connection.stopService()
         yield self.metrics.close()
         yield self.handler.flush()

@@ -8,7 +8,10 @@ then per bare JID) within a time budget per reactor turn: a stanza from another 
 waits for at most one stanza of each busy server, plus what the component socket
 delivers ahead of it. Each sender's
 stanzas keep their order exactly; nothing is dropped (the shell stops reading the socket
-while more than `high_water` stanzas wait, and reads again below `low_water`)."""
+while more than `high_water` stanzas wait, and reads again below `low_water`).
+
+The output has two lanes (OutputLanes): what goes to the other end of an XEP-0282 link
+first, the bulk as the transport drains."""
 
 from __future__ import annotations
 
@@ -99,3 +102,44 @@ class FairQueue(Generic[Item]):
     @property
     def drained(self) -> bool:
         return self.pending <= self.low_water
+
+
+def link_peer(to: str | None, peers: frozenset[str]) -> bool:
+    """Whether a stanza goes to the other end of an XEP-0282 link (a master's service and
+    rooms for a slave, a slave's JID for the master): it takes the link lane."""
+    return (to or "").split("/", 1)[0].rpartition("@")[2].lower() in peers
+
+
+class OutputLanes:
+    """What a daemon writes to its one component stream, in two lanes (sans-I/O: the shell
+    writes what it is given and says when the transport's buffer is full or drained).
+
+    Behind a flood, a slave's output is mostly fan-out to its local users, which its
+    Prosody consumes at the pace of the c2s deliveries; a keepalive answer or a forward
+    to the master written behind a megabyte of it would wait seconds, and the master
+    would take the loaded link for a dead one (issue 19). So what goes to the link's
+    peer is written at once, and the bulk only while the transport's buffer is not full:
+    the rest waits here, in order, and goes as the buffer drains. Each lane keeps its
+    order; a recipient is always in the same lane, so no recipient sees a reordering."""
+
+    def __init__(self) -> None:
+        self.peers: frozenset[str] = frozenset()
+        self.bulk: deque[str] = deque()
+        self.full = False  # the transport's buffer is over its bound
+
+    def now_or_later(self, data: str) -> str | None:
+        """Bulk output: returned if it may be written now, else kept for `drain`."""
+        if self.full or self.bulk:
+            self.bulk.append(data)
+            return None
+        return data
+
+    def next_bulk(self) -> str | None:
+        """The next bulk item to write, while the transport takes more."""
+        return self.bulk.popleft() if self.bulk and not self.full else None
+
+    def reset(self) -> None:
+        """The stream is gone: what was queued for it goes with it (as would what its
+        transport held); the next stream starts empty."""
+        self.bulk.clear()
+        self.full = False

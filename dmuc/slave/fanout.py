@@ -21,7 +21,7 @@ from dmuc.protocol.history import (
 )
 from dmuc.protocol.occupancy import OccupancyLog
 from dmuc.records import slave_history_key
-from dmuc.slave import archive
+from dmuc.slave import archive, roominfo
 from dmuc.slave.room import RosterEntry, SlaveRoom
 
 
@@ -188,6 +188,7 @@ class Fanout:
         room.hidden.clear()
         room.history.clear()
         room.subject = None  # the snapshot names it (empty for a room that is gone)
+        roominfo.forget(room)  # and the room's settings, for a room that exists
         out.store(ClearHistory(self.history_key(room.jid)))
 
     def resync_end(self, room: SlaveRoom, out: Outbox) -> None:
@@ -345,10 +346,12 @@ def _photo(avatar: Element | None) -> str:
 
 
 def _apply_settings(room: SlaveRoom, settings: Element) -> None:
-    """The room settings the slave applies itself: whois, and its archive's (§4.17)."""
+    """The room settings the slave applies itself: whois, its archive's (§4.17), and
+    what it answers disco#info and vCard gets from (§4.18)."""
     if settings.getAttribute("whois") in ("anyone", "moderators"):
         room.whois = settings["whois"]
     archive.settings_changed(room, xep0282.ArchiveSettings.parse(settings))
+    roominfo.apply(room, settings)
 
 
 def _stamp_of(dmuc_x: Element, now: float) -> float:

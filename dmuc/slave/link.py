@@ -125,6 +125,7 @@ class SlaveLink:
             f"slave link to {room.jid}", LINK_TRANSITIONS, state, config.observer)
         self.last_heard = 0.0  # the master's last stanza (or answer) for this room
         self.last_sent = 0.0  # our last <register/> or keepalive
+        self.last_said = 0.0  # anything we sent the master for this room (keepalive.due)
         self.rejoining = False  # the current registration follows a netsplit
         self.expected_seq: int | None = None  # the master's next stanza number (§4.11.2)
         # our numbers for what we forward while LIVE (§4.11.2): the last one given (our
@@ -252,6 +253,7 @@ class SlaveLink:
     def _forward(self, stanza: Element, said_at: float, out: Outbox) -> None:
         """To the master; while LIVE numbered (a copy: what we keep stays as the user sent
         it) and remembered for a while, so that what the master misses can go again."""
+        self.last_said = out.now
         if self.state is not L.LIVE:
             out.send(stanza)
             return
@@ -306,7 +308,7 @@ class SlaveLink:
             out.info(f"netjoin with {self.room.jid}: resyncing")
         if event != "register" or before is L.SPLIT:
             self.rejoining = True  # for the log line of the answer
-        self.last_sent = out.now
+        self.last_sent = self.last_said = out.now
         self._hold_inflight(out)  # the master may not have them: ask it again
         out.send(xep0282.register_iq(self.config.slave_jid, self.room.jid, self.register_id,
                                      self.config.keepalive, self.config.history,
@@ -404,9 +406,9 @@ class SlaveLink:
             self.bounced(f"keepalive unanswered for {out.now - self.last_heard:.0f} s", out)
             state = self.state
         self._expire_inflight(out.now)  # after the split check: a dead link's are requeued
-        if keepalive.due(out.now, self.last_heard, self.last_sent, self.room.keepalive,
-                         split=state is L.SPLIT):
-            self.last_sent = out.now
+        if keepalive.due(out.now, self.last_heard, self.last_sent, self.last_said,
+                         self.room.keepalive, split=state is L.SPLIT):
+            self.last_sent = self.last_said = out.now
             out.send(xep0282.keepalive_iq(self.config.slave_jid, self.room.jid,
                                           self.config.new_id("keepalive", self.room.jid),
                                           self.sent_seq))

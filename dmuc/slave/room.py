@@ -80,6 +80,11 @@ class SlaveRoom:
     fresh: set[str] = field(default_factory=set)
     subject: Element | None = None  # the last subject message, as broadcast
     avatar: Element | None = None  # the room's avatar presence (XEP-0486), as broadcast
+    # the master's disco#info query for the room, answered from (§4.18); None: ask it.
+    # Kept as XML: written with every save of the room, read only when asked.
+    info_xml: str | None = None
+    vcard_xml: str | None = None  # the room's vCard (§4.18), when vcard_known
+    vcard_known: bool = False
     history: History = field(default_factory=History)
     archive: ArchiveCopy = field(default_factory=ArchiveCopy)  # its XEP-0313 archive (§4.17)
     queue: list[Element] = field(default_factory=list)  # local stanzas held for the master
@@ -127,6 +132,9 @@ class SlaveRoom:
             "subject": self.subject.toXml() if self.subject is not None else None,
             "last_id": self.last_id,
             "avatar": self.avatar.toXml() if self.avatar is not None else None,
+            "info": self.info_xml,
+            "vcard": self.vcard_xml,
+            "vcard_known": self.vcard_known,
             # what waits for the master survives a restart; what was in flight is
             # submitted again (the master drops it if it had it)
             "queue": self._serialised(self.unacknowledged()),
@@ -158,6 +166,8 @@ class SlaveRoom:
         room.last_id = state.get("last_id")
         if state.get("avatar"):
             room.avatar = stanzas.parse_xml(state["avatar"])
+        room.info_xml, room.vcard_xml = state.get("info"), state.get("vcard")
+        room.vcard_known = bool(state.get("vcard_known", False))
         room.queue = [stanzas.parse_xml(x) for x in state.get("queue", ())]
         room.archive = ArchiveCopy.from_state(state)
         return room

@@ -26,7 +26,7 @@ from dmuc.protocol.occupant_iq import NOT_IN_ROOM, OccupantIq
 from dmuc.protocol.occupant_iq import verdict as occupant_iq_verdict
 from dmuc.protocol.statemachine import SplitCounter
 from dmuc.records import HistoryRecord
-from dmuc.slave import archive
+from dmuc.slave import archive, roominfo
 from dmuc.slave.fanout import Fanout, malformed, without_dmuc
 from dmuc.slave.link import LinkConfig, LinkState, SlaveLink, restored_state
 from dmuc.slave.room import SlaveRoom
@@ -252,6 +252,10 @@ class SlaveService:
             return
         if stanza.name == "iq" and self._archive_query(room, link, stanza, out):
             return
+        if stanza.name == "iq" and link.state in (LinkState.LIVE, LinkState.SPLIT) \
+                and "/" not in stanza.getAttribute("to", "") \
+                and roominfo.answer(room, stanza, out):
+            return  # disco#info and the vCard from our mirror (§4.18)
         said_at = out.now
         if stanza.name != "iq":
             said_at = self._said_at(stanza, sender, out.now)
@@ -429,6 +433,7 @@ class SlaveService:
             payload = next(stanza.elements(), None)
             if stype == "get" and payload is not None and payload.uri == xmlns.PING:
                 out.send(stanzas.iq_result(stanza))  # the master's keepalive (§4.10)
+                link.last_said = out.now
                 if xep0282.says_split(stanza) and link.state is LinkState.LIVE \
                         and not self._resuming(out.now):
                     # it does not hear us: what we forward is lost on the way (§4.11.1)

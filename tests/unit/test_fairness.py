@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from collections import deque
 
-from dmuc.shell.fairness import FairQueue, sender_key
+import pytest
+from twisted.words.xish.domish import Element
+
+from dmuc.outbox import Outbox
+from dmuc.protocol import stanzas
+from dmuc.shell.daemon import CoreHandler
+from dmuc.shell.fairness import FairQueue, link_peer, sender_key
 
 
 class Clock:
@@ -148,3 +155,59 @@ def test_high_and_low_water() -> None:
         queue.run(handled.append)
     assert queue.pending == 4
     assert handled == list(range(6))
+
+
+# --- the output lanes: what goes to the link's peer is not queued behind the bulk ---------
+
+MASTER = "channel.avalon.irc"
+
+
+@pytest.mark.parametrize(("to", "peer"), [
+    ("wallops@channel.avalon.irc", True),
+    ("wallops@Channel.Avalon.irc/Wumpus", True),
+    ("channel.avalon.irc", True),
+    ("rubenro@vesa.yeggmaex.irc/shaver", False),
+    ("vesa.yeggmaex.irc", False),
+    ("channel.avalon.irc@evil.example", False),
+    (None, False),
+])
+def test_link_peer_is_the_recipients_server(to: str | None, peer: bool) -> None:
+    assert link_peer(to, frozenset({MASTER})) is peer
+
+
+def _stanza(to: str, ident: str) -> Element:
+    return stanzas.new("message", {"to": to, "from": "x@y", "id": ident})
+
+
+def _ids(sent: list[str]) -> list[str]:
+    return [ident for chunk in sent for ident in re.findall(r"id='([^']*)'", chunk)]
+
+
+def test_the_links_stanzas_overtake_the_queued_bulk_and_each_lane_keeps_its_order() -> None:
+    handler = CoreHandler(lambda element, now: Outbox(now), None, "dmuc.vesa.yeggmaex.irc")  # type: ignore[arg-type]
+    sent: list[str] = []
+    handler.send = sent.append  # type: ignore[method-assign]
+    handler.one_turn = {MASTER: MASTER}
+
+    def write(*deliveries: tuple[str, str]) -> None:
+        out = Outbox(0.0)
+        for to, ident in deliveries:
+            out.send(_stanza(to, ident))
+        handler.write(out)
+
+    write(("u1@vesa.yeggmaex.irc", "b1"))
+    assert _ids(sent) == ["b1"]  # nothing waits: at once
+    handler.pauseProducing()  # the transport's buffer is full
+    write(("u1@vesa.yeggmaex.irc", "b2"), ("r@channel.avalon.irc", "k1"))
+    write(("u2@vesa.yeggmaex.irc", "b3"))
+    out = Outbox(0.0)
+    out.broadcast(_stanza("", "m1"), ["u1@vesa.yeggmaex.irc", "r@channel.avalon.irc/n"])
+    handler.write(out)
+    assert _ids(sent) == ["b1", "k1", "m1"]  # the master's copy of m1 went, u1's waits
+    handler.resumeProducing()
+    assert _ids(sent) == ["b1", "k1", "m1", "b2", "b3", "m1"]
+    assert handler.lanes.bulk == deque()
+    handler.pauseProducing()
+    write(("u1@vesa.yeggmaex.irc", "b4"))
+    handler.stopProducing()  # the stream is gone: so is what was queued for it
+    assert handler.lanes.bulk == deque() and _ids(sent)[-1] == "m1"

@@ -244,17 +244,38 @@ def test_history_limit_and_delay() -> None:
 # --- keepalive schedule -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("now", "heard", "sent", "every", "split", "due"), [
-    (100.0, 40.0, 0.0, 60, False, True),
-    (100.0, 41.0, 0.0, 60, False, False),
-    (100.0, 0.0, 41.0, 60, False, False),
-    (100.0, 85.0, 0.0, 60, True, True),
-    (100.0, 86.0, 0.0, 60, True, False),
-    (100.0, 99.0, 0.0, 2, True, True),
+# (now, heard: anything from the peer, asked: our last question, said: anything we sent it)
+@pytest.mark.parametrize(("now", "heard", "asked", "said", "every", "split", "due"), [
+    (100.0, 40.0, 0.0, 0.0, 60, False, True),  # silent for an interval: ask
+    (100.0, 41.0, 0.0, 90.0, 60, False, False),
+    (100.0, 0.0, 41.0, 41.0, 60, False, False),  # asked lately: wait for the bound
+    (100.0, 99.0, 0.0, 69.0, 60, False, True),  # it floods us, we said nothing: be heard
+    (100.0, 99.0, 0.0, 70.0, 60, False, False),  # (twice an interval)
+    (100.0, 99.0, 40.0, 90.0, 60, False, False),  # our forwards make us heard
+    (100.0, 99.0, 70.0, 0.0, 60, False, False),  # a question is saying something
+    (100.0, 70.1, 70.0, 70.0, 60, False, False),  # idle: the answer to our question
+    (100.0, 99.5, 0.0, 99.0, 2, False, False),  # at least a second
+    (100.0, 99.5, 0.0, 98.5, 2, False, True),
+    (100.0, 85.0, 0.0, 0.0, 60, True, True),
+    (100.0, 86.0, 86.0, 86.0, 60, True, False),
+    (100.0, 99.0, 85.0, 99.0, 60, True, True),  # split: ask every keepalive/4, heard or not
+    (100.0, 99.0, 0.0, 0.0, 2, True, True),
 ])
-def test_keepalive_schedule(now: float, heard: float, sent: float, every: int, split: bool,
-                            due: bool) -> None:
-    assert keepalive.due(now, heard, sent, every, split) is due
+def test_keepalive_schedule(now: float, heard: float, asked: float, said: float, every: int,
+                            split: bool, due: bool) -> None:
+    assert keepalive.due(now, heard, asked, said, every, split) is due
+
+
+# (now, heard, asked, every, split?): anything heard counts, the question must be newer
+@pytest.mark.parametrize(("now", "heard", "asked", "every", "expired"), [
+    (100.0, 96.0, 97.0, 2, True),  # asked, then nothing at all for 2 intervals
+    (100.0, 96.5, 97.0, 2, False),  # heard something (a forward, a broadcast) lately
+    (100.0, 96.0, 95.0, 2, False),  # heard after our question: answered
+    (100.0, 40.0, 41.0, 30, True),
+])
+def test_link_split_when_nothing_heard(now: float, heard: float, asked: float, every: int,
+                                       expired: bool) -> None:
+    assert keepalive.expired(now, heard, asked, every) is expired
 
 
 @pytest.mark.parametrize(("proposed", "accepted"), [(1, 2), (2, 2), (60, 60), (10**6, 3600)])

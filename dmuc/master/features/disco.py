@@ -9,8 +9,9 @@ from twisted.words.xish.domish import Element
 from dmuc import jids, xmlns
 from dmuc.hooks import Hooks
 from dmuc.master.features.roomconfig import Field
+from dmuc.master.model import BROADCAST_ROLES
 from dmuc.outbox import Outbox
-from dmuc.protocol import stanzas
+from dmuc.protocol import roominfo, stanzas
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -45,12 +46,27 @@ def info_form(room: Room) -> Element:
 
 
 def info_occupants(room: Room, fields: list[Field]) -> None:
-    fields.append({"var": "muc#roominfo_occupants", "type": "text-single",
+    fields.append({"var": roominfo.OCCUPANTS_FIELD, "type": "text-single",
                    "label": "Number of occupants", "value": str(len(room.occupants))})
 
 
 def setup(hooks: Hooks) -> None:
     hooks.add("room-disco-info", info_occupants, priority=90)
+    hooks.add("slave-room-mirror", slave_mirror)
+
+
+def info_query(room: Room) -> Element:
+    """The room's disco#info query (no node), as every asker gets it (mod_muc 0.12.3's
+    get_disco_info depends on nobody's affiliation): the one a slave answers from."""
+    reply = stanzas.query(xmlns.DISCO_INFO)
+    identity = reply.addElement("identity")
+    identity.attributes.update({"category": "conference", "type": "text"})
+    if room.config.name:  # as name.lib: no name when the room has none
+        identity["name"] = room.config.name
+    for var in features(room):
+        reply.addElement("feature")["var"] = var
+    reply.addChild(info_form(room))
+    return reply
 
 
 def room_info(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:
@@ -58,6 +74,9 @@ def room_info(room: Room, stanza: Element, payload: Element, out: Outbox) -> Non
         out.send(stanzas.error_reply(stanza, "cancel", "bad-request"))
         return
     node = payload.getAttribute("node")
+    if node is None:
+        out.send(roominfo.info_answer(stanza, info_query(room), len(room.occupants)))
+        return
     reply = stanzas.query(xmlns.DISCO_INFO, {"node": node})
     if node == RESERVED_NICK_NODE:
         nick = room.reserved_nicks.get(jids.bare(stanza.getAttribute("from")))
@@ -69,14 +88,16 @@ def room_info(room: Room, stanza: Element, payload: Element, out: Outbox) -> Non
     if node:
         out.send(stanzas.error_reply(stanza, "cancel", "item-not-found"))
         return
-    identity = reply.addElement("identity")
-    identity.attributes.update({"category": "conference", "type": "text"})
-    if room.config.name:  # as name.lib: no name when the room has none
-        identity["name"] = room.config.name
-    for var in features(room):
-        reply.addElement("feature")["var"] = var
-    reply.addChild(info_form(room))
-    out.send(stanzas.iq_result(stanza, reply))
+    reply = info_query(room)
+    reply["node"] = node
+    out.send(roominfo.info_answer(stanza, reply, len(room.occupants)))
+
+
+def slave_mirror(room: Room, settings: Element, **_: object) -> None:
+    """§4.18: the disco#info query a slave answers its users from, when its roster counts
+    every occupant (every role's presence is broadcast); else it asks the master."""
+    if set(BROADCAST_ROLES) <= set(room.config.presence_broadcast):
+        settings.addElement("info").addChild(info_query(room))
 
 
 def room_items(room: Room, stanza: Element, payload: Element, out: Outbox) -> None:

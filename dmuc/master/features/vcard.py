@@ -13,10 +13,11 @@ Prosody 13's plugins/muc/vcard.lib.lua with its mod_vcard.
   joins (when the room has an avatar), and to everyone with a status 104 message when
   the vCard changes (Prosody's default, muc_avatar_advertise_hashes unset).
 
-Users behind a XEP-0282 slave: their vcard-temp and disco#info IQs reach the room
-through the slave unchanged and are answered directly (§4.8); the avatar presence goes
-to each slave once, and in each snapshot, and the slave gives it to its entering users
-(docs/protocol.md §4.13).
+Users behind a XEP-0282 slave: the slave answers their vcard-temp and disco#info gets
+from its mirror (the vCard and the query go to each slave in its snapshot and when they
+change, docs/protocol.md §4.18); a set crosses to the room (§4.8). The avatar presence
+goes to each slave once, and in each snapshot, and the slave gives it to its entering
+users (§4.13).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dmuc.hooks import Hooks
 from dmuc.master.features.roomconfig import Field
 from dmuc.master.model import Occupant
 from dmuc.outbox import Outbox
-from dmuc.protocol import stanzas
+from dmuc.protocol import roominfo, stanzas
 
 if TYPE_CHECKING:
     from dmuc.master.room import Room
@@ -89,11 +90,7 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
         stanzas.refuse(out, stanza, "cancel", "service-unavailable", what=what)
         return True
     if stanza.getAttribute("type") == "get":
-        vcard = stored_vcard(room)
-        if vcard is None:
-            out.send(stanzas.error_reply(stanza, "cancel", "item-not-found"))
-        else:
-            out.send(stanzas.iq_result(stanza, vcard))
+        out.send(roominfo.vcard_answer(stanza, stored_vcard(room)))
         return True
     sender = stanza.getAttribute("from") or ""
     if room.affiliation(jids.bare(sender)) != "owner":
@@ -119,6 +116,7 @@ def handle_iq(room: Room, stanza: Element, payload: Element, out: Outbox) -> boo
     room.save(out)
     out.send(stanzas.iq_result(stanza))
     out.info(f"{sender} set the vCard of {room.jid} (avatar {new_hash or 'none'})")
+    room.service.hooks.fire("room-mirror-changed", room=room, out=out, vcard=True)
     _announce(room, out)
     return True
 
@@ -149,6 +147,16 @@ def snapshot(room: Room, extra: list[Element]) -> None:
     extra.append(avatar_presence(room))
 
 
+def slave_mirror(room: Room, settings: Element, vcard: bool, **_: object) -> None:
+    """§4.18: the vCard a slave answers its users' vcard-temp gets from (an empty
+    <vcard/>: the room has none), when the snapshot or a change carries it."""
+    if vcard:
+        held = settings.addElement("vcard")
+        stored = stored_vcard(room)
+        if stored is not None:
+            held.addChild(stored)
+
+
 def disco_features(room: Room, features: list[str]) -> None:
     features.append(xmlns.VCARD)
 
@@ -162,5 +170,6 @@ def setup(hooks: Hooks) -> None:
     hooks.add("room-iq", handle_iq)
     hooks.add("occupant-joined", on_joined)
     hooks.add("slave-snapshot", snapshot)
+    hooks.add("slave-room-mirror", slave_mirror)
     hooks.add("room-disco-features", disco_features)
     hooks.add("room-disco-info", disco_info, priority=10)
