@@ -64,6 +64,8 @@ class SaveRoom:
     # sessions), in the same transaction: called when the write happens, it returns those
     # changed since its last call (rows to store, (room, key) of rows to delete)
     entries: Callable[[], list[OccupantRecord | tuple[str, str]]] | None = None
+    # told the rows of a write that failed: they are written with the room's next save
+    unwritten: Callable[[list[OccupantRecord | tuple[str, str]]], None] | None = None
 
     @property
     def state(self) -> dict[str, Any]:

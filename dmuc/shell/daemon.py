@@ -531,8 +531,10 @@ class CoreHandler(subprotocols.XMPPHandler):
     def _write(self, op: StorageOp) -> Deferred:
         s = self.storage
         if isinstance(op, SaveRoom):
-            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state),
-                            op.entries() if op.entries is not None else ())
+            rows = op.entries() if op.entries is not None else []
+            d = s.save_room(self.service_jid, RoomRecord(op.room_jid, op.state), rows)
+            if rows and op.unwritten is not None:
+                d.addErrback(_unwritten, op.unwritten, rows)
         elif isinstance(op, DeleteRoom):
             d = s.delete_room(self.service_jid, op.room_jid, op.history_key)
         elif isinstance(op, ForgetOccupants):
@@ -643,6 +645,14 @@ class CoreHandler(subprotocols.XMPPHandler):
         return defer.gatherResults([self._write_archive(), self._write_occupants(),
                                     *self._write_saves()],
                                    consumeErrors=True)
+
+
+def _unwritten(failure: Failure, unwritten: Callable[[list[Any]], None],
+               rows: list[Any]) -> Failure:
+    """A room save failed: its entry rows were taken from the core's changes; they go
+    back, to be written with the room's next save (then logged as any failed write)."""
+    unwritten(rows)
+    return failure
 
 
 def _log_expired(count: int) -> None:

@@ -199,6 +199,16 @@ class SlaveRoom:
         self._changed_sessions.clear()
         return rows
 
+    def unwritten(self, rows: list[OccupantRecord | tuple[str, str]]) -> None:
+        """Rows changed_entries gave whose write failed: changed again, so that the next
+        save writes them (as they are then)."""
+        for row in rows:
+            key = row.nick if isinstance(row, OccupantRecord) else row[1]
+            if key.startswith(MIRROR_ROSTER):
+                self._changed_nicks.add(key[len(MIRROR_ROSTER):])
+            elif key.startswith(MIRROR_SESSION):
+                self._changed_sessions.add(key[len(MIRROR_SESSION):])
+
     def all_entries(self) -> dict[str, dict[str, Any]]:
         """Every entry's row (row key -> row), as from_state takes them: a whole copy of
         the room (tests, and what changed_entries writes bit by bit)."""

@@ -112,7 +112,8 @@ class SlaveService:
         for room_jid in sorted(touched):
             room, link = self.rooms.get(room_jid), self.links.get(room_jid)
             if room is not None and link is not None:
-                out.store(SaveRoom(room_jid, _snapshot(room, link), room.changed_entries))
+                out.store(SaveRoom(room_jid, _snapshot(room, link), room.changed_entries,
+                                   room.unwritten))
 
     def _id(self, kind: str, room: str) -> str:
         iq_id = f"dmuc-{kind}-{next(self._ids)}"

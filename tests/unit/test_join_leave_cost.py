@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred
 
 from benchmarks import memory
 from dmuc import jids, xmlns
+from dmuc.errors import StorageError
 from dmuc.master.service import MUCService, ServiceSettings
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
@@ -55,6 +56,7 @@ class MeasuringStore:
 
     def __init__(self) -> None:
         self.written = Written()
+        self.failing = False  # room saves fail (a full disk)
 
     def _took(self, what: str, state: dict[str, Any] | None,
               rows: Sequence[OccupantRecord | tuple[str, str]] = ()) -> Deferred[None]:
@@ -70,6 +72,8 @@ class MeasuringStore:
 
     def save_room(self, service: str, record: RoomRecord,
                   entries: Sequence[OccupantRecord | tuple[str, str]] = ()) -> Deferred[None]:
+        if self.failing:
+            return defer.fail(StorageError("disk full"))
         return self._took("save_room", record.state, entries)
 
     def save_occupants(self, service: str,
@@ -342,3 +346,14 @@ def test_the_tracked_containers_note_every_change(make: Callable[[], Any],
     container = make()
     change(container)
     assert container.changed == changed
+
+
+def test_the_rows_of_a_failed_save_are_written_with_the_next() -> None:
+    store = MeasuringStore()
+    handler = _handler(store, SLAVE)
+    slave, filled = _live_slave(3)
+    store.failing = True
+    assert _written_by(handler, store, filled).rows == 0  # 3 roster rows, 1 session: lost
+    store.failing = False
+    again = _written_by(handler, store, slave.receive(_remote_presence(3), NOW))
+    assert again.rows == 4 + 1  # those, and the new occupant's
