@@ -11,7 +11,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run run-single test unit lint bench bench-scale bench-scale-ci bench-daemon soak \
+.PHONY: demo run run-single test unit lint bench bench-scale bench-scale-ci bench-catchup \
+	bench-daemon soak \
 	faults deps venv clean man \
 	install install-deps
 
@@ -70,6 +71,14 @@ bench-scale: deps venv
 # test_bench_scale.py, marked "scale", which `make test` leaves out)
 bench-scale-ci: deps venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m scale tests/integration/test_bench_scale.py
+
+# A client's catch-up of a room's last 1,000 messages (XEP-0313, pages of 50) through a
+# slave, from the master directly and from mod_muc + mod_muc_mam: latency p50/p99, s2s
+# stanzas and bytes, the slave's storage; writes its section of docs/benchmarks.md and
+# docs/bench/catchup.json (issue 20)
+CATCHUP_ARGS ?=
+bench-catchup: deps venv
+	$(BIN)/python -m benchmarks.catchup $(CATCHUP_ARGS)
 
 # the older single-daemon benchmarks (a daemon against a fake Prosody)
 bench-daemon: deps venv
