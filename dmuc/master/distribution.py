@@ -764,8 +764,8 @@ class Distribution:
             link.shows_jids = self.shows_jids(room, link)
             for occupant in room.occupants.values():
                 if occupant.role in room.config.presence_broadcast:
-                    presence, xml = room.listed_presence(occupant, link.shows_jids)
-                    out.broadcast(presence, [link.jid], xml)
+                    out.broadcast(None, [link.jid],
+                                  room.listed_presence(occupant, link.shows_jids))
                 elif any(self.slave_of(room, s) == link.jid for s in occupant.sessions):
                     # §4.7: its own occupants of a role not broadcast, as hidden, so that
                     # the slave knows they are inside (and does not enter them again)

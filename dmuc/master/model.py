@@ -65,8 +65,8 @@ class Occupant:
     sessions: dict[str, Element] = field(default_factory=dict)
     # the session whose presence the room shows (the most recent one)
     primary: str = ""
-    # with_jid -> its listed presence and that serialised (Room.listed_presence's cache)
-    listed: dict[bool, tuple[Element, str]] = field(default_factory=dict, repr=False)
+    # with_jid -> its listed presence serialised (Room.listed_presence's cache)
+    listed: dict[bool, str] = field(default_factory=dict, repr=False)
     # its XEP-0421 occupant-id, computed once (features/occupant_id.py)
     occupant_id: str = field(default="", repr=False)
 

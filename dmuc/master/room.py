@@ -277,14 +277,15 @@ class Room:
             out.broadcast(router.for_direct(message), direct)
         router.fan_out_groupchat(self, message, relays, out, out.now if stamp is None else stamp)
 
-    def listed_presence(self, occupant: Occupant, with_jid: bool) -> tuple[Element, str]:
+    def listed_presence(self, occupant: Occupant, with_jid: bool) -> str:
         """An occupant's presence as the room lists it to a newcomer (no status codes),
-        and its serialisation without 'to': kept until the occupant's next change, so that
-        N joins cost N serialisations per occupant, not N each."""
+        serialised without 'to': kept until the occupant's next change, so that N joins
+        cost N serialisations per occupant, not N each. Only the string is kept (the tree
+        would be a few KB per occupant): the copies are written from it."""
         cached = occupant.listed.get(with_jid)
         if cached is None:
             presence = self.presence_of(occupant, with_jid, ())
-            cached = occupant.listed[with_jid] = (presence, stanzas.render_without_to(presence))
+            cached = occupant.listed[with_jid] = stanzas.render_without_to(presence)
         return cached
 
     def send_occupant_list(self, session: str, out: Outbox,
@@ -299,8 +300,7 @@ class Room:
                 continue
             if occupant.role not in self.config.presence_broadcast:
                 continue
-            presence, xml = self.listed_presence(occupant, with_jid)
-            out.broadcast(presence, [session], xml)
+            out.broadcast(None, [session], self.listed_presence(occupant, with_jid))
 
     # --- presence -----------------------------------------------------------------------
 
