@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.realnet import replace_section
 from testbed.faults import DmucDaemons, wait_for_text
 from testbed.network import MASTER_DOMAIN, MUC_SERVICE, DmucNetwork
 from testbed.prosody import ComponentSpec
@@ -47,7 +48,6 @@ from tests.integration.test_dmuc_slaves import join
 from tests.integration.xmpp_client import Client, fresh_id, local, run, xml_str
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "benchmarks.md"
 RAW = REPO / "docs" / "bench" / "catchup.json"
 SECTION = "catchup"
 IPS = ("127.0.26.2", "127.0.26.3", "127.0.26.4", "127.0.26.5", "127.0.26.6")
@@ -237,13 +237,7 @@ def write_doc(report: dict[str, Any], command: str) -> None:
             "```sh", command, "```", "", *HOW, "", *table(report), "",
             *storage_line(report),
             f"Raw figures: [docs/bench/{RAW.name}](bench/{RAW.name}).", "", end]
-    text = DOC.read_text()
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + "\n".join(body) + rest.split(end, 1)[1]
-    else:
-        text += "\n## A client's catch-up (issue 20)\n\n" + "\n".join(body) + "\n"
-    DOC.write_text(text)
+    replace_section(SECTION, body, heading="## A client's catch-up (issue 20)")
     RAW.write_text(json.dumps(report, indent=1) + "\n")
 
 

@@ -468,12 +468,19 @@ def write_doc(cases: Sequence[dict[str, Any]], command: str, section: str = SECT
     for case in cases:
         body += [table(case), "", cpu_split(case), ""]
     body += [*extra, end]
+    replace_section(section, body)
+
+
+def replace_section(section: str, body: Sequence[str], heading: str = "") -> None:
+    """Put ``body`` (its lines, markers included) between ``section``'s markers in
+    docs/benchmarks.md, or append it (under ``heading``) if the markers are not there."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + "\n".join(body) + rest.split(end, 1)[1]
     else:
-        text += "\n" + "\n".join(body) + "\n"
+        text += "\n" + (f"{heading}\n\n" if heading else "") + "\n".join(body) + "\n"
     DOC.write_text(text)
 
 
