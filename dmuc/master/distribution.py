@@ -550,15 +550,35 @@ class Distribution:
     # --- from a slave -------------------------------------------------------------------
 
     def note_forwarded(self, stanza: Element, sender: str, room_jid: str,
-                       out: Outbox) -> None:
+                       out: Outbox) -> bool:
         """A stanza a slave forwarded for one of its users carries the slave's number for
         the room (§4.11.2), taken off here (the room never relays it); a gap is what was
-        lost on the way, which the slave is asked to send again."""
+        lost on the way, which the slave is asked to send again.
+
+        Whether it is a groupchat the slave forwarded before it registered with us (we
+        restarted: it forwarded this while it had not yet heard our <restarted/>): the
+        slave registers again and submits every groupchat whose broadcast it did not see
+        (§4.11.2), this one with them, so this copy is dropped and counted as a second
+        copy; answering it "not in the room" would tell its sender of an error about a
+        message the room delivers all the same."""
         seq = xep0282.take_sequence_number(stanza)
-        link = self.link_for_user(room_jid, sender) if seq is not None else None
-        if link is not None and seq is not None:
+        if seq is None:
+            return False
+        link = self.link_for_user(room_jid, sender)
+        if link is not None:
             link.last_heard = out.now  # the slave is alive: a loaded link is not a dead one
             link.forwarded.heard(seq, out.now)
+            return False
+        if stanza.name != "message" or stanza.getAttribute("type") != "groupchat" \
+                or not stanza.getAttribute("id"):
+            return False  # not a message the slave keeps in flight: answered as it is
+        domain = jids.bare(sender).split("@")[-1]
+        if not any(domain in served for served in self.allowed.values()):
+            return False
+        out.debug(f"dropped groupchat {stanza.getAttribute('id')} of {sender} to {room_jid}:"
+                  " its slave is not registered (yet) and submits it again")
+        self.duplicate_dropped(room_jid)
+        return True
 
     def _ask_lost(self, link: SlaveRegistration, out: Outbox) -> None:
         """Numbers missing for a while: stanzas lost on the way, asked for again."""

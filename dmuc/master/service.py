@@ -177,8 +177,9 @@ class MUCService:
                                              "The service's own addresses are not users",
                                              by=self.jid))
             return out
-        if to.user is not None:  # a slave's number on what it forwards (§4.11.2)
-            self.distribution.note_forwarded(stanza, sender.full(), to.userhost(), out)
+        if to.user is not None and self.distribution.note_forwarded(  # a slave's number
+                stanza, sender.full(), to.userhost(), out):  # on what it forwards (§4.11.2)
+            return out
         if self.direct_occupants.held_for_a_slave(stanza, sender.full(), out):
             return out
         if self.hooks.fire("stanza", stanza=stanza, out=out):

@@ -226,3 +226,31 @@ def test_what_our_prosody_held_from_a_slaves_domain_is_left_to_its_slave(
     assert stanzas.error_condition(error) == answer and out.stanzas_for(WIZ) == []
     if answer == "remote-server-timeout":
         assert stanzas.child(error, "error")["by"] == SERVICE
+
+
+@pytest.mark.parametrize(("who", "kind", "numbered", "answer"), [
+    # forwarded by its slave before the slave heard our <restarted/>: it submits it again
+    (WUMPUS, "groupchat", True, "dropped"),
+    (WUMPUS, "groupchat", False, "not-acceptable"),  # not forwarded by a slave: answered
+    (WUMPUS, "chat", True, "not-acceptable"),  # not kept in flight by the slave: answered
+    ("stranger@elsewhere.example/x", "groupchat", True, "not-acceptable"),  # no slave there
+])
+def test_what_a_slave_forwarded_before_it_registered_again_is_left_to_it(
+        who: str, kind: str, numbered: bool, answer: str) -> None:
+    """Between a master's restart and its slaves' new registrations a slave still forwards
+    its users' groupchat (it has not yet read <restarted/>); it submits again each whose
+    broadcast it did not see once registered (§4.11.2). Answering the first copy "not in
+    the room" would tell its sender of an error about a message delivered all the same."""
+    h = Harness(slaves={"dmuc.killrc.oulubox.irc": frozenset({"killrc.oulubox.irc"})})
+    h.create_instant(WIZ, "wiz")
+    h.service.connected(h.now)
+    seq = f"<x xmlns='{xmlns.DMUC}' seq='7'/>" if numbered else ""
+    to = ROOM if kind == "groupchat" else f"{ROOM}/wiz"
+    out = h.send(f"<message from='{who}' to='{to}' type='{kind}' id='s1'>"
+                 f"<body>forwarded</body>{seq}</message>")
+    if answer == "dropped":
+        assert out.deliveries == [] and h.service.distribution.duplicates == {ROOM: 1}
+        return
+    (error,) = [m for m in out.stanzas_for(who) if m.getAttribute("type") == "error"]
+    assert stanzas.error_condition(error) == answer and out.stanzas_for(WIZ) == []
+    assert h.service.distribution.duplicates == {}
