@@ -504,14 +504,6 @@ class LogWatcher:
 # (kind, "short"/"long") the code does not survive yet (issue 16 stays open for them).
 # They run in `make faults` and `make soak`, where they fail with their reports; `make test`
 # leaves them out so that what it checks must hold. Each with what its report shows:
-OPEN_FAULTS: set[tuple[str, str]] = {
-    # The master's Prosody restarting. What a direct (efnet) user says while it is down is
-    # bounced to them by their own server (counted as "told", FaultKind.direct_bounces;
-    # docs/protocol.md §4.11.5). But a broadcast copy to a direct user that the master's
-    # Prosody had in flight at its own SIGTERM can be lost without an error: `make soak`
-    # seed 29353 (four such restarts) lost 2 deliveries efnet->efnet, with mod_smacks and
-    # smacks_s2s_resend; seen once before with smacks alone. The master never learns that
-    # copy failed, so it never sends it again. `make faults` passed both variants once and
-    # 3 runs each in a row before that soak.
-    ("master-prosody-restart", "short"), ("master-prosody-restart", "long"),
-}
+OPEN_FAULTS: set[tuple[str, str]] = set()  # none: the master's Prosody restart closed
+# (mod_dmuc_hold drains incoming s2s and has the master say everything it had before
+# Prosody closes its links, docs/protocol.md §4.11.5)

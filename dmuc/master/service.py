@@ -154,6 +154,10 @@ class MUCService:
     # --- routing -----------------------------------------------------------------------------
 
     def receive(self, stanza: Element, now: float) -> Outbox:
+        # while our Prosody stops, copies for direct sessions wait for it (§4.11.5)
+        return self.direct_occupants.withhold(self._receive(stanza, now))
+
+    def _receive(self, stanza: Element, now: float) -> Outbox:
         out = Outbox(now)
         to = jids.parse(stanza.getAttribute("to"))
         sender = jids.parse(stanza.getAttribute("from"))
@@ -210,6 +214,7 @@ class MUCService:
         may have lost its registrations, and registers its rooms again (netjoin); every
         session reached directly is asked whether it is still there (§4.11.5)."""
         out = Outbox(now)
+        self.direct_occupants.release(out)  # kept while our Prosody restarted: first
         for slave_jid in sorted(self.distribution.allowed):
             out.send(xep0282.master_restarted(self.jid, slave_jid))
         self.direct_occupants.connected(out)
@@ -227,7 +232,7 @@ class MUCService:
                 # As mod_muc: a room its owner never configured goes away.
                 out.info(f"{room.jid} was never configured; destroying it")
                 room.destroy(out, reason="The room was not configured in time")
-        return out
+        return self.direct_occupants.withhold(out)
 
     def _to_missing_room(self, stanza: Element, room_jid: str, nick: str | None,
                          out: Outbox) -> None:

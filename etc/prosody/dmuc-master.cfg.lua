@@ -17,3 +17,5 @@ Component "channel.avalon.irc"
     modules_enabled = { "dmuc_hold" }
     -- dmuc_hold = 2000          -- stanzas held at most
     -- dmuc_hold_seconds = 60    -- for at most this long; past either, the error
+    -- dmuc_stop_wait = 2        -- s: when this Prosody stops, it first lets incoming s2s
+                                 -- streams end and dmuc-master say all it had (each wait)

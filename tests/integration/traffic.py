@@ -395,6 +395,7 @@ class Accounting:
     roster_mismatches: int = 0
     roster_details: list[str] = field(default_factory=list)
     lost_by_path: Counter[str] = field(default_factory=Counter)  # "killrc->eris": n
+    lost_details: list[str] = field(default_factory=list)  # the first few, for the logs
     undelivered_bounced_by_path: Counter[str] = field(default_factory=Counter)
     duplicated_by_path: Counter[str] = field(default_factory=Counter)
     duplicated_delayed: int = 0  # extra copies that came with a delay stamp
@@ -497,6 +498,8 @@ def _expected(acc: Accounting, s: Participant, r: Participant) -> None:
         else:  # not delivered, and nobody knows: silently lost
             acc.lost += 1
             acc.lost_by_path[path] += 1
+            if len(acc.lost_details) < 20:
+                acc.lost_details.append(f"{tag} (said {t:.3f}) not at {r.nick}")
 
 
 def _judge_roster(acc: Accounting, people: Sequence[Participant],
@@ -532,6 +535,8 @@ def account(people: Sequence[Participant], master_roster: set[str] | None) -> Ac
         delivered = {tag for tag in s.bounced
                      if any(r.copies.get(tag) for r in people if r is not s)}
         acc.bounced_delivered += len(delivered)
+        acc.lost_details += [f"{tag} bounced ({s.bounced[tag]}) yet delivered"
+                             for tag in sorted(delivered)][:5]
         if not s.behind_slave:
             acc.server_bounced += sum(1 for tag, c in s.bounced.items()
                                       if c in SERVER_BOUNCES and tag not in delivered)
@@ -803,6 +808,7 @@ class FaultReport:
         if a.lost_by_path:
             lines.append("  lost by path (sender->receiver): " + ", ".join(
                 f"{k} {v}" for k, v in a.lost_by_path.most_common()))
+        lines += [f"  lost: {d}" for d in a.lost_details[:10]]
         if a.undelivered_bounced_by_path:
             lines.append("  not delivered, their sender told by an error, by path: " + ", ".join(
                 f"{k} {v}" for k, v in a.undelivered_bounced_by_path.most_common()))
@@ -970,6 +976,7 @@ class SoakReport:
         if a.lost_by_path:
             lines.append("  lost by path (sender->receiver): " + ", ".join(
                 f"{k} {v}" for k, v in a.lost_by_path.most_common()))
+        lines += [f"  lost: {d}" for d in a.lost_details[:10]]
         if a.undelivered_bounced_by_path:
             lines.append("  not delivered, their sender told by an error, by path: " + ", ".join(
                 f"{k} {v}" for k, v in a.undelivered_bounced_by_path.most_common()))
@@ -978,7 +985,8 @@ class SoakReport:
                 f"{k} {v}" for k, v in a.duplicated_by_path.most_common()))
         if a.bounce_conditions:
             lines.append("  bounced to their senders: " + ", ".join(
-                f"{k} {v}" for k, v in a.bounce_conditions.most_common()))
+                f"{k} {v}" for k, v in a.bounce_conditions.most_common())
+                + f" (delivered to others all the same: {a.bounced_delivered})")
         if a.evicted:
             lines.append(f"  own unavailable presences: {', '.join(a.evicted)}")
         if a.absent_at_end:

@@ -254,3 +254,87 @@ def test_what_a_slave_forwarded_before_it_registered_again_is_left_to_it(
     (error,) = [m for m in out.stanzas_for(who) if m.getAttribute("type") == "error"]
     assert stanzas.error_condition(error) == answer and out.stanzas_for(WIZ) == []
     assert h.service.distribution.duplicates == {}
+
+
+# --- our Prosody stopping (mod_dmuc_hold's <stopping/>, §4.11.5) ------------------------
+
+STOPPING = (f"<message from='{SERVICE}' to='{SERVICE}'>"
+            f"<stopping xmlns='{xmlns.DMUC}'/></message>")
+
+
+def groupchat(who: str, stanza_id: str) -> str:
+    return (f"<message from='{who}' to='{ROOM}' type='groupchat' id='{stanza_id}'>"
+            f"<body>{stanza_id}</body></message>")
+
+
+def ids_to(out: Outbox, jid: str) -> list[str | None]:
+    return [m.getAttribute("id") for m in out.stanzas_for(jid) if m.name == "message"]
+
+
+def test_copies_for_direct_sessions_wait_while_our_prosody_stops() -> None:
+    """Prosody asks before it closes its links; the master answers (after everything it
+    wrote before) and keeps each copy for a direct session until the stream is up again,
+    then sends them first, in order; nothing is lost, nothing sent twice."""
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.service.connected(h.now)
+    assert ids_to(h.send(groupchat(TROY, "m0")), WIZ) == ["m0"]  # not stopping: at once
+    answer = h.send(STOPPING)
+    (ack,) = [d.stanza for d in answer.deliveries]
+    assert (ack["from"], ack["to"]) == (SERVICE, SERVICE)
+    assert stanzas.child(ack, "stopping", xmlns.DMUC) is not None
+    said = [h.send(groupchat(TROY, "m1")), h.send(groupchat(WIZ, "m2"))]
+    assert all(out.deliveries == [] for out in said)
+    assert h.service.direct_occupants.withheld_copies == 4
+    back = h.service.connected(h.now)
+    assert ids_to(back, WIZ)[:2] == ids_to(back, TROY)[:2] == ["m1", "m2"]
+    first = [d.stanza["id"] for d in back.deliveries[:2]]
+    assert first == ["m1", "m2"]  # before the restarted notices and the checks
+    assert h.service.direct_occupants.withheld_copies == 0
+    assert ids_to(h.send(groupchat(WIZ, "m3")), TROY) == ["m3"]  # and live again
+    assert ids_to(h.service.connected(h.now), WIZ) == []  # sent once
+
+
+SLAVE = "dmuc.killrc.oulubox.irc"
+
+
+@pytest.mark.parametrize(("recipients", "to", "sent_now", "kept"), [
+    ([SLAVE, WIZ, TROY], None, [SLAVE], [WIZ, TROY]),  # a broadcast: the slave's copy goes
+    ([WIZ], None, [], [WIZ]),
+    ([SLAVE], None, [SLAVE], []),
+    (None, WIZ, [], [WIZ]),  # an answer to a user
+    (None, SLAVE, [SLAVE], []),  # a keepalive to a slave: its link recovers by itself
+    (None, SERVICE, [SERVICE], []),  # the answer to <stopping/> itself
+])
+def test_while_our_prosody_stops_only_users_copies_wait(
+        recipients: list[str] | None, to: str | None, sent_now: list[str],
+        kept: list[str]) -> None:
+    h = Harness()
+    h.send(STOPPING)
+    message = stanzas.parse_stanza(f"<message from='{ROOM}/wiz' id='x'"
+                                   + (f" to='{to}'" if to else "") + "><body>x</body></message>")
+    out = Outbox(h.now)
+    if recipients is None:
+        out.send(message)
+    else:
+        out.broadcast(message, recipients)
+    h.service.direct_occupants.withhold(out)
+    assert [r for d in out.deliveries for r in (d.recipients or [d.stanza["to"]])] == sent_now
+    back = Outbox(h.now)
+    h.service.direct_occupants.release(back)
+    assert [r for d in back.deliveries for r in (d.recipients or [d.stanza["to"]])] == kept
+
+
+def test_what_waits_for_our_prosody_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct_occupants, "MAX_WITHHELD", 3)
+    h = Harness()
+    h.create_instant(WIZ, "wiz")
+    h.join(TROY, "troy")
+    h.send(STOPPING)
+    outs = [h.send(groupchat(TROY, f"m{n}")) for n in range(3)]  # 2 copies each
+    assert [line for out in outs for line in out.log if line[0] == "warn"] == [
+        ("warn", "our Prosody is still away: dropped the 1 oldest stanzas kept for direct "
+                 "sessions (more than 3 copies)")] * 2
+    back = h.service.connected(h.now)
+    assert ids_to(back, WIZ)[:1] == ["m2"]

@@ -22,12 +22,20 @@ xep0282.said_time as the slave reads mod_dmuc_slave's). That Prosody announces t
 at every connect (a message from the component's own JID); only then does the master take
 a direct sender's groupchat as said at that time (within the last day), and mod_dmuc_hold
 removes any <said/> a sender put on its own stanza.
+
+When that Prosody is stopped (SIGTERM: a restart), mod_dmuc_hold tells the master first
+(<stopping/> from the component's JID) and waits for its answer before Prosody closes its
+s2s and c2s sessions: everything the master wrote before the answer has been read and
+routed while those were up. From then on the master keeps what it has for the sessions it
+reaches directly (their server's link is about to close, or is closed: Prosody would drop
+it) and sends it once the component stream is up again, before anything new. A slave's
+copies are written as ever: its link has numbers and asks again for what it missed.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.words.xish.domish import Element
@@ -37,7 +45,7 @@ from dmuc.hooks import Hooks
 from dmuc.master.features.occupant_id import occupant_id
 from dmuc.master.model import Occupant
 from dmuc.master.room import KICKABLE_ERRORS
-from dmuc.outbox import DeleteRoom, ForgetOccupants, Outbox, SaveOccupant
+from dmuc.outbox import DeleteRoom, Delivery, ForgetOccupants, Outbox, SaveOccupant
 from dmuc.protocol import stanzas, xep0282
 from dmuc.records import OccupantRecord
 
@@ -47,6 +55,23 @@ if TYPE_CHECKING:
 
 CHECK_PREFIX = "dmuc-alive-"  # the id of the disco#info query that asks a session
 MAX_CHECKS = 100_000  # queries awaiting an answer (a bound on memory; the oldest go)
+# copies kept for direct sessions while our Prosody restarts (a bound on memory; the
+# oldest go, with a warning line)
+MAX_WITHHELD = 50_000
+
+
+def to_user(jid: str) -> bool:
+    """A user's address (a session reached directly), not a server-level one (a slave,
+    our own component)."""
+    return "@" in jid
+
+
+def stopping_answer(service_jid: str) -> Element:
+    """The master's answer to mod_dmuc_hold's <stopping/>: written after everything it
+    sent before, so Prosody has routed all that once it reads this."""
+    message = stanzas.new("message", {"from": service_jid, "to": service_jid})
+    message.addElement((xmlns.DMUC, "stopping"))
+    return message
 
 
 def direct_sessions(room: Room, occupant: Occupant) -> list[str]:
@@ -80,6 +105,11 @@ class DirectOccupants:
         self._ids = itertools.count(1)
         # mod_dmuc_hold announced itself on this stream: its delays can be believed
         self.hold_announced = False
+        # our Prosody said it is stopping: copies for direct sessions wait for the next
+        # connect (withheld, in order; `withheld_copies` counts their recipients)
+        self.prosody_stopping = False
+        self.withheld: deque[Delivery] = deque()
+        self.withheld_copies = 0
 
     def hook(self, hooks: Hooks) -> None:
         hooks.add("occupant-changed", self.changed)
@@ -194,6 +224,9 @@ class DirectOccupants:
         mod_dmuc_hold's announcement. Whether it was one."""
         if stanza.name != "message" or stanza.getAttribute("type") == "error":
             return False
+        if stanzas.child(stanza, "stopping", xmlns.DMUC) is not None:
+            self._prosody_stopping(out)
+            return True
         if stanzas.child(stanza, "hold", xmlns.DMUC) is None:
             return False
         if not self.hold_announced:
@@ -201,6 +234,60 @@ class DirectOccupants:
                      "were away keeps its time")
         self.hold_announced = True
         return True
+
+    # --- our Prosody restarting (mod_dmuc_hold's <stopping/>) ---------------------------
+
+    def _prosody_stopping(self, out: Outbox) -> None:
+        if not self.prosody_stopping:
+            out.info("our Prosody is stopping: what we send to sessions we reach directly "
+                     "waits until it is back")
+        self.prosody_stopping = True
+        out.send(stopping_answer(self.service.jid))
+
+    def withhold(self, out: Outbox) -> Outbox:
+        """While our Prosody stops: take the copies for users' sessions out of `out` and
+        keep them, in order, for the next connect (MAX_WITHHELD at most, oldest dropped)."""
+        if not self.prosody_stopping:
+            return out
+        kept: list[Delivery] = []
+        for delivery in out.deliveries:
+            if delivery.recipients is None:
+                if to_user(delivery.stanza.getAttribute("to") or ""):
+                    self._keep(delivery, 1, out)
+                else:
+                    kept.append(delivery)
+                continue
+            users = [r for r in delivery.recipients if to_user(r)]
+            others = [r for r in delivery.recipients if not to_user(r)]
+            if users:
+                self._keep(delivery.to(users, delivery.host), len(users), out)
+            if others:
+                kept.append(delivery.to(others, delivery.host) if users else delivery)
+        out.deliveries[:] = kept
+        return out
+
+    def _keep(self, delivery: Delivery, copies: int, out: Outbox) -> None:
+        self.withheld.append(delivery)
+        self.withheld_copies += copies
+        dropped = 0
+        while self.withheld_copies > MAX_WITHHELD and len(self.withheld) > 1:
+            gone = self.withheld.popleft()
+            self.withheld_copies -= 1 if gone.recipients is None else len(gone.recipients)
+            dropped += 1
+        if dropped:
+            out.warn(f"our Prosody is still away: dropped the {dropped} oldest stanzas kept "
+                     f"for direct sessions (more than {MAX_WITHHELD} copies)")
+
+    def release(self, out: Outbox) -> None:
+        """The component stream is up (our Prosody is back): what was kept goes first."""
+        self.prosody_stopping = False
+        if not self.withheld:
+            return
+        out.info(f"our Prosody is back: sending the {self.withheld_copies} copies kept for "
+                 "sessions we reach directly")
+        out.deliveries.extend(self.withheld)
+        self.withheld.clear()
+        self.withheld_copies = 0
 
     def _said_at(self, stanza: Element, now: float) -> float | None:
         """When our Prosody held `stanza` for us (mod_dmuc_hold's <said/>), if it did."""
