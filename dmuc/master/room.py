@@ -488,7 +488,7 @@ class Room:
         self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
                                 session=session, stanza=join, self_codes=self_codes, out=out)
 
-    def _stored_presence(self, stanza: Element) -> Element:
+    def _kept_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps;
         its id and whether it is unavailable, as mod_muc repeats them)."""
         kept = stanzas.new("presence", {k: v for k, v in stanza.attributes.items()
@@ -498,6 +498,10 @@ class Room:
                 continue
             kept.addChild(stanzas.copy(el))
         return kept
+
+    def _stored_presence(self, stanza: Element) -> str:
+        """What an occupant's session keeps of its last presence (Occupant.sessions)."""
+        return stanzas.render(self._kept_presence(stanza))
 
     def update_presence(self, occupant: Occupant, sender: str, stanza: Element,
                         out: Outbox) -> None:
@@ -598,7 +602,7 @@ class Room:
         out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
     def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:
-        base = self._stored_presence(stanza) if stanza is not None else None
+        base = self._kept_presence(stanza) if stanza is not None else None
         self.remove_session(occupant, sender, out, base=base)
 
     def remove_session(
