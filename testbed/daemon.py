@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from testbed import logtails
 from testbed.prosody import Pausable, TestbedError, _live, kill_process, stop_process
 
 # the directory holding dmuc/ and twisted/plugins/ (so twistd finds the in-tree plugin)
@@ -81,6 +82,7 @@ class TwistdDaemon(Pausable):
         if self.running():
             raise TestbedError(f"{self.name} already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        logtails.watch(self.name, self.log_path)
         count = 1
         if keep_log:
             count += sum(wait_for in line for line in self.log_text().splitlines())

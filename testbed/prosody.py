@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from testbed import logtails
+
 PROSODY_USER = "prosody"
 READY_TIMEOUT = 10.0
 
@@ -393,6 +395,8 @@ class ProsodyInstance(Pausable):
             stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches only us
         )
         _live.add(self)
+        logtails.watch(f"prosody {' '.join(map(str, self.virtualhosts[:1]))}".strip(),
+                       self.log_path)
         try:
             self._wait_ready(timeout)
         except BaseException:

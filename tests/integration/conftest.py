@@ -19,11 +19,34 @@ from typing import TypeVar
 
 import pytest
 
-from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon
+from testbed import ComponentSpec, ProsodyInstance, TwistdDaemon, logtails
 from testbed.configs import daemon_toml
 from testbed.faults import DmucDaemons, FaultInjector, LogWatcher
 from testbed.network import DmucNetwork
 from tests.integration.xmpp_client import Client, close_loop, run
+
+LOG_MARKS = pytest.StashKey[dict[Path, int]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Where each process's log ends when the test proper begins."""
+    item.stash[LOG_MARKS] = logtails.marks()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the warnings and errors its processes logged while
+    it ran: CI keeps nothing else of a failure's cause."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and report.failed:
+        logged = logtails.since(item.stash.get(LOG_MARKS, {}))
+        if logged:
+            report.sections.append(("testbed logs: warnings and errors during the test",
+                                    logged))
+
 
 TEST_DOMAINS = ["avalon.irc", "killrc.oulubox.irc", "eris.dclxvii.irc", "vesa.yeggmaex.irc"]
 MUC_DOMAIN = "channel.avalon.irc"
