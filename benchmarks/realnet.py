@@ -245,7 +245,9 @@ def _memory(r: Rig) -> dict[str, int]:
 
 
 def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
-    """The occupants enter; the time, CPU and the server side's RSS growth per occupant."""
+    """The occupants enter; the time, CPU and the server side's RSS growth per occupant:
+    over the whole enter (the room's and each process's first-use costs included), and
+    over the last nine tenths (what each further occupant costs: the slope)."""
     assert r.load is not None
     mem0, cpu0 = _memory(r), r.cpu()
     began = time.monotonic()
@@ -255,13 +257,19 @@ def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
         r.load.call("configure", room=room, client=occupants[0],
                     broadcast=list(r.settings.broadcast))
         occupants = occupants[1:]
-    r.load.call("join", room=room, clients=occupants)
+    first, rest = occupants[:len(occupants) // 10], occupants[len(occupants) // 10:]
+    r.load.call("join", room=room, clients=first)
+    mem_first = _memory(r)
+    r.load.call("join", room=room, clients=rest)
     out["join_seconds"] = time.monotonic() - began
     out["join_cpu"] = _delta(r.cpu(), cpu0)
     mem1 = _memory(r)
     out["rss_growth_kib_by_process"] = {k: mem1[k] - mem0.get(k, 0) for k in mem1}
     out["rss_growth_kib_per_occupant"] = \
         (sum(mem1.values()) - sum(mem0.values())) / r.settings.occupants
+    out["rss_slope_kib_by_process"] = {k: mem1[k] - mem_first.get(k, 0) for k in mem1}
+    out["rss_slope_kib_per_occupant"] = \
+        (sum(mem1.values()) - sum(mem_first.values())) / max(1, len(rest))
 
 
 def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
@@ -459,6 +467,8 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     row(f"{case['settings']['occupants']} occupants enter, s", lambda x: x["join_seconds"], 2)
     row("RSS growth of the server side per occupant, KiB",
         lambda x: x["rss_growth_kib_per_occupant"], 1)
+    row("RSS growth per occupant over the last nine tenths of the enter, KiB",
+        lambda x: x.get("rss_slope_kib_per_occupant"), 1)
     m = results.get("mod_muc")
     out.append(("peak RSS master / slaves (dmuc), master's Prosody (both), MiB",
                 f"{mib(d, 'master'):.1f} / {mib(d, 'slave'):.1f}",
