@@ -189,10 +189,12 @@ class Room:
             actor_nick=actor_nick,
             actor_jid=actor_jid,
         )
-        base = base if base is not None else occupant.presence
+        # the occupant's own presence is parsed anew for each variant: its children are
+        # this variant's to keep
+        owned = base is None
         presence = stanzas.occupant_presence(
-            base, self.occupant_jid(from_nick or occupant.nick), x, presence_type
-        )
+            occupant.presence if owned else base,
+            self.occupant_jid(from_nick or occupant.nick), x, presence_type, owned=owned)
         self.service.hooks.fire("occupant-presence", room=self, occupant=occupant,
                                 stanza=presence)
         return presence
