@@ -1,7 +1,8 @@
 """Memory per occupant in the sans-I/O cores, measured with tracemalloc: N occupants join
 one room of the master (through one slave, and directly) and N remote occupants fill one
 slave's mirrored roster (the master's broadcast presences, then one local user enters
-and is sent them all, and the room is saved). Direct joins are measured at N <= 1,000.
+and is sent them all, and the room is saved), and N local users of one slave join
+through it. Direct joins are measured at N <= 1,000.
 Reported: bytes the core holds per occupant once the room is full (after a collection),
 so the shell, the parser's buffers and the interpreter are not counted.
 
@@ -109,6 +110,33 @@ def slave(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
     return service, join
 
 
+def _enter(i: int) -> stanzas.Element:
+    """The master's ENTER of local user i, as the slave receives it."""
+    full = f"local{i}@{SLAVE_DOMAIN}/r"
+    return stanzas.parse_stanza(
+        f"<presence from='{ROOM}/local{i}' to='{SLAVE}'><x xmlns='{xmlns.MUC_USER}'>"
+        f"<item affiliation='none' role='participant' jid='{full}'/><status code='110'/>"
+        f"</x><x xmlns='{xmlns.DMUC}'><enter jid='{full}'/><history maxstanzas='0'/></x>"
+        "</presence>")
+
+
+def slave_sessions(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
+    """N local users of one slave join (the slave forwards each join, the master's ENTER
+    comes back), and the room is saved: what a slave keeps per local session."""
+    service = registered_slave(_join(f"local0@{SLAVE_DOMAIN}/r", "local0"))
+
+    def join(i: int) -> None:
+        if i:
+            service.receive(_join(f"local{i}@{SLAVE_DOMAIN}/r", f"local{i}"), NOW)
+        service.receive(_enter(i), NOW)
+        if i == occupants - 1:
+            room = service.rooms[ROOM]
+            assert len(room.local) == occupants
+            room.to_state()
+            room.changed_entries()
+    return service, join
+
+
 def per_occupant(occupants: int, make: Callable[[int], tuple[object, Callable[[int], None]]]
                  ) -> float:
     """Bytes held per occupant: traced memory after the joins less before them."""
@@ -136,6 +164,7 @@ def main() -> None:
         ("master, through one slave", lambda n: master(n, True)),
         ("master, direct", direct),
         ("slave, mirrored roster", slave),
+        ("slave, local sessions", slave_sessions),
     ]
     rows = []
     print(f"{'bytes per occupant (tracemalloc)':<34}{'occupants':>10}{'bytes':>10}{'KiB':>8}")

@@ -55,6 +55,12 @@ DOC = REPO / "docs" / "benchmarks.md"
 # the marked sections of DOC each command rewrites: ``make bench`` and ``make bench-scale``
 SECTIONS = ("realnet", "realnet-scale")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# the slowest delivery rate (c2s copies/s) the drain allows for; mod_muc's flood at
+# N=2,000 on K=10 ran at 1,756
+DRAIN_FLOOR_RATE = 1000.0
+# the paced phase runs at this share of the slower system's flood delivery rate (but at
+# most --paced-rate): latency under load, not queueing at saturation
+PACED_SHARE = 0.5
 
 
 def cpu_seconds(pid: int) -> float:
@@ -121,7 +127,13 @@ class Settings:
     paced_rate: float = 30.0
     paced_seconds: float = 10.0
     flood_seconds: float = 10.0
+    # the flood's window per sender, at most: see flood_window
     window: int = 20
+    # c2s deliveries the flood may have in flight in all (senders x window x N): a backlog
+    # the servers clear in seconds, so the rate is theirs and the drain sees every copy
+    in_flight: int = 200_000
+    # the wait for the last copies after the last send: this, plus the flood's deliveries
+    # in flight at DRAIN_FLOOR_RATE
     drain: float = 60.0
     # mod_dmuc_slave's one-copy fan-out (docs/protocol.md §4.15); False: a copy per user
     fanout: bool = True
@@ -233,7 +245,9 @@ def _memory(r: Rig) -> dict[str, int]:
 
 
 def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
-    """The occupants enter; the time, CPU and the server side's RSS growth per occupant."""
+    """The occupants enter; the time, CPU and the server side's RSS growth per occupant:
+    over the whole enter (the room's and each process's first-use costs included), and
+    over the last nine tenths (what each further occupant costs: the slope)."""
     assert r.load is not None
     mem0, cpu0 = _memory(r), r.cpu()
     began = time.monotonic()
@@ -243,13 +257,19 @@ def enter(r: Rig, out: dict[str, Any], room: str, occupants: list[int]) -> None:
         r.load.call("configure", room=room, client=occupants[0],
                     broadcast=list(r.settings.broadcast))
         occupants = occupants[1:]
-    r.load.call("join", room=room, clients=occupants)
+    first, rest = occupants[:len(occupants) // 10], occupants[len(occupants) // 10:]
+    r.load.call("join", room=room, clients=first)
+    mem_first = _memory(r)
+    r.load.call("join", room=room, clients=rest)
     out["join_seconds"] = time.monotonic() - began
     out["join_cpu"] = _delta(r.cpu(), cpu0)
     mem1 = _memory(r)
     out["rss_growth_kib_by_process"] = {k: mem1[k] - mem0.get(k, 0) for k in mem1}
     out["rss_growth_kib_per_occupant"] = \
         (sum(mem1.values()) - sum(mem0.values())) / r.settings.occupants
+    out["rss_slope_kib_by_process"] = {k: mem1[k] - mem_first.get(k, 0) for k in mem1}
+    out["rss_slope_kib_per_occupant"] = \
+        (sum(mem1.values()) - sum(mem_first.values())) / max(1, len(rest))
 
 
 def newcomers(r: Rig, out: dict[str, Any], room: str, newcomer: int) -> None:
@@ -285,6 +305,28 @@ def settle(r: Rig, quiet: float = 2.0, limit: float = 180.0) -> float:
     return time.monotonic() - began
 
 
+def flood_window(s: Settings) -> int:
+    """The flood's window per sender: ``s.window``, but no more than ``s.in_flight``
+    deliveries in flight in all (20 at N=300 on K=10, 10 at N=2,000, 2 at N=10,000).
+    A fixed window puts senders x window x N copies in flight: 2 million at N=10,000,
+    minutes of backlog in the users' Prosody servers, more than the drain waits for."""
+    return max(1, min(s.window, s.in_flight // (s.servers * s.occupants)))
+
+
+def drain_seconds(s: Settings, window: int) -> float:
+    """How long a traffic phase waits for its last copies: ``s.drain`` plus the time
+    the most the flood can have in flight takes at DRAIN_FLOOR_RATE."""
+    return s.drain + s.servers * window * s.occupants / DRAIN_FLOOR_RATE
+
+
+def paced_rate(s: Settings, floods: Sequence[dict[str, Any]]) -> float:
+    """Messages/s of the paced phase: ``s.paced_rate``, or PACED_SHARE of what the slower
+    flood delivered (copies/s over N receivers) if that is less. A floor of 1 msg/s put
+    N=10,000 at 10,000 copies/s, 90 % of the flood's rate: the latency was queueing."""
+    slowest = min(f["rate"] for f in floods) / max(1, s.occupants)
+    return min(s.paced_rate, max(0.05, PACED_SHARE * slowest))
+
+
 def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, Any]:
     """One traffic phase from one sender on each users' server; CPU and s2s counted."""
     assert r.load is not None
@@ -292,7 +334,8 @@ def traffic(r: Rig, room: str, occupants: list[int], **args: Any) -> dict[str, A
     settled = settle(r)
     r.network.reset_counts()
     cpu0, load0 = r.cpu(), cpu_seconds(r.load.pid)
-    result = r.load.call("traffic", room=room, senders=senders, drain=r.settings.drain,
+    drain = drain_seconds(r.settings, flood_window(r.settings))
+    result = r.load.call("traffic", room=room, senders=senders, drain=drain,
                          receivers=occupants, **args)
     cpu1 = r.cpu()
     # the clients' own process: near one core's worth of the elapsed time, it bounds the rate
@@ -316,18 +359,19 @@ def run_both(r: Rig, occupants: list[int], newcomer: int) -> dict[str, dict[str,
         enter(r, res, res["room"], occupants)
     for res in out.values():
         newcomers(r, res, res["room"], newcomer)
+    window = flood_window(s)
     for res in out.values():
-        res["flood"] = traffic(r, res["room"], occupants, count=10**6, window=s.window,
+        res["flood_window"] = window
+        res["flood"] = traffic(r, res["room"], occupants, count=10**6, window=window,
                                duration=s.flood_seconds)
-    slowest = min(res["flood"]["sent"] / max(res["flood"]["elapsed"], 1e-9)
-                  for res in out.values())
-    rate = min(s.paced_rate, max(1.0, slowest / 2))
+    rate = paced_rate(s, [res["flood"] for res in out.values()])
     senders = len(r.user_domains)
+    count = max(1, round(rate * s.paced_seconds / senders))
     for res in out.values():
         res["paced_rate"] = rate
-        res["paced"] = traffic(r, res["room"], occupants,
-                               count=max(1, round(rate * s.paced_seconds / senders)),
-                               rate=rate, duration=s.paced_seconds * 3)
+        # every scheduled message is sent: the last at (count - 1) * senders / rate s
+        res["paced"] = traffic(r, res["room"], occupants, count=count, rate=rate,
+                               duration=s.paced_seconds * 2 + count * senders / rate)
     assert r.load is not None
     for res in out.values():
         # N leaves cost N² presences too (each goes to everyone left): minutes at K=10
@@ -395,7 +439,9 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     def ms(value: float | None) -> float | None:
         return None if value is None else 1000 * value
 
-    row("flood: delivered stanzas/s", lambda x: x["flood"]["rate"], 0)
+    window = d.get("flood_window", case["settings"]["window"])
+    row(f"flood (window {window} per sender): delivered stanzas/s",
+        lambda x: x["flood"]["rate"], 0)
     row("flood: messages sent", lambda x: x["flood"]["sent"], 0)
     row("flood: copies missing / duplicated",
         lambda x: x["flood"]["missing"] + x["flood"]["duplicates"], 0)
@@ -421,6 +467,8 @@ def rows(case: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     row(f"{case['settings']['occupants']} occupants enter, s", lambda x: x["join_seconds"], 2)
     row("RSS growth of the server side per occupant, KiB",
         lambda x: x["rss_growth_kib_per_occupant"], 1)
+    row("RSS growth per occupant over the last nine tenths of the enter, KiB",
+        lambda x: x.get("rss_slope_kib_per_occupant"), 1)
     m = results.get("mod_muc")
     out.append(("peak RSS master / slaves (dmuc), master's Prosody (both), MiB",
                 f"{mib(d, 'master'):.1f} / {mib(d, 'slave'):.1f}",
@@ -494,7 +542,11 @@ def add_case_arguments(p: argparse.ArgumentParser, occupants: list[int],
     p.add_argument("--paced-rate", type=float, default=30.0)
     p.add_argument("--paced-seconds", type=float, default=10.0)
     p.add_argument("--flood-seconds", type=float, default=10.0)
-    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--window", type=int, default=20,
+                   help="the flood's window per sender, at most (see --in-flight)")
+    p.add_argument("--in-flight", type=int, default=200_000,
+                   help="c2s deliveries the flood may have in flight in all: the window "
+                        "is lowered to senders x window x N <= this")
     p.add_argument("--no-fanout", action="store_true",
                    help="the slaves send one copy per local user (mod_dmuc_slave's "
                         "dmuc_slave_fanout = false)")
@@ -507,6 +559,7 @@ def settings_for(args: argparse.Namespace, occupants: int,
     return Settings(occupants=occupants, servers=args.servers, newcomers=args.newcomers,
                     paced_rate=args.paced_rate, paced_seconds=args.paced_seconds,
                     flood_seconds=args.flood_seconds, window=args.window,
+                    in_flight=args.in_flight,
                     fanout=not args.no_fanout, broadcast=broadcast)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from twisted.words.xish.domish import Element
 
+from dmuc.protocol import stanzas
+
 ROLES = ("none", "visitor", "participant", "moderator")
 AFFILIATIONS = ("outcast", "none", "member", "admin", "owner")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -62,7 +64,9 @@ class Occupant:
     bare_jid: str
     role: str
     # full JID of each of the user's sessions in the room -> that session's last presence
-    sessions: dict[str, Element] = field(default_factory=dict)
+    # as the room keeps it (Room.stored_presence), serialised: a string costs a tenth of
+    # the tree per occupant, and is parsed only when a variant of it is built
+    sessions: dict[str, str] = field(default_factory=dict)
     # the session whose presence the room shows (the most recent one)
     primary: str = ""
     # with_jid -> its listed presence serialised (Room.listed_presence's cache)
@@ -72,7 +76,9 @@ class Occupant:
 
     @property
     def presence(self) -> Element | None:
-        return self.sessions.get(self.primary)
+        """The primary session's kept presence, parsed (a new tree each time)."""
+        xml = self.sessions.get(self.primary)
+        return None if xml is None else stanzas.parse_stanza(xml)
 
     def session_jids(self) -> list[str]:
         return list(self.sessions)

@@ -189,10 +189,12 @@ class Room:
             actor_nick=actor_nick,
             actor_jid=actor_jid,
         )
-        base = base if base is not None else occupant.presence
+        # the occupant's own presence is parsed anew for each variant: its children are
+        # this variant's to keep
+        owned = base is None
         presence = stanzas.occupant_presence(
-            base, self.occupant_jid(from_nick or occupant.nick), x, presence_type
-        )
+            occupant.presence if owned else base,
+            self.occupant_jid(from_nick or occupant.nick), x, presence_type, owned=owned)
         self.service.hooks.fire("occupant-presence", room=self, occupant=occupant,
                                 stanza=presence)
         return presence
@@ -488,7 +490,7 @@ class Room:
         self.service.hooks.fire("occupant-session-new", room=self, occupant=occupant,
                                 session=session, stanza=join, self_codes=self_codes, out=out)
 
-    def _stored_presence(self, stanza: Element) -> Element:
+    def _kept_presence(self, stanza: Element) -> Element:
         """The parts of a user's presence the room keeps and repeats (show, status, caps;
         its id and whether it is unavailable, as mod_muc repeats them)."""
         kept = stanzas.new("presence", {k: v for k, v in stanza.attributes.items()
@@ -498,6 +500,10 @@ class Room:
                 continue
             kept.addChild(stanzas.copy(el))
         return kept
+
+    def _stored_presence(self, stanza: Element) -> str:
+        """What an occupant's session keeps of its last presence (Occupant.sessions)."""
+        return stanzas.render(self._kept_presence(stanza))
 
     def update_presence(self, occupant: Occupant, sender: str, stanza: Element,
                         out: Outbox) -> None:
@@ -598,7 +604,7 @@ class Room:
         out.info(f"{session} in {self.jid}: moved from {old_nick} to {new_nick}")
 
     def leave(self, occupant: Occupant, sender: str, stanza: Element | None, out: Outbox) -> None:
-        base = self._stored_presence(stanza) if stanza is not None else None
+        base = self._kept_presence(stanza) if stanza is not None else None
         self.remove_session(occupant, sender, out, base=base)
 
     def remove_session(

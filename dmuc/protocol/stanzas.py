@@ -325,11 +325,14 @@ def occupant_presence(
     from_: str,
     x: Element,
     presence_type: str | None = None,
+    *,
+    owned: bool = False,
 ) -> Element:
     """An occupant's presence as the room sends it: the user's own payload (show, status,
     caps...) and id without any MUC elements, from the occupant JID, with the room's
     muc#user x. As mod_muc, an unavailable presence the user did not send (a kick, the
-    old nick of a nick change) takes nothing from its last available one."""
+    old nick of a nick change) takes nothing from its last available one. `owned`: `base`
+    is the caller's to give away (a tree just parsed): its children move, uncopied."""
     pres = new("presence", {"from": from_})
     if presence_type:
         pres["type"] = presence_type
@@ -344,7 +347,7 @@ def occupant_presence(
                 continue
             if presence_type == "unavailable" and el.name not in ("status",):
                 continue
-            pres.addChild(copy(el))
+            pres.addChild(el if owned else copy(el))
     pres.addChild(x)
     return pres
 

@@ -240,8 +240,10 @@ def synced_notice(room: str, slave: str, last: str, count: int) -> Element:
 
 
 def enter(own_presence: Element, slave: str, user: str, history: Element | None) -> Element:
-    """§4.5 Listing 2/12: the occupant's own presence (with 110 etc.) plus <enter/>."""
-    presence = stanzas.copy(own_presence)
+    """§4.5 Listing 2/12: the occupant's own presence (with 110 etc.) plus <enter/>.
+    `own_presence` is built for this ENTER and becomes it (not copied: a tenth of what
+    an ENTER costs the master)."""
+    presence = own_presence
     presence["to"] = slave
     x = presence.addChild(dmuc_x())
     x.addElement("enter")["jid"] = user
@@ -251,8 +253,9 @@ def enter(own_presence: Element, slave: str, user: str, history: Element | None)
 
 
 def leave(own_presence: Element, slave: str, user: str) -> Element:
-    """§4.6 Listing 3: the unavailable presence for the leaving user plus <leave/>."""
-    presence = stanzas.copy(own_presence)
+    """§4.6 Listing 3: the unavailable presence for the leaving user plus <leave/>;
+    `own_presence` is built for it and becomes it, as in `enter`."""
+    presence = own_presence
     presence["to"] = slave
     presence.addChild(dmuc_x()).addElement("leave")["jid"] = user
     return presence

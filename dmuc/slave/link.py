@@ -130,9 +130,10 @@ class SlaveLink:
         self.expected_seq: int | None = None  # the master's next stanza number (§4.11.2)
         # our numbers for what we forward while LIVE (§4.11.2): the last one given (our
         # registrations tell the master), and the recent forwards by number (and when
-        # said), for a resend
+        # said), for a resend: serialised (up to MAX_INFLIGHT of them per room: a tree
+        # each was ~1.5 KB, most of a slave's memory per local user below that number)
         self.sent_seq = 0
-        self.sent: OrderedDict[int, tuple[Element, float]] = OrderedDict()
+        self.sent: OrderedDict[int, tuple[str, float]] = OrderedDict()
         self.snapshot_count = 0  # stanzas received inside the current snapshot
         self.register_id: str | None = None  # the iq id of the <register/> under way
         self.registered_at = 0.0  # when the master answered it (SYNCING since)
@@ -258,7 +259,7 @@ class SlaveLink:
             out.send(stanza)
             return
         self.sent_seq += 1
-        self.sent[self.sent_seq] = (stanza, said_at)
+        self.sent[self.sent_seq] = (stanzas.render(stanza), said_at)
         while len(self.sent) > MAX_INFLIGHT:
             self.sent.popitem(last=False)
         wire = stanzas.copy(stanza)
@@ -277,7 +278,8 @@ class SlaveLink:
         last = stanzas.parse_bounded_int(request.getAttribute("to"), 1, 2**62)
         if self.state is not L.LIVE or first is None or last is None or last < first:
             return  # a registration under way resyncs everything anyway
-        lost = [entry for seq, entry in self.sent.items() if first <= seq <= last]
+        lost = [(stanzas.parse_stanza(xml), said_at) for seq, (xml, said_at)
+                in self.sent.items() if first <= seq <= last]
         out.warn(f"the master of {self.room.jid} lost {last - first + 1} stanzas of ours "
                  f"on the way; sending {len(lost)} again")
         for stanza, said_at in lost:

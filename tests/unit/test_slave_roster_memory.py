@@ -84,3 +84,23 @@ def test_copies_share_interned_names() -> None:
     key_b = next(k for k in stanzas.child(x_b, "item").attributes if k == "role")
     assert key_a is key_b
     assert a.toXml() == first.toXml()
+
+
+# What a slave holds per local session (benchmarks/memory.py's local sessions case,
+# N=1,000): 5,145 bytes while the last forwards it keeps for a resend (up to 1,000 per
+# room) were trees, about 1,600 with them serialised.
+MAX_BYTES_PER_LOCAL_SESSION = 2_500
+
+
+def test_a_slave_holds_a_bounded_number_of_bytes_per_local_session() -> None:
+    held = memory.per_occupant(1000, memory.slave_sessions)
+    assert held < MAX_BYTES_PER_LOCAL_SESSION, f"{held:.0f} bytes per local session"
+
+
+def test_a_forward_kept_for_a_resend_is_its_serialisation() -> None:
+    slave, join = memory.slave_sessions(2)
+    join(0)
+    join(1)
+    kept = list(slave.links[memory.ROOM].sent.values())
+    assert kept and all(isinstance(xml, str) for xml, _said_at in kept)
+    assert all(stanzas.parse_stanza(xml).name == "presence" for xml, _said_at in kept)

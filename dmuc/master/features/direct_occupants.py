@@ -92,7 +92,7 @@ def snapshot(room: Room, nick: str) -> dict[str, Any] | None:
         "role": occupant.role,
         "occupant_id": occupant_id(room, occupant),
         "primary": occupant.primary if occupant.primary in sessions else sessions[0],
-        "sessions": {s: stanzas.render(occupant.sessions[s]) for s in sessions},
+        "sessions": {s: occupant.sessions[s] for s in sessions},
     }
 
 
@@ -165,7 +165,9 @@ class DirectOccupants:
 
     def _restore_one(self, room: Room, record: OccupantRecord) -> None:
         state = record.state
-        sessions = {jid: stanzas.parse_stanza(xml) for jid, xml in state["sessions"].items()}
+        # kept serialised, as stored (Occupant.sessions); parsed here to refuse a bad row
+        sessions = {jid: stanzas.render(stanzas.parse_stanza(xml))
+                    for jid, xml in state["sessions"].items()}
         if not sessions:
             raise ValueError("no session")
         primary = state.get("primary") if state.get("primary") in sessions else next(
