@@ -71,21 +71,12 @@ def master_burst(joins: int, profile: cProfile.Profile | None) -> None:
           f"{1000 * (time.perf_counter() - began):.0f} ms")
 
 
-def _local_enter(i: int) -> stanzas.Element:
-    full = f"local{i}@{SLAVE_DOMAIN}/r"
-    return stanzas.parse_stanza(
-        f"<presence from='{ROOM}/local{i}' to='{SLAVE}'><x xmlns='{xmlns.MUC_USER}'>"
-        f"<item affiliation='none' role='participant' jid='{full}'/><status code='110'/>"
-        f"</x><x xmlns='{xmlns.DMUC}'><enter jid='{full}'/><history maxstanzas='0'/></x>"
-        "</presence>")
-
-
 def slave_broadcasts(local: int, messages: int, profile: cProfile.Profile | None) -> None:
     slave = memory.registered_slave(memory._join(f"local0@{SLAVE_DOMAIN}/r", "local0"))
     for i in range(local):
         if i:
             slave.receive(memory._join(f"local{i}@{SLAVE_DOMAIN}/r", f"local{i}"), NOW)
-        slave.receive(_local_enter(i), NOW)
+        slave.receive(memory.enter_stanza(i), NOW)
     xmls = [f"<message from='{ROOM}/nick0' to='{SLAVE}' type='groupchat' id='m{n}'>"
             f"<body>Phaedrus, we're all having a truly rotten time. ({n})</body>"
             f"<stanza-id xmlns='urn:xmpp:sid:0' id='s{n}' by='{ROOM}'/>"

@@ -110,7 +110,7 @@ def slave(occupants: int) -> tuple[SlaveService, Callable[[int], None]]:
     return service, join
 
 
-def _enter(i: int) -> stanzas.Element:
+def enter_stanza(i: int) -> stanzas.Element:
     """The master's ENTER of local user i, as the slave receives it."""
     full = f"local{i}@{SLAVE_DOMAIN}/r"
     return stanzas.parse_stanza(
@@ -128,7 +128,7 @@ def slave_sessions(occupants: int) -> tuple[SlaveService, Callable[[int], None]]
     def join(i: int) -> None:
         if i:
             service.receive(_join(f"local{i}@{SLAVE_DOMAIN}/r", f"local{i}"), NOW)
-        service.receive(_enter(i), NOW)
+        service.receive(enter_stanza(i), NOW)
         if i == occupants - 1:
             room = service.rooms[ROOM]
             assert len(room.local) == occupants
