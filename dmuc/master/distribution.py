@@ -219,11 +219,25 @@ class Distribution:
 
     def link_for_user(self, room_jid: str, full_jid: str) -> SlaveRegistration | None:
         """The slave through which a user of this domain enters the room, if any."""
-        domain = jids.bare(full_jid).split("@")[-1]
+        domain = _domain(full_jid)
         for link in self.links.get(room_jid, {}).values():
             if domain in link.domains:
                 return link
         return None
+
+    def serves(self, user: str) -> bool:
+        """Whether a user's domain is one an allowed slave serves (registered or not)."""
+        domain = _domain(user)
+        return any(domain in served for served in self.allowed.values())
+
+    def left_to_slave(self, stanza: Element, sender: str, out: Outbox, why: str) -> None:
+        """A groupchat its slave will submit again after registering (it never saw its
+        broadcast, §4.11.2): this copy is dropped and counted as a second one, unanswered
+        (the sender sees it delivered once)."""
+        room_jid = jids.bare(stanza.getAttribute("to") or "")
+        out.debug(f"dropped groupchat {stanza.getAttribute('id')} of {sender} to {room_jid}"
+                  f" ({why}): its slave submits it again")
+        self.duplicate_dropped(room_jid)
 
     def slave_of(self, room: Room, session: str) -> str | None:
         """The slave a session entered through (None: reached directly)."""
@@ -572,12 +586,9 @@ class Distribution:
         if stanza.name != "message" or stanza.getAttribute("type") != "groupchat" \
                 or not stanza.getAttribute("id"):
             return False  # not a message the slave keeps in flight: answered as it is
-        domain = jids.bare(sender).split("@")[-1]
-        if not any(domain in served for served in self.allowed.values()):
+        if not self.serves(sender):
             return False
-        out.debug(f"dropped groupchat {stanza.getAttribute('id')} of {sender} to {room_jid}:"
-                  " its slave is not registered (yet) and submits it again")
-        self.duplicate_dropped(room_jid)
+        self.left_to_slave(stanza, sender, out, "its slave is not registered (yet)")
         return True
 
     def _ask_lost(self, link: SlaveRegistration, out: Outbox) -> None:
@@ -918,6 +929,10 @@ class Distribution:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
         link.fire("bounce", out.now)
+
+
+def _domain(jid: str) -> str:
+    return jids.bare(jid).split("@")[-1]
 
 
 def _sent_so_far(register: Element) -> int:

@@ -302,18 +302,14 @@ class DirectOccupants:
         is a second copy of that, dropped and counted as one; anything else gets the
         answer the component's absence gave before (remote-server-timeout, which
         mod_dmuc_slave hands to the slave). Whether it was one."""
-        if "@" not in sender or stanza.getAttribute("type") in ("error", "result"):
-            return False
-        domain = sender.split("/", 1)[0].split("@", 1)[1]
-        if not any(domain in served for served in self.service.distribution.allowed.values()):
+        distribution = self.service.distribution
+        if not to_user(sender) or stanza.getAttribute("type") in ("error", "result") \
+                or not distribution.serves(sender):
             return False
         if self._said_at(stanza, out.now) is None:
             return False
         if stanza.name == "message" and stanza.getAttribute("type") == "groupchat":
-            out.debug(f"dropped a held groupchat {stanza.getAttribute('id')} of {sender}: "
-                      "its slave submits it again")
-            self.service.distribution.duplicate_dropped(
-                (stanza.getAttribute("to") or "").split("/", 1)[0])
+            distribution.left_to_slave(stanza, sender, out, "held by our Prosody")
             return True
         stanzas.refuse(out, stanza, "wait", "remote-server-timeout",
                        "Held while the service was down; its slave submits it again",
