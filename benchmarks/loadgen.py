@@ -297,6 +297,18 @@ class LoadGen:
             raise RuntimeError(f"{room}: the configuration was refused ({kind})")
         return {}
 
+    async def destroy(self, room: str, client: int, timeout: float = 60.0
+                      ) -> dict[str, Any]:
+        """The owner ``client`` destroys ``room`` (XEP-0045 §10.9); its answer comes once
+        the room has sent every occupant its last presence."""
+        kind = await self.clients[client].iq(
+            f"<iq type='set' to={quoteattr(room)} id='destroy'>"
+            "<query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>",
+            "destroy", timeout)
+        if kind != "result":
+            raise RuntimeError(f"{room}: the destruction was refused ({kind})")
+        return {}
+
     async def _pings(self, c: RawClient, room: str, done: asyncio.Event,
                      rtts: list[float], timeout: float) -> None:
         """Ping ``room`` from ``c`` (PING_INTERVAL after each answer) until ``done``."""

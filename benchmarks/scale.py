@@ -153,8 +153,8 @@ def burst_table(burst: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    add_case_arguments(p, occupants=[300, 2000, 10_000], servers=10)
-    p.add_argument("--full-roster-up-to", type=int, default=300,
+    add_case_arguments(p, occupants=[1000, 2000, 10_000], servers=10)
+    p.add_argument("--full-roster-up-to", type=int, default=1000,
                    help="above this N the room broadcasts the moderators' presence only")
     p.add_argument("--burst", type=int, nargs="*", default=[1000, 10_000],
                    help="joins in each burst (none: no burst)")

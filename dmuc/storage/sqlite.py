@@ -24,6 +24,8 @@ from dmuc.storage.sql import Dialect, SQLStorage, migrate, schema_version
 _T = TypeVar("_T")
 
 MEMORY = ":memory:"
+# SQLite's page cache per connection (KiB); see _setup_connection
+PAGE_CACHE_KIB = 128
 _URL_PREFIX = "sqlite:"
 
 
@@ -159,6 +161,10 @@ class SQLiteStorage(SQLStorage):
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Rows are written far more than read back (a restart reads them once; the
+        # operating system caches the file anyway): SQLite's own page cache, 2 MiB by
+        # default, would hold each written page in the daemon's memory until it is full.
+        conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
 
     def _read_version(self, txn: Any) -> int | None:
         return _user_version(txn)

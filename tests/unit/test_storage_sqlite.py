@@ -191,6 +191,8 @@ def test_connection_pragmas(tmp_path: Path):
         assert rows[0][0] == 1
         rows = yield store._pool.runQuery("PRAGMA synchronous")
         assert rows[0][0] == 1  # NORMAL
+        rows = yield store._pool.runQuery("PRAGMA cache_size")
+        assert rows[0][0] == -128  # KiB: a small page cache (issue 19, memory)
     finally:
         yield store.close()
 
