@@ -59,7 +59,7 @@ BENCH_ARGS ?=
 bench: deps venv
 	$(BIN)/python -m benchmarks.realnet $(BENCH_ARGS)
 
-# At scale: N=300, 2,000 and 10,000 occupants on K=10 users' servers (12 Prosody servers),
+# At scale: N=1,000, 2,000 and 10,000 occupants on K=10 users' servers (12 Prosody servers),
 # then bursts of 1,000 and 10,000 joins at once (through a slave, direct) with pings; dmuc
 # and mod_muc side by side (mod_muc up to 2,000: its joins are quadratic); writes its
 # section of docs/benchmarks.md and docs/bench/realnet-scale.json
