@@ -270,6 +270,9 @@ class CoreHandler(subprotocols.XMPPHandler):
         self._writing = 0  # storage writes issued and not done yet
         self.metrics: Metrics | None = None  # set by the Daemon
         self.on_link: Callable[[bool], None] | None = None  # told when the stream comes/goes
+        # the core's own work for later turns (a slave's held stanzas going out a slice a
+        # turn): asked after each turn, it returns an Outbox, or None when it has none
+        self.more_work: Callable[[float], Outbox | None] | None = None
         # stanzas parsed and not handled yet, per sender (see dmuc.shell.fairness)
         self.turns: FairQueue[Element] = FairQueue(time.perf_counter)
         # what we write: the link's peers first, the bulk as the transport's buffer
@@ -334,11 +337,32 @@ class CoreHandler(subprotocols.XMPPHandler):
         """Handle queued stanzas round-robin for one turn's budget; the reactor reads the
         socket and runs timers between two turns."""
         self._turn_call = None
-        if self.turns.run(self.handle):
+        more = self.turns.run(self.handle)
+        if self.more_work is not None and self._work():
+            more = True
+        if more:
             self._turn_call = reactor.callLater(0, self._take_turn)
         if self._reading_paused is not None and self.turns.drained:
             paused, self._reading_paused = self._reading_paused, None
             paused.resumeProducing()
+
+    def _work(self) -> bool:
+        """One slice of the core's own work (more_work); True if there was some."""
+        assert self.more_work is not None
+        timed = self.stalls.begin()
+        try:
+            out = self.more_work(time.time())
+            if out is None:
+                return False
+            self.write(out)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one line; the daemon goes on
+            log.error("internal error in the core's queued work: {error}",
+                      error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
+            log.debug("{traceback}", traceback="".join(traceback.format_exception(exc)))
+            return False
+        finally:
+            self.stalls.end(timed, "held stanzas going out")
 
     def backlog(self) -> bool:
         """Whether stanzas are waiting: parsed and not handled yet, or still unread in

@@ -41,6 +41,7 @@ class SlaveDaemon(Daemon):
         storage = open_storage(cfg.storage_url)
         handler = CoreHandler(self.slave.receive, storage, self.slave.jid,
                               on_connect=self.slave.connected, save_delay=SAVE_DELAY)
+        handler.more_work = self.slave.work  # held stanzas go out a slice a turn
         super().__init__("dmuc-slave", cfg, storage, handler, self.slave.tick)
         # a master's service JID and its rooms in one queue, in the order they came
         handler.one_turn = {m.lower(): m.lower() for m in cfg.masters}

@@ -31,6 +31,10 @@ from dmuc.slave.room import SlaveRoom, resubmission
 # Stanzas held per room while not LIVE: stored with the room, far above a realistic split
 # (an hour of a busy room's local traffic); past it, local users get resource-constraint.
 MAX_QUEUED = 10_000
+# What flush forwards in one call (~20 us each: ~10 ms); the rest goes in later reactor
+# turns (`flushing`, SlaveService.work). 10,000 ENTERs queued while a room registered,
+# forwarded at once, held the slave's reactor 264 ms (docs/benchmarks.md, issue 19).
+FLUSH_SLICE = 500
 
 
 class LinkState(Enum):
@@ -163,6 +167,12 @@ class SlaveLink:
             # prefix that marks what we held is ours alone (it is not rate-limited).
             client_id = xep0282.without_held_prefix(stanza.getAttribute("id") or "")
             stanza["id"] = client_id or xep0282.SLAVE_ID_PREFIX + uuid.uuid4().hex
+        if state in FORWARDING and self.room.queue:
+            # what waited is still going out, a slice a turn (flush): this goes behind it
+            # (a name with "_": domish's __getattr__ never takes it for a child element)
+            stanza._behind_backlog = said_at  # type: ignore[attr-defined]
+            self._hold(stanza, out)
+            return
         if state in FORWARDING:
             if state is L.LIVE:
                 self._track(stanza, full, said_at)
@@ -246,10 +256,27 @@ class SlaveLink:
             return
         self.room.queue.append(stanza)
 
+    @property
+    def flushing(self) -> bool:
+        """Forwarding, with held stanzas still to go (flush sends a slice per call)."""
+        return self.state in FORWARDING and bool(self.room.queue)
+
     def flush(self, out: Outbox) -> None:
-        queued, self.room.queue = self.room.queue, []
+        """What was held goes to the master in order, FLUSH_SLICE of it now; while more is
+        left (`flushing`) the service calls again in a later reactor turn, and what local
+        users send meanwhile waits behind it (submit)."""
+        queue = self.room.queue
+        queued, self.room.queue = queue[:FLUSH_SLICE], queue[FLUSH_SLICE:]
         for stanza in queued:
-            self._forward(stanza, out.now, out)
+            said_at = getattr(stanza, "_behind_backlog", None)
+            if said_at is None:
+                self._forward(stanza, out.now, out)
+                continue
+            # submitted while forwarding: as submit would have sent it then
+            del stanza._behind_backlog
+            if self.state is L.LIVE:
+                self._track(stanza, stanza.getAttribute("from") or "", said_at)
+            self._forward(stanza, said_at, out)
 
     def _forward(self, stanza: Element, said_at: float, out: Outbox) -> None:
         """To the master; while LIVE numbered (a copy: what we keep stays as the user sent

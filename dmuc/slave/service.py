@@ -54,6 +54,7 @@ class SlaveService:
         self._ids = itertools.count(1)
         self.pending_iqs: dict[str, tuple[str, str]] = {}  # id -> (kind, room)
         self._touched: set[str] = set()  # rooms whose state changed since the last take
+        self._flushing: set[str] = set()  # rooms whose held stanzas go out a slice a turn
         self.last_tick: float | None = None  # ticks come every second (shell/daemon.py)
         self.resumed_at = -1e18  # when a tick last found we had been stopped
         self.splits = SplitCounter(LinkState.SPLIT)  # every link's netsplits and netjoins
@@ -111,6 +112,8 @@ class SlaveService:
         touched, self._touched = self._touched, set()
         for room_jid in sorted(touched):
             room, link = self.rooms.get(room_jid), self.links.get(room_jid)
+            if link is not None and link.flushing:
+                self._flushing.add(room_jid)  # the rest goes in later turns (work)
             if room is not None and link is not None:
                 out.store(SaveRoom(room_jid, _snapshot(room, link), room.changed_entries,
                                    room.unwritten))
@@ -169,6 +172,23 @@ class SlaveService:
             self._bounce(stanza, to.full(), sender.userhost(), out)
         elif stanza.getAttribute("type") not in ("error", "result"):
             out.send(stanzas.error_reply(stanza, "cancel", "service-unavailable"))
+        self._save_touched(out)
+        return self._fold(out)
+
+    def work(self, now: float) -> Outbox | None:
+        """The core's own work for a later reactor turn (the shell asks after each turn):
+        each link still forwarding what it held sends its next slice (SlaveLink.flush).
+        None when there is none."""
+        if not self._flushing:
+            return None
+        out = Outbox(now)
+        for room_jid in sorted(self._flushing):
+            link = self.links.get(room_jid)
+            if link is not None and link.flushing:
+                link.flush(out)
+                self._touched.add(room_jid)
+            if link is None or not link.flushing:
+                self._flushing.discard(room_jid)
         self._save_touched(out)
         return self._fold(out)
 

@@ -6,10 +6,12 @@ import re
 from collections import deque
 
 import pytest
+from twisted.internet import task
 from twisted.words.xish.domish import Element
 
 from dmuc.outbox import Outbox
 from dmuc.protocol import stanzas
+from dmuc.shell import daemon
 from dmuc.shell.daemon import CoreHandler
 from dmuc.shell.fairness import FairQueue, link_peer, sender_key
 
@@ -211,3 +213,29 @@ def test_the_links_stanzas_overtake_the_queued_bulk_and_each_lane_keeps_its_orde
     write(("u1@vesa.yeggmaex.irc", "b4"))
     handler.stopProducing()  # the stream is gone: so is what was queued for it
     assert handler.lanes.bulk == deque() and _ids(sent)[-1] == "m1"
+
+
+def test_the_cores_own_work_goes_out_a_slice_a_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the core queued for later turns (a slave's held stanzas, SlaveService.work)
+    is asked for after each turn, one slice a turn, until it has none."""
+    clock = task.Clock()
+    monkeypatch.setattr(daemon, "reactor", clock)
+    slices = [["w1", "w2"], ["w3"]]
+
+    def more_work(now: float) -> Outbox | None:
+        if not slices:
+            return None
+        out = Outbox(now)
+        for ident in slices.pop(0):
+            out.send(_stanza(f"{MASTER}", ident))
+        return out
+
+    handler = CoreHandler(lambda element, now: Outbox(now), None, "dmuc.vesa.yeggmaex.irc")  # type: ignore[arg-type]
+    sent: list[str] = []
+    handler.send = sent.append  # type: ignore[method-assign]
+    handler.more_work = more_work
+    handler._take_turn()
+    assert _ids(sent) == ["w1", "w2"] and len(clock.getDelayedCalls()) == 1
+    clock.advance(0)  # the next turns: the second slice, then one that finds none
+    assert _ids(sent) == ["w1", "w2", "w3"]
+    assert clock.getDelayedCalls() == [] and slices == []  # nothing left: no more turns

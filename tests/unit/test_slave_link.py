@@ -15,6 +15,7 @@ from dmuc.outbox import Outbox, SaveRoom
 from dmuc.protocol import stanzas, xep0282
 from dmuc.records import MIRROR_SESSION, OccupantRecord
 from dmuc.slave.link import (
+    FLUSH_SLICE,
     LINK_TRANSITIONS,
     LinkConfig,
     LinkState,
@@ -187,6 +188,41 @@ def test_local_stanzas_are_held_while_registering_and_syncing_then_sent_in_order
         ("presence", EFCHEN, f"{ROOM}/Efchen")]
     out = s.say(BIGCHEESE, "now", "n1")
     assert [m["id"] for m in _sent(out)] == ["n1"]  # LIVE: forwarded at once, unchanged
+
+
+def test_what_was_held_goes_out_a_slice_per_turn_and_newer_stanzas_wait_behind_it() -> None:
+    """1,200 joins held while the room registers go out FLUSH_SLICE at a time, one slice
+    at <synced/> and the rest when the shell asks for the core's work (a turn each, so no
+    one call holds the reactor); a message said meanwhile goes after all of them, and is
+    remembered as in flight like any message said while LIVE."""
+    s = Slave()
+    count = 2 * FLUSH_SLICE + 200
+    users = [f"user{i}@vesa.yeggmaex.irc/r" for i in range(count)]
+    [register] = _sent(s.join(users[0], "n0"))
+    for i, who in enumerate(users[1:], 1):
+        assert _sent(s.join(who, f"n{i}")) == []
+    s.registered(register)
+    assert s.core.work(s.now) is None  # nothing to send until <synced/>
+    out = s.snapshot()
+    first = [m["to"] for m in _sent(out)]
+    assert first == [f"{ROOM}/n{i}" for i in range(FLUSH_SLICE)]
+    s.enter(users[0], "n0")  # the master's answer to the first join: n0 is in
+    s.join(users[5], "n5")  # (a presence update of one of them: behind the backlog)
+    message = s.say(users[0], "hello", "m1")
+    assert _sent(message) == []  # waits behind what is still going out
+    second = s.core.work(s.now)
+    assert second is not None
+    assert [m["to"] for m in _sent(second)] == [
+        f"{ROOM}/n{i}" for i in range(FLUSH_SLICE, 2 * FLUSH_SLICE)]
+    third = s.core.work(s.now)
+    assert third is not None
+    assert [m["to"] for m in _sent(third)] == [
+        *(f"{ROOM}/n{i}" for i in range(2 * FLUSH_SLICE, count)), f"{ROOM}/n5", ROOM]
+    assert _sent(third)[-1]["id"] == "m1"
+    assert ("n0", "m1") in s.core.rooms[ROOM].inflight  # as if said while LIVE
+    assert s.core.work(s.now) is None
+    numbers = [xep0282.sequence_number(m) for out in (out, second, third) for m in _sent(out)]
+    assert numbers == list(range(1, count + 3))  # one numbering, in order
 
 
 def test_a_refused_registration_passes_the_users_through() -> None:
