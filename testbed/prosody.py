@@ -11,6 +11,7 @@ import abc
 import atexit
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -41,9 +42,38 @@ class TestbedError(RuntimeError):
 # small helpers
 
 
+# Ports handed out by free_port in this process: never handed out twice.
+_HANDED_OUT: set[int] = set()
+LOWEST_PORT = 10_000
+
+
+def ephemeral_low() -> int:
+    """The lowest port the kernel picks for a connection's source port."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(ip: str = "127.0.0.1") -> int:
-    """A TCP port that is currently free on ``ip`` (bind to port 0 and ask the kernel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port free on ``ip`` now, for a server started next. It is taken below the
+    kernel's ephemeral range: a port the kernel gave us (bind to port 0) could become
+    the source port of any connection opened before the server binds it (a CI run lost
+    13 tests to "this port is in use" that way). Never the same port twice."""
+    high = ephemeral_low()
+    for _ in range(500 if high > LOWEST_PORT else 0):
+        port = random.randrange(LOWEST_PORT, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((ip, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # none found: the kernel's
         s.bind((ip, 0))
         return s.getsockname()[1]
 
