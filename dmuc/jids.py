@@ -147,6 +147,11 @@ def bare(text: str) -> str:
     return text.split("/", 1)[0]
 
 
+def domain(text: str) -> str:
+    """The domainpart of a (prepared) JID, full or bare, or of a bare domain."""
+    return bare(text).rpartition("@")[2]
+
+
 def check_nick(nick: object) -> str:
     """The nickname after resourceprep; raises the Refusal mod_muc answers a join or a nick
     change with: jid-malformed for a nick resourceprep refuses (Prosody's routing does it

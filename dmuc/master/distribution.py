@@ -219,7 +219,7 @@ class Distribution:
 
     def link_for_user(self, room_jid: str, full_jid: str) -> SlaveRegistration | None:
         """The slave through which a user of this domain enters the room, if any."""
-        domain = _domain(full_jid)
+        domain = jids.domain(full_jid)
         for link in self.links.get(room_jid, {}).values():
             if domain in link.domains:
                 return link
@@ -227,7 +227,7 @@ class Distribution:
 
     def serves(self, user: str) -> bool:
         """Whether a user's domain is one an allowed slave serves (registered or not)."""
-        domain = _domain(user)
+        domain = jids.domain(user)
         return any(domain in served for served in self.allowed.values())
 
     def left_to_slave(self, stanza: Element, sender: str, out: Outbox, why: str) -> None:
@@ -929,10 +929,6 @@ class Distribution:
         if not link.split:
             out.warn(f"netsplit: slave {link.jid} for {link.room}: {why}")
         link.fire("bounce", out.now)
-
-
-def _domain(jid: str) -> str:
-    return jids.bare(jid).split("@")[-1]
 
 
 def _sent_so_far(register: Element) -> int:

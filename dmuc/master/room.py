@@ -114,7 +114,7 @@ class Room:
         if bare_jid in self.service.admins:
             return "owner"
         found = self.affiliations.get(bare_jid)
-        if found is None and self.affiliations.get(bare_jid.split("@")[-1]) == "outcast":
+        if found is None and self.affiliations.get(jids.domain(bare_jid)) == "outcast":
             return "outcast"  # the user's whole domain is banned (as mod_muc)
         return found or "none"
 

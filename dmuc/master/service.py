@@ -115,7 +115,7 @@ class MUCService:
             return True
         if policy == "admins":
             return False
-        return creator_bare.split("@")[-1] in policy
+        return jids.domain(creator_bare) in policy
 
     def create_room(self, room_jid: str, creator_bare: str, out: Outbox) -> Room:
         config = RoomConfig.from_dict({**RoomConfig().to_dict(), **self.settings.room_defaults})

@@ -78,8 +78,7 @@ class BlockList:
                                       f"are not a bare JID or a domain: {', '.join(bad)}", 300))
 
     def blocked(self, sender: str) -> bool:
-        bare = jids.bare(sender)
-        return bare in self.entries or bare.rpartition("@")[2] in self.entries
+        return jids.bare(sender) in self.entries or jids.domain(sender) in self.entries
 
     def pre_join(self, room: Room, stanza: Element, nick: str, sender: str) -> Refusal | None:
         if self.blocked(sender):

@@ -223,6 +223,13 @@ def _summary(element: Element) -> str:
     return stanzas.one_line(f"<{element.name} {attrs}>", 300)
 
 
+def _internal_error_line(doing: str, exc: Exception) -> None:
+    """One line for an internal error (the traceback only at debug level)."""
+    log.error("internal error {doing}: {error}", doing=doing,
+              error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
+    log.debug("{traceback}", traceback="".join(traceback.format_exception(exc)))
+
+
 def _small_send_buffers(transport: Any) -> None:
     """What the transport and the kernel hold of our output is out of the lanes' reach:
     a stanza to the link's peer waits behind it. Twisted pauses its producer above its
@@ -357,9 +364,7 @@ class CoreHandler(subprotocols.XMPPHandler):
             self.write(out)
             return True
         except Exception as exc:  # noqa: BLE001 - one line; the daemon goes on
-            log.error("internal error in the core's queued work: {error}",
-                      error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
-            log.debug("{traceback}", traceback="".join(traceback.format_exception(exc)))
+            _internal_error_line("in the core's queued work", exc)
             return False
         finally:
             self.stalls.end(timed, "held stanzas going out")
@@ -438,9 +443,7 @@ class CoreHandler(subprotocols.XMPPHandler):
     def _internal_error(self, element: Element, exc: Exception) -> None:
         """One log line (the full traceback only at debug level) and one
         internal-server-error answer."""
-        log.error("internal error handling {stanza}: {error}", stanza=_summary(element),
-                  error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
-        log.debug("{traceback}", traceback="".join(traceback.format_exception(exc)))
+        _internal_error_line(f"handling {_summary(element)}", exc)
         if not self._answerable(element):
             return
         try:
@@ -597,9 +600,7 @@ class CoreHandler(subprotocols.XMPPHandler):
             try:
                 op.answer(value, out)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - one bad answer must not take us down
-                log.error("internal error answering an archive query of {room}: {error}",
-                          room=op.room_jid,
-                          error=stanzas.one_line(f"{type(exc).__name__}: {exc}", 300))
+                _internal_error_line(f"answering an archive query of {op.room_jid}", exc)
                 return
             if self.xmlstream is not None:
                 self.write(out)

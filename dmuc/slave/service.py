@@ -182,13 +182,14 @@ class SlaveService:
         if not self._flushing:
             return None
         out = Outbox(now)
-        for room_jid in sorted(self._flushing):
+        flushing, self._flushing = self._flushing, set()
+        for room_jid in sorted(flushing):
             link = self.links.get(room_jid)
             if link is not None and link.flushing:
                 link.flush(out)
-                self._touched.add(room_jid)
-            if link is None or not link.flushing:
-                self._flushing.discard(room_jid)
+                self._touched.add(room_jid)  # saved, and put back while more is left
+        if not self._touched:
+            return None  # (their links split meanwhile: the rest waits for the netjoin)
         self._save_touched(out)
         return self._fold(out)
 

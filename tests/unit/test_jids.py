@@ -236,3 +236,14 @@ def test_ascii_fast_path_agrees_with_twisted_on_random_input() -> None:
         for text in (f"a{c}b@example.com", f"a@ex{c}ample.com", f"a@example.com/r{c}s",
                      f"{c}@example.com", f"a@{c}", f"a@example.com/{c}", f"{c}"):
             _agree(text)
+
+
+@pytest.mark.parametrize(("text", "domain"), [
+    ("user@efnet.irc/phone", "efnet.irc"),
+    ("user@efnet.irc", "efnet.irc"),
+    ("efnet.irc", "efnet.irc"),
+    ("efnet.irc/admin", "efnet.irc"),
+    ("room@channel.avalon.irc/nick@home", "channel.avalon.irc"),  # '@' in the resource
+])
+def test_domain_of_a_jid(text: str, domain: str) -> None:
+    assert jids.domain(text) == domain

@@ -225,6 +225,34 @@ def test_what_was_held_goes_out_a_slice_per_turn_and_newer_stanzas_wait_behind_i
     assert numbers == list(range(1, count + 3))  # one numbering, in order
 
 
+def test_a_split_while_the_held_stanzas_go_out_keeps_the_rest_for_the_netjoin() -> None:
+    """A netsplit after the first slice: nothing more goes while split; at the netjoin
+    the rest goes, each join once, then what was said behind them, in order."""
+    s = Slave()
+    count = FLUSH_SLICE + 100
+    users = [f"user{i}@vesa.yeggmaex.irc/r" for i in range(count)]
+    [register] = _sent(s.join(users[0], "n0"))
+    for i, who in enumerate(users[1:], 1):
+        s.join(who, f"n{i}")
+    s.registered(register)
+    first = _sent(s.snapshot())
+    s.enter(users[0], "n0")
+    assert _sent(s.say(users[0], "behind", "m1")) == []
+    s.send(f"<message from='{ROOM}' to='{SLAVE}' type='error'/>")  # the link breaks
+    assert s.state is L.SPLIT
+    assert s.core.work(s.now) is None  # nothing goes while split
+    out = s.send(f"<iq type='get' from='{ROOM}' to='{SLAVE}' id='ping1'>"
+                 f"<ping xmlns='{xmlns.PING}'/></iq>")  # the master is back
+    [register, _pong] = _sent(out)
+    s.registered(register)
+    rest = _sent(s.snapshot("n0"))
+    assert s.state is L.LIVE and s.core.work(s.now) is None  # all of it in one slice
+    joins = [m["to"] for m in [*first, *rest] if m.name == "presence"]
+    assert joins == [f"{ROOM}/n{i}" for i in range(count)]  # each once, in order
+    assert rest[-1]["id"] == "m1"
+    assert ("n0", "m1") in s.core.rooms[ROOM].inflight
+
+
 def test_a_refused_registration_passes_the_users_through() -> None:
     s = Slave()
     [register] = _sent(s.join(BIGCHEESE, "BigCheese"))

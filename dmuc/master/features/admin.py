@@ -175,7 +175,7 @@ def _check_request(room: Room, actor_aff: str, actor_role: str | None,
         if bare_jid in room.service.admins:
             return "owner"
         found = stored.get(bare_jid)
-        if found is None and stored.get(bare_jid.split("@")[-1]) == "outcast":
+        if found is None and stored.get(jids.domain(bare_jid)) == "outcast":
             return "outcast"
         return found or "none"
 
